@@ -1,0 +1,3 @@
+"""
+The per-node convergence agent.
+"""

@@ -1,0 +1,47 @@
+"""
+The control service: holds the cluster's desired configuration, keeps ONE
+cached listing of the backend's volumes, and hands each node its slice of
+the desired state.
+
+REST API (JSON bodies, ``Content-Type: application/json``). Records travel
+as ``blockmover.model.to_data`` makes them. Every request may carry the
+header ``blockmover.logs.TASK_HEADER`` with an eliot task id; the service
+continues that task so a deploy reads as one tree across processes.
+
+``PUT /v1/configuration[?dry_run=1]``
+    Body ``{"cluster_yml": TEXT, "app_yml": TEXT, "cluster_path": NAME,
+    "app_path": NAME}`` (the two files' contents and the names to use in
+    error messages). Validates as the CLI does, plus placement checks
+    against the cached listing (limits, shrinks). 200 ``{"generation": N,
+    "plan": {NODE: [LINE, ...]}}`` where ``plan`` says, per node, what will
+    change; with ``dry_run`` nothing is stored and ``generation`` is the
+    current one. 400 ``{"errors": [MESSAGE, ...]}`` and nothing changes.
+
+``GET /v1/configuration``
+    200 ``{"generation": N, "cluster_yml": TEXT, "app_yml": TEXT}``; 404
+    ``{"errors": [...]}`` before the first configuration. Never carries
+    credentials.
+
+``GET /v1/state``
+    200 ``{"generation": N, "listed_at": T, "nodes": {NODE: {"reported_at":
+    T | null, "state": NodeState | null, "progress": Progress | null}},
+    "applications": {APP: {"wanted_on": NODE | null, "running_on": [NODE,
+    ...], "mounted_on": [NODE, ...]}}}``.
+
+``GET /v1/nodes/{node}/desired?after=GEN&timeout=SECONDS``
+    A long poll for the node's ``NodeDesired``. Answers at once when the
+    slice's ``generation`` is greater than ``after`` (or ``after`` is
+    missing), else as soon as it changes, else after ``timeout`` seconds
+    (default 30) with 204 and no body. 404 for a node the configuration
+    does not name, and before the first configuration.
+
+``PUT /v1/nodes/{node}/state``
+    Body: a ``NodeReport``. 200 ``{}``. A report with ``changed_backend``
+    set makes the service refresh its volume listing now.
+
+``GET /v1/volumes``
+    200 ``{"listed_at": T, "volumes": [Volume, ...]}``: the cached listing.
+"""
+
+# The port the control service listens on unless told otherwise.
+DEFAULT_PORT = 4523
