@@ -3,7 +3,7 @@
 
 VENV ?= .venv
 PYTHON ?= python3
-SYSTEM_PACKAGES = e2fsprogs util-linux xfsprogs iproute2 procps kmod
+SYSTEM_PACKAGES = e2fsprogs util-linux xfsprogs iproute2 procps kmod psmisc mount
 
 .PHONY: demo test system venv clean
 

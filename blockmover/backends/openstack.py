@@ -1,0 +1,382 @@
+"""
+The openstack backend: Cinder holds the volumes, Nova attaches them to the
+nodes' servers, through openstacksdk.
+
+Every call retries what may pass (5xx, a dropped connection, a 413 that asks
+to come back later) with backoff under a deadline, and maps the cloud's
+refusals onto the backend interface's errors with the cloud's own message.
+"""
+
+import time
+
+import openstack
+from keystoneauth1 import exceptions as ks_exceptions
+from openstack import exceptions as os_exceptions
+from zope.interface import implementer
+
+from blockmover.backends import instance
+from blockmover.backends.devices import find_cloud_device
+from blockmover.backends.interface import (
+    AlreadyAttached, BackendUnavailable, BlockDeviceError, IBlockDeviceAPI,
+    OverLimit, ShrinkRefused, UnknownVolume, VolumeInUse,
+)
+from blockmover.identity import CLUSTER_KEY, DATASET_KEY, NAME_KEY
+from blockmover.model import Limits, Volume
+from blockmover.poll import Backoff, Timeout, poll
+from blockmover.units import GiB, round_up
+
+# Cinder's 413 bodies that mean a quota or size limit, not "come back later".
+_QUOTA_REFUSALS = ("VolumeLimitExceeded", "VolumeSizeExceedsAvailableQuota",
+                   "VolumeSizeExceedsLimit", "exceeded for quota",
+                   "exceeds allowed")
+_TRANSIENT_STATUS = (500, 502, 503, 504)
+_GONE = ("deleting", "error_deleting")
+
+
+class Retry(Exception):
+    """
+    The cloud asked to try again after ``seconds``.
+    """
+    def __init__(self, seconds, reason):
+        self.seconds = seconds
+        Exception.__init__(self, reason)
+
+
+def _details(error):
+    return str(getattr(error, "details", None) or error)
+
+
+def _retry_after(error):
+    response = getattr(error, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def translate(error, volume_id=None):
+    """
+    The backend-interface error (or ``Retry``) for an openstacksdk error.
+    """
+    if isinstance(error, (ks_exceptions.ConnectFailure,
+                          ks_exceptions.ConnectTimeout,
+                          ks_exceptions.RetriableConnectionFailure)):
+        return Retry(None, "cannot reach the cloud: %s" % (error,))
+    if not isinstance(error, os_exceptions.HttpException):
+        return error
+    detail = _details(error)
+    status = error.status_code
+    if status in _TRANSIENT_STATUS:
+        return Retry(_retry_after(error), "the cloud answered %s: %s"
+                     % (status, detail))
+    if status == 413:
+        if any(word in detail for word in _QUOTA_REFUSALS):
+            return OverLimit(detail)
+        return Retry(_retry_after(error), "the cloud asked to slow down: %s"
+                     % (detail,))
+    if status == 404 and volume_id is not None:
+        return UnknownVolume(volume_id, detail)
+    if status == 403 and "maximum allowed number of disk devices" in detail:
+        return OverLimit(detail)
+    return BlockDeviceError("the cloud refused: %s" % (detail,))
+
+
+def _to_volume(raw):
+    attached_to = None
+    for attachment in raw.attachments or ():
+        attached_to = attachment.get("server_id") or attachment.get(
+            "serverId")
+    metadata = {str(k): str(v) for k, v in (raw.metadata or {}).items()}
+    return Volume(volume_id=raw.id,
+                  dataset_id=metadata.get(DATASET_KEY, ""),
+                  size=int(raw.size) * GiB,
+                  attached_to=attached_to,
+                  metadata=metadata)
+
+
+@implementer(IBlockDeviceAPI)
+class OpenStackBlockDeviceAPI(object):
+    """
+    Volumes of one cluster in Cinder, attached through Nova.
+
+    :param connection: an ``openstack.connection.Connection``.
+    :param deadline: seconds a call, or a wait for a status, may take at most.
+    """
+
+    def __init__(self, connection, cluster_name, instance_id=None,
+                 availability_zone=None, volume_type=None, deadline=300.0,
+                 backoff=Backoff(initial=0.2, factor=1.6, maximum=10.0),
+                 sleep=time.sleep, metadata_url=instance.METADATA_URL):
+        self._cloud = connection
+        self._cluster = cluster_name
+        self._instance_id = instance_id
+        self._availability_zone = availability_zone
+        self._volume_type = volume_type
+        self._deadline = deadline
+        self._backoff = backoff
+        self._sleep = sleep
+        self._metadata_url = metadata_url
+
+    @classmethod
+    def from_options(cls, options, cluster_name, instance_id=None):
+        """
+        Connect to the cloud named by ``options["cloud"]`` (a clouds.yaml
+        entry; without it, ``OS_CLOUD`` and the usual ``OS_*`` variables).
+        """
+        connect = {}
+        if options.get("cloud"):
+            connect["cloud"] = options["cloud"]
+        if options.get("region"):
+            connect["region_name"] = options["region"]
+        try:
+            connection = openstack.connect(**connect)
+        except os_exceptions.ConfigException as e:
+            raise BlockDeviceError(
+                "cannot configure the openstack backend: %s; name a "
+                "clouds.yaml cloud with backend option 'cloud' or set "
+                "OS_CLOUD" % (e,))
+        return cls(connection, cluster_name, instance_id=instance_id,
+                   availability_zone=options.get("availability_zone"),
+                   volume_type=options.get("volume_type"),
+                   deadline=float(options.get("deadline", 300)))
+
+    # --- calling the cloud ------------------------------------------------
+
+    def _call(self, what, function, *args, volume_id=None, **kwargs):
+        """
+        ``function(*args, **kwargs)``, retried while the cloud's failure may
+        pass, until the deadline.
+        """
+        end = time.monotonic() + self._deadline
+        attempt = 0
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except Exception as e:
+                error = translate(e, volume_id)
+                if not isinstance(error, Retry):
+                    if error is e:
+                        raise
+                    raise error from None
+                delay = error.seconds
+                if delay is None:
+                    delay = self._backoff.delay(attempt)
+                if time.monotonic() + delay > end:
+                    raise BackendUnavailable(
+                        "gave up to %s after %.0f seconds: %s"
+                        % (what, self._deadline, error)) from None
+                self._sleep(delay)
+                attempt += 1
+
+    def _wait(self, volume_id, what, ready):
+        """
+        Poll the volume until ``ready(raw_volume)`` is true and return it;
+        ``ready`` may raise to give up early.
+        """
+        def check():
+            raw = self._get_raw(volume_id)
+            return raw if ready(raw) else None
+        try:
+            return poll(check, self._deadline, what, backoff=self._backoff,
+                        sleep=self._sleep)
+        except Timeout as e:
+            raise BackendUnavailable(str(e)) from None
+
+    def _get_raw(self, volume_id):
+        raw = self._call("get volume %s" % (volume_id,),
+                         self._cloud.block_storage.get_volume, volume_id,
+                         volume_id=volume_id)
+        if (raw.metadata or {}).get(CLUSTER_KEY) != self._cluster:
+            raise UnknownVolume(volume_id)
+        return raw
+
+    # --- IBlockDeviceAPI ---------------------------------------------------
+
+    def allocation_unit(self):
+        return GiB
+
+    def compute_instance_id(self):
+        if self._instance_id is None:
+            self._instance_id = instance.discover(self._metadata_url)
+        return self._instance_id
+
+    def list_volumes(self, changed_since=None):
+        """
+        This cluster's volumes, filtered by the cloud on the cluster's
+        metadata stamp, all pages. With ``changed_since`` (an ISO 8601 time)
+        only volumes updated since then: an incremental refresh.
+        """
+        query = {"properties": repr({CLUSTER_KEY: self._cluster})}
+        if changed_since is not None:
+            query["updated_at"] = "gte:" + changed_since
+        raws = self._call("list volumes", lambda: list(
+            self._cloud.block_storage.volumes(details=True, **query)))
+        return [_to_volume(raw) for raw in raws
+                if (raw.metadata or {}).get(CLUSTER_KEY) == self._cluster
+                and raw.status not in _GONE]
+
+    def _find_dataset(self, dataset_id):
+        query = {"properties": repr({CLUSTER_KEY: self._cluster,
+                                     DATASET_KEY: dataset_id})}
+        raws = self._call("find dataset %s" % (dataset_id,), lambda: list(
+            self._cloud.block_storage.volumes(details=True, **query)))
+        for raw in raws:
+            metadata = raw.metadata or {}
+            if (metadata.get(DATASET_KEY) == dataset_id
+                    and metadata.get(CLUSTER_KEY) == self._cluster
+                    and raw.status not in _GONE):
+                return raw
+        return None
+
+    def create_volume(self, dataset_id, size, metadata):
+        raw = self._find_dataset(dataset_id)
+        if raw is None:
+            attributes = dict(
+                name=metadata.get(NAME_KEY, "blockmover-" + dataset_id),
+                size=round_up(size, GiB) // GiB,
+                metadata=dict(metadata, **{CLUSTER_KEY: self._cluster,
+                                           DATASET_KEY: dataset_id}))
+            if self._availability_zone:
+                attributes["availability_zone"] = self._availability_zone
+            if self._volume_type:
+                attributes["volume_type"] = self._volume_type
+            try:
+                raw = self._cloud.block_storage.create_volume(**attributes)
+            except Exception as e:
+                error = translate(e)
+                if not isinstance(error, Retry):
+                    raise error from None
+                # The cloud may have made it before failing: look again
+                # rather than make a second volume for the dataset.
+                raw = self._find_dataset(dataset_id)
+                if raw is None:
+                    raw = self._call(
+                        "create volume for %s" % (dataset_id,),
+                        self._cloud.block_storage.create_volume, **attributes)
+
+        def ready(current):
+            if current.status == "error":
+                raise BlockDeviceError("the cloud failed to create volume %s"
+                                       % (current.id,))
+            return current.status != "creating"
+        return _to_volume(self._wait(raw.id, "volume %s to be created"
+                                     % (raw.id,), ready))
+
+    def get_volume(self, volume_id):
+        return _to_volume(self._get_raw(volume_id))
+
+    def set_metadata(self, volume_id, metadata):
+        self._get_raw(volume_id)
+        self._call("set metadata of %s" % (volume_id,),
+                   self._cloud.block_storage.set_volume_metadata, volume_id,
+                   volume_id=volume_id, **metadata)
+
+    def attach_volume(self, volume_id, attach_to):
+        raw = self._get_raw(volume_id)
+        holder = _to_volume(raw).attached_to
+        if holder == attach_to and raw.status == "in-use":
+            return _to_volume(raw)
+        if holder is not None and holder != attach_to:
+            raise AlreadyAttached(volume_id, holder)
+        if raw.status == "available":
+            try:
+                self._call("attach volume %s" % (volume_id,),
+                           self._cloud.compute.create_volume_attachment,
+                           attach_to, volume_id, volume_id=volume_id)
+            except BlockDeviceError as e:
+                # A retried attach that had gone through answers "already
+                # attached": only a holder other than us is a refusal.
+                holder = _to_volume(self._get_raw(volume_id)).attached_to
+                if holder is not None and holder != attach_to:
+                    raise AlreadyAttached(volume_id, holder, str(e))
+                if holder is None:
+                    raise
+
+        def ready(current):
+            owner = _to_volume(current).attached_to
+            if owner is not None and owner != attach_to:
+                raise AlreadyAttached(volume_id, owner)
+            if current.status == "available" and owner is None:
+                raise BlockDeviceError(
+                    "the cloud could not attach volume %s to %s; it is "
+                    "available again" % (volume_id, attach_to))
+            if current.status.startswith("error"):
+                raise BlockDeviceError("attaching volume %s failed: status %s"
+                                       % (volume_id, current.status))
+            return current.status == "in-use" and owner == attach_to
+        return _to_volume(self._wait(volume_id, "volume %s to be attached"
+                                     % (volume_id,), ready))
+
+    def detach_volume(self, volume_id):
+        raw = self._get_raw(volume_id)
+        holder = _to_volume(raw).attached_to
+        if holder is not None and raw.status == "in-use":
+            self._call("detach volume %s" % (volume_id,),
+                       self._cloud.compute.delete_volume_attachment,
+                       holder, volume_id, volume_id=volume_id)
+        self._wait(volume_id, "volume %s to be detached" % (volume_id,),
+                   lambda current: current.status == "available"
+                   and not current.attachments)
+
+    def destroy_volume(self, volume_id):
+        raw = self._get_raw(volume_id)
+        if raw.attachments or raw.status in ("in-use", "attaching",
+                                             "detaching", "reserved"):
+            raise VolumeInUse(volume_id)
+        self._call("delete volume %s" % (volume_id,),
+                   self._cloud.block_storage.delete_volume, volume_id,
+                   ignore_missing=True, volume_id=volume_id)
+
+        def gone():
+            try:
+                self._get_raw(volume_id)
+            except UnknownVolume:
+                return True
+            return None
+        try:
+            poll(gone, self._deadline, "volume %s to be deleted"
+                 % (volume_id,), backoff=self._backoff, sleep=self._sleep)
+        except Timeout as e:
+            raise BackendUnavailable(str(e)) from None
+
+    def grow_volume(self, volume_id, size):
+        raw = self._get_raw(volume_id)
+        current = int(raw.size) * GiB
+        wanted = round_up(size, GiB)
+        if wanted < current:
+            raise ShrinkRefused(volume_id, current, size)
+        if wanted > current:
+            self._call("grow volume %s" % (volume_id,),
+                       self._cloud.block_storage.extend_volume, volume_id,
+                       wanted // GiB, volume_id=volume_id)
+
+        def ready(now):
+            if now.status.startswith("error"):
+                raise BlockDeviceError("growing volume %s failed: status %s"
+                                       % (volume_id, now.status))
+            return (now.status in ("available", "in-use")
+                    and int(now.size) * GiB >= wanted)
+        return _to_volume(self._wait(volume_id, "volume %s to grow"
+                                     % (volume_id,), ready))
+
+    def get_device_path(self, volume_id):
+        return find_cloud_device(volume_id, self.compute_instance_id())
+
+    # --- beyond the interface ----------------------------------------------
+
+    def limits(self):
+        """
+        What Cinder's ``/limits`` allows this project, as ``model.Limits``
+        (None where the cloud sets no limit).
+        """
+        raw = self._call("read limits", self._cloud.block_storage.get_limits)
+        absolute = raw.absolute
+        volumes = getattr(absolute, "max_total_volumes", None)
+        gigabytes = getattr(absolute, "max_total_volume_gigabytes", None)
+        return Limits(
+            region_volumes=volumes if volumes and volumes > 0 else None,
+            region_size=gigabytes * GiB if gigabytes and gigabytes > 0
+            else None)
