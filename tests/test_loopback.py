@@ -1,0 +1,233 @@
+"""
+The loopback backend: the conformance suite on real loop devices, and what
+only loopback promises (state on disk shared by processes, healing a lost
+loop device, never touching devices of other roots).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+
+import pytest
+
+from blockmover.backends import loopdevice, make_backend
+from blockmover.backends.interface import UnknownVolume
+from blockmover.backends.loopback import (
+    DEFAULT_ROOT, LoopbackBlockDeviceAPI, NoInstanceId,
+)
+from blockmover.command import run
+from blockmover.identity import volume_metadata
+from blockmover.units import MiB
+from conformance import BlockDeviceAPIConformance
+
+
+class TestLoopbackConformance(BlockDeviceAPIConformance):
+    @pytest.fixture
+    def backend_factory(self, loopback_root):
+        def make(instance_id, cluster_name):
+            return LoopbackBlockDeviceAPI(loopback_root, cluster_name,
+                                          instance_id)
+        return make
+
+
+def _create(api, application="mongodb", size=MiB):
+    metadata = volume_metadata(api.cluster_name, application)
+    return api.create_volume(metadata["blockmover-dataset"], size, metadata)
+
+
+def _image(api, volume):
+    return os.path.join(api.root, "volumes", volume.volume_id + ".img")
+
+
+def test_make_backend(loopback_root):
+    api = make_backend("loopback", {"root": loopback_root}, "demo", "node1")
+    assert isinstance(api, LoopbackBlockDeviceAPI)
+    assert api.root == loopback_root
+    assert api.compute_instance_id() == "node1"
+
+
+def test_default_root():
+    api = LoopbackBlockDeviceAPI.from_options({}, "demo", "node1")
+    assert api.root == DEFAULT_ROOT
+
+
+def test_no_instance_id(make_loopback):
+    api = make_loopback(instance_id=None)
+    with pytest.raises(NoInstanceId) as raised:
+        api.compute_instance_id()
+    assert "instance_id" in str(raised.value)
+
+
+def test_state_survives_restart(make_loopback):
+    api = make_loopback("node1")
+    volume = _create(api)
+    api.attach_volume(volume.volume_id, "node1")
+    path = api.get_device_path(volume.volume_id)
+    restarted = make_loopback("node1")
+    assert restarted.list_volumes() == [api.get_volume(volume.volume_id)]
+    assert restarted.get_device_path(volume.volume_id) == path
+    assert _create(restarted).volume_id == volume.volume_id
+    restarted.detach_volume(volume.volume_id)
+    restarted.destroy_volume(volume.volume_id)
+
+
+def test_record_on_disk(make_loopback):
+    api = make_loopback("node1")
+    volume = _create(api, size=3 * MiB)
+    directory = os.path.join(api.root, "volumes")
+    assert sorted(os.listdir(directory)) == sorted([
+        volume.volume_id + ".img", volume.volume_id + ".json"])
+    with open(os.path.join(directory, volume.volume_id + ".json")) as f:
+        record = json.load(f)
+    assert record["cluster"] == "test"
+    assert record["size"] == 3 * MiB
+    stat = os.stat(_image(api, volume))
+    assert stat.st_size == 3 * MiB
+    assert stat.st_blocks == 0, "the image should be sparse"
+    api.destroy_volume(volume.volume_id)
+    assert os.listdir(directory) == []
+
+
+def test_vanished_device_recreated(make_loopback):
+    api = make_loopback("node1")
+    volume = _create(api)
+    api.attach_volume(volume.volume_id, "node1")
+    image = _image(api, volume)
+    first = api.get_device_path(volume.volume_id)
+    run(["losetup", "--detach", first])
+    assert loopdevice.devices_backing(image) == []
+    again = api.get_device_path(volume.volume_id)
+    assert again is not None
+    assert loopdevice.devices_backing(image) == [again]
+    assert loopdevice.device_size(again) == MiB
+    api.detach_volume(volume.volume_id)
+    assert loopdevice.devices_backing(image) == []
+    api.destroy_volume(volume.volume_id)
+
+
+def test_attach_heals_missing_device(make_loopback):
+    api = make_loopback("node1")
+    volume = _create(api)
+    api.attach_volume(volume.volume_id, "node1")
+    run(["losetup", "--detach", api.get_device_path(volume.volume_id)])
+    api.attach_volume(volume.volume_id, "node1")
+    assert len(loopdevice.devices_backing(_image(api, volume))) == 1
+    api.detach_volume(volume.volume_id)
+    api.destroy_volume(volume.volume_id)
+
+
+def test_other_root_untouched(make_loopback):
+    """
+    A loop device of a file with the same name outside the root survives
+    detach and destroy.
+    """
+    api = make_loopback("node1")
+    volume = _create(api)
+    outside = tempfile.mkdtemp(prefix="blockmover-outside-")
+    stranger = os.path.join(outside, volume.volume_id + ".img")
+    with open(stranger, "wb") as f:
+        f.truncate(MiB)
+    device = run(["losetup", "--find", "--show", stranger]).strip()
+    try:
+        api.attach_volume(volume.volume_id, "node1")
+        assert api.get_device_path(volume.volume_id) != device
+        api.detach_volume(volume.volume_id)
+        api.destroy_volume(volume.volume_id)
+        assert loopdevice.devices_backing(stranger) == [device]
+    finally:
+        loopdevice.detach_all(stranger)
+        os.unlink(stranger)
+        os.rmdir(outside)
+
+
+def test_deleted_backing_file(make_loopback):
+    """
+    A device whose image was unlinked under it is not the volume's device,
+    and destroying the volume removes it.
+    """
+    api = make_loopback("node1")
+    volume = _create(api)
+    image = _image(api, volume)
+    api.attach_volume(volume.volume_id, "node1")
+    stale = api.get_device_path(volume.volume_id)
+    os.unlink(image)
+    assert loopdevice.devices_backing(image) == []
+    assert loopdevice.devices_backing(image, include_deleted=True) == [stale]
+    api.detach_volume(volume.volume_id)
+    assert stale not in [d for d, _ in loopdevice.devices_under(api.root)]
+    api.destroy_volume(volume.volume_id)
+
+
+def test_unknown_volume_of_other_root(make_loopback):
+    api = make_loopback("node1")
+    with pytest.raises(UnknownVolume):
+        api.get_volume("../../etc/passwd")
+
+
+_RACER = """
+import sys
+from blockmover.backends.interface import AlreadyAttached
+from blockmover.backends.loopback import LoopbackBlockDeviceAPI
+root, instance, volume_id, action = sys.argv[1:5]
+api = LoopbackBlockDeviceAPI(root, "test", instance)
+if action == "attach":
+    try:
+        api.attach_volume(volume_id, instance)
+    except AlreadyAttached as e:
+        print("refused", e.attached_to)
+    else:
+        print("won", api.get_device_path(volume_id))
+else:
+    from blockmover.identity import volume_metadata
+    metadata = volume_metadata("test", "mongodb")
+    print(api.create_volume(metadata["blockmover-dataset"], 1048576,
+                            metadata).volume_id)
+"""
+
+
+def _race(root, action, volume_id="-", racers=4):
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _RACER, root, "node%d" % i,
+                          volume_id, action],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for i in range(racers)]
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        outputs.append(out.split())
+    return outputs
+
+
+def test_concurrent_attach_one_wins(make_loopback):
+    api = make_loopback("observer")
+    volume = _create(api)
+    outcomes = _race(api.root, "attach", volume.volume_id)
+    winners = [o for o in outcomes if o[0] == "won"]
+    assert len(winners) == 1, outcomes
+    holder = api.get_volume(volume.volume_id).attached_to
+    assert all(o[1] == holder for o in outcomes if o[0] == "refused")
+    assert loopdevice.devices_backing(_image(api, volume)) == [winners[0][1]]
+    api.detach_volume(volume.volume_id)
+    api.destroy_volume(volume.volume_id)
+
+
+def test_concurrent_create_one_volume(make_loopback):
+    api = make_loopback("observer")
+    outcomes = _race(api.root, "create")
+    assert len({o[0] for o in outcomes}) == 1, outcomes
+    assert [v.volume_id for v in api.list_volumes()] == [outcomes[0][0]]
+    api.destroy_volume(outcomes[0][0])
+
+
+def test_unique_volume_ids(make_loopback):
+    api = make_loopback("node1")
+    ids = {_create(api, "app-%s" % (uuid.uuid4().hex,)).volume_id
+           for _ in range(3)}
+    assert len(ids) == 3
+    for volume_id in ids:
+        api.destroy_volume(volume_id)
