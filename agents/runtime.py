@@ -1,0 +1,235 @@
+"""
+How applications run on a node. ``ProcessRuntime`` runs each application's
+``command`` as a process in its own session, so it outlives the agent, and
+keeps a record of it on disk, so a restarted agent finds what it started
+and neither orphans nor duplicates it.
+
+Blocking: call from a thread, never on the reactor.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+
+from zope.interface import Interface, implementer
+
+from blockmover.model import RunningApplication
+from blockmover.poll import Backoff, Timeout, poll
+
+
+class ApplicationRuntimeError(Exception):
+    """
+    Base of the errors of application runtimes a person may meet.
+    """
+
+
+class CommandRequired(ApplicationRuntimeError):
+    """
+    The process runtime runs commands; an application with only a
+    container image cannot run on it.
+    """
+    def __init__(self, name):
+        ApplicationRuntimeError.__init__(
+            self, "application %r has no command, only an image; the "
+            "process runtime runs commands: give it a command in app.yml"
+            % (name,))
+
+
+class StopFailed(ApplicationRuntimeError):
+    """
+    The application's process outlived SIGKILL.
+    """
+
+
+class IApplicationRuntime(Interface):
+    """
+    Starts, stops and lists the applications of this node. Every method
+    blocks and is called in a thread.
+    """
+
+    def start(application):
+        """
+        Start ``application`` (a ``model.Application``). Idempotent: an
+        application already running is left as it is.
+
+        :return: its ``model.RunningApplication``.
+        """
+
+    def stop(name):
+        """
+        Stop the application ``name``, gracefully then by force, and return
+        once it is gone. Idempotent: one not running is left as it is.
+        """
+
+    def running():
+        """
+        :return: a dict of application name to ``model.RunningApplication``
+            for every application of this runtime running now.
+        """
+
+
+_BACKOFF = Backoff(initial=0.02, factor=1.5, maximum=0.5)
+
+
+def process_start_time(pid):
+    """
+    The start time of process ``pid`` in clock ticks since boot (field 22
+    of ``/proc/<pid>/stat``) and its state letter, or None if it is gone.
+    Start time and pid together name one process, whatever pid reuse.
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses.
+    rest = stat[stat.rindex(")") + 2:].split()
+    return int(rest[19]), rest[0]
+
+
+@implementer(IApplicationRuntime)
+class ProcessRuntime(object):
+    """
+    Applications as processes. ``state_dir`` holds ``apps/<name>.json``
+    (pid, start time, command) and ``logs/<name>.log`` (stdout and stderr).
+    ``stop_timeout`` is how long a SIGTERM is given before SIGKILL.
+    """
+
+    def __init__(self, state_dir, stop_timeout=10.0, kill_timeout=30.0):
+        self.state_dir = state_dir
+        self.stop_timeout = stop_timeout
+        self.kill_timeout = kill_timeout
+        self._apps = os.path.join(state_dir, "apps")
+        self._logs = os.path.join(state_dir, "logs")
+        os.makedirs(self._apps, exist_ok=True)
+        os.makedirs(self._logs, exist_ok=True)
+        # The processes this object started, kept to reap them.
+        self._children = {}
+        self._lock = threading.RLock()
+
+    def _record_path(self, name):
+        return os.path.join(self._apps, name + ".json")
+
+    def _read_record(self, name):
+        try:
+            with open(self._record_path(name)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            # A torn record cannot name a process: treat it as none.
+            return None
+
+    def _write_record(self, name, record):
+        path = self._record_path(name)
+        temporary = "%s.%d.tmp" % (path, os.getpid())
+        with open(temporary, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(temporary, path)
+
+    def _remove_record(self, name):
+        try:
+            os.unlink(self._record_path(name))
+        except FileNotFoundError:
+            pass
+
+    def _reap(self):
+        for name, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[name]
+
+    def _alive(self, record):
+        found = process_start_time(record["pid"])
+        if found is None:
+            return False
+        start_time, state = found
+        return start_time == record["start_time"] and state not in "ZX"
+
+    def _live_record(self, name):
+        self._reap()
+        record = self._read_record(name)
+        if record is None:
+            return None
+        if not self._alive(record):
+            self._remove_record(name)
+            return None
+        return record
+
+    def running(self):
+        with self._lock:
+            found = {}
+            for entry in sorted(os.listdir(self._apps)):
+                if not entry.endswith(".json"):
+                    continue
+                name = entry[:-len(".json")]
+                record = self._live_record(name)
+                if record is not None:
+                    found[name] = RunningApplication(name=name,
+                                                     pid=record["pid"])
+            return found
+
+    def start(self, application):
+        if not application.command:
+            raise CommandRequired(application.name)
+        with self._lock:
+            record = self._live_record(application.name)
+            if record is not None:
+                return RunningApplication(name=application.name,
+                                          pid=record["pid"])
+            cwd = (application.volume.mountpoint
+                   if application.volume is not None else self.state_dir)
+            env = dict(os.environ)
+            env.update(application.environment)
+            log_path = os.path.join(self._logs, application.name + ".log")
+            with open(log_path, "ab") as log:
+                child = subprocess.Popen(
+                    list(application.command), cwd=cwd, env=env,
+                    stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, close_fds=True,
+                    start_new_session=True)
+            self._children[application.name] = child
+            start_time, _ = process_start_time(child.pid)
+            self._write_record(application.name, {
+                "pid": child.pid, "start_time": start_time,
+                "command": list(application.command)})
+            return RunningApplication(name=application.name, pid=child.pid)
+
+    def _gone(self, name, record):
+        def check():
+            child = self._children.get(name)
+            if child is not None and child.pid == record["pid"]:
+                return True if child.poll() is not None else None
+            return None if self._alive(record) else True
+        return check
+
+    def _signal(self, record, signum):
+        # The application leads its own session and process group, so the
+        # whole group gets the signal, helpers included.
+        try:
+            os.killpg(record["pid"], signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, name):
+        with self._lock:
+            record = self._live_record(name)
+            if record is None:
+                return
+            self._signal(record, signal.SIGTERM)
+            try:
+                poll(self._gone(name, record), self.stop_timeout,
+                     "%s to stop after SIGTERM" % (name,), _BACKOFF)
+            except Timeout:
+                if self._alive(record):
+                    self._signal(record, signal.SIGKILL)
+                try:
+                    poll(self._gone(name, record), self.kill_timeout,
+                         "%s to die after SIGKILL" % (name,), _BACKOFF)
+                except Timeout as e:
+                    raise StopFailed(str(e))
+            self._reap()
+            self._remove_record(name)

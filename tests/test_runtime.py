@@ -1,0 +1,160 @@
+"""
+The process runtime with real processes.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from blockmover.model import Application
+from blockmover.poll import poll
+
+from agents.runtime import (
+    CommandRequired, IApplicationRuntime, ProcessRuntime, process_start_time,
+)
+from scratch_devices import scratch_directory
+
+
+def alive(pid):
+    found = process_start_time(pid)
+    return found is not None and found[1] not in "ZX"
+
+
+@pytest.fixture
+def state_dir():
+    with scratch_directory() as directory:
+        started = []
+        yield directory, started
+        # Whatever a failed test left running is ended here, by its pid.
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def sleeper(name, seconds=120, **kwargs):
+    return Application(name=name, command=["sleep", str(seconds)], **kwargs)
+
+
+def test_provides_interface(state_dir):
+    assert IApplicationRuntime.providedBy(ProcessRuntime(state_dir[0]))
+
+
+def test_start_stop_running(state_dir):
+    directory, started = state_dir
+    runtime = ProcessRuntime(directory)
+    assert runtime.running() == {}
+    first = runtime.start(sleeper("app"))
+    started.append(first.pid)
+    assert alive(first.pid)
+    assert runtime.running() == {"app": first}
+    assert runtime.start(sleeper("app")) == first
+    # Its own session, so it outlives the agent's.
+    assert os.getsid(first.pid) == first.pid
+    runtime.stop("app")
+    assert not alive(first.pid)
+    assert runtime.running() == {}
+    assert os.listdir(os.path.join(directory, "apps")) == []
+    runtime.stop("app")
+
+
+def test_environment_working_directory_and_log(state_dir):
+    directory, started = state_dir
+    runtime = ProcessRuntime(directory)
+    app = Application(name="env", command=["sh", "-c", "echo $GREETING; pwd"],
+                      environment={"GREETING": "hello"})
+    started.append(runtime.start(app).pid)
+    log = os.path.join(directory, "logs", "env.log")
+    poll(lambda: True if runtime.running() == {} else None, 10,
+         "the application to finish")
+    with open(log) as f:
+        assert f.read().split() == ["hello", directory]
+
+
+def test_image_only_application_refused(state_dir):
+    runtime = ProcessRuntime(state_dir[0])
+    with pytest.raises(CommandRequired) as caught:
+        runtime.start(Application(name="db", image="mongo:7"))
+    assert "command" in str(caught.value)
+    assert runtime.running() == {}
+
+
+def test_restarted_agent_finds_its_application(state_dir):
+    directory, started = state_dir
+    before = ProcessRuntime(directory)
+    first = before.start(sleeper("app"))
+    started.append(first.pid)
+    after = ProcessRuntime(directory)
+    assert after.running() == {"app": first}
+    assert after.start(sleeper("app")) == first
+    assert _children() == [first.pid]
+    after.stop("app")
+    assert not alive(first.pid)
+    assert after.running() == {} and before.running() == {}
+
+
+def _children():
+    """
+    The pids of this test process's live children: a duplicate start would
+    show up here.
+    """
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % (entry,)) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+            if int(ppid) == os.getpid() and state not in "ZX":
+                pids.append(int(entry))
+    return pids
+
+
+def test_sigkill_after_stop_timeout(state_dir):
+    directory, started = state_dir
+    ready = os.path.join(directory, "ready")
+    runtime = ProcessRuntime(directory, stop_timeout=0.5)
+    running = runtime.start(Application(name="stubborn", command=[
+        sys.executable, "-c",
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open(sys.argv[1], 'w').close()\ntime.sleep(120)", ready]))
+    started.append(running.pid)
+    child = runtime._children["stubborn"]
+    poll(lambda: True if os.path.exists(ready) else None, 10,
+         "the application to ignore SIGTERM")
+    began = time.monotonic()
+    runtime.stop("stubborn")
+    assert time.monotonic() - began >= 0.5
+    assert child.returncode == -signal.SIGKILL
+    assert runtime.running() == {}
+
+
+def test_reused_pid_is_not_the_application(state_dir):
+    directory, started = state_dir
+    stranger = subprocess.Popen(["sleep", "120"])
+    try:
+        start_time, _ = process_start_time(stranger.pid)
+        record = os.path.join(directory, "apps", "app.json")
+        os.makedirs(os.path.dirname(record))
+        with open(record, "w") as f:
+            json.dump({"pid": stranger.pid, "start_time": start_time - 1,
+                       "command": ["sleep", "120"]}, f)
+        runtime = ProcessRuntime(directory)
+        assert runtime.running() == {}
+        assert not os.path.exists(record)
+        runtime.stop("app")
+        assert stranger.poll() is None
+        fresh = runtime.start(sleeper("app"))
+        started.append(fresh.pid)
+        assert fresh.pid != stranger.pid
+        runtime.stop("app")
+    finally:
+        stranger.kill()
+        stranger.wait()
