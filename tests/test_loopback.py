@@ -21,7 +21,7 @@ from blockmover.backends.loopback import (
 from blockmover.command import run
 from blockmover.identity import volume_metadata
 from blockmover.units import MiB
-from conformance import BlockDeviceAPIConformance
+from tests.conformance import BlockDeviceAPIConformance
 
 
 class TestLoopbackConformance(BlockDeviceAPIConformance):
