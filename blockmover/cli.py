@@ -1,0 +1,137 @@
+"""
+``blockmover``: run a local cluster of namespace nodes on this machine,
+show it, and demonstrate a move of MongoDB between its nodes.
+"""
+
+import argparse
+import os
+import sys
+
+from blockmover.cluster import ClusterError
+from blockmover.cluster.layout import (
+    DEFAULT_NAME, DEFAULT_SUBNET, default_state_dir, make_layout,
+)
+from blockmover.command import CommandFailed
+from blockmover.poll import Timeout
+
+DESCRIPTION = """\
+Run a local blockmover cluster on this machine (as root). Each node is a
+network namespace on a Linux bridge with its own persistent mount
+namespace; the control service runs on the host, one agent per node runs
+inside its node, and all share one loopback backend (volumes are sparse
+files attached as loop devices).
+"""
+
+EPILOG = """\
+examples:
+  blockmover cluster up --nodes 2     # node1 at 10.77.0.11, node2 at .12
+  blockmover status
+  blockmover-deploy --control http://10.77.0.1:4523 --wait \\
+      /var/lib/blockmover/cluster/demo/cluster.yml app.yml
+  blockmover cluster down
+  blockmover demo                     # up, move MongoDB node1 -> node2, down
+"""
+
+
+def _state_dir(args):
+    return os.path.abspath(args.state_dir or default_state_dir(args.name))
+
+
+def _common(parser):
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help="the cluster's name (default %(default)s)")
+    parser.add_argument("--state-dir", default=None,
+                        help="where the cluster keeps its state, logs and "
+                        "volumes (default /var/lib/blockmover/cluster/NAME)")
+
+
+def _up(args):
+    from blockmover.cluster.up import up
+    if args.backend != "loopback":
+        raise ClusterError("a local cluster uses the loopback backend; "
+                           "%r is not available here" % (args.backend,))
+    up(make_layout(args.name, args.nodes, args.subnet, _state_dir(args),
+                   args.port))
+    return 0
+
+
+def _down(args):
+    from blockmover.cluster.down import down
+    down(os.path.join(_state_dir(args), "cluster.json"))
+    return 0
+
+
+def _status(args):
+    from blockmover.cluster.status import status_lines
+    for line in status_lines(os.path.join(_state_dir(args),
+                                          "cluster.json")):
+        print(line)
+    return 0
+
+
+def _demo(args):
+    from blockmover.demo import demo
+    return demo(documents=args.documents, keep=args.keep)
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="blockmover", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    cluster = commands.add_parser(
+        "cluster", help="bring a local cluster up or down",
+        description="Bring a local cluster of namespace nodes up or down.")
+    actions = cluster.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    up = actions.add_parser(
+        "up", help="make the cluster (safe to run again: it makes what "
+        "is missing and restarts services that died)")
+    _common(up)
+    up.add_argument("--nodes", type=int, default=2,
+                    help="how many nodes (default %(default)s)")
+    up.add_argument("--subnet", default=DEFAULT_SUBNET,
+                    help="first three octets of the cluster's /24: the "
+                    "host is .1, node k is .(10+k) (default %(default)s)")
+    up.add_argument("--port", type=int, default=4523,
+                    help="the control service's port (default "
+                    "%(default)s)")
+    up.add_argument("--backend", default="loopback",
+                    help="the block-storage backend (only loopback)")
+    up.set_defaults(run=_up)
+    down = actions.add_parser(
+        "down", help="remove everything the cluster made: processes, "
+        "applications, mounts, loop devices, namespaces, bridge, state")
+    _common(down)
+    down.set_defaults(run=_down)
+
+    status = commands.add_parser(
+        "status", help="show the nodes, services and applications")
+    _common(status)
+    status.set_defaults(run=_status)
+
+    demo = commands.add_parser(
+        "demo", help="bring up 2 nodes, run MongoDB on node1 with data, "
+        "move it to node2, verify every document, take the cluster down")
+    demo.add_argument("--keep", action="store_true",
+                      help="leave the cluster running afterwards")
+    demo.add_argument("--documents", type=int, default=10000,
+                      help="how many documents to write (default "
+                      "%(default)s)")
+    demo.set_defaults(run=_demo)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("blockmover: a local cluster needs root (namespaces, loop "
+              "devices, mounts); run it as root", file=sys.stderr)
+        return 2
+    try:
+        return args.run(args)
+    except (ClusterError, CommandFailed, Timeout) as e:
+        print("blockmover: %s" % (e,), file=sys.stderr)
+        return 1

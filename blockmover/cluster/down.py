@@ -1,0 +1,111 @@
+"""
+``blockmover cluster down``: remove everything a local cluster's state file
+records, in the order that frees each part before the next: processes,
+the nodes' mounts, the mount namespaces, the loop devices, the network,
+the state directory. Works after a crash at any point, and again after a
+failed attempt.
+"""
+
+import shutil
+
+from blockmover.cluster import ClusterError, namespaces, processes, state
+from blockmover.cluster.devices import (
+    detach_loop_devices_under, loop_devices_under,
+)
+from blockmover.cluster.mounts import (
+    is_mountpoint, node_made_mounts, unmount_in_namespace,
+)
+from blockmover.command import CommandFailed
+
+
+def _stop_services(current, echo):
+    for key, record in sorted(current.processes.items()):
+        if processes.stop(record):
+            echo("%s stopped (pid %d)" % (key, record.pid))
+
+
+def _stop_applications(current, echo):
+    layout = current.layout
+    # The agents leave their applications running when they stop (as
+    # systemd's KillMode=process does): stop them by their records, then
+    # anything else still inside a node.
+    for node in layout.nodes:
+        for name, record in sorted(
+                processes.application_records(
+                    node.agent_state_dir).items()):
+            if processes.stop(record):
+                echo("%s: application %s stopped (pid %d)"
+                     % (node.name, name, record.pid))
+        for record in processes.records_in_netns(node.netns_path):
+            if processes.stop(record):
+                echo("%s: process %d stopped" % (node.name, record.pid))
+
+
+def _unmount_nodes(current, echo):
+    layout = current.layout
+    devices = loop_devices_under(layout.backend_root)
+    for node in layout.nodes:
+        if not is_mountpoint(node.mount_ns):
+            continue
+        for mount in node_made_mounts(node.mount_ns, devices):
+            unmount_in_namespace(node.mount_ns, mount.mountpoint)
+            echo("%s: unmounted %s" % (node.name, mount.mountpoint))
+
+
+def _remove_mount_namespaces(current, echo):
+    layout = current.layout
+    for node in layout.nodes:
+        namespaces.remove_node_mount_ns(node)
+    namespaces.remove_mount_ns_dir(layout)
+    echo("mount namespaces removed")
+
+
+def _detach_devices(current, echo):
+    layout = current.layout
+    for device in detach_loop_devices_under(layout.backend_root):
+        echo("detached %s" % (device,))
+
+
+def _remove_network(current, echo):
+    layout = current.layout
+    for node in layout.nodes:
+        namespaces.remove_node_network(node)
+    namespaces.remove_bridge(layout)
+    echo("network namespaces, veths and bridge %s removed"
+         % (layout.bridge,))
+
+
+def down(state_file, echo=print):
+    """
+    Take down the cluster recorded in ``state_file``. A missing state file
+    means nothing to do.
+
+    :return: True when there was a cluster to take down.
+    :raise ClusterError: some part could not be removed (the state file
+        is kept, so running down again finishes the job).
+    """
+    current = state.load(state_file)
+    if current is None:
+        echo("no cluster is recorded in %s; nothing to take down"
+             % (state_file,))
+        return False
+    layout = current.layout
+    echo("taking down cluster %s" % (layout.name,))
+    failures = []
+    for step in (_stop_services, _stop_applications, _unmount_nodes,
+                 _remove_mount_namespaces, _detach_devices,
+                 _remove_network):
+        try:
+            step(current, echo)
+        except (CommandFailed, ClusterError, OSError) as e:
+            echo("could not finish %s: %s" % (step.__name__.strip("_")
+                                              .replace("_", " "), e))
+            failures.append(e)
+    if failures:
+        raise ClusterError(
+            "cluster %s is only partly down (%d steps failed, see above); "
+            "run `blockmover cluster down --name %s` again"
+            % (layout.name, len(failures), layout.name))
+    shutil.rmtree(layout.state_dir)
+    echo("cluster %s is down" % (layout.name,))
+    return True

@@ -1,0 +1,162 @@
+"""
+Where a local cluster's parts live and what they are called: a pure
+function of the cluster's name, its subnet and its state directory.
+"""
+
+import hashlib
+import os.path
+import re
+
+from pyrsistent import PClass, field, pvector_field
+
+from blockmover.cluster import ClusterError
+from blockmover.control import DEFAULT_PORT
+
+DEFAULT_NAME = "demo"
+DEFAULT_SUBNET = "10.77.0"
+STATE_ROOT = "/var/lib/blockmover/cluster"
+# Network-namespace files and the mount-namespace files live under /run so
+# that a reboot forgets them, as the kernel forgets the namespaces.
+RUN_ROOT = "/run/blockmover"
+MAX_NODES = 200
+# Linux limits interface names to 15 characters.
+IFNAMSIZ = 15
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_SUBNET = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+
+
+class NodeLayout(PClass):
+    """
+    One node: its network namespace, the host end of its veth pair, its
+    address, its mount-namespace file and its agent's files.
+    """
+    name = field(type=str, mandatory=True)
+    netns = field(type=str, mandatory=True)
+    veth = field(type=str, mandatory=True)
+    address = field(type=str, mandatory=True)
+    mount_ns = field(type=str, mandatory=True)
+    agent_config = field(type=str, mandatory=True)
+    agent_state_dir = field(type=str, mandatory=True)
+    agent_log = field(type=str, mandatory=True)
+
+    @property
+    def netns_path(self):
+        return "/run/netns/" + self.netns
+
+
+class ClusterLayout(PClass):
+    """
+    The whole local cluster: a bridge with the host's address, the nodes,
+    the control service's address and files, the shared backend root.
+    """
+    name = field(type=str, mandatory=True)
+    subnet = field(type=str, mandatory=True)
+    state_dir = field(type=str, mandatory=True)
+    bridge = field(type=str, mandatory=True)
+    bridge_address = field(type=str, mandatory=True)
+    mount_ns_dir = field(type=str, mandatory=True)
+    backend_root = field(type=str, mandatory=True)
+    control_port = field(type=int, mandatory=True)
+    control_state_dir = field(type=str, mandatory=True)
+    control_log = field(type=str, mandatory=True)
+    cluster_yml = field(type=str, mandatory=True)
+    logs_dir = field(type=str, mandatory=True)
+    nodes = pvector_field(NodeLayout)
+
+    @property
+    def control_url(self):
+        return "http://%s:%d" % (self.bridge_address, self.control_port)
+
+    @property
+    def state_file(self):
+        return os.path.join(self.state_dir, "cluster.json")
+
+    def node(self, name):
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise ClusterError("the cluster %s has no node %r; it has %s"
+                           % (self.name, name,
+                              ", ".join(n.name for n in self.nodes)))
+
+
+def _tag(name):
+    # Interface names are short: a long cluster name becomes a stable hash.
+    if len(name) <= 7:
+        return name
+    return hashlib.sha1(name.encode("ascii")).hexdigest()[:7]
+
+
+def check_name(name):
+    if not _NAME.match(name):
+        raise ClusterError(
+            "cluster name %r is not usable: use lowercase letters, digits "
+            "and dashes, starting with a letter, at most 31 characters"
+            % (name,))
+    return name
+
+
+def check_subnet(subnet):
+    match = _SUBNET.match(subnet)
+    if not match or any(int(octet) > 255 for octet in match.groups()):
+        raise ClusterError(
+            "subnet %r is not usable: give the first three octets of a /24, "
+            "e.g. 10.77.0" % (subnet,))
+    return subnet
+
+
+def default_state_dir(name):
+    return os.path.join(STATE_ROOT, name)
+
+
+def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
+                state_dir=None, control_port=DEFAULT_PORT):
+    """
+    The layout of the cluster ``name`` with ``nodes`` nodes, named
+    ``node1`` ... ``nodeN``, node k at ``<subnet>.(10 + k)`` and the host's
+    bridge at ``<subnet>.1``.
+
+    :raise ClusterError: a name, subnet or node count that cannot work.
+    """
+    check_name(name)
+    check_subnet(subnet)
+    if not 1 <= nodes <= MAX_NODES:
+        raise ClusterError("a local cluster has 1 to %d nodes, not %d"
+                           % (MAX_NODES, nodes))
+    state_dir = os.path.abspath(state_dir or default_state_dir(name))
+    tag = _tag(name)
+    run_dir = os.path.join(RUN_ROOT, name)
+    node_layouts = []
+    for k in range(1, nodes + 1):
+        node = "node%d" % (k,)
+        node_dir = os.path.join(state_dir, "nodes", node)
+        node_layouts.append(NodeLayout(
+            name=node,
+            netns="bm-%s-%s" % (name, node),
+            veth="bm-%s-n%d" % (tag, k),
+            address="%s.%d" % (subnet, 10 + k),
+            mount_ns=os.path.join(run_dir, "mnt", node),
+            agent_config=os.path.join(node_dir, "agent.yml"),
+            agent_state_dir=os.path.join(node_dir, "state"),
+            agent_log=os.path.join(state_dir, "logs", "agent-%s.log"
+                                   % (node,)),
+        ))
+    layout = ClusterLayout(
+        name=name,
+        subnet=subnet,
+        state_dir=state_dir,
+        bridge="bm-%s" % (tag,),
+        bridge_address="%s.1" % (subnet,),
+        mount_ns_dir=os.path.join(run_dir, "mnt"),
+        backend_root=os.path.join(state_dir, "backend"),
+        control_port=control_port,
+        control_state_dir=os.path.join(state_dir, "control"),
+        control_log=os.path.join(state_dir, "logs", "control.log"),
+        cluster_yml=os.path.join(state_dir, "cluster.yml"),
+        logs_dir=os.path.join(state_dir, "logs"),
+        nodes=node_layouts,
+    )
+    for iface in [layout.bridge] + [n.veth for n in layout.nodes]:
+        assert len(iface) <= IFNAMSIZ, iface
+    return layout

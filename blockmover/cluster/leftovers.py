@@ -1,0 +1,44 @@
+"""
+What of a local cluster is still there: used after ``down`` (and by the
+tests) to prove that nothing was left behind.
+"""
+
+import os
+
+from blockmover.cluster import processes
+from blockmover.cluster.devices import loop_devices_under
+from blockmover.cluster.mounts import mounts_of
+from blockmover.cluster.namespaces import link_exists, netns_exists
+
+
+def leftovers(layout, records=()):
+    """
+    Descriptions of every part of the cluster ``layout`` that still exists,
+    including any of the ``records`` (``ProcessRecord``) still running;
+    empty when the cluster is entirely gone.
+    """
+    found = []
+    for node in layout.nodes:
+        if netns_exists(node.netns):
+            found.append("network namespace %s" % (node.netns,))
+        if link_exists(node.veth):
+            found.append("veth %s" % (node.veth,))
+        if os.path.exists(node.mount_ns):
+            found.append("mount namespace file %s" % (node.mount_ns,))
+    if link_exists(layout.bridge):
+        found.append("bridge %s" % (layout.bridge,))
+    if os.path.exists(layout.mount_ns_dir):
+        found.append("directory %s" % (layout.mount_ns_dir,))
+    for mount in mounts_of():
+        if mount.mountpoint.startswith(layout.state_dir + "/") or \
+                mount.mountpoint.startswith(layout.mount_ns_dir):
+            found.append("mount %s" % (mount.mountpoint,))
+    for device in loop_devices_under(layout.backend_root):
+        found.append("loop device %s" % (device,))
+    for record in records:
+        if processes.is_running(record):
+            found.append("process %d (%s)" % (record.pid,
+                                              " ".join(record.argv)))
+    if os.path.exists(layout.state_dir):
+        found.append("state directory %s" % (layout.state_dir,))
+    return found

@@ -1,0 +1,127 @@
+"""
+The network and mount namespaces of a local cluster's nodes: a bridge on
+the host, per node a network namespace joined to it by a veth pair, and a
+persistent mount namespace bound to a file. Every function here is
+idempotent: it makes (or removes) what is missing and leaves the rest.
+"""
+
+import os
+
+from blockmover.command import run
+from blockmover.cluster.mounts import is_mountpoint
+
+
+def link_exists(name, netns=None):
+    argv = ["ip", "link", "show", "dev", name]
+    if netns:
+        argv = ["ip", "-n", netns] + argv[1:]
+    return run(argv, check=False).returncode == 0
+
+
+def netns_exists(netns):
+    return os.path.exists("/run/netns/" + netns)
+
+
+def bridge_exists(layout):
+    return link_exists(layout.bridge)
+
+
+def make_bridge(layout):
+    """
+    The host's bridge with the host's address on the cluster's subnet.
+    """
+    if not link_exists(layout.bridge):
+        run(["ip", "link", "add", "name", layout.bridge, "type", "bridge"])
+    address = layout.bridge_address + "/24"
+    if address not in run(["ip", "-o", "addr", "show", "dev",
+                           layout.bridge]):
+        run(["ip", "addr", "add", address, "dev", layout.bridge])
+    run(["ip", "link", "set", "dev", layout.bridge, "up"])
+
+
+def make_node_network(layout, node):
+    """
+    The node's network namespace, with loopback up and ``eth0`` (the
+    inside end of a veth pair whose host end is on the bridge) carrying the
+    node's address.
+    """
+    if not netns_exists(node.netns):
+        run(["ip", "netns", "add", node.netns])
+    if not link_exists(node.veth):
+        run(["ip", "link", "add", "name", node.veth, "type", "veth",
+             "peer", "name", "eth0", "netns", node.netns])
+    run(["ip", "link", "set", "dev", node.veth, "master", layout.bridge,
+         "up"])
+    inside = ["ip", "-n", node.netns]
+    address = node.address + "/24"
+    if address not in run(inside + ["-o", "addr", "show", "dev", "eth0"]):
+        run(inside + ["addr", "add", address, "dev", "eth0"])
+    run(inside + ["link", "set", "dev", "eth0", "up"])
+    run(inside + ["link", "set", "dev", "lo", "up"])
+
+
+def make_mount_ns_dir(layout):
+    """
+    The directory holding the nodes' mount-namespace files, bind-mounted
+    on itself and made private: a namespace file must not propagate into
+    the namespaces it creates.
+    """
+    os.makedirs(layout.mount_ns_dir, exist_ok=True)
+    if not is_mountpoint(layout.mount_ns_dir):
+        run(["mount", "--bind", layout.mount_ns_dir, layout.mount_ns_dir])
+    run(["mount", "--make-private", layout.mount_ns_dir])
+
+
+def make_node_mount_ns(node):
+    """
+    The node's persistent mount namespace, bound at ``node.mount_ns``.
+    Slave propagation: the host's unmounts still reach the node (so a node
+    never pins a filesystem someone else unmounted), while the node's own
+    mounts stay invisible to the host and to every other node.
+    """
+    if is_mountpoint(node.mount_ns):
+        return
+    with open(node.mount_ns, "a"):
+        pass
+    run(["unshare", "--mount=" + node.mount_ns, "--propagation", "slave",
+         "true"])
+
+
+def nsenter_argv(node):
+    """
+    The argv prefix that runs a command inside ``node``: its network and
+    its mount namespace.
+    """
+    return ["nsenter", "--net=" + node.netns_path,
+            "--mount=" + node.mount_ns, "--"]
+
+
+def remove_node_mount_ns(node):
+    if is_mountpoint(node.mount_ns):
+        run(["umount", node.mount_ns])
+    if os.path.exists(node.mount_ns):
+        os.unlink(node.mount_ns)
+
+
+def remove_node_network(node):
+    # Deleting the namespace takes eth0 and so the veth pair with it, unless
+    # a process still holds the namespace: remove the host end explicitly.
+    if netns_exists(node.netns):
+        run(["ip", "netns", "delete", node.netns])
+    if link_exists(node.veth):
+        run(["ip", "link", "delete", "dev", node.veth])
+
+
+def remove_mount_ns_dir(layout):
+    if os.path.isdir(layout.mount_ns_dir):
+        if is_mountpoint(layout.mount_ns_dir):
+            run(["umount", layout.mount_ns_dir])
+        os.rmdir(layout.mount_ns_dir)
+    run_dir = os.path.dirname(layout.mount_ns_dir)
+    if os.path.isdir(run_dir) and not os.listdir(run_dir):
+        os.rmdir(run_dir)
+
+
+def remove_bridge(layout):
+    if link_exists(layout.bridge):
+        run(["ip", "link", "delete", "dev", layout.bridge])

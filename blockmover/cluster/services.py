@@ -1,0 +1,105 @@
+"""
+How the cluster's services are started: the control service on the host,
+on the bridge's address, and one agent inside each node (its network and
+mount namespace), each from the scripts installed next to this Python.
+"""
+
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+
+from blockmover.cluster import ClusterError
+from blockmover.cluster.namespaces import nsenter_argv
+from blockmover.poll import Backoff, Timeout, poll
+
+CONTROL = "control"
+READY_TIMEOUT = 30.0
+
+
+def agent_key(node):
+    """
+    The name under which the state file records ``node``'s agent.
+    """
+    return "agent-" + node.name
+
+
+def script(name):
+    """
+    The absolute path of the installed script ``name``: next to the running
+    Python first (a virtualenv), then on PATH.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(name)
+    if found is None:
+        raise ClusterError("%s is not installed: install blockmover "
+                           "(pip install -e .) and try again" % (name,))
+    return found
+
+
+def service_env():
+    """
+    The environment of the services: the scripts' directory first on PATH,
+    so applications named by command (``secantusd-py``) are found.
+    """
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(script("blockmover-agent")) + \
+        os.pathsep + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    return env
+
+
+def control_argv(layout):
+    return [script("blockmover-control"),
+            "--listen", "tcp:%d:interface=%s" % (layout.control_port,
+                                                 layout.bridge_address),
+            "--state-dir", layout.control_state_dir,
+            "--log", layout.control_log]
+
+
+def agent_argv(node):
+    return nsenter_argv(node) + [script("blockmover-agent"),
+                                 "--config", node.agent_config]
+
+
+def output_path(layout, key):
+    """
+    Where the stdout and stderr of the process ``key`` go.
+    """
+    return os.path.join(layout.logs_dir, key + ".out")
+
+
+def control_answers(url, timeout=2.0):
+    """
+    Whether the control service at ``url`` answers HTTP at all.
+    """
+    try:
+        with urllib.request.urlopen(url + "/v1/state", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_for_control(layout, still_running, deadline=READY_TIMEOUT):
+    """
+    Wait until the control service answers; fail early if its process
+    (``still_running()`` False) is gone.
+    """
+    def ready():
+        if control_answers(layout.control_url, timeout=1.0):
+            return True
+        if not still_running():
+            raise ClusterError(
+                "the control service exited at once; see %s"
+                % (output_path(layout, CONTROL),))
+        return None
+    try:
+        poll(ready, deadline, "the control service at %s"
+             % (layout.control_url,), backoff=Backoff(initial=0.1,
+                                                      maximum=1.0))
+    except Timeout as e:
+        raise ClusterError("%s; see %s" % (e, output_path(layout, CONTROL)))

@@ -1,0 +1,63 @@
+"""
+The local cluster's state file: its layout, written before anything is
+made, and every background process, recorded the moment it starts. ``down``
+reads only this file, so it cleans up after a crash at any point.
+"""
+
+import json
+import os
+
+from pyrsistent import PClass, field, pmap_field, pvector_field
+
+from blockmover.cluster import ClusterError
+from blockmover.cluster.layout import ClusterLayout
+from blockmover.model import from_data, to_data
+
+
+class ProcessRecord(PClass):
+    """
+    A process the cluster started: its pid and the start time the kernel
+    gives it (``/proc/<pid>/stat`` field 22), so a reused pid is never
+    mistaken for it.
+    """
+    pid = field(type=int, mandatory=True)
+    start_time = field(type=int, mandatory=True)
+    argv = pvector_field(str)
+    output = field(type=str, mandatory=True, initial="")
+
+
+class ClusterState(PClass):
+    layout = field(type=ClusterLayout, mandatory=True)
+    processes = pmap_field(str, ProcessRecord)
+
+
+def load(state_file):
+    """
+    The state recorded in ``state_file``, or None when there is none.
+
+    :raise ClusterError: the file exists but cannot be read.
+    """
+    try:
+        with open(state_file) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ClusterError("cannot read the cluster state file %s (%s): "
+                           "fix or remove it" % (state_file, e))
+    return from_data(ClusterState, data)
+
+
+def save(state):
+    """
+    Write ``state`` to its state file atomically: a crash leaves the old
+    file or the new one, never half of one.
+    """
+    path = state.layout.state_file
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(to_data(state), f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,78 @@
+"""
+``blockmover status``: what runs where in a local cluster, from its state
+file, the kernel and the control service.
+"""
+
+import json
+import os
+import urllib.error
+import urllib.request
+
+from blockmover.cluster import processes, state
+from blockmover.cluster.namespaces import netns_exists
+from blockmover.cluster.services import CONTROL, agent_key
+
+
+def control_state(url, timeout=5.0):
+    """
+    The control service's ``GET /v1/state`` answer, or None when it does
+    not answer.
+    """
+    try:
+        with urllib.request.urlopen(url + "/v1/state",
+                                    timeout=timeout) as response:
+            return json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _process_line(current, key):
+    record = current.processes.get(key)
+    if record is None:
+        return "not started"
+    if processes.is_running(record):
+        return "running (pid %d)" % (record.pid,)
+    return "NOT RUNNING (was pid %d; `blockmover cluster up` restarts it)" \
+        % (record.pid,)
+
+
+def status_lines(state_file):
+    """
+    Lines for a person describing the cluster recorded in ``state_file``.
+    """
+    current = state.load(state_file)
+    if current is None:
+        return ["no cluster is recorded in %s; start one with "
+                "`blockmover cluster up`" % (state_file,)]
+    layout = current.layout
+    lines = ["cluster %s (state in %s)" % (layout.name, layout.state_dir),
+             "  control %s: %s" % (layout.control_url,
+                                   _process_line(current, CONTROL))]
+    for node in layout.nodes:
+        lines.append("  %s %s: namespace %s, agent %s" % (
+            node.name, node.address,
+            "present" if netns_exists(node.netns) else "MISSING",
+            _process_line(current, agent_key(node))))
+    answer = control_state(layout.control_url)
+    if answer is None:
+        lines.append("  the control service does not answer")
+        return lines
+    lines.append("  configuration generation %s" % (answer.get("generation"),))
+    for name, node in sorted(answer.get("nodes", {}).items()):
+        progress = node.get("progress") or {}
+        lines.append("  %s: %s%s" % (
+            name, "converged" if progress.get("converged") else
+            "working on %s" % (progress.get("current") or "nothing yet",),
+            "; errors: " + "; ".join(progress["errors"])
+            if progress.get("errors") else ""))
+    for name, app in sorted(answer.get("applications", {}).items()):
+        lines.append("  application %s: wanted on %s, running on %s, "
+                     "mounted on %s" % (
+                         name, app.get("wanted_on") or "no node",
+                         ", ".join(app.get("running_on") or []) or "none",
+                         ", ".join(app.get("mounted_on") or []) or "none"))
+    return lines
+
+
+def default_state_file(state_dir):
+    return os.path.join(state_dir, "cluster.json")

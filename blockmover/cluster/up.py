@@ -1,0 +1,114 @@
+"""
+``blockmover cluster up``: make every part of a local cluster that is
+missing, recording it in the state file before it exists.
+"""
+
+import os
+
+from blockmover.cluster import ClusterError, namespaces, processes, state
+from blockmover.cluster.configs import (
+    agent_config, cluster_config, write_yaml,
+)
+from blockmover.cluster.services import (
+    CONTROL, agent_argv, agent_key, control_argv, output_path, service_env,
+    wait_for_control,
+)
+
+
+def _claim(layout, echo):
+    # Returns the recorded state, writing it first when the cluster is new.
+    existing = state.load(layout.state_file)
+    if existing is not None:
+        if len(existing.layout.nodes) != len(layout.nodes) or \
+                existing.layout.subnet != layout.subnet:
+            raise ClusterError(
+                "cluster %s is already up with %d nodes on %s.0/24; run "
+                "`blockmover cluster down --name %s` first to change it"
+                % (layout.name, len(existing.layout.nodes),
+                   existing.layout.subnet, layout.name))
+        echo("cluster %s is already up; making what is missing"
+             % (layout.name,))
+        return existing
+    if namespaces.bridge_exists(layout):
+        raise ClusterError(
+            "the bridge %s exists but no cluster state records it: another "
+            "cluster uses it; choose another --name" % (layout.bridge,))
+    for node in layout.nodes:
+        if namespaces.netns_exists(node.netns):
+            raise ClusterError(
+                "the network namespace %s exists but no cluster state "
+                "records it; remove it (ip netns delete %s) or choose "
+                "another --name" % (node.netns, node.netns))
+    current = state.ClusterState(layout=layout)
+    state.save(current)
+    return current
+
+
+def make_infrastructure(layout, echo):
+    """
+    The bridge, each node's network and mount namespace, and the cluster's
+    directories and configuration files.
+    """
+    echo("bridge %s at %s/24" % (layout.bridge, layout.bridge_address))
+    namespaces.make_bridge(layout)
+    for node in layout.nodes:
+        echo("%s: network namespace %s at %s"
+             % (node.name, node.netns, node.address))
+        namespaces.make_node_network(layout, node)
+    namespaces.make_mount_ns_dir(layout)
+    for node in layout.nodes:
+        echo("%s: mount namespace %s" % (node.name, node.mount_ns))
+        namespaces.make_node_mount_ns(node)
+    for directory in [layout.backend_root, layout.control_state_dir,
+                      layout.logs_dir]:
+        os.makedirs(directory, exist_ok=True)
+    if not os.path.exists(layout.cluster_yml):
+        write_yaml(layout.cluster_yml, cluster_config(layout))
+    for node in layout.nodes:
+        os.makedirs(node.agent_state_dir, exist_ok=True)
+        write_yaml(node.agent_config, agent_config(layout, node))
+
+
+def start_missing(current, echo):
+    """
+    Start the control service and every agent not running now, recording
+    each the moment it starts; return the new state.
+    """
+    layout = current.layout
+    env = service_env()
+    wanted = [(CONTROL, control_argv(layout))] + [
+        (agent_key(node), agent_argv(node)) for node in layout.nodes]
+    for key, argv in wanted:
+        record = current.processes.get(key)
+        if record is not None and processes.is_running(record):
+            continue
+        record = processes.start(argv, output_path(layout, key), env=env)
+        current = current.set(
+            processes=current.processes.set(key, record))
+        state.save(current)
+        echo("%s started (pid %d)" % (key, record.pid))
+        if key == CONTROL:
+            wait_for_control(layout,
+                             lambda: processes.is_running(record))
+            echo("control service answers at %s" % (layout.control_url,))
+    return current
+
+
+def up(layout, echo=print, services=True):
+    """
+    Bring the cluster ``layout`` describes up, or finish bringing it up:
+    safe to run again at any time. With ``services`` False, only the
+    namespaces, directories and files are made.
+
+    :return: the recorded ``ClusterState``.
+    :raise ClusterError: the cluster cannot be made as asked.
+    """
+    current = _claim(layout, echo)
+    make_infrastructure(current.layout, echo)
+    if services:
+        current = start_missing(current, echo)
+    echo("cluster %s is up: %s; state in %s"
+         % (layout.name, ", ".join("%s %s" % (n.name, n.address)
+                                   for n in current.layout.nodes),
+            current.layout.state_dir))
+    return current

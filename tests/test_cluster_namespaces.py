@@ -1,0 +1,114 @@
+"""
+The local cluster's namespace infrastructure on its own (no services):
+real bridge, veths, network and mount namespaces, brought up and down.
+"""
+
+import os
+import random
+import socket
+import sys
+import uuid
+
+import pytest
+
+from blockmover.cluster import processes, state
+from blockmover.cluster.down import down
+from blockmover.cluster.layout import make_layout
+from blockmover.cluster.leftovers import leftovers
+from blockmover.cluster.mounts import mounts_of, namespace_mounts
+from blockmover.cluster.namespaces import nsenter_argv
+from blockmover.cluster.up import up
+from blockmover.command import run
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="namespaces and mounts need root")
+
+
+@pytest.fixture
+def layout(tmp_path):
+    # A unique name and subnet so concurrent runs and a demo never collide.
+    name = "t" + uuid.uuid4().hex[:6]
+    subnet = "10.78.%d" % (random.randint(1, 254),)
+    layout = make_layout(name, 2, subnet, str(tmp_path / "cluster"))
+    yield layout
+    if state.load(layout.state_file) is not None:
+        down(layout.state_file, echo=lambda line: None)
+    assert leftovers(layout) == []
+
+
+def quiet(line):
+    pass
+
+
+def test_node_has_its_address_and_reaches_the_bridge(layout):
+    up(layout, echo=quiet, services=False)
+    node = layout.nodes[0]
+    addresses = run(["ip", "-n", node.netns, "-o", "addr", "show"])
+    assert node.address + "/24" in addresses
+    listener = socket.socket()
+    listener.bind((layout.bridge_address, 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    try:
+        client = processes.start(
+            nsenter_argv(node) + [
+                sys.executable, "-c",
+                "import socket; s = socket.create_connection((%r, %d), 5);"
+                " s.sendall(b'hello from ' + %r.encode())"
+                % (layout.bridge_address, port, node.name)],
+            os.path.join(layout.logs_dir, "client.out"))
+        connection, peer = listener.accept()
+        with connection:
+            assert peer[0] == node.address
+            assert connection.recv(100) == b"hello from node1"
+        processes.stop(client)
+    finally:
+        listener.close()
+
+
+def test_mount_in_a_node_is_invisible_elsewhere(layout, tmp_path):
+    up(layout, echo=quiet, services=False)
+    node1, node2 = layout.nodes
+    target = str(tmp_path / "inside")
+    os.mkdir(target)
+    run(["nsenter", "--mount=" + node1.mount_ns, "--",
+         "mount", "-t", "tmpfs", "blockmover-test", target])
+    assert target in [m.mountpoint for m in namespace_mounts(node1.mount_ns)]
+    assert target not in [m.mountpoint
+                          for m in namespace_mounts(node2.mount_ns)]
+    assert target not in [m.mountpoint for m in mounts_of()]
+    # down unmounts what the node mounted, or its namespace file would not
+    # be the last holder of the tmpfs.
+    down(layout.state_file, echo=quiet)
+    assert leftovers(layout) == []
+
+
+def test_up_twice_fixes_what_is_missing(layout):
+    up(layout, echo=quiet, services=False)
+    node = layout.nodes[1]
+    run(["ip", "netns", "delete", node.netns])
+    lines = []
+    up(layout, echo=lines.append, services=False)
+    assert any("already up" in line for line in lines)
+    assert node.address + "/24" in run(["ip", "-n", node.netns, "-o",
+                                        "addr", "show"])
+
+
+def test_down_after_a_crash_cleans_up(layout):
+    up(layout, echo=quiet, services=False)
+    # A process recorded as an agent, plus one the "agent" left in the
+    # node; then the cluster command dies: the state file stays behind.
+    node = layout.nodes[0]
+    agent = processes.start(nsenter_argv(node) + ["sleep", "600"],
+                            os.path.join(layout.logs_dir, "agent.out"))
+    current = state.load(layout.state_file)
+    state.save(current.set(processes=current.processes.set(
+        "agent-node1", agent)))
+    orphan = processes.start(nsenter_argv(node) + ["sleep", "601"],
+                             os.path.join(layout.logs_dir, "orphan.out"))
+    processes.kill(agent)
+    assert processes.is_running(orphan)
+    assert down(layout.state_file, echo=quiet)
+    assert leftovers(layout, [agent, orphan]) == []
+    assert not down(layout.state_file, echo=quiet)
