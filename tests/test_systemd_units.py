@@ -1,0 +1,103 @@
+"""
+The systemd units in etc/systemd: their contract (restart on failure,
+after the network, the agent's applications survive its stop) and
+``systemd-analyze verify`` where systemd is installed.
+
+verify insists that ExecStart's binary exists, and the units name the
+installed paths (/usr/local/bin); the verify test therefore copies each
+unit into a temporary directory with ExecStart's binary rewritten to the
+script of the same name in this Python's environment, changing nothing
+else.
+"""
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+UNITS = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "etc", "systemd")
+CONTROL = os.path.join(UNITS, "blockmover-control.service")
+AGENT = os.path.join(UNITS, "blockmover-agent.service")
+ANALYZE = shutil.which("systemd-analyze")
+
+
+def parse(path):
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(path)
+    return unit
+
+
+def test_both_restart_on_failure_after_the_network():
+    for path in (CONTROL, AGENT):
+        unit = parse(path)
+        assert unit["Service"]["Restart"] == "on-failure", path
+        assert "network-online.target" in unit["Unit"]["After"], path
+        assert "network-online.target" in unit["Unit"]["Wants"], path
+        assert unit["Install"]["WantedBy"] == "multi-user.target", path
+
+
+def test_agent_stop_leaves_applications_running():
+    assert parse(AGENT)["Service"]["KillMode"] == "process"
+
+
+def test_exec_start_names_the_configuration():
+    agent = parse(AGENT)["Service"]["ExecStart"].split()
+    assert agent[0].endswith("/blockmover-agent")
+    assert agent[agent.index("--config") + 1] == "/etc/blockmover/agent.yml"
+    control = parse(CONTROL)["Service"]["ExecStart"].split()
+    assert control[0].endswith("/blockmover-control")
+    assert control[control.index("--state-dir") + 1] == \
+        "/var/lib/blockmover/control"
+
+
+def runnable_copy(path, directory):
+    """
+    A copy of the unit at ``path`` in ``directory`` whose ExecStart binary
+    is this environment's script of the same name.
+    """
+    lines = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("ExecStart="):
+                argv = line[len("ExecStart="):].split(" ")
+                script = os.path.join(os.path.dirname(sys.executable),
+                                      os.path.basename(argv[0]))
+                assert os.access(script, os.X_OK), script
+                line = "ExecStart=" + " ".join([script] + argv[1:])
+            lines.append(line)
+    copy = os.path.join(directory, os.path.basename(path))
+    with open(copy, "w") as f:
+        f.writelines(lines)
+    return copy
+
+
+def verify(path):
+    return subprocess.run([ANALYZE, "verify", path], capture_output=True,
+                          text=True, timeout=120)
+
+
+needs_systemd = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze is not installed here")
+
+
+@needs_systemd
+@pytest.mark.parametrize("path", [CONTROL, AGENT])
+def test_systemd_analyze_verify_accepts_the_unit(path, tmp_path):
+    result = verify(runnable_copy(path, str(tmp_path)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # verify warns, without failing, about unknown keys and bad values.
+    assert result.stderr.strip() == "", result.stderr
+
+
+@needs_systemd
+def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path):
+    copy = runnable_copy(AGENT, str(tmp_path))
+    with open(copy, "a") as f:
+        f.write("[Service]\nKilMode=process\n")
+    result = verify(copy)
+    assert "KilMode" in result.stderr
