@@ -231,3 +231,68 @@ def test_unique_volume_ids(make_loopback):
     assert len(ids) == 3
     for volume_id in ids:
         api.destroy_volume(volume_id)
+
+
+def test_leftovers_removed(make_loopback):
+    """
+    What a create or a record write stopped half way leaves behind goes at
+    the next create; records and their images stay.
+    """
+    api = make_loopback("node1")
+    kept = _create(api, "kept")
+    directory = os.path.join(api.root, "volumes")
+    orphan = os.path.join(directory, str(uuid.uuid4()) + ".img")
+    temporary = os.path.join(directory, ".half-written.tmp")
+    for path in (orphan, temporary):
+        with open(path, "wb") as f:
+            f.truncate(MiB)
+    made = _create(api, "made")
+    assert sorted(os.listdir(directory)) == sorted(
+        "%s.%s" % (v.volume_id, ext) for v in (kept, made)
+        for ext in ("img", "json"))
+    for volume in (kept, made):
+        api.destroy_volume(volume.volume_id)
+
+
+def test_interrupted_destroy_finishes(make_loopback):
+    api = make_loopback("node1")
+    volume = _create(api)
+    # Destroy removes the image first; stopping there leaves the record.
+    os.unlink(_image(api, volume))
+    api.destroy_volume(volume.volume_id)
+    assert api.list_volumes() == []
+
+
+def test_detach_busy_device(make_loopback, monkeypatch):
+    """
+    A device still open is reported, and the volume stays attached, until
+    it is let go.
+    """
+    monkeypatch.setattr(loopdevice, "DETACH_DEADLINE", 1.0)
+    api = make_loopback("node1")
+    volume = _create(api)
+    api.attach_volume(volume.volume_id, "node1")
+    path = api.get_device_path(volume.volume_id)
+    holder = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(loopdevice.LoopDeviceBusy) as raised:
+            api.detach_volume(volume.volume_id)
+        assert "unmount" in str(raised.value)
+        assert api.get_volume(volume.volume_id).attached_to == "node1"
+    finally:
+        os.close(holder)
+    api.detach_volume(volume.volume_id)
+    assert api.get_volume(volume.volume_id).attached_to is None
+    assert loopdevice.devices_backing(_image(api, volume)) == []
+    api.destroy_volume(volume.volume_id)
+
+
+def test_attach_of_lost_image(make_loopback):
+    api = make_loopback("node1")
+    volume = _create(api)
+    os.unlink(_image(api, volume))
+    with pytest.raises(loopdevice.LoopDeviceError) as raised:
+        api.attach_volume(volume.volume_id, "node1")
+    assert "missing" in str(raised.value)
+    api.detach_volume(volume.volume_id)
+    api.destroy_volume(volume.volume_id)

@@ -75,6 +75,7 @@ class LoopbackBlockDeviceAPI(object):
     def create_volume(self, dataset_id, size, metadata):
         size = round_up(size, self.allocation_unit())
         with self._records.locked():
+            self._remove_leftovers()
             for record in self._records.read_all():
                 if (record.cluster == self.cluster_name
                         and record.dataset_id == dataset_id):
@@ -175,6 +176,12 @@ class LoopbackBlockDeviceAPI(object):
             return loopdevice.attach(image)
 
     # --- helpers ---------------------------------------------------------
+
+    def _remove_leftovers(self):
+        for path in self._records.leftovers():
+            # An image some loop device still reads is never thrown away.
+            if not loopdevice.devices_backing(path):
+                os.unlink(path)
 
     def _attached_here(self, record, here):
         return (record is not None and record.cluster == self.cluster_name

@@ -105,6 +105,25 @@ class RecordStore(object):
                     records.append(record)
         return records
 
+    def leftovers(self):
+        """
+        Paths of what interrupted changes left behind: temporary record
+        files, and images whose record was never written (a create that
+        stopped half way). Only meaningful under the lock.
+        """
+        try:
+            names = set(os.listdir(self.volumes))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in sorted(names):
+            if name.startswith(".") and name.endswith(".tmp"):
+                found.append(os.path.join(self.volumes, name))
+            elif (name.endswith(".img")
+                  and name[:-len(".img")] + ".json" not in names):
+                found.append(os.path.join(self.volumes, name))
+        return found
+
     def write(self, record):
         """
         Replace ``record``'s file atomically and durably. Hold the lock.
