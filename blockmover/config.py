@@ -1,0 +1,372 @@
+"""
+The one place that knows the configuration files: ``cluster.yml`` and
+``app.yml`` (together a ``Deployment``) and each node's ``agent.yml``.
+
+Every mistake is a ``ConfigError`` naming the file, line and key, raised
+before anything changes.
+"""
+
+import posixpath
+
+from pyrsistent import PClass, field
+
+from blockmover import configfields as read
+from blockmover.backends import BACKENDS
+from blockmover.model import (
+    Application, BackendConfig, Deployment, FILESYSTEMS, Limits, Node, Port,
+    VolumeSpec, optional,
+)
+from blockmover.units import GiB
+from blockmover.yamlsource import ConfigError, Source, join
+
+__all__ = ["ConfigError", "AgentConfig", "load_deployment", "load_files",
+           "load_agent_config", "load_agent_file", "DEFAULT_VOLUME_SIZE"]
+
+# The size of a volume whose ``maximum_size`` is not given (as in Flocker).
+DEFAULT_VOLUME_SIZE = GiB
+DEFAULT_STATE_DIR = "/var/lib/blockmover/agent"
+DEFAULT_BACKEND = "loopback"
+
+_LIMIT_SIZES = ("min_size", "max_size", "region_size")
+_LIMIT_COUNTS = ("volumes_per_node", "region_volumes")
+
+# Flocker's v1 application keys that mean nothing to blockmover's process
+# runtime; accepted so that existing Flocker configs load, and ignored.
+_FLOCKER_IGNORED = ("links", "restart_policy", "mem_limit", "cpu_shares")
+_APPLICATION_KEYS = ("command", "image", "ports", "environment",
+                     "volume") + _FLOCKER_IGNORED
+
+
+def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
+                    app_path="app.yml"):
+    """
+    The ``Deployment`` that ``cluster.yml`` and ``app.yml`` (given as text)
+    describe; ``ConfigError`` naming the file and line of the first mistake.
+    """
+    cluster_src = Source(cluster_text, cluster_path)
+    app_src = Source(app_text, app_path)
+    cluster = _read_cluster(cluster_src)
+    applications = _read_applications(app_src)
+    nodes = _read_nodes(cluster_src)
+    placement = _read_placement(cluster_src, nodes, applications, app_path)
+    _check_mountpoints(cluster_src, app_src, placement, applications)
+    return Deployment(cluster_name=cluster["name"],
+                      control_url=cluster["control"],
+                      backend=cluster["backend"], nodes=nodes,
+                      applications=applications, placement=placement)
+
+
+def load_files(cluster_path, app_path):
+    """
+    ``load_deployment`` of two files; a file that cannot be read is a
+    ``ConfigError`` too.
+    """
+    return load_deployment(_read_file(cluster_path), _read_file(app_path),
+                           cluster_path, app_path)
+
+
+def _read_file(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(path, None, None, "cannot read it (%s); check the "
+                          "path" % (e.strerror or e,))
+
+
+# --- cluster.yml ---------------------------------------------------------
+
+def _read_cluster(src):
+    data = src.data
+    read.version(src, data)
+    read.mapping(src, None, data, ("version", "cluster", "nodes",
+                                   "deployment"), ("cluster", "nodes"))
+    cluster = read.mapping(src, "cluster", data["cluster"],
+                           ("name", "control", "backend"),
+                           ("name", "control"))
+    return {
+        "name": read.name(src, "cluster.name", cluster["name"], "cluster"),
+        "control": read.url(src, "cluster.control", cluster["control"]),
+        "backend": _read_backend(src, "cluster.backend",
+                                 cluster.get("backend"), limits=True),
+    }
+
+
+def _read_backend(src, key, value, limits):
+    """
+    A ``BackendConfig``: ``name``, ``limits`` (in cluster.yml only) and
+    any other key as a string option for the backend.
+    """
+    if value is None:
+        return BackendConfig(name=DEFAULT_BACKEND)
+    if not isinstance(value, dict):
+        raise src.error(key, "must be a mapping with 'name' (%s) and the "
+                        "backend's options" % (", ".join(BACKENDS),))
+    backend = value.get("name", DEFAULT_BACKEND)
+    if backend not in BACKENDS:
+        raise src.error(join(key, "name"), "unknown backend %r; use one of %s"
+                        % (backend, ", ".join(BACKENDS)))
+    options = {}
+    result_limits = Limits()
+    for option, option_value in value.items():
+        option_key = join(key, option)
+        if option == "name":
+            continue
+        if option == "limits" and limits:
+            result_limits = _read_limits(src, option_key, option_value)
+            continue
+        read.name(src, option_key, option, "option")
+        options[option] = read.option(src, option_key, option_value)
+    return BackendConfig(name=backend, options=options, limits=result_limits)
+
+
+def _read_limits(src, key, value):
+    value = read.mapping(src, key, value, _LIMIT_SIZES + _LIMIT_COUNTS,
+                         empty_ok=True)
+    limits = {}
+    for name, limit in value.items():
+        if name in _LIMIT_SIZES:
+            limits[name] = read.size(src, join(key, name), limit)
+        else:
+            limits[name] = read.integer(src, join(key, name), limit)
+    if limits.get("min_size", 0) > limits.get("max_size", float("inf")):
+        raise src.error(join(key, "min_size"), "min_size is above max_size; "
+                        "make it smaller")
+    return Limits(**limits)
+
+
+def _read_nodes(src):
+    nodes = src.data["nodes"]
+    if nodes is not None and not isinstance(nodes, dict):
+        raise src.error("nodes", "must map each node's name to its address, "
+                        "such as 'node1: {address: 10.0.0.11}'")
+    if not nodes:
+        raise src.error("nodes", "the cluster has no nodes; name at least "
+                        "one, such as 'node1: {address: 10.0.0.11}'")
+    result = {}
+    owners = {}
+    for name, value in nodes.items():
+        key = join("nodes", name)
+        read.name(src, key, name, "node")
+        value = read.mapping(src, key, value, ("address", "instance_id"),
+                             ("address",))
+        node = Node(name=name,
+                    address=read.string(src, join(key, "address"),
+                                        value["address"], "an address"),
+                    instance_id=None if value.get("instance_id") is None
+                    else read.string(src, join(key, "instance_id"),
+                                     value["instance_id"],
+                                     "a backend instance id"))
+        # The backend knows a node only by this id: two nodes cannot share it.
+        if node.backend_id in owners:
+            raise src.error(key, "node %s has the same backend id %r as node "
+                            "%s; give each node its own instance_id"
+                            % (name, node.backend_id, owners[node.backend_id]))
+        owners[node.backend_id] = name
+        result[name] = node
+    return result
+
+
+def _read_placement(src, nodes, applications, app_path):
+    deployment = src.data.get("deployment")
+    if deployment is None:
+        return {}
+    if not isinstance(deployment, dict):
+        raise src.error("deployment", "must map each node to a list of "
+                        "applications, such as 'node1: [mongodb]'")
+    placement = {}
+    for node, apps in deployment.items():
+        key = join("deployment", node)
+        if node not in nodes:
+            raise src.error(key, "unknown node %r; the nodes are %s"
+                            % (node, ", ".join(sorted(nodes))))
+        if apps is None:
+            apps = []
+        if not isinstance(apps, list):
+            raise src.error(key, "must be a list of applications, such as "
+                            "[mongodb] or []")
+        for i, app in enumerate(apps):
+            line = src.line(join(key, i))
+            if not isinstance(app, str) or app not in applications:
+                raise src.error(key, "unknown application %r; %s defines %s"
+                                % (app, app_path,
+                                   ", ".join(sorted(applications))
+                                   or "none"), line)
+            if app in placement:
+                where = ("twice on %s" % (node,) if placement[app] == node
+                         else "on %s and %s" % (placement[app], node))
+                raise src.error(key, "%s is deployed %s; an application runs"
+                                " on one node" % (app, where), line)
+            placement[app] = node
+    return placement
+
+
+# --- app.yml -------------------------------------------------------------
+
+def _read_applications(src):
+    data = src.data
+    read.version(src, data)
+    read.mapping(src, None, data, ("version", "applications"),
+                 ("applications",))
+    apps = data["applications"]
+    if apps is None:
+        return {}
+    if not isinstance(apps, dict):
+        raise src.error("applications", "must map each application's name "
+                        "to what it is, such as 'mongodb: {command: ...}'")
+    return {name: _read_application(src, join("applications", name), name,
+                                    value)
+            for name, value in apps.items()}
+
+
+def _read_application(src, key, name, value):
+    read.name(src, key, name, "application")
+    value = read.mapping(src, key, value, _APPLICATION_KEYS)
+    command = (read.command(src, join(key, "command"), value["command"])
+               if value.get("command") is not None else [])
+    image = value.get("image")
+    if image is not None:
+        image = read.string(src, join(key, "image"), image, "an image name")
+    if not command and image is None:
+        raise src.error(key, "has neither 'command' nor 'image'; give the "
+                        "command that runs it, such as [secantusd-py, "
+                        "--port, \"27017\"]")
+    return Application(
+        name=name, command=command, image=image,
+        ports=_read_ports(src, join(key, "ports"), value.get("ports")),
+        environment=_read_environment(src, join(key, "environment"),
+                                      value.get("environment")),
+        volume=_read_volume(src, join(key, "volume"), value.get("volume")))
+
+
+def _read_ports(src, key, value):
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise src.error(key, "must be a list such as "
+                        "[{internal: 27017, external: 27017}]")
+    ports = []
+    for i, port in enumerate(value):
+        port_key = join(key, i)
+        port = read.mapping(src, port_key, port, ("internal", "external"),
+                            ("internal", "external"))
+        ports.append(Port(**{
+            side: read.integer(src, join(port_key, side), port[side],
+                               high=65535, example="27017")
+            for side in ("internal", "external")}))
+    return ports
+
+
+def _read_environment(src, key, value):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise src.error(key, "must be a mapping of variable names to "
+                        "strings, such as {LANG: C.UTF-8}")
+    for variable, setting in value.items():
+        if "=" in variable or "\0" in variable:
+            raise src.error(join(key, variable), "%r is not a variable name"
+                            % (variable,))
+        if not isinstance(setting, str) or "\0" in setting:
+            raise src.error(join(key, variable), "the value must be a "
+                            "string; write it in quotes")
+    return value
+
+
+def _read_volume(src, key, value):
+    if value is None:
+        return None
+    value = read.mapping(src, key, value,
+                         ("mountpoint", "maximum_size", "filesystem"),
+                         ("mountpoint",))
+    filesystem = value.get("filesystem", "ext4")
+    if filesystem not in FILESYSTEMS:
+        raise src.error(join(key, "filesystem"), "filesystem %r is not "
+                        "supported; use one of %s"
+                        % (filesystem, ", ".join(FILESYSTEMS)))
+    size = value.get("maximum_size")
+    return VolumeSpec(
+        mountpoint=posixpath.normpath(read.absolute_path(
+            src, join(key, "mountpoint"), value["mountpoint"])),
+        size=DEFAULT_VOLUME_SIZE if size is None
+        else read.size(src, join(key, "maximum_size"), size),
+        filesystem=filesystem)
+
+
+def _check_mountpoints(cluster_src, app_src, placement, applications):
+    """
+    Applications on one node cannot mount their volumes on the same path,
+    nor one inside another.
+    """
+    seen = {}
+    for app in sorted(placement):
+        volume = applications[app].volume
+        if volume is None:
+            continue
+        node = placement[app]
+        for other, path in seen.get(node, []):
+            inside = (volume.mountpoint + "/").startswith(path + "/") or \
+                (path + "/").startswith(volume.mountpoint + "/")
+            if inside:
+                raise app_src.error(
+                    join(join("applications", app), "volume.mountpoint"),
+                    "%s and %s both run on %s and their mountpoints %s and %s"
+                    " overlap; give each its own directory"
+                    % (other, app, node, path, volume.mountpoint))
+        seen.setdefault(node, []).append((app, volume.mountpoint))
+
+
+# --- agent.yml -----------------------------------------------------------
+
+class AgentConfig(PClass):
+    """
+    One node's ``agent.yml``: which node this is, where the control service
+    is, where the agent keeps its state and log, and how it reaches the
+    backend.
+    """
+    node = field(type=str, mandatory=True)
+    control = field(type=str, mandatory=True)
+    state_dir = field(type=str, mandatory=True, initial=DEFAULT_STATE_DIR)
+    log = field(type=str, mandatory=True, initial="-")
+    instance_id = optional(str)
+    backend = field(type=BackendConfig, mandatory=True,
+                    initial=BackendConfig(name=DEFAULT_BACKEND))
+
+    @property
+    def control_url(self):
+        return self.control
+
+
+def load_agent_config(text, path="agent.yml"):
+    """
+    The ``AgentConfig`` ``agent.yml`` (given as text) describes;
+    ``ConfigError`` naming the line of the first mistake.
+    """
+    src = Source(text, path)
+    data = src.data
+    read.version(src, data)
+    read.mapping(src, None, data, ("version", "node", "control", "state_dir",
+                                   "log", "instance_id", "backend"),
+                 ("node", "control"))
+    log = data.get("log", "-")
+    if log != "-":
+        read.absolute_path(src, "log", log)
+    instance_id = data.get("instance_id")
+    return AgentConfig(
+        node=read.name(src, "node", data["node"], "node"),
+        control=read.url(src, "control", data["control"]),
+        state_dir=read.absolute_path(src, "state_dir",
+                                     data.get("state_dir", DEFAULT_STATE_DIR)),
+        log=log,
+        instance_id=None if instance_id is None else read.string(
+            src, "instance_id", instance_id, "a backend instance id"),
+        backend=_read_backend(src, "backend", data.get("backend"),
+                              limits=False))
+
+
+def load_agent_file(path):
+    """
+    ``load_agent_config`` of a file; a file that cannot be read is a
+    ``ConfigError`` too.
+    """
+    return load_agent_config(_read_file(path), path)

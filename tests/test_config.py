@@ -1,0 +1,402 @@
+"""
+cluster.yml, app.yml and agent.yml: what loads, and what each mistake says.
+"""
+
+import os
+import textwrap
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blockmover.config import (
+    DEFAULT_VOLUME_SIZE, AgentConfig, ConfigError, load_agent_config,
+    load_agent_file, load_deployment, load_files,
+)
+from blockmover.units import GiB, MiB
+from tests.strategies import deployment_yaml, deployments
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "etc", "examples")
+
+CLUSTER = """\
+version: 1
+cluster:
+  name: demo
+  control: https://10.77.0.1:4523
+  backend:
+    name: loopback
+nodes:
+  node1: {address: 10.77.0.11}
+  node2: {address: 10.77.0.12}
+deployment:
+  node1: [mongodb]
+  node2: []
+"""
+
+APP = """\
+version: 1
+applications:
+  mongodb:
+    command: [secantusd-py, --port, "27017"]
+    ports: [{internal: 27017, external: 27017}]
+    environment: {}
+    volume:
+      mountpoint: /data/db
+      maximum_size: 1G
+      filesystem: ext4
+"""
+
+
+def error(cluster=CLUSTER, app=APP):
+    with pytest.raises(ConfigError) as info:
+        load_deployment(cluster, app)
+    return info.value
+
+
+def edit(text, old, new):
+    assert old in text
+    return text.replace(old, new)
+
+
+# --- what loads ------------------------------------------------------------
+
+def test_examples_load():
+    """
+    Every example in etc/examples loads; the DESIGN examples mean what they
+    say.
+    """
+    path = lambda name: os.path.join(EXAMPLES, name)
+    demo = load_files(path("cluster.yml"), path("app.yml"))
+    assert demo.cluster_name == "demo"
+    assert demo.placement == {"mongodb": "node1"}
+    assert demo.applications["mongodb"].volume.size == GiB
+    assert demo.applications["mongodb"].command[:2] == ["secantusd-py",
+                                                        "--host"]
+    prod = load_files(path("openstack-cluster.yml"), path("flocker-app.yml"))
+    assert prod.backend.name == "openstack"
+    assert prod.backend.options["cloud"] == "mycloud"
+    assert prod.backend.limits.max_size == 100 * GiB
+    assert prod.backend.limits.volumes_per_node == 14
+    assert prod.nodes["node1"].instance_id.startswith("6a0a3f4e")
+    assert prod.applications["mongodb"].image == "clusterhq/mongodb"
+    assert prod.applications["web"].environment["MONGO_PORT"] == "27017"
+    agent = load_agent_file(path("agent.yml"))
+    assert agent == AgentConfig(
+        node="node1", control="https://10.77.0.1:4523",
+        backend={"name": "loopback",
+                 "options": {"root": "/var/lib/blockmover/loopback"}})
+    names = sorted(os.listdir(EXAMPLES))
+    assert names == ["agent.yml", "app.yml", "cluster.yml",
+                     "flocker-app.yml", "openstack-cluster.yml"]
+
+
+def test_defaults_and_command_string():
+    """
+    A volume without a size gets the default size and ext4; a command may
+    be one string; a node listing nothing (or null) runs nothing.
+    """
+    app = textwrap.dedent("""\
+        version: 1
+        applications:
+          mongodb:
+            command: secantusd-py --port 27017 --name 'a b'
+            volume: {mountpoint: /data/db/}
+        """)
+    cluster = edit(CLUSTER, "node2: []", "node2:")
+    d = load_deployment(cluster, app)
+    spec = d.applications["mongodb"].volume
+    assert (spec.size, spec.filesystem, spec.mountpoint) == (
+        DEFAULT_VOLUME_SIZE, "ext4", "/data/db")
+    assert list(d.applications["mongodb"].command) == [
+        "secantusd-py", "--port", "27017", "--name", "a b"]
+
+
+@pytest.mark.parametrize("text,size", [("512M", 512 * MiB), ("1.5T",
+                                       1536 * GiB), ("1048576", MiB),
+                                       ("2G", 2 * GiB)])
+def test_sizes(text, size):
+    d = load_deployment(CLUSTER, edit(APP, "maximum_size: 1G",
+                                      "maximum_size: %s" % (text,)))
+    assert d.applications["mongodb"].volume.size == size
+
+
+def test_backend_options_and_limits():
+    cluster = edit(CLUSTER, "    name: loopback\n", textwrap.indent(
+        "name: openstack\ncloud: mycloud\nregion: 7\nlimits:\n"
+        "  min_size: 1G\n  max_size: 2G\n  volumes_per_node: 3\n"
+        "  region_volumes: 4\n  region_size: 8G\n", "    "))
+    backend = load_deployment(cluster, APP).backend
+    assert backend.options == {"cloud": "mycloud", "region": "7"}
+    assert backend.limits.min_size == GiB
+    assert backend.limits.region_size == 8 * GiB
+    assert backend.limits.region_volumes == 4
+
+
+@settings(max_examples=60, deadline=None)
+@given(deployments())
+def test_round_trip(deployment):
+    """
+    The YAML that describes a deployment loads as that deployment.
+    """
+    assert load_deployment(*deployment_yaml(deployment)) == deployment
+
+
+# --- what is refused ---------------------------------------------------------
+
+@pytest.mark.parametrize("cluster,app,file,line,key,words", [
+    # YAML syntax
+    (CLUSTER + "  node3: [\n", APP, "cluster.yml", 14, None,
+     "not valid YAML"),
+    # a duplicate key: the second one's line
+    (edit(CLUSTER, "  node2: {address", "  node1: {address"), APP,
+     "cluster.yml", 9, "nodes.node1", "appears twice (first on line 8)"),
+    (CLUSTER, APP + "  mongodb: {image: x}\n", "app.yml", 11,
+     "applications.mongodb", "appears twice"),
+    # version
+    (edit(CLUSTER, "version: 1", "version: 2"), APP, "cluster.yml", 1,
+     "version", "write 'version: 1'"),
+    (CLUSTER, edit(APP, "version: 1\n", ""), "app.yml", 1, None,
+     "'version' is missing"),
+    # unknown keys, with the known ones
+    (edit(CLUSTER, "  name: demo", "  nmae: demo"), APP, "cluster.yml", 3,
+     "cluster.nmae", "unknown key 'nmae'; the known keys are name, "
+     "control, backend"),
+    (CLUSTER, edit(APP, "    ports:", "    port:"), "app.yml", 5,
+     "applications.mongodb.port", "the known keys are command, image"),
+    # unknown node
+    (edit(CLUSTER, "  node2: []", "  node3: []"), APP, "cluster.yml", 12,
+     "deployment.node3", "unknown node 'node3'; the nodes are node1, node2"),
+    # on two nodes
+    (edit(CLUSTER, "  node2: []", "  node2:\n    - mongodb"), APP,
+     "cluster.yml", 13, "deployment.node2",
+     "mongodb is deployed on node1 and node2; an application runs on one "
+     "node"),
+    # not in app.yml
+    (edit(CLUSTER, "  node2: []", "  node2: [redis]"), APP, "cluster.yml", 12,
+     "deployment.node2", "unknown application 'redis'; app.yml defines "
+     "mongodb"),
+    # neither command nor image
+    (CLUSTER, edit(APP, '    command: [secantusd-py, --port, "27017"]\n', ""),
+     "app.yml", 3, "applications.mongodb",
+     "has neither 'command' nor 'image'"),
+    # bad sizes
+    (CLUSTER, edit(APP, "maximum_size: 1G", "maximum_size: 1Q"), "app.yml",
+     9, "applications.mongodb.volume.maximum_size", "'1Q' is not a size"),
+    (CLUSTER, edit(APP, "maximum_size: 1G", "maximum_size: 0"), "app.yml",
+     9, "applications.mongodb.volume.maximum_size", "must be positive"),
+    # filesystem
+    (CLUSTER, edit(APP, "filesystem: ext4", "filesystem: btrfs"), "app.yml",
+     10, "applications.mongodb.volume.filesystem", "use one of ext4, xfs"),
+    # mountpoint
+    (CLUSTER, edit(APP, "mountpoint: /data/db", "mountpoint: data/db"),
+     "app.yml", 8, "applications.mongodb.volume.mountpoint",
+     "'data/db' is not an absolute path"),
+    (CLUSTER, edit(APP, "mountpoint: /data/db", "mountpoint: /"),
+     "app.yml", 8, "applications.mongodb.volume.mountpoint",
+     "not an absolute path below /"),
+    # ports
+    (CLUSTER, edit(APP, "external: 27017", "external: '27017'"), "app.yml",
+     5, "applications.mongodb.ports[0].external", "must be a whole number"),
+    (CLUSTER, edit(APP, "external: 27017", "external: 70000"), "app.yml",
+     5, "applications.mongodb.ports[0].external", "from 1 to 65535"),
+    # environment values are strings
+    (CLUSTER, edit(APP, "environment: {}", "environment: {DEBUG: 1}"),
+     "app.yml", 6, "applications.mongodb.environment.DEBUG",
+     "must be a string; write it in quotes"),
+    # nodes need an address
+    (edit(CLUSTER, "{address: 10.77.0.12}", "{instance_id: x}"), APP,
+     "cluster.yml", 9, "nodes.node2", "'address' is missing"),
+    # backend name and limits
+    (edit(CLUSTER, "name: loopback", "name: ceph"), APP, "cluster.yml", 6,
+     "cluster.backend.name", "unknown backend 'ceph'; use one of loopback, "
+     "openstack"),
+    (edit(CLUSTER, "name: loopback", "name: loopback\n    limits: "
+          "{max_size: lots}"), APP, "cluster.yml", 7,
+     "cluster.backend.limits.max_size", "'lots' is not a size"),
+    (edit(CLUSTER, "name: loopback", "name: loopback\n    limits: "
+          "{volumes_per_node: 0}"), APP, "cluster.yml", 7,
+     "cluster.backend.limits.volumes_per_node", "at least 1"),
+    # control URL
+    (edit(CLUSTER, "https://10.77.0.1:4523", "10.77.0.1"), APP,
+     "cluster.yml", 4, "cluster.control", "not an http or https URL"),
+    # two applications mounting one path on one node
+    (edit(CLUSTER, "node1: [mongodb]", "node1: [mongodb, other]"),
+     APP + "  other:\n    command: [x]\n    volume: {mountpoint: /data/db/x}\n",
+     "app.yml", 13, "applications.other.volume.mountpoint",
+     "mountpoints /data/db and /data/db/x overlap"),
+    # a bad command string
+    (CLUSTER, edit(APP, 'command: [secantusd-py, --port, "27017"]',
+                   "command: \"run 'x\""), "app.yml", 4,
+     "applications.mongodb.command", "check its quotes"),
+    (CLUSTER, edit(APP, '"27017"]', "27017]"), "app.yml", 4,
+     "applications.mongodb.command[2]", "write it in quotes"),
+    # keys must be names
+    (CLUSTER, APP + "  [a]: {image: x}\n", "app.yml", 11, "applications",
+     "a key must be a plain name"),
+])
+def test_errors(cluster, app, file, line, key, words):
+    """
+    Each mistake names its file, line and key and says what would be right.
+    """
+    e = error(cluster, app)
+    assert (e.file, e.line, e.key) == (file, line, key)
+    assert words in e.message
+    rendered = str(e)
+    assert "\n" not in rendered
+    prefix = "%s:%d: " % (file, line) + ("%s: " % (key,) if key else "")
+    assert rendered == prefix + e.message
+
+
+def test_error_string_shape():
+    e = error(edit(CLUSTER, "  node2: []", "  node3: []"))
+    assert str(e) == ("cluster.yml:12: deployment.node3: unknown node "
+                      "'node3'; the nodes are node1, node2")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_files(str(tmp_path / "nope.yml"), str(tmp_path / "app.yml"))
+    assert info.value.file == str(tmp_path / "nope.yml")
+    assert info.value.line is None
+    assert "cannot read it" in str(info.value)
+
+
+def test_recursive_alias_refused():
+    e = error(app="version: 1\napplications: &a\n  x: *a\n")
+    assert "refers to itself" in e.message
+
+
+def test_secret_not_echoed():
+    """
+    A control URL carrying a password is refused without repeating it.
+    """
+    e = error(edit(CLUSTER, "https://10.77.0.1:4523",
+                   "ftp://admin:s3cretpw@10.77.0.1"))
+    assert "s3cretpw" not in str(e)
+
+
+# --- agent.yml -------------------------------------------------------------
+
+AGENT = "version: 1\nnode: node1\ncontrol: http://10.77.0.1:4523\n"
+
+
+def test_agent_defaults():
+    agent = load_agent_config(AGENT)
+    assert agent.state_dir == "/var/lib/blockmover/agent"
+    assert agent.log == "-"
+    assert agent.instance_id is None
+    assert agent.backend.name == "loopback"
+    assert agent.control_url == "http://10.77.0.1:4523"
+
+
+def test_agent_options():
+    agent = load_agent_config(AGENT + "instance_id: abc\nlog: /var/log/a\n"
+                              "backend: {name: openstack, cloud: c1}\n")
+    assert agent.instance_id == "abc"
+    assert agent.log == "/var/log/a"
+    assert agent.backend.name == "openstack"
+    assert agent.backend.options == {"cloud": "c1"}
+
+
+@pytest.mark.parametrize("text,line,key,words", [
+    ("version: 1\ncontrol: http://h\n", 1, None, "'node' is missing"),
+    (AGENT + "stat_dir: /x\n", 4, "stat_dir", "unknown key 'stat_dir'"),
+    (AGENT + "state_dir: relative\n", 4, "state_dir",
+     "not an absolute path"),
+    (AGENT + "backend: {name: loopback, limits: {max_size: 1G}}\n", 4,
+     "backend.limits", "must be a word or number"),
+    (AGENT + "node: node2\n", 4, "node", "appears twice"),
+])
+def test_agent_errors(text, line, key, words):
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(text, "/etc/blockmover/agent.yml")
+    e = info.value
+    assert (e.file, e.line, e.key) == ("/etc/blockmover/agent.yml", line, key)
+    assert words in e.message
+
+
+# --- nothing but ConfigError -------------------------------------------------
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 70000),
+                     st.floats(allow_nan=False), st.text(max_size=8),
+                     st.sampled_from(["1G", "512M", "/data/db", "ext4", "xfs",
+                                      "mongodb", "node1", "loopback",
+                                      "http://h:1"]))
+_keys = st.one_of(st.text(max_size=6), st.sampled_from([
+    "version", "cluster", "nodes", "deployment", "name", "control", "backend",
+    "address", "instance_id", "applications", "command", "image", "ports",
+    "volume", "mountpoint", "maximum_size", "filesystem", "environment",
+    "internal", "external", "limits", "min_size", "max_size", "node1",
+    "mongodb"]))
+_values = st.recursive(
+    _scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                      st.dictionaries(_keys, inner,
+                                                      max_size=4)),
+    max_leaves=12)
+_documents = st.one_of(
+    _values, st.fixed_dictionaries({"version": st.sampled_from([1, 2])},
+                                   optional={"cluster": _values,
+                                             "nodes": _values,
+                                             "deployment": _values,
+                                             "applications": _values}))
+
+
+def _loads_or_config_error(cluster, app):
+    try:
+        result = load_deployment(cluster, app)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+        return
+    assert result.cluster_name
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200), st.text(max_size=200))
+def test_arbitrary_text(cluster, app):
+    _loads_or_config_error(cluster, app)
+    try:
+        agent = load_agent_config(cluster)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+    else:
+        assert agent.node
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(_documents, _documents)
+def test_arbitrary_structures(cluster, app):
+    _loads_or_config_error(yaml.safe_dump(cluster), yaml.safe_dump(app))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(deployments(), st.data())
+def test_mutated_valid_files(deployment, data):
+    """
+    Valid files with one value replaced anywhere load or raise ConfigError.
+    """
+    cluster, app = (yaml.safe_load(t) for t in deployment_yaml(deployment))
+    target = data.draw(st.sampled_from([cluster, app]))
+    node = target
+    while isinstance(node, dict) and node and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(node)))
+        if not isinstance(node[key], dict) or data.draw(st.booleans()):
+            node[key] = data.draw(_values)
+            break
+        node = node[key]
+    _loads_or_config_error(yaml.safe_dump(cluster), yaml.safe_dump(app))
+
+
+@pytest.mark.parametrize("text,line,words", [
+    ("version: 1\ncluster:\n  <<: {name: x}\n", 3, "merge keys (<<)"),
+    ("version: 1\nnodes: \x07\n", 2, "is not allowed in YAML"),
+    ("version: !!python/object:os.system x\n", 1, "cannot read this value"),
+    ("version: 1\n---\nversion: 1\n", 2, "not valid YAML"),
+])
+def test_unusual_yaml(text, line, words):
+    e = error(cluster=text)
+    assert (e.file, e.line) == ("cluster.yml", line)
+    assert words in e.message
