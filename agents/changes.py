@@ -9,9 +9,16 @@ called in a thread, inside an eliot action naming the node, the dataset and
 the outcome.
 """
 
+import re
+
+from eliot import start_action
 from pyrsistent import PClass, field
 
+from blockmover import identity
 from blockmover.model import Application
+from blockmover.poll import Backoff, poll
+
+from agents import filesystem, mounts
 
 
 class NodeContext(PClass):
@@ -28,6 +35,37 @@ class NodeContext(PClass):
     device_deadline = field(type=float, mandatory=True, initial=120.0)
 
 
+class DeviceMissing(Exception):
+    """
+    The volume has no block device on this node.
+    """
+    def __init__(self, volume_id):
+        self.volume_id = volume_id
+        Exception.__init__(
+            self, "volume %s has no block device on this node; attach it "
+            "here first" % (volume_id,))
+
+
+class VolumeNotMounted(Exception):
+    """
+    An application's volume is not mounted where it should be, so the
+    application is not started.
+    """
+
+
+def _action(change, context, **fields):
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(change).__name__).lower()
+    return start_action(action_type="blockmover:agent:" + name,
+                        node=context.node, **fields)
+
+
+def _device(context, volume_id):
+    path = context.backend.get_device_path(volume_id)
+    if path is None:
+        raise DeviceMissing(volume_id)
+    return path
+
+
 class CreateVolume(PClass):
     """
     Create the dataset's volume in the backend, stamped with its identity
@@ -37,6 +75,23 @@ class CreateVolume(PClass):
     application = field(type=str, mandatory=True)
     size = field(type=int, mandatory=True)
 
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     size=self.size) as action:
+            expected = identity.dataset_id(context.cluster_name,
+                                           self.application)
+            if expected != self.dataset_id:
+                raise ValueError(
+                    "dataset %s is not application %r's in cluster %r (%s)"
+                    % (self.dataset_id, self.application,
+                       context.cluster_name, expected))
+            volume = context.backend.create_volume(
+                self.dataset_id, self.size,
+                identity.volume_metadata(context.cluster_name,
+                                         self.application))
+            action.add_success_fields(volume_id=volume.volume_id)
+            return volume
+
 
 class AttachVolume(PClass):
     """
@@ -45,6 +100,18 @@ class AttachVolume(PClass):
     """
     dataset_id = field(type=str, mandatory=True)
     volume_id = field(type=str, mandatory=True)
+
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     volume_id=self.volume_id) as action:
+            context.backend.attach_volume(self.volume_id, context.backend_id)
+            path = poll(
+                lambda: context.backend.get_device_path(self.volume_id),
+                context.device_deadline,
+                "the device of volume %s to appear" % (self.volume_id,),
+                Backoff(initial=0.1))
+            action.add_success_fields(device=path)
+            return path
 
 
 class MakeFilesystem(PClass):
@@ -58,6 +125,32 @@ class MakeFilesystem(PClass):
     volume_id = field(type=str, mandatory=True)
     filesystem = field(type=str, mandatory=True)
 
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     volume_id=self.volume_id,
+                     filesystem=self.filesystem) as action:
+            device = _device(context, self.volume_id)
+            found = filesystem.probe(device)
+            if found.uuid == self.dataset_id and found.type == self.filesystem:
+                action.add_success_fields(made=False)
+            elif not found.blank:
+                raise filesystem.FilesystemPresent(device, found.signature)
+            else:
+                volume = context.backend.get_volume(self.volume_id)
+                if volume.metadata.get(identity.FORMAT_KEY) == \
+                        identity.FORMATTED:
+                    # A formatted volume showing a blank device is not the
+                    # volume we think, or lost its data: never paper over it.
+                    raise filesystem.FilesystemError(
+                        "volume %s is marked formatted but %s is blank; "
+                        "check which device belongs to the volume"
+                        % (self.volume_id, device))
+                filesystem.make_filesystem(device, self.filesystem,
+                                           self.dataset_id)
+                action.add_success_fields(made=True)
+            context.backend.set_metadata(
+                self.volume_id, {identity.FORMAT_KEY: identity.FORMATTED})
+
 
 class MountFilesystem(PClass):
     """
@@ -68,9 +161,37 @@ class MountFilesystem(PClass):
     volume_id = field(type=str, mandatory=True)
     mountpoint = field(type=str, mandatory=True)
 
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     volume_id=self.volume_id, mountpoint=self.mountpoint):
+            mounts.mount(_device(context, self.volume_id), self.mountpoint,
+                         self.dataset_id)
+
 
 class StartApplication(PClass):
     application = field(type=Application, mandatory=True)
+
+    def run(self, context):
+        application = self.application
+        with _action(self, context, application=application.name) as action:
+            if application.volume is not None:
+                self._check_volume(context)
+            running = context.runtime.start(application)
+            action.add_success_fields(pid=running.pid)
+            return running
+
+    def _check_volume(self, context):
+        # Invariant: an application runs only where its volume is mounted.
+        dataset_id = identity.dataset_id(context.cluster_name,
+                                         self.application.name)
+        mountpoint = self.application.volume.mountpoint
+        top = mounts.mount_at(mountpoint)
+        if top is None or top.mountpoint == "/" or \
+                filesystem.probe(top.source).uuid != dataset_id:
+            raise VolumeNotMounted(
+                "the volume of %r (dataset %s) is not mounted at %s; mount "
+                "it before starting the application"
+                % (self.application.name, dataset_id, mountpoint))
 
 
 class StopApplication(PClass):
@@ -78,6 +199,10 @@ class StopApplication(PClass):
     Stop the application: SIGTERM, then SIGKILL after the stop timeout.
     """
     name = field(type=str, mandatory=True)
+
+    def run(self, context):
+        with _action(self, context, application=self.name):
+            context.runtime.stop(self.name)
 
 
 class UnmountFilesystem(PClass):
@@ -87,6 +212,11 @@ class UnmountFilesystem(PClass):
     dataset_id = field(type=str, mandatory=True)
     mountpoint = field(type=str, mandatory=True)
 
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     mountpoint=self.mountpoint):
+            mounts.unmount(self.mountpoint, self.dataset_id)
+
 
 class DetachVolume(PClass):
     """
@@ -94,6 +224,18 @@ class DetachVolume(PClass):
     """
     dataset_id = field(type=str, mandatory=True)
     volume_id = field(type=str, mandatory=True)
+
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     volume_id=self.volume_id):
+            device = context.backend.get_device_path(self.volume_id)
+            if device is not None:
+                where = mounts.mounts_of(device)
+                if where:
+                    raise filesystem.FilesystemMounted(
+                        "volume %s is mounted at %s; unmount it before "
+                        "detaching it" % (self.volume_id, ", ".join(where)))
+            context.backend.detach_volume(self.volume_id)
 
 
 class GrowVolume(PClass):
@@ -103,6 +245,11 @@ class GrowVolume(PClass):
     dataset_id = field(type=str, mandatory=True)
     volume_id = field(type=str, mandatory=True)
     size = field(type=int, mandatory=True)
+
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     volume_id=self.volume_id, size=self.size):
+            return context.backend.grow_volume(self.volume_id, self.size)
 
 
 class GrowFilesystem(PClass):
@@ -114,6 +261,32 @@ class GrowFilesystem(PClass):
     volume_id = field(type=str, mandatory=True)
     filesystem = field(type=str, mandatory=True)
     mountpoint = field(type=str, mandatory=True)
+
+    def run(self, context):
+        with _action(self, context, dataset_id=self.dataset_id,
+                     volume_id=self.volume_id,
+                     filesystem=self.filesystem) as action:
+            device = _device(context, self.volume_id)
+            if filesystem.probe(device).uuid != self.dataset_id:
+                raise mounts.WrongFilesystem(device, self.dataset_id,
+                                             filesystem.probe(device).uuid)
+            where = mounts.mounts_of(device)
+            if self.filesystem == "ext4":
+                if where:
+                    raise filesystem.FilesystemMounted(
+                        "ext4 on %s is grown unmounted, and it is mounted "
+                        "at %s; unmount it first" % (device, ", ".join(where)))
+                filesystem.grow_ext4(device)
+            elif self.filesystem == "xfs":
+                if self.mountpoint not in where:
+                    raise filesystem.FilesystemNotMounted(
+                        "xfs on %s is grown mounted, and it is not mounted at "
+                        "%s; mount it first" % (device, self.mountpoint))
+                filesystem.grow_xfs(self.mountpoint)
+            else:
+                raise filesystem.UnsupportedFilesystem(self.filesystem)
+            action.add_success_fields(size=filesystem.filesystem_size(
+                device, self.filesystem, self.mountpoint if where else None))
 
 
 ALL_CHANGES = (

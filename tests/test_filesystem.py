@@ -16,7 +16,7 @@ from blockmover.poll import poll
 from blockmover.units import MiB
 
 from agents import filesystem, mounts
-from scratch_devices import scratch_device, scratch_directory
+from tests.scratch_devices import scratch_device, scratch_directory
 
 EXT4_SIZE = 64 * MiB
 # mkfs.xfs refuses filesystems smaller than 300M.

@@ -17,7 +17,7 @@ from blockmover.poll import poll
 from agents.runtime import (
     CommandRequired, IApplicationRuntime, ProcessRuntime, process_start_time,
 )
-from scratch_devices import scratch_directory
+from tests.scratch_devices import scratch_directory
 
 
 def alive(pid):

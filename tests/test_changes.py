@@ -1,0 +1,259 @@
+"""
+The state changes run against the loopback backend: real loop devices,
+filesystems, mounts and processes. Every change runs twice; the second run
+must change nothing.
+"""
+
+import os
+import uuid
+
+import pytest
+from eliot import add_destinations, remove_destination
+
+from blockmover import identity
+from blockmover.backends import loopdevice
+from blockmover.backends.interface import AlreadyAttached
+from blockmover.command import run
+from blockmover.model import Application, VolumeSpec
+from blockmover.poll import poll
+from blockmover.units import MiB
+
+from agents import filesystem, mounts
+from agents.changes import (
+    AttachVolume, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
+    MakeFilesystem, MountFilesystem, NodeContext, StartApplication,
+    StopApplication, UnmountFilesystem, VolumeNotMounted,
+)
+from agents.runtime import ProcessRuntime
+from tests.scratch_devices import scratch_directory
+
+
+@pytest.fixture
+def cluster():
+    return "test-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def top():
+    with scratch_directory() as directory:
+        yield directory
+
+
+@pytest.fixture
+def make_context(make_loopback, cluster, top):
+    """
+    ``make_context(node)``: that node's ``NodeContext``; afterwards every
+    application its runtime runs is stopped.
+    """
+    runtimes = []
+
+    def make(node):
+        runtime = ProcessRuntime(os.path.join(top, "state-" + node),
+                                 stop_timeout=5.0)
+        runtimes.append(runtime)
+        return NodeContext(node=node, backend_id=node, cluster_name=cluster,
+                           backend=make_loopback(node, cluster),
+                           runtime=runtime, device_deadline=10.0)
+    yield make
+    for runtime in runtimes:
+        for name in runtime.running():
+            runtime.stop(name)
+
+
+def twice(change, context):
+    first = change.run(context)
+    second = change.run(context)
+    return first, second
+
+
+def new_volume(context, application, size=64 * MiB):
+    dataset = identity.dataset_id(context.cluster_name, application)
+    volume, again = twice(CreateVolume(dataset_id=dataset,
+                                       application=application, size=size),
+                          context)
+    assert again.volume_id == volume.volume_id
+    return dataset, volume.volume_id
+
+
+def take(context, dataset, volume_id, mountpoint, kind="ext4"):
+    """
+    Attach, make the filesystem (or find it) and mount, each twice.
+    """
+    twice(AttachVolume(dataset_id=dataset, volume_id=volume_id), context)
+    twice(MakeFilesystem(dataset_id=dataset, volume_id=volume_id,
+                         filesystem=kind), context)
+    twice(MountFilesystem(dataset_id=dataset, volume_id=volume_id,
+                          mountpoint=mountpoint), context)
+
+
+def give_up(context, dataset, volume_id, mountpoint, application=None):
+    """
+    Stop, unmount and detach, each twice.
+    """
+    if application is not None:
+        twice(StopApplication(name=application), context)
+    twice(UnmountFilesystem(dataset_id=dataset, mountpoint=mountpoint),
+          context)
+    twice(DetachVolume(dataset_id=dataset, volume_id=volume_id), context)
+
+
+def test_take_and_move(make_context, top):
+    """
+    A node takes a new volume, runs an application writing on it, gives it
+    up; another node takes it with the data, and nothing is left behind.
+    """
+    node1, node2 = make_context("node1"), make_context("node2")
+    mountpoint = os.path.join(top, "data")
+    app = Application(
+        name="writer",
+        command=["sh", "-c", "echo kept > written; exec sleep 120"],
+        volume=VolumeSpec(mountpoint=mountpoint, size=64 * MiB))
+    dataset, volume_id = new_volume(node1, "writer")
+    take(node1, dataset, volume_id, mountpoint)
+    device = node1.backend.get_device_path(volume_id)
+    assert mounts.mounts_of(device) == [mountpoint]
+    assert node1.backend.get_volume(volume_id).metadata[
+        identity.FORMAT_KEY] == identity.FORMATTED
+
+    started, again = twice(StartApplication(application=app), node1)
+    assert started == again
+    assert node1.runtime.running() == {"writer": started}
+    written = os.path.join(mountpoint, "written")
+    poll(lambda: True if os.path.exists(written) else None, 10,
+         "the application to write")
+
+    with pytest.raises(AlreadyAttached):
+        AttachVolume(dataset_id=dataset, volume_id=volume_id).run(node2)
+
+    give_up(node1, dataset, volume_id, mountpoint, "writer")
+    assert node1.runtime.running() == {}
+    assert not os.path.exists(written)
+    assert node1.backend.get_device_path(volume_id) is None
+    assert mounts.mount_at(mountpoint) is None
+    assert loopdevice.devices_under(node1.backend.root) == []
+
+    take(node2, dataset, volume_id, mountpoint)
+    with open(written) as f:
+        assert f.read() == "kept\n"
+    give_up(node2, dataset, volume_id, mountpoint)
+    assert node2.backend.get_volume(volume_id).attached_to is None
+    assert mounts.mount_at(mountpoint) is None
+    assert loopdevice.devices_under(node2.backend.root) == []
+    assert node1.runtime.running() == node2.runtime.running() == {}
+
+
+def test_make_filesystem_refuses_a_foreign_signature(make_context):
+    context = make_context("node1")
+    dataset, volume_id = new_volume(context, "db")
+    AttachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+    device = context.backend.get_device_path(volume_id)
+    run(["mkswap", device])
+    with pytest.raises(filesystem.FilesystemPresent):
+        MakeFilesystem(dataset_id=dataset, volume_id=volume_id,
+                       filesystem="ext4").run(context)
+    assert filesystem.probe(device).type == "swap"
+    assert context.backend.get_volume(volume_id).metadata[
+        identity.FORMAT_KEY] == identity.NEW
+    DetachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+
+
+def test_make_filesystem_refuses_a_formatted_volume_gone_blank(make_context):
+    context = make_context("node1")
+    dataset, volume_id = new_volume(context, "db")
+    AttachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+    context.backend.set_metadata(volume_id,
+                                 {identity.FORMAT_KEY: identity.FORMATTED})
+    with pytest.raises(filesystem.FilesystemError):
+        MakeFilesystem(dataset_id=dataset, volume_id=volume_id,
+                       filesystem="ext4").run(context)
+    assert filesystem.probe(
+        context.backend.get_device_path(volume_id)).blank
+    DetachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+
+
+def test_mount_refuses_another_datasets_filesystem(make_context, top):
+    context = make_context("node1")
+    dataset, volume_id = new_volume(context, "db")
+    AttachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+    device = context.backend.get_device_path(volume_id)
+    filesystem.make_filesystem(device, "ext4", str(uuid.uuid4()))
+    with pytest.raises(mounts.WrongFilesystem):
+        MountFilesystem(dataset_id=dataset, volume_id=volume_id,
+                        mountpoint=top + "/data").run(context)
+    assert mounts.mounts_of(device) == []
+    DetachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+
+
+def test_start_refuses_without_its_volume(make_context, top):
+    context = make_context("node1")
+    os.makedirs(top + "/data")
+    app = Application(name="db", command=["sleep", "120"],
+                      volume=VolumeSpec(mountpoint=top + "/data",
+                                        size=64 * MiB))
+    with pytest.raises(VolumeNotMounted):
+        StartApplication(application=app).run(context)
+    assert context.runtime.running() == {}
+
+
+def test_detach_refuses_while_mounted(make_context, top):
+    context = make_context("node1")
+    dataset, volume_id = new_volume(context, "db")
+    take(context, dataset, volume_id, top + "/data")
+    with pytest.raises(filesystem.FilesystemMounted):
+        DetachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+    assert context.backend.get_volume(volume_id).attached_to == "node1"
+    give_up(context, dataset, volume_id, top + "/data")
+
+
+def test_grow_ext4_offline(make_context, top):
+    context = make_context("node1")
+    dataset, volume_id = new_volume(context, "db")
+    take(context, dataset, volume_id, top + "/data")
+    device = context.backend.get_device_path(volume_id)
+    before = filesystem.filesystem_size(device, "ext4")
+    twice(GrowVolume(dataset_id=dataset, volume_id=volume_id,
+                     size=128 * MiB), context)
+    grow = GrowFilesystem(dataset_id=dataset, volume_id=volume_id,
+                          filesystem="ext4", mountpoint=top + "/data")
+    with pytest.raises(filesystem.FilesystemMounted):
+        grow.run(context)
+    UnmountFilesystem(dataset_id=dataset,
+                      mountpoint=top + "/data").run(context)
+    twice(grow, context)
+    assert filesystem.filesystem_size(device, "ext4") > before + 60 * MiB
+    DetachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+
+
+def test_grow_xfs_online(make_context, top):
+    context = make_context("node1")
+    dataset, volume_id = new_volume(context, "db", size=320 * MiB)
+    take(context, dataset, volume_id, top + "/data", kind="xfs")
+    device = context.backend.get_device_path(volume_id)
+    before = filesystem.filesystem_size(device, "xfs", top + "/data")
+    GrowVolume(dataset_id=dataset, volume_id=volume_id,
+               size=448 * MiB).run(context)
+    twice(GrowFilesystem(dataset_id=dataset, volume_id=volume_id,
+                         filesystem="xfs", mountpoint=top + "/data"), context)
+    assert filesystem.filesystem_size(device, "xfs", top + "/data") > \
+        before + 100 * MiB
+    give_up(context, dataset, volume_id, top + "/data")
+
+
+def test_changes_are_eliot_actions(make_context):
+    context = make_context("node1")
+    seen = []
+    add_destinations(seen.append)
+    try:
+        dataset, volume_id = new_volume(context, "db")
+    finally:
+        remove_destination(seen.append)
+    # Eliot replays messages from before the first destination: keep this
+    # test's, by its (unique) dataset's tasks.
+    actions = [m for m in seen
+               if m.get("action_type") == "blockmover:agent:create_volume"]
+    tasks = {m["task_uuid"] for m in actions if m.get("dataset_id") == dataset}
+    mine = [m for m in actions if m["task_uuid"] in tasks]
+    assert [m["action_status"] for m in mine] == [
+        "started", "succeeded"] * 2
+    assert mine[0]["node"] == "node1"
+    assert mine[1]["volume_id"] == volume_id
