@@ -1,0 +1,147 @@
+"""
+ONE cached, cluster-wide listing of the backend's volumes. Nothing that
+answers a request lists the backend: the listing is refreshed on a timer and
+on demand, and concurrent demands coalesce into at most one more listing.
+"""
+
+from eliot import log_message, write_failure
+from twisted.internet.defer import Deferred, maybeDeferred
+
+
+class VolumeListing(object):
+    """
+    The last good listing of the backend's volumes.
+
+    :ivar volumes: the volumes (``model.Volume``, sorted by volume id) of the
+        last good listing, or None before the first one.
+    :ivar listed_at: when that listing started (seconds since the epoch), or
+        0.0 before the first one.
+    :ivar refreshes: how many listings of the backend were started.
+    :ivar failures: how many of them failed.
+    :ivar last_error: the last failure's message, or None after a success.
+    """
+
+    def __init__(self, clock, interval, on_listed):
+        """
+        :param clock: an ``IReactorTime``.
+        :param interval: seconds between refreshes when nothing asks sooner.
+        :param on_listed: called as ``on_listed(changed)`` after every good
+            listing; ``changed`` says whether the volumes differ from the
+            previous listing.
+        """
+        self._clock = clock
+        self._interval = interval
+        self._on_listed = on_listed
+        self._lister = None
+        self.volumes = None
+        self.listed_at = 0.0
+        self.refreshes = 0
+        self.failures = 0
+        self.last_error = None
+        self._running = False
+        self._again = False
+        # Fired when the listing now running ends / when the next one ends.
+        self._current = []
+        self._next = []
+        self._timer = None
+        self._stopped = False
+
+    def set_lister(self, lister, volumes=None, listed_at=0.0):
+        """
+        List with ``lister`` from now on: a callable returning a Deferred
+        that fires with a list of volumes (``AsyncBlockDevice.list_volumes``).
+        ``volumes`` and ``listed_at`` seed the cache with a listing the
+        caller already made with it, or leave it empty (None). A listing of
+        the previous lister still running is discarded when it ends.
+        """
+        self._lister = lister
+        self.volumes = _sorted(volumes) if volumes is not None else None
+        self.listed_at = listed_at if volumes is not None else 0.0
+        self.last_error = None
+
+    def refresh(self):
+        """
+        Ask for a listing that starts after this call. While one runs, any
+        number of calls cause exactly one more listing after it.
+
+        :return: a Deferred that fires with None once that listing ended,
+            well or badly.
+        """
+        done = Deferred()
+        if self._running:
+            self._again = True
+            self._next.append(done)
+        else:
+            self._current.append(done)
+            self._start()
+        return done
+
+    def start(self):
+        """
+        List now, and then every ``interval`` seconds.
+        """
+        self._stopped = False
+        self.refresh()
+
+    def stop(self):
+        """
+        Stop the timer; a listing still running ends but starts no other.
+        """
+        self._stopped = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _start(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        lister = self._lister
+        if lister is None:
+            self._finished()
+            return
+        self._running = True
+        self.refreshes += 1
+        started = self._clock.seconds()
+        listing = maybeDeferred(lister)
+        listing.addCallbacks(self._listed, self._failed,
+                             callbackArgs=(lister, started),
+                             errbackArgs=(lister,))
+        listing.addErrback(write_failure)
+        listing.addBoth(lambda _: self._finished())
+
+    def _listed(self, volumes, lister, started):
+        if lister is not self._lister:
+            return
+        volumes = _sorted(volumes)
+        changed = volumes != self.volumes
+        self.volumes = volumes
+        self.listed_at = started
+        self.last_error = None
+        log_message(message_type="blockmover:control:listed",
+                    volumes=len(volumes), changed=changed)
+        self._on_listed(changed)
+
+    def _failed(self, failure, lister):
+        if lister is not self._lister:
+            return
+        self.failures += 1
+        self.last_error = failure.getErrorMessage()
+        # The last good listing stays; the next refresh tries again.
+        write_failure(failure)
+
+    def _finished(self):
+        self._running = False
+        done, self._current = self._current, []
+        for d in done:
+            d.callback(None)
+        if self._again:
+            self._again = False
+            self._current, self._next = self._next, []
+            self._start()
+        elif not self._stopped and self._lister is not None:
+            self._timer = self._clock.callLater(self._interval, self.refresh)
+
+
+def _sorted(volumes):
+    return sorted(volumes, key=lambda v: v.volume_id)

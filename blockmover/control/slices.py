@@ -1,0 +1,135 @@
+"""
+Each node's slice of the desired state, with its generation, and the long
+polls of agents waiting for their slice to change.
+"""
+
+from twisted.internet.defer import Deferred
+
+
+def _content(desired):
+    # What makes two slices the same for an agent: not when they were made.
+    return desired.set(generation=0, listed_at=0.0)
+
+
+class Slices(object):
+    """
+    The ``NodeDesired`` of every node, numbered by one global counter: a
+    slice whose content changes takes a new generation, so generations only
+    grow and an agent asks "anything newer than what I hold?".
+
+    :ivar counter: the highest generation handed out.
+    """
+
+    def __init__(self, counter=0):
+        self.counter = counter
+        self._slices = {}
+        self._waiters = {}
+
+    def get(self, node):
+        """
+        :return: the node's ``NodeDesired``, or None when it has none.
+        """
+        return self._slices.get(node)
+
+    def generation(self, node):
+        desired = self._slices.get(node)
+        return desired.generation if desired is not None else None
+
+    def update(self, computed, generation=None):
+        """
+        Replace every slice with ``computed`` (node -> ``NodeDesired``, its
+        generation a placeholder). Slices whose content differs from before
+        take a new generation: ``generation`` when given (which must exceed
+        the counter), else the counter plus one. Unchanged ones keep theirs
+        but take the new ``listed_at``. Nodes no longer named lose their
+        slice. Wakes whoever waits for a changed or removed slice.
+
+        :return: the set of nodes whose slice changed or went away.
+        """
+        if generation is not None and generation <= self.counter:
+            raise ValueError("generation %d does not exceed %d"
+                             % (generation, self.counter))
+        new_generation = (generation if generation is not None
+                          else self.counter + 1)
+        changed = set()
+        slices = {}
+        for node, desired in computed.items():
+            old = self._slices.get(node)
+            if old is not None and _content(old) == _content(desired):
+                slices[node] = desired.set(generation=old.generation)
+            else:
+                slices[node] = desired.set(generation=new_generation)
+                changed.add(node)
+        changed |= set(self._slices) - set(slices)
+        if changed or generation is not None:
+            self.counter = new_generation
+        self._slices = slices
+        for node in changed:
+            self._wake(node)
+        return changed
+
+    def touch(self, listed_at):
+        """
+        Note that a listing taken at ``listed_at`` found nothing new: every
+        slice takes that ``listed_at`` and keeps its generation.
+        """
+        self._slices = {node: desired.set(listed_at=listed_at)
+                        for node, desired in self._slices.items()}
+
+    def cancel_all(self):
+        """
+        End every wait (the service stops).
+        """
+        waiters, self._waiters = self._waiters, {}
+        for entries in waiters.values():
+            for _, d in list(entries):
+                d.cancel()
+
+    def wait(self, node, after):
+        """
+        :return: a Deferred that fires with the node's slice once its
+            generation exceeds ``after`` (at once if it already does), or
+            with None if the node's slice goes away. Cancelling it stops
+            the wait and leaves nothing behind.
+        """
+        desired = self._slices.get(node)
+        if desired is not None and (after is None
+                                    or desired.generation > after):
+            d = Deferred()
+            d.callback(desired)
+            return d
+        waiters = self._waiters.setdefault(node, [])
+
+        def cancel(d):
+            waiters.remove(entry)
+            if not waiters and self._waiters.get(node) is waiters:
+                del self._waiters[node]
+
+        d = Deferred(canceller=cancel)
+        entry = (after, d)
+        waiters.append(entry)
+        return d
+
+    def waiting(self):
+        """
+        How many long polls wait now.
+        """
+        return sum(len(w) for w in self._waiters.values())
+
+    def _wake(self, node):
+        waiters = self._waiters.get(node)
+        if not waiters:
+            return
+        desired = self._slices.get(node)
+        remaining = []
+        ready = []
+        for after, d in waiters:
+            if desired is None or after is None or desired.generation > after:
+                ready.append(d)
+            else:
+                remaining.append((after, d))
+        waiters[:] = remaining
+        if not remaining:
+            del self._waiters[node]
+        for d in ready:
+            d.callback(desired)

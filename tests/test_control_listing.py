@@ -1,0 +1,121 @@
+"""
+The control service's one cached listing: refreshes coalesce, failures keep
+the last good listing, the timer lists again.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from blockmover.control.listing import VolumeListing
+from blockmover.model import Volume
+
+
+def volume(n):
+    return Volume(volume_id="v%d" % (n,), dataset_id="d%d" % (n,), size=1)
+
+
+class Lister(object):
+    """
+    A backend's list_volumes whose answers the test gives by hand.
+    """
+    def __init__(self):
+        self.pending = []
+
+    def __call__(self):
+        d = Deferred()
+        self.pending.append(d)
+        return d
+
+    def answer(self, volumes):
+        self.pending.pop(0).callback(volumes)
+
+    def fail(self, message):
+        self.pending.pop(0).errback(RuntimeError(message))
+
+
+def make(interval=30.0):
+    clock = Clock()
+    clock.advance(1000)
+    calls = []
+    listing = VolumeListing(clock, interval, calls.append)
+    lister = Lister()
+    listing.set_lister(lister)
+    return clock, listing, lister, calls
+
+
+def test_refreshes_while_one_runs_cause_exactly_one_more():
+    clock, listing, lister, calls = make()
+    first = listing.refresh()
+    later = [listing.refresh() for _ in range(10)]
+    assert listing.refreshes == 1
+    lister.answer([volume(1)])
+    assert first.called and not any(d.called for d in later)
+    assert listing.refreshes == 2 and len(lister.pending) == 1
+    lister.answer([volume(1), volume(2)])
+    assert all(d.called for d in later)
+    assert listing.refreshes == 2 and not lister.pending
+    assert [v.volume_id for v in listing.volumes] == ["v1", "v2"]
+    assert calls == [True, True]
+
+
+def test_unchanged_listing_says_so_and_moves_listed_at():
+    clock, listing, lister, calls = make()
+    listing.refresh()
+    lister.answer([volume(2), volume(1)])
+    first = listing.listed_at
+    clock.advance(5)
+    listing.refresh()
+    lister.answer([volume(1), volume(2)])
+    assert calls == [True, False]
+    assert listing.listed_at == first + 5
+
+
+def test_failure_keeps_the_last_good_listing():
+    clock, listing, lister, calls = make()
+    listing.refresh()
+    lister.answer([volume(1)])
+    listed_at = listing.listed_at
+    clock.advance(1)
+    listing.refresh()
+    lister.fail("backend down")
+    assert [v.volume_id for v in listing.volumes] == ["v1"]
+    assert listing.listed_at == listed_at
+    assert listing.failures == 1 and listing.last_error == "backend down"
+    assert calls == [True]
+
+
+def test_timer_lists_again_after_the_interval():
+    clock, listing, lister, calls = make(interval=30.0)
+    listing.start()
+    lister.answer([])
+    clock.advance(29)
+    assert listing.refreshes == 1
+    clock.advance(1)
+    assert listing.refreshes == 2
+    lister.answer([])
+    listing.stop()
+    clock.advance(100)
+    assert listing.refreshes == 2 and not clock.getDelayedCalls()
+
+
+def test_on_demand_refresh_restarts_the_timer():
+    clock, listing, lister, calls = make(interval=30.0)
+    listing.start()
+    lister.answer([])
+    clock.advance(20)
+    listing.refresh()
+    lister.answer([])
+    clock.advance(20)
+    assert listing.refreshes == 2
+    clock.advance(10)
+    assert listing.refreshes == 3
+
+
+def test_a_replaced_lister_discards_the_old_answer():
+    clock, listing, lister, calls = make()
+    listing.refresh()
+    newer = Lister()
+    listing.set_lister(newer, [volume(7)], listed_at=5.0)
+    lister.answer([volume(1)])
+    assert [v.volume_id for v in listing.volumes] == ["v7"]
+    assert calls == []
