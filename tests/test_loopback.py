@@ -296,3 +296,14 @@ def test_attach_of_lost_image(make_loopback):
     assert "missing" in str(raised.value)
     api.detach_volume(volume.volume_id)
     api.destroy_volume(volume.volume_id)
+
+
+def test_keyword_arguments(make_loopback):
+    api = make_loopback("node1")
+    metadata = volume_metadata("test", "mongodb")
+    volume = api.create_volume(dataset_id=metadata["blockmover-dataset"],
+                               size=MiB, metadata=metadata)
+    api.attach_volume(volume_id=volume.volume_id, attach_to="node1")
+    api.detach_volume(volume_id=volume.volume_id)
+    api.destroy_volume(volume_id=volume.volume_id)
+    assert api.list_volumes() == []

@@ -9,9 +9,12 @@ only under the root's lock, is what keeps a volume on one node at a time.
 """
 
 import contextlib
+import functools
+import inspect
 import os
 import uuid
 
+from eliot import start_action
 from zope.interface import implementer
 
 from blockmover.backends import loopdevice
@@ -33,6 +36,23 @@ class NoInstanceId(BlockDeviceError):
         BlockDeviceError.__init__(
             self, "this loopback backend does not know which node it runs "
             "on; give the node's backend id (instance_id) when making it")
+
+
+def _logged(method):
+    """
+    Run a changing method inside an eliot action naming it, its volume (or
+    dataset) and this backend's cluster and node.
+    """
+    first = list(inspect.signature(method).parameters)[1]
+
+    @functools.wraps(method)
+    def logged(self, *args, **kwargs):
+        subject = args[0] if args else kwargs.get(first)
+        with start_action(action_type="blockmover:loopback:"
+                          + method.__name__, subject=subject,
+                          cluster=self.cluster_name, node=self.instance_id):
+            return method(self, *args, **kwargs)
+    return logged
 
 
 @implementer(IBlockDeviceAPI)
@@ -72,6 +92,7 @@ class LoopbackBlockDeviceAPI(object):
 
     # --- volumes ---------------------------------------------------------
 
+    @_logged
     def create_volume(self, dataset_id, size, metadata):
         size = round_up(size, self.allocation_unit())
         with self._records.locked():
@@ -98,12 +119,14 @@ class LoopbackBlockDeviceAPI(object):
         return [record.to_volume() for record in self._records.read_all()
                 if record.cluster == self.cluster_name]
 
+    @_logged
     def set_metadata(self, volume_id, metadata):
         with self._records.locked():
             record = self._record(volume_id)
             self._records.write(record.set(
                 metadata=record.metadata.update(dict(metadata))))
 
+    @_logged
     def destroy_volume(self, volume_id):
         with self._records.locked():
             record = self._record(volume_id)
@@ -120,6 +143,7 @@ class LoopbackBlockDeviceAPI(object):
                 os.unlink(image)
             self._records.remove(volume_id)
 
+    @_logged
     def grow_volume(self, volume_id, size):
         with self._records.locked():
             record = self._record(volume_id)
@@ -139,6 +163,7 @@ class LoopbackBlockDeviceAPI(object):
 
     # --- attachment ------------------------------------------------------
 
+    @_logged
     def attach_volume(self, volume_id, attach_to):
         with self._records.locked():
             record = self._record(volume_id)
@@ -152,6 +177,7 @@ class LoopbackBlockDeviceAPI(object):
             loopdevice.attach(self._records.image_path(volume_id))
             return record.to_volume()
 
+    @_logged
     def detach_volume(self, volume_id):
         with self._records.locked():
             record = self._record(volume_id)

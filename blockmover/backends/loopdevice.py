@@ -44,10 +44,11 @@ class LoopDeviceBusy(LoopDeviceError):
             % (", ".join(self.devices), path))
 
 
-def _backing_files():
+def backing_files():
     """
-    Pairs of (device path, backing file as the kernel reports it) for every
-    bound loop device on the machine.
+    Pairs of (device path, backing file as the kernel reports it, with a
+    `` (deleted)`` suffix once the file was unlinked) for every bound loop
+    device on the machine.
     """
     pairs = []
     for name in glob.glob("/sys/block/loop*/loop/backing_file"):
@@ -71,7 +72,7 @@ def devices_backing(path, include_deleted=False):
     wanted = {path}
     if include_deleted:
         wanted.add(path + _DELETED)
-    return sorted((device for device, backing in _backing_files()
+    return sorted((device for device, backing in backing_files()
                    if backing in wanted), key=_device_number)
 
 
@@ -82,7 +83,7 @@ def devices_under(directory):
     """
     prefix = directory.rstrip("/") + "/"
     found = []
-    for device, backing in _backing_files():
+    for device, backing in backing_files():
         if backing.endswith(_DELETED):
             backing = backing[:-len(_DELETED)]
         if backing.startswith(prefix):
