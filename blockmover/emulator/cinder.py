@@ -1,0 +1,518 @@
+"""
+Cinder v3: version discovery, volumes (create, get, list with filters and
+pagination, update, delete), metadata, ``os-extend``, limits and quota
+sets, each path with and without ``/{project_id}`` after ``/v3``.
+"""
+
+import ast
+import datetime
+import json
+import uuid
+from urllib.parse import urlencode
+
+from blockmover.emulator.errors import ApiError, bad_request, not_found
+from blockmover.emulator.lifecycle import now_text
+from blockmover.emulator.routing import Reply
+
+MAX_LIMIT = 1000
+
+DELETABLE = ("available", "error", "error_restoring", "error_extending",
+             "error_managing")
+
+DELETE_REFUSED = (
+    "Invalid volume: Volume status must be available or error or "
+    "error_restoring or error_extending or error_managing and must not be "
+    "migrating, attached, belong to a group, have snapshots, awaiting a "
+    "transfer, or be disassociated from snapshots after volume transfer.")
+
+SUMMARY_FILTERS = ("name", "status", "bootable", "availability_zone", "size")
+TIME_FILTERS = ("created_at", "updated_at")
+
+
+def versions_body(base_url):
+    return {"versions": [{
+        "id": "v3.0", "status": "CURRENT", "version": "3.71",
+        "min_version": "3.0", "updated": "2023-08-31T00:00:00Z",
+        "links": [{"rel": "describedby", "type": "text/html",
+                   "href": "https://docs.openstack.org/"},
+                  {"rel": "self", "href": base_url + "/v3/"}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.volume+json;"
+                                 "version=3"}],
+    }]}
+
+
+def _parse_time(text):
+    value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+_COMPARE = {
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+    "eq": lambda a, b: a == b, "neq": lambda a, b: a != b,
+}
+
+
+def _time_filter(value):
+    # "gte:2024-01-01T00:00:00Z" (several comma-separated), as Cinder takes.
+    checks = []
+    for part in value.split(","):
+        op, _, moment = part.partition(":")
+        if op not in _COMPARE or not moment:
+            op, moment = "eq", part
+        try:
+            checks.append((_COMPARE[op], _parse_time(moment)))
+        except ValueError:
+            raise bad_request("Invalid filter: %s is not a valid time; use "
+                              "<op>:<ISO 8601 time>" % (part,))
+    return lambda text: text is not None and all(
+        compare(_parse_time(text), moment) for compare, moment in checks)
+
+
+def _metadata_filter(value):
+    # Cinder literal-evals the value: "{'k': 'v'}".
+    try:
+        wanted = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        try:
+            wanted = json.loads(value)
+        except ValueError:
+            raise bad_request("Invalid filter: metadata must be a "
+                              "dictionary such as {'key': 'value'}.")
+    if not isinstance(wanted, dict):
+        raise bad_request("Invalid filter: metadata must be a dictionary "
+                          "such as {'key': 'value'}.")
+    return lambda metadata: all(metadata.get(str(k)) == str(v)
+                                for k, v in wanted.items())
+
+
+class Cinder(object):
+    """
+    The block-storage API over ``store``'s volumes, moving them through
+    ``lifecycle``.
+    """
+
+    def __init__(self, config, store, lifecycle, clock):
+        self.config = config
+        self.store = store
+        self.lifecycle = lifecycle
+        self.clock = clock
+
+    # helpers
+    def _project_of(self, call):
+        project = call.project()
+        asked = call.params.get("project")
+        if asked is not None and asked != project:
+            raise bad_request("Malformed request url")
+        return project
+
+    def _volume(self, call):
+        project = self._project_of(call)
+        volume_id = call.params["volume"]
+        volume = self.store.volumes.get(volume_id)
+        if volume is None or volume["project_id"] != project:
+            raise not_found("Volume %s could not be found." % (volume_id,))
+        return volume
+
+    def _owned(self, project):
+        return [v for v in self.store.volumes.values()
+                if v["project_id"] == project]
+
+    def quotas(self, project):
+        limits = dict(self.config.quotas)
+        limits.update(self.store.state["quotas"].get(project, {}))
+        return limits
+
+    def usage(self, project):
+        volumes = self._owned(project)
+        return {"volumes": len(volumes),
+                "gigabytes": sum(v["size"] for v in volumes)}
+
+    def _check_quota(self, project, new_volumes, new_gigabytes, size):
+        limits = self.quotas(project)
+        used = self.usage(project)
+        per_volume = limits.get("per_volume_gigabytes", -1)
+        if per_volume >= 0 and size > per_volume:
+            raise ApiError(413, "VolumeSizeExceedsLimit: Requested volume "
+                                "size %dG is larger than maximum allowed "
+                                "limit %dG." % (size, per_volume))
+        if (new_volumes and limits["volumes"] >= 0
+                and used["volumes"] + new_volumes > limits["volumes"]):
+            raise ApiError(413, "VolumeLimitExceeded: Maximum number of "
+                                "volumes allowed (%d) exceeded for quota "
+                                "'volumes'." % (limits["volumes"],))
+        if (limits["gigabytes"] >= 0
+                and used["gigabytes"] + new_gigabytes > limits["gigabytes"]):
+            raise ApiError(413, "VolumeSizeExceedsAvailableQuota: Requested "
+                                "volume or snapshot exceeds allowed "
+                                "gigabytes quota. Requested %dG, quota is "
+                                "%dG and %dG has been consumed."
+                           % (new_gigabytes, limits["gigabytes"],
+                              used["gigabytes"]))
+
+    def _links(self, call, volume):
+        return [{"rel": "self", "href": "%s/v3/%s/volumes/%s" % (
+                    call.base_url, volume["project_id"], volume["id"])},
+                {"rel": "bookmark", "href": "%s/%s/volumes/%s" % (
+                    call.base_url, volume["project_id"], volume["id"])}]
+
+    def _attachments(self, volume):
+        attachment = volume.get("attachment")
+        if not attachment or not attachment.get("attached_at"):
+            return []
+        return [{"id": volume["id"],
+                 "attachment_id": attachment["attachment_id"],
+                 "volume_id": volume["id"],
+                 "server_id": attachment["server_id"],
+                 "host_name": None,
+                 "device": attachment["device"],
+                 "attached_at": attachment["attached_at"]}]
+
+    def render(self, call, volume):
+        """
+        The volume as Cinder shows it, with exactly its body keys.
+        """
+        return {
+            "id": volume["id"],
+            "status": volume["status"],
+            "size": volume["size"],
+            "availability_zone": volume["availability_zone"],
+            "created_at": volume["created_at"],
+            "updated_at": volume["updated_at"],
+            "name": volume["name"],
+            "description": volume["description"],
+            "volume_type": volume["volume_type"],
+            "snapshot_id": None,
+            "source_volid": None,
+            "metadata": dict(volume["metadata"]),
+            "links": self._links(call, volume),
+            "user_id": volume["user_id"],
+            "bootable": "false",
+            "encrypted": False,
+            "multiattach": False,
+            "attachments": self._attachments(volume),
+            "replication_status": None,
+            "consistencygroup_id": None,
+            "group_id": None,
+            "shared_targets": True,
+            "service_uuid": None,
+            "volume_type_id": volume["volume_type_id"],
+            "consumes_quota": True,
+            "os-vol-tenant-attr:tenant_id": volume["project_id"],
+        }
+
+    def _summary(self, call, volume):
+        return {"id": volume["id"], "name": volume["name"],
+                "links": self._links(call, volume)}
+
+    # handlers
+    def versions(self, call):
+        return Reply(300, versions_body(call.base_url))
+
+    def version(self, call):
+        return Reply(200, versions_body(call.base_url))
+
+    def create(self, call):
+        project = self._project_of(call)
+        spec = (call.body or {}).get("volume")
+        if not isinstance(spec, dict):
+            raise bad_request("Missing required element 'volume' in "
+                              "request body.")
+        try:
+            size = int(spec.get("size"))
+        except (TypeError, ValueError):
+            raise bad_request("Invalid input for field/attribute size. "
+                              "Value: %s. It must be an integer."
+                              % (spec.get("size"),))
+        if size < 1:
+            raise bad_request("Invalid input for field/attribute size. "
+                              "Value: %s. %s is less than the minimum of 1"
+                              % (size, size))
+        metadata = spec.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise bad_request("Invalid input for field/attribute metadata.")
+        zone = spec.get("availability_zone") or self.config.availability_zone
+        if zone != self.config.availability_zone:
+            raise bad_request("Invalid input received: Availability zone "
+                              "'%s' is invalid." % (zone,))
+        self._check_quota(project, 1, size, size)
+        now = now_text(self.clock)
+        volume_type = spec.get("volume_type") or "__DEFAULT__"
+        volume = {
+            "id": str(uuid.uuid4()),
+            "project_id": project,
+            "user_id": call.auth["user"],
+            "name": spec.get("name"),
+            "description": spec.get("description"),
+            "size": size,
+            "status": "creating",
+            "availability_zone": zone,
+            "volume_type": volume_type,
+            "volume_type_id": str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                             "type/" + volume_type)),
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+            "created_at": now,
+            "updated_at": None,
+            "attachment": None,
+        }
+        self.store.volumes[volume["id"]] = volume
+        self.lifecycle.create(volume)
+        reply = Reply(202, {"volume": self.render(call, volume)})
+        return self.store.save().addCallback(lambda _: reply)
+
+    def get(self, call):
+        return Reply(200, {"volume": self.render(call, self._volume(call))})
+
+    def _filtered(self, call, project):
+        volumes = self._owned(project)
+        for name in SUMMARY_FILTERS:
+            value = call.arg(name)
+            if value is None:
+                continue
+            if name == "size":
+                volumes = [v for v in volumes if str(v["size"]) == value]
+            elif name == "bootable":
+                volumes = [v for v in volumes
+                           if value.lower() in ("false", "0")]
+            else:
+                volumes = [v for v in volumes if v.get(name) == value]
+        for name in TIME_FILTERS:
+            value = call.arg(name)
+            # updated_at filtering arrived with microversion 3.60.
+            if value is None or (name == "updated_at"
+                                 and call.microversion < (3, 60)):
+                continue
+            check = _time_filter(value)
+            volumes = [v for v in volumes if check(v.get(name))]
+        metadata = call.arg("metadata")
+        if metadata is not None:
+            check = _metadata_filter(metadata)
+            volumes = [v for v in volumes if check(v["metadata"])]
+        return volumes
+
+    @staticmethod
+    def _sort_key(volume):
+        return (volume["created_at"], volume["id"])
+
+    def _list(self, call, render, collection_path):
+        project = self._project_of(call)
+        volumes = sorted(self._filtered(call, project), key=self._sort_key,
+                         reverse=True)
+        try:
+            limit = min(int(call.arg("limit", MAX_LIMIT)), MAX_LIMIT)
+            if limit < 0:
+                raise ValueError(limit)
+        except ValueError:
+            raise bad_request("limit param must be an integer")
+        marker = call.arg("marker")
+        if marker is not None:
+            anchor = self.store.volumes.get(marker)
+            if anchor is None or anchor["project_id"] != project:
+                raise not_found("Marker %s could not be found." % (marker,))
+            # Items after the marker in sort order, as Cinder pages.
+            key = self._sort_key(anchor)
+            volumes = [v for v in volumes if self._sort_key(v) < key]
+        page = volumes[:limit]
+        body = {"volumes": [render(call, v) for v in page]}
+        if page and limit <= len(page):
+            query = [(k, v) for k, values in call.query.items()
+                     for v in values if k != "marker"]
+            query.append(("marker", page[-1]["id"]))
+            body["volumes_links"] = [{"rel": "next", "href": "%s/v3/%s/%s?%s"
+                                      % (call.base_url, project,
+                                         collection_path, urlencode(query))}]
+        return Reply(200, body)
+
+    def list_detail(self, call):
+        return self._list(call, self.render, "volumes/detail")
+
+    def list_summary(self, call):
+        return self._list(call, self._summary, "volumes")
+
+    def update(self, call):
+        volume = self._volume(call)
+        spec = (call.body or {}).get("volume")
+        if not isinstance(spec, dict):
+            raise bad_request("Missing required element 'volume' in "
+                              "request body.")
+        for key in ("name", "description"):
+            if key in spec:
+                volume[key] = spec[key]
+        if isinstance(spec.get("metadata"), dict):
+            volume["metadata"] = {str(k): str(v)
+                                  for k, v in spec["metadata"].items()}
+        volume["updated_at"] = now_text(self.clock)
+        reply = Reply(200, {"volume": self.render(call, volume)})
+        return self.store.save().addCallback(lambda _: reply)
+
+    def delete(self, call):
+        volume = self._volume(call)
+        if volume["status"] == "deleting":
+            return Reply(202)
+        if volume["status"] not in DELETABLE or volume.get("attachment"):
+            raise bad_request(DELETE_REFUSED)
+        volume["status"] = "deleting"
+        volume["updated_at"] = now_text(self.clock)
+        self.lifecycle.delete(volume)
+        return self.store.save().addCallback(lambda _: Reply(202))
+
+    def action(self, call):
+        volume = self._volume(call)
+        body = call.body or {}
+        if "os-extend" not in body:
+            raise bad_request("There is no such action: %s"
+                              % (", ".join(body) or "none",))
+        try:
+            new_size = int(body["os-extend"]["new_size"])
+        except (KeyError, TypeError, ValueError):
+            raise bad_request("Invalid input for field/attribute new_size.")
+        allowed = ["available"]
+        if call.microversion >= (3, 42):
+            allowed.append("in-use")
+        if volume["status"] not in allowed:
+            raise bad_request("Invalid volume: Volume %s status must be %s "
+                              "to extend, currently %s."
+                              % (volume["id"], " or ".join(allowed),
+                                 volume["status"]))
+        if new_size <= volume["size"]:
+            raise bad_request("Invalid input received: New size for extend "
+                              "must be greater than current size. "
+                              "(current: %d, extended: %d)."
+                              % (volume["size"], new_size))
+        self._check_quota(volume["project_id"], 0,
+                          new_size - volume["size"], new_size)
+        volume["status"] = "extending"
+        volume["updated_at"] = now_text(self.clock)
+        self.lifecycle.extend(volume, new_size)
+        return self.store.save().addCallback(lambda _: Reply(202))
+
+    # metadata
+    def metadata_get(self, call):
+        return Reply(200, {"metadata": dict(self._volume(call)["metadata"])})
+
+    def _metadata_body(self, call):
+        metadata = (call.body or {}).get("metadata")
+        if not isinstance(metadata, dict):
+            raise bad_request("Malformed request body")
+        return {str(k): str(v) for k, v in metadata.items()}
+
+    def _metadata_saved(self, call, volume):
+        volume["updated_at"] = now_text(self.clock)
+        reply = Reply(200, {"metadata": dict(volume["metadata"])})
+        return self.store.save().addCallback(lambda _: reply)
+
+    def metadata_merge(self, call):
+        volume = self._volume(call)
+        volume["metadata"].update(self._metadata_body(call))
+        return self._metadata_saved(call, volume)
+
+    def metadata_replace(self, call):
+        volume = self._volume(call)
+        volume["metadata"] = self._metadata_body(call)
+        return self._metadata_saved(call, volume)
+
+    def metadata_key_get(self, call):
+        volume = self._volume(call)
+        key = call.params["key"]
+        if key not in volume["metadata"]:
+            raise not_found("Metadata item was not found")
+        return Reply(200, {"meta": {key: volume["metadata"][key]}})
+
+    def metadata_key_delete(self, call):
+        volume = self._volume(call)
+        key = call.params["key"]
+        if key not in volume["metadata"]:
+            raise not_found("Metadata item was not found")
+        del volume["metadata"][key]
+        volume["updated_at"] = now_text(self.clock)
+        return self.store.save().addCallback(lambda _: Reply(200))
+
+    # limits and quotas
+    def limits(self, call):
+        project = self._project_of(call)
+        limits = self.quotas(project)
+        used = self.usage(project)
+        return Reply(200, {"limits": {"rate": [], "absolute": {
+            "maxTotalVolumes": limits["volumes"],
+            "maxTotalVolumeGigabytes": limits["gigabytes"],
+            "maxTotalSnapshots": 10, "maxTotalBackups": 10,
+            "maxTotalBackupGigabytes": 1000,
+            "totalVolumesUsed": used["volumes"],
+            "totalGigabytesUsed": used["gigabytes"],
+            "totalSnapshotsUsed": 0, "totalBackupsUsed": 0,
+            "totalBackupGigabytesUsed": 0,
+        }}})
+
+    def _quota_project(self, call):
+        self._project_of(call)
+        project = call.params["quota_project"]
+        if project not in self.config.projects.values():
+            raise not_found("Project %s could not be found." % (project,))
+        return project
+
+    def _quota_set(self, project, usage):
+        limits = self.quotas(project)
+        used = self.usage(project)
+        quota = {"volumes": limits["volumes"],
+                 "gigabytes": limits["gigabytes"],
+                 "per_volume_gigabytes": limits["per_volume_gigabytes"],
+                 "snapshots": 10, "backups": 10, "backup_gigabytes": 1000,
+                 "groups": 10}
+        if usage:
+            quota = {k: {"limit": v, "in_use": used.get(k, 0),
+                         "reserved": 0, "allocated": 0}
+                     for k, v in quota.items()}
+        quota["id"] = project
+        return {"quota_set": quota}
+
+    def quota_get(self, call):
+        project = self._quota_project(call)
+        usage = str(call.arg("usage", "false")).lower() in ("true", "1")
+        return Reply(200, self._quota_set(project, usage))
+
+    def quota_update(self, call):
+        project = self._quota_project(call)
+        wanted = (call.body or {}).get("quota_set")
+        if not isinstance(wanted, dict):
+            raise bad_request("Missing required element 'quota_set' in "
+                              "request body.")
+        stored = self.store.state["quotas"].setdefault(project, {})
+        for key in ("volumes", "gigabytes", "per_volume_gigabytes"):
+            if key in wanted:
+                try:
+                    stored[key] = int(wanted[key])
+                except (TypeError, ValueError):
+                    raise bad_request("Quota %s must be an integer."
+                                      % (key,))
+        reply = Reply(200, self._quota_set(project, False))
+        return self.store.save().addCallback(lambda _: reply)
+
+
+def add_routes(router, cinder):
+    router.add("GET", "/", cinder.versions, "volume", auth=False)
+    router.add("GET", "/v3", cinder.version, "volume", auth=False)
+    for prefix in ("/v3", "/v3/{project}"):
+        table = [
+            ("GET", "/volumes/detail", cinder.list_detail),
+            ("GET", "/volumes", cinder.list_summary),
+            ("POST", "/volumes", cinder.create),
+            ("GET", "/volumes/{volume}", cinder.get),
+            ("PUT", "/volumes/{volume}", cinder.update),
+            ("DELETE", "/volumes/{volume}", cinder.delete),
+            ("POST", "/volumes/{volume}/action", cinder.action),
+            ("GET", "/volumes/{volume}/metadata", cinder.metadata_get),
+            ("POST", "/volumes/{volume}/metadata", cinder.metadata_merge),
+            ("PUT", "/volumes/{volume}/metadata", cinder.metadata_replace),
+            ("GET", "/volumes/{volume}/metadata/{key}",
+             cinder.metadata_key_get),
+            ("DELETE", "/volumes/{volume}/metadata/{key}",
+             cinder.metadata_key_delete),
+            ("GET", "/limits", cinder.limits),
+            ("GET", "/os-quota-sets/{quota_project}", cinder.quota_get),
+            ("PUT", "/os-quota-sets/{quota_project}", cinder.quota_update),
+        ]
+        for method, path, handler in table:
+            router.add(method, prefix + path, handler, "volume")

@@ -1,0 +1,144 @@
+"""
+The emulator's configuration: who may log in, which projects and servers
+exist, quotas, latencies and faults at start. Read from a small YAML file;
+everything has a default so ``blockmover-cloud serve`` runs without one.
+"""
+
+import uuid
+
+import yaml
+
+# Fixed namespace so servers, projects and users keep their ids across
+# restarts of the emulator without storing them.
+_NAMESPACE = uuid.UUID("0b7e3f0c-5d0e-4d0c-8f3a-2f6a7c1e9d55")
+
+DEFAULT_LATENCY = {"create": 0.2, "attach": 2.0, "detach": 2.0,
+                   "extend": 0.5, "delete": 0.2}
+
+DEFAULT_QUOTAS = {"volumes": 10, "gigabytes": 1000,
+                  "per_volume_gigabytes": -1}
+
+DEFAULT = {
+    "region": "RegionOne",
+    "availability_zone": "nova",
+    "domain": "Default",
+    "projects": {"demo": {}},
+    "users": {"demo": {"password": "demo-password", "project": "demo"}},
+    "servers": {"node1": {}, "node2": {}},
+    # Nova's max_disk_devices_to_attach; None is unlimited.
+    "max_disk_devices": None,
+    "quotas": DEFAULT_QUOTAS,
+    "latency": DEFAULT_LATENCY,
+    "token_lifetime": 3600,
+    "admin_token": None,
+    "faults": {},
+}
+
+
+class ConfigError(Exception):
+    """
+    The emulator's configuration file is unreadable or wrong; the message
+    names the file and what to fix.
+    """
+
+
+def stable_id(kind, name, hex_only=False):
+    """
+    A UUID derived from ``kind`` and ``name``: the same on every run.
+    Keystone ids are 32 hex digits, Nova's are dashed UUIDs.
+    """
+    value = uuid.uuid5(_NAMESPACE, "%s/%s" % (kind, name))
+    return value.hex if hex_only else str(value)
+
+
+class EmulatorConfig(object):
+    """
+    The parsed configuration. Attributes: ``region``,
+    ``availability_zone``, ``domain``, ``projects`` ({name: id}),
+    ``users`` ({name: {"id", "password", "project"}}), ``servers``
+    ({id: name}), ``max_disk_devices``, ``quotas``, ``latency``,
+    ``token_lifetime``, ``admin_token``, ``faults`` (raw data for
+    ``faults.Faults.from_data``).
+    """
+
+    def __init__(self, data, source="<default>"):
+        merged = dict(DEFAULT)
+        merged.update(data or {})
+        self.source = source
+        self.region = str(merged["region"])
+        self.availability_zone = str(merged["availability_zone"])
+        self.domain = str(merged["domain"])
+        self.projects = {}
+        for name, spec in (merged["projects"] or {}).items():
+            spec = spec or {}
+            self.projects[str(name)] = str(
+                spec.get("id") or stable_id("project", name, hex_only=True))
+        self.users = {}
+        for name, spec in (merged["users"] or {}).items():
+            spec = spec or {}
+            if "password" not in spec:
+                raise ConfigError("%s: user %r has no password: add "
+                                  "'password: ...'" % (source, name))
+            project = str(spec.get("project", next(iter(self.projects), "")))
+            if project not in self.projects:
+                raise ConfigError("%s: user %r names project %r, which is "
+                                  "not under 'projects:'"
+                                  % (source, name, project))
+            self.users[str(name)] = {
+                "id": stable_id("user", name, hex_only=True),
+                "password": str(spec["password"]),
+                "project": project,
+            }
+        servers = merged["servers"] or {}
+        if isinstance(servers, list):
+            servers = {name: {} for name in servers}
+        self.servers = {}
+        for name, spec in servers.items():
+            spec = spec or {}
+            self.servers[str(spec.get("id") or stable_id("server", name))] = \
+                str(name)
+        self.max_disk_devices = merged["max_disk_devices"]
+        self.quotas = dict(DEFAULT_QUOTAS)
+        self.quotas.update(merged["quotas"] or {})
+        self.latency = dict(DEFAULT_LATENCY)
+        self.latency.update(merged["latency"] or {})
+        for key, value in self.latency.items():
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError("%s: latency %s must be a number of "
+                                  "seconds >= 0" % (source, key))
+        self.token_lifetime = int(merged["token_lifetime"])
+        self.admin_token = merged["admin_token"]
+        self.faults = merged["faults"] or {}
+
+    def server_id(self, name):
+        """
+        The Nova id of the server called ``name``, or None.
+        """
+        for server_id, server_name in self.servers.items():
+            if server_name == name:
+                return server_id
+        return None
+
+    def __repr__(self):
+        # Never show passwords or the admin token.
+        return "<EmulatorConfig %s: %d users, %d servers>" % (
+            self.source, len(self.users), len(self.servers))
+
+
+def load_config(path):
+    """
+    The configuration in the YAML file at ``path``, or the default when
+    ``path`` is None.
+
+    :raise ConfigError: the file cannot be read or is not valid.
+    """
+    if path is None:
+        return EmulatorConfig({})
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError("cannot read emulator config %s: %s" % (path, e))
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("%s: expected a mapping at the top level" % (path,))
+    return EmulatorConfig(data, source=path)

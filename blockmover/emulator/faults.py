@@ -1,0 +1,153 @@
+"""
+Injected faults: what goes wrong, set in the config at start or through
+``PUT /admin/faults`` while the emulator runs. The data (JSON or YAML)::
+
+    {"errors":    [{"match": "POST /v3/{project}/volumes", "status": 503,
+                    "fraction": 0.5}],
+     "over_limit": [{"match": "GET *", "count": 2, "retry_after": 1}],
+     "latency":   [{"match": "*", "seconds": 0.3}],
+     "stuck":     [{"operation": "detach", "seconds": 20, "count": 1}],
+     "attach_errors": [{"count": 1}]}
+
+``match`` is a shell-style pattern tried against the request's endpoint
+key (method and path template, as in the counters, e.g. ``GET
+/v3/{project}/volumes/detail``) and against its method and actual path.
+``count`` makes a fault apply to the next N matching requests (or
+operations) only; without it, it applies until the faults are replaced.
+"""
+
+import fnmatch
+import random
+
+
+class FaultError(ValueError):
+    """
+    Fault data that cannot be understood; the message says which entry.
+    """
+
+
+def _number(entry, key, default, kind=float):
+    try:
+        return kind(entry.get(key, default))
+    except (TypeError, ValueError):
+        raise FaultError("fault %r: %s must be a number" % (entry, key))
+
+
+class Faults(object):
+    """
+    The faults in force. Methods are called on the reactor thread and
+    consume ``count``-limited faults as they fire.
+    """
+
+    KINDS = ("errors", "over_limit", "latency", "stuck", "attach_errors")
+
+    def __init__(self, data=None, rng=None):
+        self._random = rng or random.Random()
+        self.replace(data or {})
+
+    def replace(self, data):
+        """
+        Put ``data`` in force instead of the current faults.
+
+        :raise FaultError: ``data`` is malformed; nothing changes.
+        """
+        if not isinstance(data, dict):
+            raise FaultError("faults must be a JSON object with keys %s"
+                             % (", ".join(self.KINDS),))
+        unknown = set(data) - set(self.KINDS)
+        if unknown:
+            raise FaultError("unknown fault kinds %s: use %s" % (
+                ", ".join(sorted(unknown)), ", ".join(self.KINDS)))
+        parsed = {}
+        for kind in self.KINDS:
+            entries = data.get(kind) or []
+            if isinstance(entries, dict):
+                entries = [entries]
+            checked = []
+            for entry in entries:
+                if not isinstance(entry, dict):
+                    raise FaultError("fault %r in %s must be an object"
+                                     % (entry, kind))
+                entry = dict(entry)
+                if kind in ("errors", "over_limit", "latency"):
+                    entry.setdefault("match", "*")
+                if kind == "stuck" and entry.get("operation") not in (
+                        "attach", "detach"):
+                    raise FaultError("stuck fault %r: operation must be "
+                                     "attach or detach" % (entry,))
+                if "count" in entry:
+                    entry["count"] = _number(entry, "count", 0, int)
+                for key in ("fraction", "seconds", "retry_after"):
+                    if key in entry:
+                        entry[key] = _number(entry, key, 0)
+                if "status" in entry:
+                    entry["status"] = _number(entry, "status", 500, int)
+                checked.append(entry)
+            parsed[kind] = checked
+        self._faults = parsed
+
+    def to_data(self):
+        """
+        The faults in force, with the remaining counts.
+        """
+        return {kind: [dict(e) for e in entries]
+                for kind, entries in self._faults.items() if entries}
+
+    def _take(self, kind, predicate=lambda entry: True):
+        # The first live matching entry; a counted one is used up by one.
+        for entry in self._faults[kind]:
+            if "count" in entry and entry["count"] <= 0:
+                continue
+            if not predicate(entry):
+                continue
+            if "count" in entry:
+                entry["count"] -= 1
+            return entry
+        return None
+
+    @staticmethod
+    def _matcher(keys):
+        return lambda entry: any(fnmatch.fnmatchcase(key, entry["match"])
+                                 for key in keys)
+
+    def latency(self, keys):
+        """
+        Seconds to hold back a request known by ``keys`` before answering.
+        """
+        entry = self._take("latency", self._matcher(keys))
+        return entry.get("seconds", 0.0) if entry else 0.0
+
+    def error(self, keys):
+        """
+        The HTTP status (500, 503, ...) to fail this request with, or None.
+        """
+        match = self._matcher(keys)
+
+        def fires(entry):
+            return match(entry) and (
+                self._random.random() < entry.get("fraction", 1.0))
+        entry = self._take("errors", fires)
+        return entry.get("status", 503) if entry else None
+
+    def over_limit(self, keys):
+        """
+        Seconds for Retry-After if this request is to get a 413, or None.
+        """
+        entry = self._take("over_limit", self._matcher(keys))
+        return entry.get("retry_after", 1) if entry else None
+
+    def stuck(self, operation, volume_id):
+        """
+        Extra seconds the volume stays in ``attaching``/``detaching``.
+        """
+        entry = self._take("stuck", lambda e: e["operation"] == operation
+                           and e.get("volume", volume_id) == volume_id)
+        return entry.get("seconds", 0.0) if entry else 0.0
+
+    def attach_fails(self, volume_id):
+        """
+        Whether this attach is to end in error.
+        """
+        return self._take("attach_errors",
+                          lambda e: e.get("volume", volume_id) == volume_id
+                          ) is not None

@@ -1,0 +1,162 @@
+"""
+``blockmover-cloud``: run the OpenStack emulator, print the clouds.yaml a
+client needs, or clean up an emulator's state and loop devices.
+"""
+
+import argparse
+import os
+import sys
+
+import yaml
+
+from blockmover.emulator.config import ConfigError, load_config
+from blockmover.emulator.keystone import PREFIX
+
+DESCRIPTION = """\
+An OpenStack emulator (Keystone v3, Cinder v3, Nova volume attachments)
+whose volumes are sparse files under --state-dir and whose attachments are
+loop devices backed by <state-dir>/volumes/<volume id>. Needs root for
+losetup.
+
+URLs: auth_url is http://HOST:PORT/identity; Cinder is /v3/<project id>,
+Nova /compute/v2.1 (both in the token's catalog). The admin API under
+/admin (faults, counters, volumes) answers loopback clients only, or,
+when the config sets admin_token, requests carrying it in X-Admin-Token.
+
+The config (YAML, every key optional):
+  region: RegionOne
+  availability_zone: nova
+  projects: {demo: {}}
+  users: {demo: {password: demo-password, project: demo}}
+  servers: {node1: {}, node2: {id: <uuid>}}
+  max_disk_devices: 14          # per server; default unlimited
+  quotas: {volumes: 10, gigabytes: 1000, per_volume_gigabytes: -1}
+  latency: {create: 0.2, attach: 2.0, detach: 2.0, extend: 0.5, delete: 0.2}
+  admin_token: <secret>
+  faults: {errors: [...], over_limit: [...], latency: [...], stuck: [...],
+           attach_errors: [...]}   # see PUT /admin/faults
+"""
+
+
+def _serve(args):
+    from twisted.internet import endpoints, reactor
+
+    from blockmover.emulator.server import Emulator
+    from blockmover.emulator.store import URL_FILE, write_atomically
+    from blockmover.logs import start_logging
+
+    config = load_config(args.config)
+    if args.log:
+        start_logging(args.log)
+    emulator = Emulator(reactor, config, args.state_dir)
+    emulator.start()
+    endpoint = endpoints.serverFromString(reactor, args.listen)
+
+    def listening(port):
+        address = port.getHost()
+        url = "http://%s:%d" % (address.host, address.port)
+        # Lets a caller that asked for port 0 find the one it got.
+        write_atomically(os.path.join(emulator.store.state_dir, URL_FILE),
+                         url + "\n")
+        sys.stderr.write("blockmover-cloud listening on %s\n" % (url,))
+        sys.stderr.flush()
+
+    def failed(failure):
+        sys.stderr.write("blockmover-cloud: cannot listen on %s: %s\n"
+                         % (args.listen, failure.getErrorMessage()))
+        reactor.stop()
+        return None
+
+    endpoint.listen(emulator.site()).addCallbacks(listening, failed)
+    reactor.addSystemEventTrigger("before", "shutdown", emulator.stop)
+    reactor.run()
+    return 0
+
+
+def clouds_yaml(config, url, cloud):
+    """
+    The clouds.yaml text that points openstacksdk at the emulator at
+    ``url`` as the config's first user.
+    """
+    user, spec = next(iter(config.users.items()))
+    return yaml.safe_dump({"clouds": {cloud: {
+        "auth": {"auth_url": url.rstrip("/") + PREFIX,
+                 "username": user, "password": spec["password"],
+                 "project_name": spec["project"],
+                 "user_domain_name": config.domain,
+                 "project_domain_name": config.domain},
+        "region_name": config.region,
+        "identity_api_version": 3,
+        "interface": "public",
+    }}}, default_flow_style=False, sort_keys=False)
+
+
+def _clouds_yaml(args):
+    sys.stdout.write(clouds_yaml(load_config(args.config), args.url,
+                                 args.cloud))
+    return 0
+
+
+def _cleanup(args):
+    from blockmover.emulator import loops
+    from blockmover.emulator.store import VOLUMES_DIR, remove_state
+
+    state_dir = os.path.abspath(args.state_dir)
+    if not os.path.isdir(state_dir):
+        return 0
+    volumes = os.path.join(state_dir, VOLUMES_DIR)
+    if os.path.isdir(volumes):
+        for name in os.listdir(volumes):
+            loops.detach(os.path.join(volumes, name))
+    remove_state(state_dir)
+    return 0
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="blockmover-cloud", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="run the emulator until interrupted",
+        description="Run the emulator until interrupted. " + DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--listen", default="tcp:8776:interface=127.0.0.1",
+                       help="Twisted endpoint to listen on (port 0 picks a "
+                            "free one; the URL is written to "
+                            "<state-dir>/url)")
+    serve.add_argument("--state-dir", required=True,
+                       help="where volumes and state.json live")
+    serve.add_argument("--config", help="emulator YAML config")
+    serve.add_argument("--log", help="eliot log file (- for stdout)")
+    serve.set_defaults(run=_serve)
+
+    clouds = commands.add_parser(
+        "clouds-yaml", help="print the clouds.yaml for a client")
+    clouds.add_argument("--config", help="emulator YAML config")
+    clouds.add_argument("--url", required=True,
+                        help="the emulator's URL, e.g. http://127.0.0.1:8776")
+    clouds.add_argument("--cloud", default="blockmover-cloud",
+                        help="the cloud's name in clouds.yaml")
+    clouds.set_defaults(run=_clouds_yaml)
+
+    cleanup = commands.add_parser(
+        "cleanup", help="detach an emulator's loop devices and remove its "
+                        "state (stop the emulator first)")
+    cleanup.add_argument("--state-dir", required=True)
+    cleanup.set_defaults(run=_cleanup)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as e:
+        sys.stderr.write("blockmover-cloud: %s\n" % (e,))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""
+The emulator's persistent state: volumes (with their attachment), quotas
+per project and issued tokens (only their hashes), one JSON file written
+atomically, and the sparse files that are the volumes' contents.
+
+All mutation happens on the reactor thread; ``save`` hands a snapshot to a
+single writer thread, so writes land in order and the reactor never waits
+on the disk.
+"""
+
+import copy
+import json
+import os
+import shutil
+
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+STATE_FILE = "state.json"
+VOLUMES_DIR = "volumes"
+URL_FILE = "url"
+
+
+def empty_state():
+    return {"volumes": {}, "quotas": {}, "tokens": {}}
+
+
+def write_atomically(path, text):
+    """
+    Replace ``path`` with ``text`` so a reader sees the old or the new
+    content, never a mix, even after a crash.
+    """
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Store(object):
+    """
+    The state under ``state_dir``: ``state`` is a plain JSON-able dict
+    (``volumes``: {id: volume record}, ``quotas``: {project: {resource:
+    limit}}, ``tokens``: {sha256: {user, project, expires}}).
+    """
+
+    def __init__(self, reactor, state_dir):
+        self.reactor = reactor
+        self.state_dir = os.path.abspath(state_dir)
+        self.volumes_dir = os.path.join(self.state_dir, VOLUMES_DIR)
+        os.makedirs(self.volumes_dir, exist_ok=True)
+        self.path = os.path.join(self.state_dir, STATE_FILE)
+        self.state = self._load()
+        self._writer = ThreadPool(minthreads=1, maxthreads=1,
+                                  name="emulator-state-writer")
+
+    def _load(self):
+        try:
+            with open(self.path) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return empty_state()
+        for key, value in empty_state().items():
+            state.setdefault(key, value)
+        return state
+
+    def start(self):
+        self._writer.start()
+
+    def stop(self):
+        self._writer.stop()
+
+    @property
+    def volumes(self):
+        return self.state["volumes"]
+
+    def volume_path(self, volume_id):
+        """
+        The sparse file holding the volume's bytes; loop devices of an
+        attached volume name it as their backing file.
+        """
+        return os.path.join(self.volumes_dir, volume_id)
+
+    def save(self):
+        """
+        Persist the current state. Returns a Deferred that fires once it is
+        on disk.
+        """
+        text = json.dumps(copy.deepcopy(self.state), indent=1,
+                          sort_keys=True)
+        return deferToThreadPool(self.reactor, self._writer,
+                                 write_atomically, self.path, text)
+
+    def save_now(self):
+        """
+        Persist synchronously; for startup and shutdown, off the request
+        path.
+        """
+        write_atomically(self.path, json.dumps(self.state, indent=1,
+                                               sort_keys=True))
+
+
+def remove_state(state_dir):
+    """
+    Delete everything under ``state_dir`` (after its loop devices were
+    detached).
+    """
+    shutil.rmtree(state_dir, ignore_errors=False)
