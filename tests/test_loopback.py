@@ -9,12 +9,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 
 import pytest
 
 from blockmover.backends import loopdevice, make_backend
-from blockmover.backends.interface import UnknownVolume
+from blockmover.backends.interface import AlreadyAttached, UnknownVolume
 from blockmover.backends.loopback import (
     DEFAULT_ROOT, LoopbackBlockDeviceAPI, NoInstanceId,
 )
@@ -307,3 +308,85 @@ def test_keyword_arguments(make_loopback):
     api.detach_volume(volume_id=volume.volume_id)
     api.destroy_volume(volume_id=volume.volume_id)
     assert api.list_volumes() == []
+
+
+def test_threads_attach_one_wins(make_loopback):
+    """
+    Threads of one process (an agent's thread pool) exclude each other as
+    processes do.
+    """
+    volume = _create(make_loopback("observer"))
+    apis = [make_loopback("node%d" % i) for i in range(4)]
+    outcomes = [None] * len(apis)
+
+    def attach(index):
+        try:
+            apis[index].attach_volume(volume.volume_id, "node%d" % index)
+            outcomes[index] = "won"
+        except AlreadyAttached:
+            outcomes[index] = "refused"
+
+    threads = [threading.Thread(target=attach, args=(i,))
+               for i in range(len(apis))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["refused"] * 3 + ["won"]
+    winner = apis[outcomes.index("won")]
+    assert len(loopdevice.devices_backing(_image(winner, volume))) == 1
+    winner.detach_volume(volume.volume_id)
+    winner.destroy_volume(volume.volume_id)
+
+
+_TAKER = """
+import sys, time, os
+from blockmover.backends.interface import AlreadyAttached
+from blockmover.backends.loopback import LoopbackBlockDeviceAPI
+root, instance, volume_id = sys.argv[1:4]
+api = LoopbackBlockDeviceAPI(root, "test", instance)
+marker = instance.encode().ljust(16)
+held = 0
+for _ in range(6):
+    try:
+        api.attach_volume(volume_id, instance)
+    except AlreadyAttached:
+        time.sleep(0.01)
+        continue
+    fd = os.open(api.get_device_path(volume_id), os.O_RDWR)
+    os.pwrite(fd, marker, 0)
+    os.fsync(fd)
+    time.sleep(0.05)
+    seen = os.pread(fd, 16, 0)
+    os.close(fd)
+    if seen != marker:
+        print("overwritten", seen)
+    held += 1
+    api.detach_volume(volume_id)
+print("held", held)
+"""
+
+
+def test_nodes_take_turns(make_loopback):
+    """
+    Nodes (processes) that keep taking one volume never hold it at the same
+    time: what a holder writes is still there when it looks again.
+    """
+    api = make_loopback("observer")
+    volume = _create(api)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _TAKER, api.root,
+                          "node%d" % i, volume.volume_id],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for i in range(3)]
+    held = 0
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "overwritten" not in out, out
+        held += int(out.split()[-1])
+    assert held > 0
+    assert api.get_volume(volume.volume_id).attached_to is None
+    assert loopdevice.devices_backing(_image(api, volume)) == []
+    api.destroy_volume(volume.volume_id)
