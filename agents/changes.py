@@ -267,9 +267,9 @@ class GrowFilesystem(PClass):
                      volume_id=self.volume_id,
                      filesystem=self.filesystem) as action:
             device = _device(context, self.volume_id)
-            if filesystem.probe(device).uuid != self.dataset_id:
-                raise mounts.WrongFilesystem(device, self.dataset_id,
-                                             filesystem.probe(device).uuid)
+            found = filesystem.probe(device).uuid
+            if found != self.dataset_id:
+                raise mounts.WrongFilesystem(device, self.dataset_id, found)
             where = mounts.mounts_of(device)
             if self.filesystem == "ext4":
                 if where:

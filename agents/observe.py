@@ -6,10 +6,16 @@ applications run. Asks the backend nothing remote.
 Blocking: call from a thread, never on the reactor.
 """
 
+import os
+import stat
+
+from eliot import log_message
+
+from blockmover.command import CommandFailed
 from blockmover.model import FILESYSTEMS, Device, Mount, NodeState
 
 from agents.filesystem import device_size, filesystem_size, probe
-from agents.mounts import current_mounts, mounts_of
+from agents.mounts import current_mounts, device_number, mounts_of
 
 
 def observe_device(volume, path, mounts):
@@ -30,11 +36,48 @@ def observe_device(volume, path, mounts):
     return device, (where[0] if where else None)
 
 
+def _is_block_device(path):
+    try:
+        return path.startswith("/") and stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def stray_mounts(dataset_ids, mounts, known):
+    """
+    ``Mount`` records of the datasets in ``dataset_ids`` mounted from block
+    devices other than ``known`` (device numbers): a dataset's filesystem
+    found by its stamp though no volume device here leads to it.
+    """
+    wanted = set(dataset_ids)
+    found = {}
+    seen = set(known)
+    for entry in mounts:
+        if not wanted or entry.dev in seen or \
+                not _is_block_device(entry.source):
+            continue
+        seen.add(entry.dev)
+        try:
+            uuid = probe(entry.source).uuid
+        except CommandFailed as e:
+            # A device going away while probed holds no dataset any more.
+            log_message(message_type="blockmover:agent:probe_failed",
+                        device=entry.source, error=str(e))
+            continue
+        if uuid in wanted:
+            wanted.discard(uuid)
+            found[uuid] = Mount(dataset_id=uuid, device=entry.source,
+                                mountpoint=entry.mountpoint)
+    return found
+
+
 def observe(context, desired):
     """
     The ``model.NodeState`` of this node for the volumes ``desired`` (a
     ``model.NodeDesired``) lists: each volume whose device is present here,
-    each such device mounted here, and every application the runtime runs.
+    each such device mounted here (and any of those datasets' filesystems
+    mounted here from another device), and every application the runtime
+    runs.
     """
     mounts = current_mounts()
     devices = {}
@@ -48,6 +91,9 @@ def observe(context, desired):
         if mountpoint is not None:
             mounted[dataset_id] = Mount(dataset_id=dataset_id, device=path,
                                         mountpoint=mountpoint)
+    known = {device_number(d.path) for d in devices.values()}
+    mounted.update(stray_mounts(
+        [d for d in desired.volumes if d not in mounted], mounts, known))
     return NodeState(node=context.node, backend_id=context.backend_id,
                      devices=devices, mounts=mounted,
                      running=context.runtime.running())

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+import uuid
 
 from zope.interface import Interface, implementer
 
@@ -35,6 +36,12 @@ class CommandRequired(ApplicationRuntimeError):
             self, "application %r has no command, only an image; the "
             "process runtime runs commands: give it a command in app.yml"
             % (name,))
+
+
+class StartFailed(ApplicationRuntimeError):
+    """
+    The application's command could not be started.
+    """
 
 
 class StopFailed(ApplicationRuntimeError):
@@ -71,6 +78,32 @@ class IApplicationRuntime(Interface):
 
 
 _BACKOFF = Backoff(initial=0.02, factor=1.5, maximum=0.5)
+
+# Every process started carries its start's token in this variable, so a
+# start interrupted before its record was complete still finds its process.
+TOKEN_VARIABLE = "BLOCKMOVER_START_TOKEN"
+
+
+def find_session_leader(variable, value):
+    """
+    The pid of a live session leader whose environment has ``variable`` set
+    to ``value``, or None.
+    """
+    wanted = ("%s=%s" % (variable, value)).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % (entry,), "rb") as f:
+                environ = f.read().split(b"\0")
+            leader = os.getsid(int(entry)) == int(entry)
+        except (OSError, ProcessLookupError):
+            continue
+        if leader and wanted in environ:
+            found = process_start_time(int(entry))
+            if found is not None and found[1] not in "ZX":
+                return int(entry)
+    return None
 
 
 def process_start_time(pid):
@@ -115,12 +148,13 @@ class ProcessRuntime(object):
     def _read_record(self, name):
         try:
             with open(self._record_path(name)) as f:
-                return json.load(f)
+                record = json.load(f)
         except FileNotFoundError:
             return None
         except ValueError:
             # A torn record cannot name a process: treat it as none.
             return None
+        return record if isinstance(record, dict) else None
 
     def _write_record(self, name, record):
         path = self._record_path(name)
@@ -154,9 +188,27 @@ class ProcessRuntime(object):
         record = self._read_record(name)
         if record is None:
             return None
+        if "pid" not in record:
+            record = self._finish_interrupted_start(name, record)
+            if record is None:
+                return None
         if not self._alive(record):
             self._remove_record(name)
             return None
+        return record
+
+    def _finish_interrupted_start(self, name, intent):
+        # A start was interrupted between its intent and its record: adopt
+        # the process it made, if it made one.
+        pid = None
+        if intent.get("token"):
+            pid = find_session_leader(TOKEN_VARIABLE, intent["token"])
+        found = process_start_time(pid) if pid is not None else None
+        if found is None:
+            self._remove_record(name)
+            return None
+        record = dict(intent, pid=pid, start_time=found[0])
+        self._write_record(name, record)
         return record
 
     def running(self):
@@ -182,20 +234,31 @@ class ProcessRuntime(object):
                                           pid=record["pid"])
             cwd = (application.volume.mountpoint
                    if application.volume is not None else self.state_dir)
+            token = uuid.uuid4().hex
             env = dict(os.environ)
             env.update(application.environment)
+            env[TOKEN_VARIABLE] = token
+            record = {"token": token, "command": list(application.command)}
+            # The intent first: a crash after the process starts and before
+            # its pid is recorded must not make a duplicate on restart.
+            self._write_record(application.name, record)
             log_path = os.path.join(self._logs, application.name + ".log")
-            with open(log_path, "ab") as log:
-                child = subprocess.Popen(
-                    list(application.command), cwd=cwd, env=env,
-                    stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, close_fds=True,
-                    start_new_session=True)
+            try:
+                with open(log_path, "ab") as log:
+                    child = subprocess.Popen(
+                        list(application.command), cwd=cwd, env=env,
+                        stdin=subprocess.DEVNULL, stdout=log,
+                        stderr=subprocess.STDOUT, close_fds=True,
+                        start_new_session=True)
+            except OSError as e:
+                self._remove_record(application.name)
+                raise StartFailed(
+                    "cannot start %r: %s; check its command in app.yml"
+                    % (application.name, e))
             self._children[application.name] = child
             start_time, _ = process_start_time(child.pid)
-            self._write_record(application.name, {
-                "pid": child.pid, "start_time": start_time,
-                "command": list(application.command)})
+            self._write_record(application.name, dict(
+                record, pid=child.pid, start_time=start_time))
             return RunningApplication(name=application.name, pid=child.pid)
 
     def _gone(self, name, record):

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from blockmover import identity
-from blockmover.model import Application, NodeDesired, VolumeSpec
+from blockmover.model import Application, Mount, NodeDesired, VolumeSpec
 from blockmover.units import MiB
 
 from agents.changes import (
@@ -17,9 +17,11 @@ from agents.changes import (
     MountFilesystem, NodeContext, StartApplication, StopApplication,
     UnmountFilesystem,
 )
+from agents.filesystem import make_filesystem
+from agents.mounts import mount, unmount
 from agents.observe import observe
 from agents.runtime import ProcessRuntime
-from tests.scratch_devices import scratch_directory
+from tests.scratch_devices import scratch_device, scratch_directory
 
 SIZE = 64 * MiB
 
@@ -100,3 +102,23 @@ def test_observe_ignores_volumes_of_other_nodes(context, make_loopback):
         assert dict(state.devices) == {}
     finally:
         other.detach_volume(volume.volume_id)
+
+
+def test_observe_finds_a_dataset_mounted_from_another_device(context, top):
+    """
+    A dataset's filesystem mounted here from a device its volume does not
+    lead to is still seen, by its stamp, so that it can be unmounted.
+    """
+    dataset = identity.dataset_id(context.cluster_name, "db")
+    volume = CreateVolume(dataset_id=dataset, application="db",
+                          size=SIZE).run(context)
+    with scratch_device(SIZE) as device:
+        make_filesystem(device.path, "ext4", dataset)
+        mount(device.path, top + "/data", dataset)
+        state = observe(context, desired_for(context, volume))
+        assert dict(state.devices) == {}
+        assert state.mounts[dataset] == Mount(
+            dataset_id=dataset, device=device.path, mountpoint=top + "/data")
+        unmount(top + "/data", dataset)
+        assert dict(observe(context, desired_for(context, volume)).mounts) \
+            == {}

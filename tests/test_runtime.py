@@ -8,14 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
-from blockmover.model import Application
+from blockmover.model import Application, RunningApplication
 from blockmover.poll import poll
 
 from agents.runtime import (
-    CommandRequired, IApplicationRuntime, ProcessRuntime, process_start_time,
+    TOKEN_VARIABLE, CommandRequired, IApplicationRuntime, ProcessRuntime,
+    StartFailed, process_start_time,
 )
 from tests.scratch_devices import scratch_directory
 
@@ -158,3 +160,53 @@ def test_reused_pid_is_not_the_application(state_dir):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_interrupted_start_is_adopted_not_duplicated(state_dir):
+    """
+    An agent killed after starting a process but before recording its pid
+    finds that process on restart, by the start's token.
+    """
+    directory, started = state_dir
+    token = uuid.uuid4().hex
+    os.makedirs(os.path.join(directory, "apps"))
+    with open(os.path.join(directory, "apps", "app.json"), "w") as f:
+        json.dump({"token": token, "command": ["sleep", "120"]}, f)
+    orphan = subprocess.Popen(
+        ["sleep", "120"], start_new_session=True,
+        env=dict(os.environ, **{TOKEN_VARIABLE: token}))
+    started.append(orphan.pid)
+    try:
+        runtime = ProcessRuntime(directory)
+        assert runtime.running() == {
+            "app": RunningApplication(name="app", pid=orphan.pid)}
+        assert runtime.start(sleeper("app")).pid == orphan.pid
+        assert _children() == [orphan.pid]
+        runtime.stop("app")
+        assert orphan.wait(10) == -signal.SIGTERM
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+def test_interrupted_start_without_a_process_starts_afresh(state_dir):
+    directory, started = state_dir
+    os.makedirs(os.path.join(directory, "apps"))
+    with open(os.path.join(directory, "apps", "app.json"), "w") as f:
+        json.dump({"token": uuid.uuid4().hex, "command": ["sleep"]}, f)
+    runtime = ProcessRuntime(directory)
+    assert runtime.running() == {}
+    fresh = runtime.start(sleeper("app"))
+    started.append(fresh.pid)
+    assert runtime.running() == {"app": fresh}
+    runtime.stop("app")
+
+
+def test_command_that_cannot_start(state_dir):
+    runtime = ProcessRuntime(state_dir[0])
+    with pytest.raises(StartFailed) as caught:
+        runtime.start(Application(
+            name="typo", command=["no-such-command-" + uuid.uuid4().hex]))
+    assert "typo" in str(caught.value)
+    assert runtime.running() == {}
+    assert os.listdir(os.path.join(state_dir[0], "apps")) == []
