@@ -6,10 +6,12 @@ loop device, never touching devices of other roots).
 
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 
 import pytest
@@ -390,3 +392,60 @@ def test_nodes_take_turns(make_loopback):
     assert api.get_volume(volume.volume_id).attached_to is None
     assert loopdevice.devices_backing(_image(api, volume)) == []
     api.destroy_volume(volume.volume_id)
+
+
+_CHURN = """
+import sys
+from blockmover.backends.loopback import LoopbackBlockDeviceAPI
+root, volume_id = sys.argv[1:3]
+api = LoopbackBlockDeviceAPI(root, "test", "node1")
+print("ready", flush=True)
+sys.stdin.readline()
+while True:
+    api.attach_volume(volume_id, "node1")
+    api.get_device_path(volume_id)
+    api.detach_volume(volume_id)
+"""
+
+
+def test_killed_at_any_point_heals(make_loopback):
+    """
+    A node killed anywhere in attach or detach leaves the volume either
+    free or recorded as its own, never a device without a record, and the
+    next attach and detach finish the job.
+    """
+    api = make_loopback("node1")
+    volume = _create(api)
+    image = _image(api, volume)
+    chance = random.Random(0)
+    for _ in range(8):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CHURN, api.root, volume.volume_id],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout.readline().split() == ["ready"]
+            process.stdin.write("go\n")
+            process.stdin.flush()
+            time.sleep(chance.uniform(0.0, 0.15))
+        finally:
+            process.kill()
+            process.wait(timeout=60)
+            process.stdin.close()
+            process.stdout.close()
+        holder = api.get_volume(volume.volume_id).attached_to
+        devices = loopdevice.devices_backing(image, include_deleted=True)
+        assert holder in (None, "node1")
+        assert len(devices) <= 1
+        assert holder == "node1" or devices == [], (holder, devices)
+        api.attach_volume(volume.volume_id, "node1")
+        assert api.get_device_path(volume.volume_id) is not None
+        api.detach_volume(volume.volume_id)
+        assert loopdevice.devices_backing(image, include_deleted=True) == []
+    # A record write cut short leaves a temporary file the next create
+    # removes.
+    other = _create(api, "other")
+    assert sorted(os.listdir(os.path.join(api.root, "volumes"))) == sorted(
+        "%s.%s" % (v.volume_id, ext) for v in (volume, other)
+        for ext in ("img", "json"))
+    for each in (volume, other):
+        api.destroy_volume(each.volume_id)
