@@ -1,0 +1,240 @@
+"""
+The one client of the control service's REST API (see
+``blockmover.control``): the only place that knows its URLs. Shared by the
+agents and the deploy CLI; every method returns a Deferred and never blocks
+the reactor.
+"""
+
+import json
+from urllib.parse import urlencode
+
+import treq
+from eliot import current_action
+from twisted.internet.defer import CancelledError, succeed
+from twisted.internet.error import (
+    ConnectError, ConnectingCancelledError, ConnectionRefusedError,
+    DNSLookupError,
+)
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+from twisted.web.client import (
+    Agent, HTTPConnectionPool, ResponseFailed, ResponseNeverReceived,
+)
+
+from blockmover.logs import TASK_HEADER
+from blockmover.model import NodeDesired, to_data
+
+# How much longer than the server's long-poll timeout a request may take
+# before the client gives up on it.
+_LONG_POLL_MARGIN = 15.0
+
+
+class ControlError(Exception):
+    """
+    The control service answered but refused the request; ``messages`` are
+    its reasons, ``code`` the HTTP status.
+    """
+    def __init__(self, code, messages):
+        self.code = code
+        self.messages = list(messages)
+        Exception.__init__(self, "; ".join(self.messages) or
+                           "control service answered %d" % (code,))
+
+
+class ControlUnreachable(Exception):
+    """
+    The control service could not be reached (connection refused, no such
+    host, timed out). Check that it runs and that the URL is right.
+    """
+    def __init__(self, url, reason):
+        self.url = url
+        Exception.__init__(
+            self, "cannot reach the control service at %s: %s"
+            % (url, reason))
+
+
+@implementer(IBodyProducer)
+class _Body(object):
+    """
+    A request body written at once, so no cooperator (and no reactor other
+    than the client's) is involved.
+    """
+    def __init__(self, data):
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer):
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+def _headers():
+    headers = {"Content-Type": ["application/json"]}
+    action = current_action()
+    if action is not None:
+        headers[TASK_HEADER] = [action.serialize_task_id().decode("ascii")]
+    return headers
+
+
+class ControlClient(object):
+    """
+    A client of one control service at ``base_url`` (e.g.
+    ``http://10.77.0.1:4523``).
+
+    :param reactor: the reactor to use (the global one by default).
+    :param agent: an ``IAgent`` to send requests with; by default one with
+        its own persistent connection pool, closed by ``close()``.
+    :param timeout: seconds a request other than a long poll may take.
+    """
+
+    def __init__(self, base_url, reactor=None, agent=None, timeout=30.0):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.base_url = base_url.rstrip("/")
+        self._reactor = reactor
+        self._pool = None
+        if agent is None:
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            agent = Agent(reactor, pool=self._pool)
+        self._http = treq.client.HTTPClient(agent)
+        self._timeout = timeout
+
+    def close(self):
+        """
+        Close the pooled connections; a Deferred firing when they are.
+        """
+        if self._pool is None:
+            return succeed(None)
+        return self._pool.closeCachedConnections()
+
+    # --- the API ---------------------------------------------------------
+
+    def put_configuration(self, cluster_yml, app_yml, cluster_path,
+                          app_path, dry_run=False):
+        """
+        Send a new configuration (the two files' text and names).
+
+        :return: Deferred firing with ``{"generation": N, "plan": {NODE:
+            [LINE, ...]}}``; fails with ``ControlError`` listing the
+            problems when the service refuses it.
+        """
+        body = {"cluster_yml": cluster_yml, "app_yml": app_yml,
+                "cluster_path": cluster_path, "app_path": app_path}
+        query = {"dry_run": "1"} if dry_run else {}
+        return self._request("PUT", "/v1/configuration", query, body)
+
+    def get_configuration(self):
+        """
+        :return: Deferred firing with ``{"generation": N, "cluster_yml":
+            TEXT, "app_yml": TEXT}``; ``ControlError`` (code 404) before the
+            first configuration.
+        """
+        return self._request("GET", "/v1/configuration")
+
+    def get_state(self):
+        """
+        :return: Deferred firing with the cluster's state as plain data
+            (``generation``, ``listed_at``, ``nodes``, ``applications``).
+        """
+        return self._request("GET", "/v1/state")
+
+    def get_desired(self, node, after=None, timeout=30.0):
+        """
+        Long-poll ``node``'s desired slice.
+
+        :param after: the last generation seen; the answer comes when the
+            slice's generation is greater, or after ``timeout`` seconds.
+        :return: Deferred firing with a ``NodeDesired``, or None when the
+            slice did not change within ``timeout``; ``ControlError`` (code
+            404) for a node the configuration does not name.
+        """
+        query = {"timeout": "%g" % (timeout,)}
+        if after is not None:
+            query["after"] = str(after)
+        d = self._request("GET", "/v1/nodes/%s/desired" % (node,), query,
+                          timeout=timeout + _LONG_POLL_MARGIN)
+        d.addCallback(
+            lambda data: None if data is None
+            else NodeDesired.create(data))
+        return d
+
+    def put_state(self, node, report):
+        """
+        Send ``node``'s ``NodeReport``. :return: Deferred firing with None.
+        """
+        d = self._request("PUT", "/v1/nodes/%s/state" % (node,),
+                          body=to_data(report))
+        d.addCallback(lambda _: None)
+        return d
+
+    def get_volumes(self):
+        """
+        :return: Deferred firing with ``{"listed_at": T, "volumes":
+            [VOLUME_DATA, ...]}``, the service's cached listing.
+        """
+        return self._request("GET", "/v1/volumes")
+
+    # --- plumbing --------------------------------------------------------
+
+    def _url(self, path, query):
+        url = self.base_url + path
+        if query:
+            url += "?" + urlencode(sorted(query.items()))
+        return url
+
+    def _request(self, method, path, query=None, body=None, timeout=None):
+        url = self._url(path, query)
+        data = None if body is None else _Body(
+            json.dumps(body).encode("utf-8"))
+        d = self._http.request(
+            method, url, data=data, headers=_headers(), reactor=self._reactor,
+            timeout=self._timeout if timeout is None else timeout)
+        d.addErrback(self._unreachable)
+        d.addCallback(self._answer, method, path)
+        return d
+
+    def _unreachable(self, failure):
+        failure.trap(ConnectError, DNSLookupError, CancelledError,
+                     ConnectingCancelledError, ResponseFailed,
+                     ResponseNeverReceived)
+        error = failure.value
+        if isinstance(error, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(error, (CancelledError, ConnectingCancelledError)):
+            reason = "no answer in time"
+        elif isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+            reason = "the connection broke: " + "; ".join(
+                r.getErrorMessage() for r in error.reasons)
+        else:
+            reason = failure.getErrorMessage()
+        raise ControlUnreachable(self.base_url, reason)
+
+    def _answer(self, response, method, path):
+        if response.code == 204:
+            d = response.content()
+            d.addCallback(lambda _: None)
+            return d
+        d = response.content()
+        d.addCallback(self._decode, response.code, method, path)
+        return d
+
+    def _decode(self, content, code, method, path):
+        try:
+            data = json.loads(content.decode("utf-8")) if content else {}
+        except ValueError:
+            data = None
+        if 200 <= code < 300 and data is not None:
+            return data
+        if isinstance(data, dict) and data.get("errors"):
+            raise ControlError(code, [str(e) for e in data["errors"]])
+        raise ControlError(code, ["%s %s: the control service answered %d"
+                                  % (method, path, code)])
