@@ -18,29 +18,45 @@ continues that task so a deploy reads as one tree across processes.
     current one. 400 ``{"errors": [MESSAGE, ...]}`` and nothing changes.
 
 ``GET /v1/configuration``
-    200 ``{"generation": N, "cluster_yml": TEXT, "app_yml": TEXT}``; 404
-    ``{"errors": [...]}`` before the first configuration. Never carries
-    credentials.
+    200 ``{"generation": N, "cluster_yml": TEXT, "app_yml": TEXT,
+    "cluster_path": NAME, "app_path": NAME}``; 404 ``{"errors": [...]}``
+    before the first configuration. Never carries credentials: the value of
+    any key that looks like a password, secret or token reads
+    ``'<redacted>'``.
 
 ``GET /v1/state``
     200 ``{"generation": N, "listed_at": T, "nodes": {NODE: {"reported_at":
-    T | null, "state": NodeState | null, "progress": Progress | null}},
-    "applications": {APP: {"wanted_on": NODE | null, "running_on": [NODE,
-    ...], "mounted_on": [NODE, ...]}}}``.
+    T | null, "state": NodeState | null, "progress": Progress | null,
+    "generation": GEN | null}}, "applications": {APP: {"wanted_on": NODE |
+    null, "running_on": [NODE, ...], "mounted_on": [NODE, ...]}}}``.
+    ``generation`` at the top is the configuration's; a node's
+    ``generation`` is that of its current desired slice (null before the
+    first listing), so a node has caught up when its ``progress`` is
+    converged at that generation or later.
 
 ``GET /v1/nodes/{node}/desired?after=GEN&timeout=SECONDS``
     A long poll for the node's ``NodeDesired``. Answers at once when the
     slice's ``generation`` is greater than ``after`` (or ``after`` is
     missing), else as soon as it changes, else after ``timeout`` seconds
-    (default 30) with 204 and no body. 404 for a node the configuration
-    does not name, and before the first configuration.
+    (default 30, at most 120) with 204 and no body. 404 for a node the
+    configuration does not name, and before the first configuration.
+    Generations come from one counter and only grow, also across restarts
+    of the service (which renumber every slice above any handed out
+    before). No slice is handed out before the first good listing.
 
 ``PUT /v1/nodes/{node}/state``
     Body: a ``NodeReport``. 200 ``{}``. A report with ``changed_backend``
     set makes the service refresh its volume listing now.
 
 ``GET /v1/volumes``
-    200 ``{"listed_at": T, "volumes": [Volume, ...]}``: the cached listing.
+    200 ``{"listed_at": T, "volumes": [Volume, ...], "refreshes": N,
+    "error": MESSAGE | null}``: the cached listing, how many listings of
+    the backend the service started, and why the last one failed (null
+    when it succeeded).
+
+Errors are JSON ``{"errors": [MESSAGE, ...]}``: 400 for a malformed
+request, 404 for an unknown path or node, 405 for a method a path does not
+take, 500 when the service itself failed (its log says why).
 """
 
 # The port the control service listens on unless told otherwise.

@@ -1,0 +1,285 @@
+"""
+The REST API of ``blockmover.control`` over twisted.web: parses requests,
+calls the ``ControlService``, answers JSON. Each request is an eliot action,
+continuing the caller's task when it sent ``TASK_HEADER``.
+"""
+
+import json
+from urllib.parse import unquote
+
+from eliot import Action, start_action, write_failure
+from twisted.internet.defer import CancelledError, maybeDeferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from blockmover.control.errors import BackendError
+from blockmover.control.service import (
+    BadReport, ConfigurationRejected, NoConfiguration, UnknownNode,
+)
+from blockmover.logs import TASK_HEADER
+from blockmover.model import NodeReport, to_data
+
+DEFAULT_POLL_TIMEOUT = 30.0
+MAX_POLL_TIMEOUT = 120.0
+
+
+class BadRequest(Exception):
+    """
+    The request itself is malformed; the message says how.
+    """
+
+
+class _TimedOut(object):
+    pass
+
+
+_TIMED_OUT = _TimedOut()
+
+# Exceptions a client can cause, and the status each answers with.
+_CLIENT_ERRORS = [
+    (BadRequest, 400), (BadReport, 400), (BackendError, 400),
+    (NoConfiguration, 404), (UnknownNode, 404),
+]
+
+
+def _request_action(request):
+    fields = dict(action_type="blockmover:control:request",
+                  method=request.method.decode("ascii", "replace"),
+                  path=request.path.decode("utf-8", "replace"))
+    task = request.getHeader(TASK_HEADER)
+    if task:
+        try:
+            return Action.continue_task(task_id=task, **fields)
+        except (ValueError, TypeError):
+            fields["bad_task_header"] = True
+    return start_action(**fields)
+
+
+def _query(request, name):
+    values = request.args.get(name.encode("ascii"))
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _body(request):
+    try:
+        data = json.loads(request.content.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest("the request body is not JSON: %s" % (e,))
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+class _Endpoint(Resource):
+    """
+    A leaf answering JSON. Subclasses define ``GET``/``PUT`` methods taking
+    the request and returning ``(code, data)`` or a Deferred of it;
+    ``data`` None means no body.
+    """
+    isLeaf = True
+
+    def __init__(self, service, reactor):
+        Resource.__init__(self)
+        self.service = service
+        self.reactor = reactor
+
+    def render(self, request):
+        action = _request_action(request)
+        method = request.method.decode("ascii", "replace")
+        handler = getattr(self, method, None) if method.isupper() else None
+        with action.context():
+            if handler is None:
+                allowed = [m for m in ("GET", "PUT") if hasattr(self, m)]
+                request.setHeader(b"Allow", ", ".join(allowed).encode())
+                result = maybeDeferred(lambda: (405, {"errors": [
+                    "%s is not allowed here; use %s"
+                    % (method, " or ".join(allowed))]}))
+            else:
+                result = maybeDeferred(handler, request)
+        gone = []
+
+        def disconnected(failure):
+            # A client that goes away cancels whatever it waited for.
+            gone.append(True)
+            result.cancel()
+        request.notifyFinish().addErrback(disconnected)
+        result.addErrback(self._error, action)
+        result.addCallback(self._write, request, action, gone)
+        result.addErrback(write_failure)
+        return NOT_DONE_YET
+
+    def _error(self, failure, action):
+        if failure.check(CancelledError):
+            return None
+        if failure.check(ConfigurationRejected):
+            return (400, {"errors": failure.value.errors})
+        for kind, code in _CLIENT_ERRORS:
+            if failure.check(kind):
+                return (code, {"errors": [str(failure.value)]})
+        with action.context():
+            write_failure(failure)
+        return (500, {"errors": ["the control service failed; its log says "
+                                 "why"]})
+
+    def _write(self, result, request, action, gone):
+        if result is None or gone:
+            action.finish()
+            return
+        code, data = result
+        request.setResponseCode(code)
+        if data is None:
+            request.finish()
+        else:
+            body = json.dumps(data, sort_keys=True).encode("utf-8")
+            request.setHeader(b"Content-Type", b"application/json")
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            request.write(body)
+            request.finish()
+        action.add_success_fields(code=code)
+        action.finish()
+
+
+class _Configuration(_Endpoint):
+    def GET(self, request):
+        return (200, self.service.configuration())
+
+    def PUT(self, request):
+        body = _body(request)
+        texts = {}
+        for key in ("cluster_yml", "app_yml"):
+            if not isinstance(body.get(key), str):
+                raise BadRequest("the body needs %r: the text of the file"
+                                 % (key,))
+            texts[key] = body[key]
+        dry_run = _query(request, "dry_run") not in (None, "", "0", "false")
+        d = self.service.configure(
+            texts["cluster_yml"], texts["app_yml"],
+            str(body.get("cluster_path") or "cluster.yml"),
+            str(body.get("app_path") or "app.yml"), dry_run=dry_run)
+        d.addCallback(lambda answer: (200, answer))
+        return d
+
+
+class _State(_Endpoint):
+    def GET(self, request):
+        return (200, self.service.state())
+
+
+class _Volumes(_Endpoint):
+    def GET(self, request):
+        return (200, self.service.volumes())
+
+
+class _Desired(_Endpoint):
+    def __init__(self, service, reactor, node):
+        _Endpoint.__init__(self, service, reactor)
+        self.node = node
+
+    def GET(self, request):
+        after = _query(request, "after")
+        timeout = _query(request, "timeout")
+        try:
+            after = int(after) if after not in (None, "") else None
+        except ValueError:
+            raise BadRequest("after must be a generation (an integer), not "
+                             "%r" % (after,))
+        try:
+            timeout = (float(timeout) if timeout not in (None, "")
+                       else DEFAULT_POLL_TIMEOUT)
+        except ValueError:
+            raise BadRequest("timeout must be a number of seconds, not %r"
+                             % (timeout,))
+        if not 0 <= timeout < float("inf"):
+            raise BadRequest("timeout must be zero or more seconds")
+        timeout = min(timeout, MAX_POLL_TIMEOUT)
+        d = self.service.wait_desired(self.node, after)
+        d.addTimeout(timeout, self.reactor,
+                     onTimeoutCancel=lambda result, seconds: _TIMED_OUT)
+        d.addCallback(self._answer)
+        return d
+
+    def _answer(self, desired):
+        if desired is _TIMED_OUT:
+            return (204, None)
+        if desired is None:
+            raise UnknownNode(self.node)
+        return (200, to_data(desired))
+
+
+class _Report(_Endpoint):
+    def __init__(self, service, reactor, node):
+        _Endpoint.__init__(self, service, reactor)
+        self.node = node
+
+    def PUT(self, request):
+        body = _body(request)
+        try:
+            report = NodeReport.create(body)
+        except Exception as e:
+            raise BadRequest("the body is not a node report: %s" % (e,))
+        self.service.report(self.node, report)
+        return (200, {})
+
+
+class _NotFound(_Endpoint):
+    def GET(self, request):
+        return (404, {"errors": ["no such resource %s; see the API in "
+                                 "blockmover.control"
+                                 % (request.path.decode("utf-8",
+                                                        "replace"),)]})
+    PUT = GET
+
+
+class _Nodes(Resource):
+    def __init__(self, service, reactor):
+        Resource.__init__(self)
+        self.service = service
+        self.reactor = reactor
+
+    def getChild(self, name, request):
+        node = unquote(name.decode("utf-8", "replace"))
+        children = _Tree(_NotFound(self.service, self.reactor))
+        children.putChild(b"desired", _Desired(self.service, self.reactor,
+                                               node))
+        children.putChild(b"state", _Report(self.service, self.reactor, node))
+        return children
+
+
+class _Tree(Resource):
+    """
+    A directory whose unknown children answer a JSON 404.
+    """
+    def __init__(self, missing):
+        Resource.__init__(self)
+        self._missing = missing
+
+    def getChild(self, name, request):
+        return self._missing
+
+    def render(self, request):
+        return self._missing.render(request)
+
+
+def make_root(service, reactor):
+    """
+    The root ``IResource`` of the API for ``service``.
+    """
+    missing = _NotFound(service, reactor)
+    v1 = _Tree(missing)
+    v1.putChild(b"configuration", _Configuration(service, reactor))
+    v1.putChild(b"state", _State(service, reactor))
+    v1.putChild(b"volumes", _Volumes(service, reactor))
+    v1.putChild(b"nodes", _Nodes(service, reactor))
+    root = _Tree(missing)
+    root.putChild(b"v1", v1)
+    return root
+
+
+def make_site(service, reactor):
+    """
+    A quiet ``Site`` serving the API.
+    """
+    site = Site(make_root(service, reactor))
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

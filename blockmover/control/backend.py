@@ -1,0 +1,107 @@
+"""
+The backend a deployment names, as the control service uses it: made once,
+off the reactor, and retried on the next listing if making it failed.
+"""
+
+from twisted.internet.defer import succeed
+from twisted.internet.threads import deferToThreadPool
+
+from blockmover.backends import make_backend
+from blockmover.backends.interface import AsyncBlockDevice
+from blockmover.control.errors import BackendError
+
+
+def backend_key(deployment):
+    """
+    What makes two deployments use the same backend: its name, options and
+    the cluster whose volumes it lists. Limits are checked, not used by it.
+    """
+    return (deployment.backend.name,
+            tuple(sorted(deployment.backend.options.items())),
+            deployment.cluster_name)
+
+
+class ControlBackend(object):
+    """
+    The deployment's ``IBlockDeviceAPI`` seen from the control service
+    (which is no node: ``instance_id`` is None).
+
+    :ivar key: see ``backend_key``.
+    :ivar api: an ``AsyncBlockDevice`` once ``ready()`` succeeded, else None.
+    :ivar allocation_unit: the backend's, once ``ready()`` succeeded.
+    """
+
+    def __init__(self, deployment, reactor, threadpool, make=make_backend):
+        self.key = backend_key(deployment)
+        self._name = deployment.backend.name
+        self._options = dict(deployment.backend.options)
+        self._cluster_name = deployment.cluster_name
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._make = make
+        self.api = None
+        self._raw = None
+        self.allocation_unit = None
+
+    def ready(self):
+        """
+        Make the backend if not yet made. :return: a Deferred firing with
+        this object, or failing with ``BackendError``.
+        """
+        if self.api is not None:
+            return succeed(self)
+
+        def make():
+            api = self._make(self._name, self._options, self._cluster_name)
+            return api, api.allocation_unit()
+
+        def made(result):
+            api, unit = result
+            self._raw = api
+            self.api = AsyncBlockDevice(api, self._reactor, self._threadpool)
+            self.allocation_unit = unit
+            return self
+
+        def failed(failure):
+            raise BackendError(
+                "cannot use the %s backend of cluster %s: %s; check "
+                "cluster.backend in cluster.yml and that the backend is "
+                "reachable" % (self._name, self._cluster_name,
+                               failure.getErrorMessage()))
+
+        d = deferToThreadPool(self._reactor, self._threadpool, make)
+        d.addCallbacks(made, failed)
+        return d
+
+    def list_volumes(self):
+        """
+        :return: a Deferred firing with every volume of the cluster.
+        """
+        d = self.ready()
+        d.addCallback(lambda _: self.api.list_volumes())
+        return d
+
+    def limits(self):
+        """
+        :return: a Deferred firing with the ``model.Limits`` the backend
+            itself reports (a cloud's quotas), or None for a backend that
+            reports none; failing with ``BackendError``.
+        """
+        def read(_):
+            limits = getattr(self._raw, "limits", None)
+            if limits is None:
+                return None
+            d = deferToThreadPool(self._reactor, self._threadpool, limits)
+            d.addErrback(lambda failure: self._failed("read the limits of",
+                                                      failure))
+            return d
+        d = self.ready()
+        d.addCallback(read)
+        return d
+
+    def _failed(self, what, failure):
+        raise BackendError(
+            "cannot %s the %s backend of cluster %s: %s; check that the "
+            "backend is reachable and try again"
+            % (what, self._name, self._cluster_name,
+               failure.getErrorMessage()))

@@ -1,0 +1,118 @@
+"""
+``blockmover-control``: the control service's command line.
+"""
+
+import argparse
+import sys
+
+from eliot import log_message
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import react
+
+from blockmover.control import DEFAULT_PORT
+from blockmover.control.api import make_site
+from blockmover.control.errors import StoreError
+from blockmover.control.service import (
+    ControlService, DEFAULT_REFRESH_INTERVAL,
+)
+from blockmover.control.store import FileStore
+from blockmover.logs import start_logging
+
+DEFAULT_STATE_DIR = "/var/lib/blockmover/control"
+DEFAULT_LISTEN = "tcp:%d" % (DEFAULT_PORT,)
+
+_DESCRIPTION = """\
+Run the blockmover control service: it keeps the cluster's configuration
+(sent by blockmover-deploy), ONE cached listing of the block-storage
+backend's volumes, and hands every node's agent its slice of the desired
+state over a REST API (see the blockmover.control module).
+"""
+
+_EPILOG = """\
+examples:
+  blockmover-control --state-dir /var/lib/blockmover/control
+  blockmover-control --listen tcp:4523:interface=10.77.0.1 --log -
+  blockmover-control --listen ssl:4523:privateKey=key.pem:certKey=cert.pem
+
+SIGTERM or SIGINT stops the service cleanly; the configuration survives in
+the state directory and the service picks it up when started again.
+"""
+
+
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % (text,))
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="blockmover-control", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--listen", default=DEFAULT_LISTEN, metavar="ENDPOINT",
+        help="where to listen, as a Twisted server endpoint string, so TLS "
+             "is a matter of configuration (default: %(default)s)")
+    p.add_argument(
+        "--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+        help="directory keeping the configuration between runs (default: "
+             "%(default)s)")
+    p.add_argument(
+        "--log", default=None, metavar="PATH|-",
+        help="append eliot JSON logs to PATH, or write them to stdout with "
+             "- (default: stdout)")
+    p.add_argument(
+        "--refresh-interval", default=DEFAULT_REFRESH_INTERVAL,
+        type=_positive, metavar="S",
+        help="seconds between listings of the backend's volumes when "
+             "nothing asks for one sooner (default: %(default)s)")
+    return p
+
+
+@inlineCallbacks
+def _run(reactor, options):
+    start_logging(options.log)
+    service = ControlService(FileStore(options.state_dir), reactor,
+                             refresh_interval=options.refresh_interval)
+    try:
+        service.start()
+    except StoreError as e:
+        service.stop()
+        sys.stderr.write("blockmover-control: %s\n" % (e,))
+        raise SystemExit(1)
+    try:
+        port = yield serverFromString(reactor, options.listen).listen(
+            make_site(service, reactor))
+    except Exception as e:
+        service.stop()
+        sys.stderr.write("blockmover-control: cannot listen on %s: %s; "
+                         "choose another --listen\n" % (options.listen, e))
+        raise SystemExit(1)
+    address = port.getHost()
+    log_message(message_type="blockmover:control:listening",
+                host=address.host, port=address.port)
+    sys.stderr.write("blockmover-control listening on %s:%d\n"
+                     % (address.host, address.port))
+    sys.stderr.flush()
+
+    def shutdown():
+        d = port.stopListening()
+        service.stop()
+        return d
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    # Runs until SIGTERM or SIGINT stops the reactor.
+    yield Deferred()
+
+
+def main(argv=None):
+    options = parser().parse_args(argv)
+    react(_run, (options,))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""
+The control service's state and behaviour, apart from HTTP: the stored
+configuration, the backend, the cached listing, each node's slice and the
+nodes' last reports.
+"""
+
+from eliot import log_message, write_traceback
+from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.python.threadpool import ThreadPool
+
+from blockmover import identity
+from blockmover.config import ConfigError, load_deployment
+from blockmover.control.backend import ControlBackend, backend_key
+from blockmover.control.errors import BackendError, StoreError
+from blockmover.control.listing import VolumeListing
+from blockmover.control.scrub import scrub_yaml
+from blockmover.control.slices import Slices
+from blockmover.control.store import StoredConfiguration
+from blockmover.model import to_data
+
+DEFAULT_REFRESH_INTERVAL = 30.0
+
+
+class ConfigurationRejected(Exception):
+    """
+    A new configuration was refused; ``errors`` says every reason.
+    """
+    def __init__(self, errors):
+        self.errors = list(errors)
+        Exception.__init__(self, "; ".join(self.errors))
+
+
+class NoConfiguration(Exception):
+    """
+    No configuration was deployed yet.
+    """
+    def __init__(self):
+        Exception.__init__(self, "no configuration was deployed yet; run "
+                                 "blockmover-deploy cluster.yml app.yml")
+
+
+class UnknownNode(Exception):
+    """
+    The configuration names no such node.
+    """
+    def __init__(self, node):
+        self.node = node
+        Exception.__init__(self, "the configuration names no node %r; add it "
+                                 "under nodes: in cluster.yml" % (node,))
+
+
+class BadReport(ValueError):
+    """
+    A node's report contradicts itself or the URL it came to.
+    """
+
+
+def _placement():
+    # Imported late: placement is pure and large, and the service only
+    # needs it once a configuration arrives.
+    from blockmover import placement
+    return placement
+
+
+class ControlService(object):
+    """
+    Everything the REST API serves.
+
+    :ivar listing: the ``VolumeListing``.
+    :ivar slices: the ``Slices``.
+    :ivar deployment: the current ``Deployment``, or None.
+    """
+
+    def __init__(self, store, reactor,
+                 refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None):
+        self.store = store
+        self._reactor = reactor
+        self._make_backend = make_backend
+        self._threadpool = ThreadPool(minthreads=0, maxthreads=4,
+                                      name="blockmover-control-backend")
+        self.listing = VolumeListing(reactor, refresh_interval, self._listed)
+        self.slices = Slices()
+        self.stored = None
+        self.deployment = None
+        self._backend = None
+        self._reports = {}
+        self._configuring = DeferredLock()
+
+    # --- life ------------------------------------------------------------
+
+    def start(self):
+        """
+        Load the stored configuration and start listing its backend.
+
+        :raise StoreError: the stored configuration cannot be used.
+        """
+        self._threadpool.start()
+        stored = self.store.load()
+        if stored is not None:
+            try:
+                deployment = load_deployment(
+                    stored.cluster_yml, stored.app_yml, stored.cluster_path,
+                    stored.app_path)
+            except ConfigError as e:
+                raise StoreError(
+                    "the configuration stored in %s no longer loads (%s); "
+                    "remove that file and deploy a corrected configuration"
+                    % (self.store.path, e))
+            self.stored = stored
+            self.deployment = deployment
+            self.slices = Slices(stored.counter)
+            self._backend = self._new_backend(deployment)
+            self.listing.set_lister(self._backend.list_volumes)
+        self.listing.start()
+
+    def stop(self):
+        """
+        Stop listing, end every long poll, stop the backend's threads.
+        """
+        self.listing.stop()
+        self.slices.cancel_all()
+        self._threadpool.stop()
+
+    def _new_backend(self, deployment):
+        kwargs = {}
+        if self._make_backend is not None:
+            kwargs["make"] = self._make_backend
+        return ControlBackend(deployment, self._reactor, self._threadpool,
+                              **kwargs)
+
+    # --- configuration ---------------------------------------------------
+
+    def configure(self, cluster_yml, app_yml, cluster_path="cluster.yml",
+                  app_path="app.yml", dry_run=False):
+        """
+        Validate and, unless ``dry_run``, store and apply a configuration.
+        One at a time.
+
+        :return: a Deferred firing with ``{"generation": N, "plan": {NODE:
+            [LINE, ...]}}``, or failing with ``ConfigurationRejected``.
+        """
+        return self._configuring.run(self._configure, cluster_yml, app_yml,
+                                     cluster_path, app_path, dry_run)
+
+    @inlineCallbacks
+    def _configure(self, cluster_yml, app_yml, cluster_path, app_path,
+                   dry_run):
+        try:
+            deployment = load_deployment(cluster_yml, app_yml, cluster_path,
+                                         app_path)
+        except ConfigError as e:
+            raise ConfigurationRejected([str(e)])
+        try:
+            backend, volumes, listed_at = yield self._listing_for(deployment)
+        except BackendError as e:
+            raise ConfigurationRejected([str(e)])
+        try:
+            backend_limits = yield backend.limits()
+        except BackendError as e:
+            raise ConfigurationRejected([str(e)])
+        placement = _placement()
+        errors = placement.check_deployment(deployment, volumes,
+                                            backend.allocation_unit,
+                                            backend_limits)
+        if errors:
+            raise ConfigurationRejected(errors)
+        plan = placement.describe_changes(self.deployment, deployment,
+                                          volumes, backend.allocation_unit)
+        plan = {node: list(lines) for node, lines in plan.items()}
+        if dry_run:
+            current = self.stored.generation if self.stored else 0
+            return {"generation": current, "plan": plan}
+        generation = self.slices.counter + 1
+        stored = StoredConfiguration(
+            generation=generation, counter=generation,
+            cluster_yml=cluster_yml, app_yml=app_yml,
+            cluster_path=cluster_path, app_path=app_path)
+        # Durable before anything changes: a crash now restarts with it.
+        self.store.save(stored)
+        self.stored = stored
+        self.deployment = deployment
+        if backend is not self._backend:
+            self._backend = backend
+            self.listing.set_lister(backend.list_volumes, volumes, listed_at)
+        self._recompute(generation)
+        log_message(message_type="blockmover:control:configured",
+                    generation=generation, cluster=deployment.cluster_name)
+        self.listing.refresh()
+        return {"generation": generation, "plan": plan}
+
+    @inlineCallbacks
+    def _listing_for(self, deployment):
+        """
+        The backend ``deployment`` uses and a listing of its volumes to check
+        the deployment against: the cached one when the backend stays, a
+        first one of the new backend when it changes.
+        """
+        backend = self._backend
+        if backend is not None and backend.key == backend_key(deployment):
+            if self.listing.volumes is None:
+                yield self.listing.refresh()
+            if self.listing.volumes is None:
+                raise BackendError(
+                    "the %s backend cannot be listed (%s); check that it is "
+                    "reachable and deploy again"
+                    % (deployment.backend.name, self.listing.last_error))
+            yield backend.ready()
+            return backend, self.listing.volumes, self.listing.listed_at
+        backend = self._new_backend(deployment)
+        listed_at = self._reactor.seconds()
+        try:
+            volumes = yield backend.list_volumes()
+        except BackendError:
+            raise
+        except Exception as e:
+            raise BackendError(
+                "the %s backend cannot be listed (%s); check that it is "
+                "reachable and deploy again" % (deployment.backend.name, e))
+        return backend, sorted(volumes, key=lambda v: v.volume_id), listed_at
+
+    def configuration(self):
+        """
+        The stored configuration, with every secret-looking value redacted.
+
+        :raise NoConfiguration: none was deployed yet.
+        """
+        if self.stored is None:
+            raise NoConfiguration()
+        return {"generation": self.stored.generation,
+                "cluster_yml": scrub_yaml(self.stored.cluster_yml),
+                "app_yml": scrub_yaml(self.stored.app_yml),
+                "cluster_path": self.stored.cluster_path,
+                "app_path": self.stored.app_path}
+
+    # --- slices ------------------------------------------------------------
+
+    def _listed(self, changed):
+        if changed:
+            self._recompute()
+        else:
+            self.slices.touch(self.listing.listed_at)
+
+    def _recompute(self, generation=None):
+        """
+        Compute every node's slice from the deployment and the listing, and
+        give changed slices a new generation (``generation`` for a new
+        configuration).
+        """
+        backend = self._backend
+        if (self.deployment is None or self.listing.volumes is None
+                or backend is None or backend.allocation_unit is None):
+            return
+        computed = _placement().desired_slices(
+            self.deployment, self.listing.volumes, backend.allocation_unit,
+            listed_at=self.listing.listed_at)
+        before = self.slices.counter
+        changed = self.slices.update(computed, generation)
+        if changed:
+            log_message(message_type="blockmover:control:slices",
+                        generation=self.slices.counter,
+                        nodes=sorted(changed))
+        if generation is None and self.slices.counter != before:
+            self.stored = self.stored.set(counter=self.slices.counter)
+            try:
+                self.store.save(self.stored)
+            except Exception:
+                # The counter is saved again with the next change; a restart
+                # before then renumbers every slice above it anyway.
+                write_traceback()
+
+    def check_node(self, node):
+        """
+        :raise NoConfiguration: none was deployed yet.
+        :raise UnknownNode: the configuration names no ``node``.
+        """
+        if self.deployment is None:
+            raise NoConfiguration()
+        if node not in self.deployment.nodes:
+            raise UnknownNode(node)
+
+    def wait_desired(self, node, after):
+        """
+        :return: a cancellable Deferred firing with ``node``'s
+            ``NodeDesired`` once its generation exceeds ``after`` (None:
+            at once), or with None if the node leaves the configuration.
+        :raise UnknownNode, NoConfiguration: see ``check_node``.
+        """
+        self.check_node(node)
+        return self.slices.wait(node, after)
+
+    # --- reports -----------------------------------------------------------
+
+    def report(self, node, report):
+        """
+        Keep ``node``'s ``NodeReport``; refresh the listing if it asks to.
+        """
+        self.check_node(node)
+        if report.state.node != node:
+            raise BadReport("a report of node %r was sent for node %r; send "
+                            "it to /v1/nodes/%s/state"
+                            % (report.state.node, node, report.state.node))
+        self._reports[node] = (report, self._reactor.seconds())
+        if report.changed_backend:
+            self.listing.refresh()
+
+    def state(self):
+        """
+        The cluster as the API's ``GET /v1/state`` shows it.
+        """
+        deployment = self.deployment
+        names = set(self._reports)
+        if deployment is not None:
+            names |= set(deployment.nodes)
+        nodes = {}
+        for name in sorted(names):
+            report, reported_at = self._reports.get(name, (None, None))
+            nodes[name] = {
+                "reported_at": reported_at,
+                "state": to_data(report.state) if report is not None else None,
+                "progress": to_data(report.progress) if report is not None else None,
+                "generation": self.slices.generation(name),
+            }
+        applications = {}
+        if deployment is not None:
+            for app in sorted(deployment.applications):
+                dataset = identity.dataset_id(deployment.cluster_name, app)
+                applications[app] = {
+                    "wanted_on": deployment.placement.get(app),
+                    "running_on": sorted(
+                        n for n, (r, _) in self._reports.items()
+                        if app in r.state.running),
+                    "mounted_on": sorted(
+                        n for n, (r, _) in self._reports.items()
+                        if dataset in r.state.mounts),
+                }
+        return {"generation": self.stored.generation if self.stored else 0,
+                "listed_at": self.listing.listed_at,
+                "nodes": nodes, "applications": applications}
+
+    def volumes(self):
+        """
+        The cached listing as ``GET /v1/volumes`` shows it.
+        """
+        return {"listed_at": self.listing.listed_at,
+                "volumes": [to_data(v) for v in self.listing.volumes or ()],
+                "refreshes": self.listing.refreshes,
+                "error": self.listing.last_error}
