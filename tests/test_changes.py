@@ -257,3 +257,30 @@ def test_changes_are_eliot_actions(make_context):
         "started", "succeeded"] * 2
     assert mine[0]["node"] == "node1"
     assert mine[1]["volume_id"] == volume_id
+
+
+def test_make_filesystem_after_a_crash_before_marking(make_context, top):
+    """
+    A crash between mkfs and marking the volume formatted: running the
+    change again keeps the filesystem and its data, and only marks it.
+    """
+    context = make_context("node1")
+    dataset, volume_id = new_volume(context, "db")
+    AttachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+    device = context.backend.get_device_path(volume_id)
+    filesystem.make_filesystem(device, "ext4", dataset)
+    mounts.mount(device, top + "/data", dataset)
+    with open(top + "/data/kept", "w") as f:
+        f.write("data")
+    mounts.unmount(top + "/data", dataset)
+    assert context.backend.get_volume(volume_id).metadata[
+        identity.FORMAT_KEY] == identity.NEW
+    MakeFilesystem(dataset_id=dataset, volume_id=volume_id,
+                   filesystem="ext4").run(context)
+    assert context.backend.get_volume(volume_id).metadata[
+        identity.FORMAT_KEY] == identity.FORMATTED
+    MountFilesystem(dataset_id=dataset, volume_id=volume_id,
+                    mountpoint=top + "/data").run(context)
+    with open(top + "/data/kept") as f:
+        assert f.read() == "data"
+    give_up(context, dataset, volume_id, top + "/data")
