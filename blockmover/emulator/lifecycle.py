@@ -17,7 +17,7 @@ scheduled it, so a step is harmless if repeated or outdated, and
 import datetime
 import os
 
-from eliot import Message
+from eliot import log_message
 from twisted.internet.threads import deferToThread
 
 from blockmover.emulator import loops
@@ -69,7 +69,7 @@ class Lifecycle(object):
         volume["status"] = status
         volume.update(changes)
         volume["updated_at"] = now_text(self.reactor)
-        Message.log(message_type="blockmover:emulator:volume-status",
+        log_message(message_type="blockmover:emulator:volume-status",
                     volume=volume["id"], status=status)
         return self.store.save()
 
@@ -82,7 +82,7 @@ class Lifecycle(object):
         self.reactor.callLater(delay, fire)
 
     def _failed(self, failure, volume, what):
-        Message.log(message_type="blockmover:emulator:step-failed",
+        log_message(message_type="blockmover:emulator:step-failed",
                     volume=volume["id"], step=what,
                     error=failure.getErrorMessage())
 
@@ -129,7 +129,7 @@ class Lifecycle(object):
         if failure is not None:
             self._failed(failure, volume, "attach")
         else:
-            Message.log(message_type="blockmover:emulator:injected-fault",
+            log_message(message_type="blockmover:emulator:injected-fault",
                         volume=volume["id"], fault="attach_error")
         # Nova drops the attachment and Cinder rolls the volume back.
         d = self._thread(loops.detach, self.store.volume_path(volume["id"]))
@@ -186,7 +186,7 @@ class Lifecycle(object):
 
         def removed(_):
             self.store.volumes.pop(volume["id"], None)
-            Message.log(message_type="blockmover:emulator:volume-status",
+            log_message(message_type="blockmover:emulator:volume-status",
                         volume=volume["id"], status="deleted")
             return self.store.save()
 

@@ -8,8 +8,8 @@ Request logs carry method, endpoint and status, never tokens or bodies.
 import json
 import uuid
 
-from eliot import Message
-from twisted.internet.defer import maybeDeferred
+from eliot import log_message
+from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -86,7 +86,7 @@ class Emulator(object):
             route, params = self.router.find(method, path)
         except ApiError as e:
             self.counters.count("%s %s" % (method, path))
-            return maybeDeferred(lambda: _failure(e, None))
+            return succeed(_failure(e, None))
         if route.service != "admin":
             self.counters.count(route.key)
         call = self._call(request, method, path, params)
@@ -101,7 +101,7 @@ class Emulator(object):
         return d
 
     def _crashed(self, failure, route):
-        Message.log(message_type="blockmover:emulator:handler-error",
+        log_message(message_type="blockmover:emulator:handler-error",
                     error=failure.getErrorMessage(),
                     traceback=failure.getTraceback())
         return _failure(ApiError(500, STATUS_MESSAGES[500]), route)
@@ -207,7 +207,7 @@ class EmulatorResource(Resource):
                               "req-" + str(uuid.uuid4()))
             for name, value in headers.items():
                 request.setHeader(name, value)
-            Message.log(message_type="blockmover:emulator:request",
+            log_message(message_type="blockmover:emulator:request",
                         method=request.method.decode("ascii"),
                         path=request.path.decode("utf-8"), code=code)
             if body is None:
@@ -218,7 +218,7 @@ class EmulatorResource(Resource):
                 request.write(data)
             request.finish()
         d.addCallback(write)
-        d.addErrback(lambda f: Message.log(
+        d.addErrback(lambda f: log_message(
             message_type="blockmover:emulator:write-error",
             error=f.getErrorMessage()))
         return NOT_DONE_YET

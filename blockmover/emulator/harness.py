@@ -1,0 +1,214 @@
+"""
+A running emulator for tests and demos: ``RunningEmulator`` starts
+``blockmover-cloud serve`` as a child process on a free loopback port with
+its own temporary state directory, hands out clients (openstacksdk, raw
+HTTP, admin) and, on ``cleanup()``, stops the process it started and
+removes its loop devices and files.
+
+    with RunningEmulator({"latency": {"attach": 0.2}}) as cloud:
+        conn = cloud.connect()
+        status, headers, body = cloud.request("GET", "/v3/volumes/detail")
+"""
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+from blockmover.emulator.config import EmulatorConfig
+from blockmover.emulator.main import clouds_yaml, main as cloud_main
+from blockmover.emulator.store import URL_FILE
+from blockmover.poll import Backoff, poll
+
+CLOUD = "blockmover-cloud"
+
+
+class EmulatorDied(Exception):
+    """
+    The emulator process exited; its output is in the message.
+    """
+
+
+class RunningEmulator(object):
+    """
+    An emulator child process configured by ``config`` (a dict, as the
+    YAML file would hold). Attributes once started: ``url``, ``state_dir``,
+    ``clouds_yaml`` (path of a clouds.yaml naming cloud ``CLOUD``),
+    ``project_id``, ``servers`` ({name: id}).
+    """
+
+    def __init__(self, config=None, base_dir=None):
+        self.config_data = dict(config or {})
+        self.config = EmulatorConfig(self.config_data)
+        self.dir = tempfile.mkdtemp(prefix="blockmover-cloud-", dir=base_dir)
+        self.state_dir = os.path.join(self.dir, "state")
+        self.config_path = os.path.join(self.dir, "emulator.yml")
+        self.log_path = os.path.join(self.dir, "emulator.log")
+        self.clouds_yaml = os.path.join(self.dir, "clouds.yaml")
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(self.config_data, f)
+        self.process = None
+        self.url = None
+        self._token = None
+        user = next(iter(self.config.users.values()))
+        self.project_id = self.config.projects[user["project"]]
+        self.servers = {name: sid for sid, name in self.config.servers.items()}
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def start(self, timeout=30):
+        """
+        Start the process and wait until it listens.
+
+        :raise EmulatorDied: it exited before listening.
+        """
+        url_file = os.path.join(self.state_dir, URL_FILE)
+        if os.path.exists(url_file):
+            os.remove(url_file)
+        self._output = open(os.path.join(self.dir, "output"), "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "blockmover.emulator.main", "serve",
+             "--listen", "tcp:0:interface=127.0.0.1",
+             "--state-dir", self.state_dir, "--config", self.config_path,
+             "--log", self.log_path],
+            stdout=self._output, stderr=subprocess.STDOUT)
+
+        def listening():
+            if self.process.poll() is not None:
+                raise EmulatorDied("blockmover-cloud exited %s: %s" % (
+                    self.process.returncode, self.output()))
+            try:
+                with open(url_file) as f:
+                    return f.read().strip() or None
+            except FileNotFoundError:
+                return None
+        self.url = poll(listening, timeout, "the emulator to listen",
+                        Backoff(initial=0.05, maximum=0.5))
+        with open(self.clouds_yaml, "w") as f:
+            f.write(clouds_yaml(self.config, self.url, CLOUD))
+        os.chmod(self.clouds_yaml, 0o600)
+        self._token = None
+        return self
+
+    def output(self):
+        with open(os.path.join(self.dir, "output"), "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        """
+        Stop the process this object started (SIGTERM, then SIGKILL).
+        """
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self._output.close()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def cleanup(self):
+        """
+        Stop the process, detach the loop devices of its volumes and remove
+        every file it made.
+        """
+        self.stop()
+        cloud_main(["cleanup", "--state-dir", self.state_dir])
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def connect(self):
+        """
+        An openstacksdk connection to the emulator, from its clouds.yaml.
+        """
+        import openstack
+        from openstack.config import loader
+        cloud = loader.OpenStackConfig(
+            config_files=[self.clouds_yaml]).get_one(cloud=CLOUD)
+        return openstack.connection.Connection(config=cloud)
+
+    def request(self, method, path, body=None, headers=None, token=True):
+        """
+        One raw HTTP request; returns (status, headers as a dict with
+        lower-case names, parsed JSON body or None). With ``token``, the
+        first user's token goes in X-Auth-Token.
+        """
+        host, port = self.url[len("http://"):].rsplit(":", 1)
+        headers = dict(headers or {})
+        if token:
+            headers.setdefault("X-Auth-Token", self.token())
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+            reply_headers = {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            connection.close()
+        return (response.status, reply_headers,
+                json.loads(raw) if raw else None)
+
+    def token(self):
+        """
+        A project-scoped token for the config's first user.
+        """
+        if self._token is None:
+            name, user = next(iter(self.config.users.items()))
+            status, headers, body = self.request(
+                "POST", "/identity/v3/auth/tokens", token=False, body={
+                    "auth": {"identity": {"methods": ["password"],
+                                          "password": {"user": {
+                                              "name": name,
+                                              "password": user["password"],
+                                              "domain": {"name": "Default"}}}},
+                             "scope": {"project": {
+                                 "name": user["project"],
+                                 "domain": {"name": "Default"}}}}})
+            if status != 201:
+                raise EmulatorDied("authentication failed: %s %s"
+                                   % (status, body))
+            self._token = headers["x-subject-token"]
+        return self._token
+
+    def admin(self, method, path, body=None):
+        """
+        A call to the admin API; returns (status, parsed body).
+        """
+        status, _, reply = self.request(method, "/admin" + path, body=body,
+                                        token=False)
+        return status, reply
+
+    def volume_status(self, volume_id):
+        status, _, body = self.request(
+            "GET", "/v3/%s/volumes/%s" % (self.project_id, volume_id))
+        return body["volume"]["status"] if status == 200 else None
+
+    def wait_for_status(self, volume_id, wanted, timeout=20):
+        """
+        Poll until the volume's status is ``wanted`` (None: it is gone).
+        """
+        def check():
+            status = self.volume_status(volume_id)
+            return True if status == wanted else None
+        return poll(check, timeout, "volume %s to be %s" % (volume_id,
+                                                            wanted),
+                    Backoff(initial=0.05, maximum=0.5))
