@@ -235,7 +235,9 @@ class ProcessRuntime(object):
             cwd = (application.volume.mountpoint
                    if application.volume is not None else self.state_dir)
             token = uuid.uuid4().hex
-            env = dict(os.environ)
+            # The agent's cloud credentials are not the application's.
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith("OS_")}
             env.update(application.environment)
             env[TOKEN_VARIABLE] = token
             record = {"token": token, "command": list(application.command)}

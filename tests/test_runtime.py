@@ -64,17 +64,19 @@ def test_start_stop_running(state_dir):
     runtime.stop("app")
 
 
-def test_environment_working_directory_and_log(state_dir):
+def test_environment_working_directory_and_log(state_dir, monkeypatch):
     directory, started = state_dir
+    monkeypatch.setenv("OS_PASSWORD", "agent-secret")
     runtime = ProcessRuntime(directory)
-    app = Application(name="env", command=["sh", "-c", "echo $GREETING; pwd"],
-                      environment={"GREETING": "hello"})
+    app = Application(name="env", command=[
+        "sh", "-c", "echo $GREETING; pwd; echo ${OS_PASSWORD:-none}"],
+        environment={"GREETING": "hello"})
     started.append(runtime.start(app).pid)
     log = os.path.join(directory, "logs", "env.log")
     poll(lambda: True if runtime.running() == {} else None, 10,
          "the application to finish")
     with open(log) as f:
-        assert f.read().split() == ["hello", directory]
+        assert f.read().split() == ["hello", directory, "none"]
 
 
 def test_image_only_application_refused(state_dir):
