@@ -1,0 +1,155 @@
+"""
+Injected faults and request counters, through the admin API of a running
+emulator.
+"""
+
+import os
+import time
+
+import pytest
+
+from blockmover.emulator.harness import RunningEmulator
+from blockmover.emulator.loops import devices_of
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="loop devices need root")
+
+FAST = {"create": 0.05, "attach": 0.2, "detach": 0.2, "extend": 0.05,
+        "delete": 0.05}
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    emulator = RunningEmulator({"latency": FAST})
+    emulator.start()
+    yield emulator
+    emulator.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def no_faults(cloud):
+    yield
+    assert cloud.admin("DELETE", "/faults")[0] == 200
+
+
+@pytest.fixture
+def volume_id(cloud):
+    status, _, body = cloud.request("POST", "/v3/volumes",
+                                    {"volume": {"size": 1}})
+    assert status == 202
+    volume_id = body["volume"]["id"]
+    cloud.wait_for_status(volume_id, "available")
+    yield volume_id
+    cloud.admin("DELETE", "/faults")
+    if cloud.volume_status(volume_id) != "available":
+        cloud.request("DELETE", "/compute/v2.1/servers/%s/"
+                      "os-volume_attachments/%s"
+                      % (cloud.servers["node1"], volume_id))
+        cloud.wait_for_status(volume_id, "available")
+    cloud.request("DELETE", "/v3/volumes/%s" % (volume_id,))
+    cloud.wait_for_status(volume_id, None)
+
+
+def attach(cloud, volume_id):
+    return cloud.request(
+        "POST", "/compute/v2.1/servers/%s/os-volume_attachments"
+        % (cloud.servers["node1"],),
+        {"volumeAttachment": {"volumeId": volume_id}})
+
+
+def test_error_fraction_one_fails_every_matching_request(cloud):
+    status, _ = cloud.admin("PUT", "/faults", {"errors": [
+        {"match": "GET /v3/{project}/volumes/detail", "status": 503,
+         "fraction": 1.0}]})
+    assert status == 200
+    for _ in range(3):
+        status, _, body = cloud.request(
+            "GET", "/v3/%s/volumes/detail" % (cloud.project_id,))
+        assert status == 503
+        assert body["serviceUnavailable"]["code"] == 503
+    # Other endpoints are untouched.
+    assert cloud.request("GET", "/v3/%s/limits" % (cloud.project_id,))[0] \
+        == 200
+
+
+def test_error_fraction_zero_never_fails(cloud):
+    cloud.admin("PUT", "/faults", {"errors": [
+        {"match": "*", "status": 500, "fraction": 0.0}]})
+    assert cloud.request("GET", "/v3/volumes/detail")[0] == 200
+
+
+def test_over_limit_for_the_next_n_requests(cloud):
+    cloud.admin("PUT", "/faults", {"over_limit": [
+        {"match": "GET /v3/*", "count": 2, "retry_after": 3}]})
+    for _ in range(2):
+        status, headers, body = cloud.request("GET", "/v3/volumes/detail")
+        assert status == 413
+        assert headers["retry-after"] == "3"
+        assert body["overLimit"]["retryAfter"] == "3"
+    assert cloud.request("GET", "/v3/volumes/detail")[0] == 200
+
+
+def test_added_latency(cloud):
+    cloud.admin("PUT", "/faults", {"latency": [
+        {"match": "GET /v3/{project}/limits", "seconds": 0.5}]})
+    started = time.monotonic()
+    assert cloud.request("GET", "/v3/%s/limits" % (cloud.project_id,))[0] \
+        == 200
+    assert time.monotonic() - started >= 0.5
+
+
+def test_counters_count_per_endpoint_template(cloud):
+    assert cloud.admin("POST", "/counters/reset")[0] == 200
+    for _ in range(3):
+        cloud.request("GET", "/v3/%s/volumes/detail" % (cloud.project_id,))
+    cloud.request("GET", "/v3/volumes/detail")
+    status, body = cloud.admin("GET", "/counters")
+    assert status == 200
+    assert body["counters"] == {"GET /v3/{project}/volumes/detail": 3,
+                                "GET /v3/volumes/detail": 1}
+
+
+def test_bad_fault_data_is_400_and_changes_nothing(cloud):
+    cloud.admin("PUT", "/faults", {"latency": [{"seconds": 0.01}]})
+    status, body = cloud.admin("PUT", "/faults", {"nonsense": []})
+    assert status == 400
+    assert cloud.admin("GET", "/faults")[1]["faults"]["latency"]
+
+
+def test_stuck_detaching(cloud, volume_id):
+    assert attach(cloud, volume_id)[0] == 200
+    cloud.wait_for_status(volume_id, "in-use")
+    cloud.admin("PUT", "/faults", {"stuck": [
+        {"operation": "detach", "seconds": 1.5, "count": 1}]})
+    started = time.monotonic()
+    status, _, _ = cloud.request(
+        "DELETE", "/compute/v2.1/servers/%s/os-volume_attachments/%s"
+        % (cloud.servers["node1"], volume_id))
+    assert status == 202
+    time.sleep(1.0)
+    assert cloud.volume_status(volume_id) == "detaching"
+    cloud.wait_for_status(volume_id, "available")
+    assert time.monotonic() - started >= 1.5
+
+
+def test_attach_error_returns_volume_to_available(cloud, volume_id):
+    cloud.admin("PUT", "/faults", {"attach_errors": [{"count": 1}]})
+    assert attach(cloud, volume_id)[0] == 200
+    seen = set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = cloud.volume_status(volume_id)
+        seen.add(status)
+        if status == "available" and "attaching" in seen:
+            break
+        time.sleep(0.02)
+    assert "attaching" in seen and status == "available"
+    path = os.path.join(cloud.state_dir, "volumes", volume_id)
+    assert devices_of(path) == []
+    status, _, body = cloud.request(
+        "GET", "/compute/v2.1/servers/%s/os-volume_attachments"
+        % (cloud.servers["node1"],))
+    assert body["volumeAttachments"] == []
+    # The fault was used up: the next attach works.
+    assert attach(cloud, volume_id)[0] == 200
+    cloud.wait_for_status(volume_id, "in-use")

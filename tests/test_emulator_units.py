@@ -1,0 +1,113 @@
+"""
+The emulator's pure parts: fault selection, microversion parsing, route
+matching, configuration, clouds.yaml.
+"""
+
+import random
+
+import pytest
+import yaml
+
+from blockmover.emulator import microversion
+from blockmover.emulator.config import ConfigError, EmulatorConfig
+from blockmover.emulator.errors import ApiError
+from blockmover.emulator.faults import FaultError, Faults
+from blockmover.emulator.main import clouds_yaml, main
+from blockmover.emulator.routing import Router
+
+KEYS = ["GET /v3/{project}/volumes/detail", "GET /v3/abc/volumes/detail"]
+
+
+def test_counted_error_fault_is_used_up():
+    faults = Faults({"errors": [{"match": "GET /v3/*", "status": 500,
+                                 "count": 2}]})
+    assert [faults.error(KEYS) for _ in range(3)] == [500, 500, None]
+
+
+def test_fraction_fault_fires_about_that_often():
+    faults = Faults({"errors": [{"match": "*", "fraction": 0.3}]},
+                    rng=random.Random(7))
+    fired = sum(faults.error(KEYS) is not None for _ in range(2000))
+    assert 450 < fired < 750
+
+
+def test_fault_pattern_must_match():
+    faults = Faults({"over_limit": [{"match": "POST *", "retry_after": 2}]})
+    assert faults.over_limit(KEYS) is None
+    assert faults.over_limit(["POST /v3/volumes"]) == 2
+
+
+def test_stuck_fault_by_operation_and_volume():
+    faults = Faults({"stuck": [{"operation": "detach", "seconds": 5,
+                                "volume": "v1"}]})
+    assert faults.stuck("attach", "v1") == 0.0
+    assert faults.stuck("detach", "v2") == 0.0
+    assert faults.stuck("detach", "v1") == 5.0
+
+
+def test_bad_fault_data_is_refused_and_keeps_the_old():
+    faults = Faults({"latency": [{"seconds": 1}]})
+    with pytest.raises(FaultError):
+        faults.replace({"stuck": [{"operation": "explode"}]})
+    assert faults.latency(KEYS) == 1.0
+
+
+def test_microversion_parsing():
+    assert microversion.requested({}, "volume") == (3, 0)
+    assert microversion.requested(
+        {"openstack-api-version": "volume 3.42"}, "volume") == (3, 42)
+    assert microversion.requested(
+        {"openstack-api-version": "volume latest"}, "volume") == (3, 71)
+    assert microversion.requested(
+        {"x-openstack-nova-api-version": "2.89"}, "compute") == (2, 89)
+    with pytest.raises(ApiError) as error:
+        microversion.requested({"openstack-api-version": "volume 4.0"},
+                               "volume")
+    assert error.value.code == 406
+    with pytest.raises(ApiError) as error:
+        microversion.requested({"openstack-api-version": "volume x"},
+                               "volume")
+    assert error.value.code == 400
+
+
+def test_router_prefers_earlier_literal_routes():
+    router = Router()
+    router.add("GET", "/v3/volumes/detail", "detail", "volume")
+    router.add("GET", "/v3/{project}/volumes", "list", "volume")
+    route, params = router.find("GET", "/v3/volumes/detail")
+    assert route.handler == "detail" and params == {}
+    route, params = router.find("GET", "/v3/p1/volumes")
+    assert route.handler == "list" and params == {"project": "p1"}
+    with pytest.raises(ApiError) as error:
+        router.find("DELETE", "/v3/p1/volumes")
+    assert error.value.code == 405
+    with pytest.raises(ApiError) as error:
+        router.find("GET", "/elsewhere")
+    assert error.value.code == 404
+
+
+def test_config_ids_are_stable_and_passwords_hidden():
+    one = EmulatorConfig({"servers": ["a", "b"]})
+    two = EmulatorConfig({"servers": {"a": {}, "b": {}}})
+    assert one.servers == two.servers
+    assert "demo-password" not in repr(one)
+
+
+def test_config_refuses_a_user_without_password():
+    with pytest.raises(ConfigError) as error:
+        EmulatorConfig({"users": {"x": {"project": "demo"}}}, "e.yml")
+    assert "e.yml" in str(error.value) and "password" in str(error.value)
+
+
+def test_clouds_yaml_points_at_keystone():
+    config = EmulatorConfig({})
+    data = yaml.safe_load(clouds_yaml(config, "http://127.0.0.1:9/", "c"))
+    auth = data["clouds"]["c"]["auth"]
+    assert auth["auth_url"] == "http://127.0.0.1:9/identity"
+    assert (auth["username"], auth["project_name"]) == ("demo", "demo")
+
+
+def test_unreadable_config_is_a_clear_error(tmp_path, capsys):
+    assert main(["clouds-yaml", "--config", str(tmp_path / "missing.yml"),
+                 "--url", "http://x:1"]) == 2
+    assert "cannot read emulator config" in capsys.readouterr().err
