@@ -5,6 +5,7 @@ must change nothing.
 """
 
 import os
+import time
 import uuid
 
 import pytest
@@ -15,7 +16,7 @@ from blockmover.backends import loopdevice
 from blockmover.backends.interface import AlreadyAttached
 from blockmover.command import run
 from blockmover.model import Application, VolumeSpec
-from blockmover.poll import poll
+from blockmover.poll import Timeout, poll
 from blockmover.units import MiB
 
 from agents import filesystem, mounts
@@ -284,3 +285,35 @@ def test_make_filesystem_after_a_crash_before_marking(make_context, top):
     with open(top + "/data/kept") as f:
         assert f.read() == "data"
     give_up(context, dataset, volume_id, top + "/data")
+
+
+class _DeviceNeverAppears(object):
+    """
+    A backend that attaches but whose device never shows: only for the
+    deadline of one change.
+    """
+    def __init__(self):
+        self.attached = []
+        self.looked = 0
+
+    def attach_volume(self, volume_id, attach_to):
+        self.attached.append((volume_id, attach_to))
+
+    def get_device_path(self, volume_id):
+        self.looked += 1
+        return None
+
+
+def test_attach_gives_up_at_the_deadline(top):
+    backend = _DeviceNeverAppears()
+    context = NodeContext(node="node1", backend_id="node1",
+                          cluster_name="test", backend=backend,
+                          runtime=ProcessRuntime(top), device_deadline=0.5)
+    began = time.monotonic()
+    with pytest.raises(Timeout) as caught:
+        AttachVolume(dataset_id="d", volume_id="v").run(context)
+    assert 0.5 <= time.monotonic() - began < 2
+    assert "volume v" in str(caught.value)
+    assert backend.attached == [("v", "node1")]
+    # Backoff, not a busy loop: a handful of looks in half a second.
+    assert 2 <= backend.looked <= 6
