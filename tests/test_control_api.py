@@ -402,3 +402,29 @@ def test_requests_continue_the_callers_task(control, root):
                    Backoff(initial=0.02, maximum=0.2))
     assert message["action_type"] == "blockmover:control:request"
     assert message["code"] == 200
+
+
+def test_sigterm_stops_cleanly_with_long_polls_waiting(tmp_path, root):
+    control = Control(str(tmp_path / "state"), str(tmp_path / "control.log"))
+    control.start()
+    try:
+        cluster, generation = configured(control, root)
+        outcomes = []
+
+        def wait():
+            try:
+                outcomes.append(control.request(
+                    "GET", "/v1/nodes/node1/desired?after=%d&timeout=60"
+                    % (generation,)))
+            except (OSError, http.client.HTTPException) as e:
+                outcomes.append(e)
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert control.stop() == 0
+        waiter.join(10)
+        assert time.monotonic() - started < 10
+        assert len(outcomes) == 1 and not isinstance(outcomes[0], tuple)
+    finally:
+        control.stop(signal.SIGKILL)

@@ -119,3 +119,15 @@ def test_a_replaced_lister_discards_the_old_answer():
     lister.answer([volume(1)])
     assert [v.volume_id for v in listing.volumes] == ["v7"]
     assert calls == []
+
+
+def test_a_seeded_listing_counts_and_the_timer_follows_it():
+    clock = Clock()
+    listing = VolumeListing(clock, 30.0, lambda changed: None)
+    listing.start()
+    assert listing.refreshes == 0 and not clock.getDelayedCalls()
+    lister = Lister()
+    listing.set_lister(lister, [volume(1)], listed_at=3.0)
+    assert listing.refreshes == 1 and listing.listed_at == 3.0
+    clock.advance(30)
+    assert listing.refreshes == 2 and len(lister.pending) == 1

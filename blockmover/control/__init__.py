@@ -51,8 +51,8 @@ continues that task so a deploy reads as one tree across processes.
 ``GET /v1/volumes``
     200 ``{"listed_at": T, "volumes": [Volume, ...], "refreshes": N,
     "error": MESSAGE | null}``: the cached listing, how many listings of
-    the backend the service started, and why the last one failed (null
-    when it succeeded).
+    the backend the cache took (agents' requests never cause one), and why
+    the last one failed (null when it succeeded).
 
 Errors are JSON ``{"errors": [MESSAGE, ...]}``: 400 for a malformed
 request, 404 for an unknown path or node, 405 for a method a path does not

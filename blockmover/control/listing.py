@@ -16,7 +16,8 @@ class VolumeListing(object):
         last good listing, or None before the first one.
     :ivar listed_at: when that listing started (seconds since the epoch), or
         0.0 before the first one.
-    :ivar refreshes: how many listings of the backend were started.
+    :ivar refreshes: how many listings of the backend were started (or
+        seeded by ``set_lister``).
     :ivar failures: how many of them failed.
     :ivar last_error: the last failure's message, or None after a success.
     """
@@ -58,6 +59,11 @@ class VolumeListing(object):
         self.volumes = _sorted(volumes) if volumes is not None else None
         self.listed_at = listed_at if volumes is not None else 0.0
         self.last_error = None
+        if volumes is not None:
+            # A listing of the backend all the same, made by the caller.
+            self.refreshes += 1
+        if not self._running:
+            self._schedule()
 
     def refresh(self):
         """
@@ -139,7 +145,14 @@ class VolumeListing(object):
             self._again = False
             self._current, self._next = self._next, []
             self._start()
-        elif not self._stopped and self._lister is not None:
+        else:
+            self._schedule()
+
+    def _schedule(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if not self._stopped and self._lister is not None:
             self._timer = self._clock.callLater(self._interval, self.refresh)
 
 

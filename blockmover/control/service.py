@@ -180,12 +180,15 @@ class ControlService(object):
         self.stored = stored
         self.deployment = deployment
         if backend is not self._backend:
+            # The new backend was just listed: that listing seeds the cache.
             self._backend = backend
             self.listing.set_lister(backend.list_volumes, volumes, listed_at)
-        self._recompute(generation)
+            self._recompute(generation)
+        else:
+            self._recompute(generation)
+            self.listing.refresh()
         log_message(message_type="blockmover:control:configured",
                     generation=generation, cluster=deployment.cluster_name)
-        self.listing.refresh()
         return {"generation": generation, "plan": plan}
 
     @inlineCallbacks
