@@ -6,7 +6,7 @@ failure turned into an error a person can read.
 
 import subprocess
 
-from eliot import Message
+from eliot import log_message
 
 
 class CommandFailed(Exception):
@@ -44,8 +44,8 @@ def run(argv, input=None, check=True, timeout=300, env=None):
     except subprocess.TimeoutExpired as e:
         raise CommandFailed(argv, None, e.stdout or "",
                             "timed out after %s seconds" % (timeout,))
-    Message.log(message_type="blockmover:command", argv=list(argv),
-                exit=result.returncode)
+    log_message(message_type="blockmover:command", argv=list(argv),
+                 exit=result.returncode)
     if not check:
         return result
     if result.returncode != 0:
