@@ -1,0 +1,296 @@
+"""
+Where everything should be, computed purely from a ``Deployment`` and the
+backend's volume listing: each node's desired slice, the checks that refuse
+a deployment before anything changes, and the plan a person reads.
+
+No I/O here: the control service, the deploy CLI and the tests call these
+with values.
+"""
+
+from pyrsistent import pmap
+
+from blockmover.identity import APPLICATION_KEY, dataset_id
+from blockmover.model import DesiredDataset, Limits, NodeDesired
+from blockmover.units import format_size, round_up
+
+
+def _datasets(deployment, allocation_unit):
+    """
+    ``{dataset id: (application, DesiredDataset)}`` for every configured
+    application with a volume, placed or not.
+    """
+    result = {}
+    for app in deployment.applications.values():
+        if app.volume is None:
+            continue
+        dataset = dataset_id(deployment.cluster_name, app.name)
+        result[dataset] = DesiredDataset(
+            dataset_id=dataset, application=app.name,
+            size=round_up(app.volume.size, allocation_unit),
+            filesystem=app.volume.filesystem,
+            mountpoint=app.volume.mountpoint)
+    return result
+
+
+def _by_dataset(volumes, backend_id=None):
+    """
+    The listing keyed by dataset id. Where two volumes claim one dataset
+    (a create interrupted and retried), the one attached to ``backend_id``
+    wins, then an unattached one, then the lowest volume id, so that every
+    caller sees the same choice.
+    """
+    def preference(volume):
+        return (volume.attached_to != backend_id or backend_id is None,
+                volume.attached_to is not None, volume.volume_id)
+    chosen = {}
+    for volume in sorted(volumes, key=preference):
+        chosen.setdefault(volume.dataset_id, volume)
+    return chosen
+
+
+def desired_slices(deployment, volumes, allocation_unit, listed_at=0.0):
+    """
+    ``pmap`` of node name -> ``NodeDesired`` (generation 0) for every node
+    of ``deployment``.
+
+    ``volumes`` is the cached listing of this cluster's volumes;
+    ``allocation_unit`` (bytes) is what desired sizes round up to. A slice
+    carries the datasets and applications placed on its node, and the
+    listed volumes wanted there or attached there, keyed by dataset id.
+    """
+    volumes = list(volumes)
+    datasets = _datasets(deployment, allocation_unit)
+    slices = {}
+    for node in deployment.nodes.values():
+        backend_id = node.backend_id
+        apps = deployment.applications_on(node.name)
+        wanted = {d.dataset_id: d for d in datasets.values()
+                  if d.application in apps}
+        listed = _by_dataset(volumes, backend_id)
+        relevant = {dataset: volume for dataset, volume in listed.items()
+                    if dataset in wanted or volume.attached_to == backend_id}
+        slices[node.name] = NodeDesired(
+            node=node.name, backend_id=backend_id,
+            cluster_name=deployment.cluster_name, generation=0,
+            datasets=wanted,
+            applications={a: deployment.applications[a] for a in apps},
+            volumes=relevant, listed_at=float(listed_at))
+    return pmap(slices)
+
+
+def combined_limits(cluster_limits, backend_limits=None):
+    """
+    The stricter of the cluster's configured limits and the backend's own.
+    """
+    if backend_limits is None:
+        return cluster_limits
+
+    def stricter(name, pick):
+        values = [v for v in (getattr(cluster_limits, name),
+                              getattr(backend_limits, name)) if v is not None]
+        return pick(values) if values else None
+    return Limits(min_size=stricter("min_size", max),
+                  **{name: stricter(name, min) for name in (
+                      "max_size", "volumes_per_node", "region_volumes",
+                      "region_size")})
+
+
+def check_deployment(deployment, volumes, allocation_unit,
+                     backend_limits=None):
+    """
+    What is wrong with ``deployment`` against the backend's limits and the
+    volumes that already exist, as messages naming the application, the
+    limit and the numbers; an empty list when it can go ahead.
+
+    ``backend_limits`` (a ``Limits`` the backend reports) tightens the
+    cluster's own; region limits count every configured dataset plus this
+    cluster's volumes whose application is no longer configured.
+    """
+    limits = combined_limits(deployment.backend.limits, backend_limits)
+    datasets = _datasets(deployment, allocation_unit)
+    listed = _by_dataset(volumes)
+    errors = []
+    for dataset in sorted(datasets.values(), key=lambda d: d.application):
+        errors.extend(_size_errors(dataset, listed.get(dataset.dataset_id),
+                                   limits))
+    errors.extend(_node_errors(deployment, datasets, limits))
+    errors.extend(_region_errors(datasets, volumes, limits))
+    return errors
+
+
+def _size_errors(dataset, volume, limits):
+    app, size = dataset.application, dataset.size
+    if limits.min_size is not None and size < limits.min_size:
+        yield ("%s: volume size %s is below the minimum size (min_size) of "
+               "%s; make maximum_size at least %s"
+               % (app, format_size(size), format_size(limits.min_size),
+                  format_size(limits.min_size)))
+    if limits.max_size is not None and size > limits.max_size:
+        yield ("%s: volume size %s is above the maximum size (max_size) of "
+               "%s; make maximum_size at most %s"
+               % (app, format_size(size), format_size(limits.max_size),
+                  format_size(limits.max_size)))
+    if volume is not None and volume.size > size:
+        yield ("%s: volume is %s and cannot shrink to %s; volumes only grow"
+               % (app, format_size(volume.size), format_size(size)))
+
+
+def _node_errors(deployment, datasets, limits):
+    if limits.volumes_per_node is None:
+        return
+    for node in sorted(deployment.nodes):
+        apps = sorted(d.application for d in datasets.values()
+                      if deployment.placement.get(d.application) == node)
+        if len(apps) > limits.volumes_per_node:
+            yield ("%s: %d volumes on %s but volumes_per_node is %d; move "
+                   "some of them to another node"
+                   % (", ".join(apps), len(apps), node,
+                      limits.volumes_per_node))
+
+
+def _region_errors(datasets, volumes, limits):
+    """
+    Region limits refuse only what this deployment adds: new volumes and
+    growth. A region already over its limit can still be shrunk in use.
+    """
+    listed = _by_dataset(volumes)
+    leftovers = [v for v in volumes if v.dataset_id not in datasets]
+    count = len(datasets) + len(leftovers)
+    existing = {d: listed[d].size if d in listed else 0 for d in datasets}
+    total = sum(max(d.size, existing[d.dataset_id])
+                for d in datasets.values()) + sum(v.size for v in leftovers)
+    created = sorted(d.application for d in datasets.values()
+                     if d.dataset_id not in listed)
+    grown = sorted(d.application for d in datasets.values()
+                   if d.size > existing[d.dataset_id])
+    kept = ("" if not leftovers else " and %d kept from applications no "
+            "longer configured" % (len(leftovers),))
+    if (limits.region_volumes is not None and created
+            and count > limits.region_volumes):
+        yield ("%s: %d volumes (%d configured%s) but region_volumes is %d; "
+               "configure fewer volumes or destroy old ones"
+               % (", ".join(created), count, len(datasets), kept,
+                  limits.region_volumes))
+    if limits.region_size is not None and grown and \
+            total > limits.region_size:
+        yield ("%s: volumes total %s but region_size is %s; make them "
+               "smaller or destroy old ones"
+               % (", ".join(grown), format_size(total),
+                  format_size(limits.region_size)))
+
+
+# --- what a new deployment changes, for people ---------------------------
+
+# Lines on a node read in the order its agent acts: give up, then change in
+# place, then take on.
+_AWAY, _IN_PLACE, _HERE = range(3)
+
+
+def describe_changes(old, new, volumes, allocation_unit=1):
+    """
+    ``{node: [line, ...]}``: what deploying ``new`` over ``old`` (a
+    ``Deployment``, or None for the first deploy) changes on each node,
+    given the volume listing. Every node of either deployment has a list,
+    empty where nothing changes. This is the plan ``blockmover-deploy``
+    and ``--dry-run`` print.
+    """
+    nodes = dict(new.nodes)
+    if old is not None:
+        nodes = dict(old.nodes, **nodes)
+    by_backend_id = {n.backend_id: name for name, n in nodes.items()}
+    listed = _by_dataset(volumes)
+    lines = {name: [] for name in nodes}
+
+    def say(node, phase, app, text):
+        if node in lines:
+            lines[node].append((phase, app, "%s: %s" % (app, text)))
+
+    names = set(new.applications) | (set(old.applications) if old else set())
+    for app in sorted(names):
+        before = old.applications.get(app) if old else None
+        after = new.applications.get(app)
+        volume = listed.get(dataset_id(new.cluster_name, app))
+        holder = (by_backend_id.get(volume.attached_to)
+                  if volume is not None and volume.attached_to else None)
+        was = old.placement.get(app) if old else holder
+        now = new.placement.get(app)
+        spec = after.volume if after is not None else None
+        if was is not None and was != now:
+            say(was, _AWAY, app, _leaving(before or after, now, after))
+        if holder is not None and holder not in (was, now):
+            say(holder, _AWAY, app, "unmount and detach its volume (for %s)"
+                % (now or "no node",))
+        if now is None:
+            continue
+        if was == now:
+            for text in _in_place(before, after, volume, allocation_unit):
+                say(now, _IN_PLACE, app, text)
+        else:
+            say(now, _HERE, app, _arriving(spec, volume, holder, now,
+                                           allocation_unit))
+    # Volumes of applications no longer configured are given up too.
+    described = {dataset_id(new.cluster_name, app) for app in names}
+    for volume in volumes:
+        node = by_backend_id.get(volume.attached_to)
+        if node is not None and volume.dataset_id not in described:
+            name = volume.metadata.get(APPLICATION_KEY, volume.volume_id)
+            say(node, _AWAY, name, "unmount and detach its volume (no longer"
+                " configured; the volume is kept)")
+    return {node: [text for _, _, text in sorted(found)]
+            for node, found in lines.items()}
+
+
+def _leaving(app, now, after):
+    volume = app.volume is not None
+    if after is None:
+        return "stop (no longer configured)" + (
+            ", then unmount and detach its volume; the volume is kept"
+            if volume else "")
+    if now is None:
+        return "stop (no longer deployed)" + (
+            ", then unmount and detach its volume; the volume is kept"
+            if volume else "")
+    return "move to %s (%s)" % (now, "stop, unmount, detach" if volume
+                                else "stop")
+
+
+def _arriving(spec, volume, holder, node, allocation_unit):
+    if spec is None:
+        return "start here"
+    size = round_up(spec.size, allocation_unit)
+    if volume is None:
+        source = "new volume"
+    elif holder is not None and holder != node:
+        source = "volume from %s" % (holder,)
+    else:
+        source = "existing volume"
+    if volume is not None and volume.size < size:
+        source += ", grown from %s" % (format_size(volume.size),)
+    return "start here (volume %s %s at %s, %s)" % (
+        format_size(size), spec.filesystem, spec.mountpoint, source)
+
+
+def _in_place(before, after, volume, allocation_unit):
+    spec = after.volume
+    if spec is not None:
+        size = round_up(spec.size, allocation_unit)
+        if volume is not None:
+            current = volume.size
+        elif before is not None and before.volume is not None:
+            current = round_up(before.volume.size, allocation_unit)
+        else:
+            current = None
+        if current is None:
+            yield "create and mount a volume (%s %s at %s)" % (
+                format_size(size), spec.filesystem, spec.mountpoint)
+        elif size > current:
+            yield "grow volume %s -> %s" % (format_size(current),
+                                            format_size(size))
+    if before is not None and _without_size(before) != _without_size(after):
+        yield "restart with the new configuration"
+
+
+def _without_size(app):
+    if app.volume is None:
+        return app
+    return app.set(volume=app.volume.set(size=1))
