@@ -290,3 +290,27 @@ def test_volume_quota_is_413(cloud, volume):
         assert body["limits"]["absolute"]["totalVolumesUsed"] == 1
     finally:
         cloud.request("PUT", path, {"quota_set": {"volumes": 10}})
+
+
+def test_extend_in_use_grows_the_loop_device(cloud, volume):
+    volume_id = volume(size=1)
+    assert attach(cloud, cloud.servers["node1"], volume_id)[0] == 200
+    cloud.wait_for_status(volume_id, "in-use")
+    status, body = cloud.admin("GET", "/volumes")
+    assert status == 200
+    [mine] = [v for v in body["volumes"] if v["id"] == volume_id]
+    assert mine["server_id"] == cloud.servers["node1"]
+    loop = os.path.basename(mine["loop"])
+    # In-use extend needs microversion 3.42.
+    status, _, body = cloud.request(
+        "POST", "/v3/volumes/%s/action" % (volume_id,),
+        {"os-extend": {"new_size": 2}})
+    assert status == 400
+    status, _, _ = cloud.request(
+        "POST", "/v3/volumes/%s/action" % (volume_id,),
+        {"os-extend": {"new_size": 2}},
+        headers={"OpenStack-API-Version": "volume 3.42"})
+    assert status == 202
+    cloud.wait_for_status(volume_id, "in-use")
+    with open("/sys/block/%s/size" % (loop,)) as f:
+        assert int(f.read()) * 512 == 2 * 1024 ** 3

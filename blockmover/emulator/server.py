@@ -63,8 +63,9 @@ class Emulator(object):
         self.lifecycle.resume()
 
     def stop(self):
-        self.store.save_now()
+        # Let queued writes land first so none overwrites the final state.
         self.store.stop()
+        self.store.save_now()
 
     def site(self):
         return Site(EmulatorResource(self))
