@@ -428,3 +428,23 @@ def test_sigterm_stops_cleanly_with_long_polls_waiting(tmp_path, root):
         assert len(outcomes) == 1 and not isinstance(outcomes[0], tuple)
     finally:
         control.stop(signal.SIGKILL)
+
+
+def test_a_new_cluster_name_lists_that_clusters_volumes(control, root):
+    cluster, generation = configured(control, root)
+    other = LoopbackBlockDeviceAPI(root, "other")
+    dataset = identity.dataset_id("other", "mongodb")
+    volume = other.create_volume(dataset, GiB,
+                                 identity.volume_metadata("other", "mongodb"))
+    status, listing = control.request("GET", "/v1/volumes")
+    assert listing["volumes"] == []
+    status, answer = control.configure(cluster.replace("name: demo",
+                                                       "name: other"))
+    assert status == 200, answer
+    status, listing = control.request("GET", "/v1/volumes")
+    assert [v["volume_id"] for v in listing["volumes"]] == [volume.volume_id]
+    status, desired = control.request("GET", "/v1/nodes/node1/desired")
+    assert desired["cluster_name"] == "other"
+    assert desired["volumes"][dataset]["volume_id"] == volume.volume_id
+    status, answer = control.request("GET", "/v1/nodes/node1")
+    assert status == 404 and answer["errors"]
