@@ -74,7 +74,7 @@ def desired_slices(deployment, volumes, allocation_unit, listed_at=0.0):
             cluster_name=deployment.cluster_name, generation=0,
             datasets=wanted,
             applications={a: deployment.applications[a] for a in apps},
-            volumes=relevant, listed_at=float(listed_at))
+            volumes=relevant, listed_at=float(listed_at or 0.0))
     return pmap(slices)
 
 
@@ -218,8 +218,8 @@ def describe_changes(old, new, volumes, allocation_unit=1):
         if was is not None and was != now:
             say(was, _AWAY, app, _leaving(before or after, now, after))
         if holder is not None and holder not in (was, now):
-            say(holder, _AWAY, app, "unmount and detach its volume (for %s)"
-                % (now or "no node",))
+            say(holder, _AWAY, app, "unmount and detach its volume (%s)"
+                % ("for " + now if now else "no longer deployed",))
         if now is None:
             continue
         if was == now:

@@ -35,7 +35,8 @@ def applications(draw, name=names):
                               max_size=4)),
         ports=ports,
         environment=draw(st.dictionaries(st.from_regex(r"\A[A-Z]{1,4}\Z"),
-                                         st.text(_PRINTABLE, max_size=5), max_size=2)),
+                                         st.text(_PRINTABLE, max_size=5),
+                                         max_size=2)),
         volume=draw(st.one_of(st.none(), volume_specs())))
 
 

@@ -222,7 +222,8 @@ def test_round_trip(deployment):
      "cluster.yml", 4, "cluster.control", "not an http or https URL"),
     # two applications mounting one path on one node
     (edit(CLUSTER, "node1: [mongodb]", "node1: [mongodb, other]"),
-     APP + "  other:\n    command: [x]\n    volume: {mountpoint: /data/db/x}\n",
+     APP + "  other:\n    command: [x]\n"
+     "    volume: {mountpoint: /data/db/x}\n",
      "app.yml", 13, "applications.other.volume.mountpoint",
      "mountpoints /data/db and /data/db/x overlap"),
     # a bad command string

@@ -111,7 +111,7 @@ def test_slice_properties(deployment, data, unit):
             assert dataset in s.datasets or v.attached_to == s.backend_id
 
 
-# --- check_deployment ----------------------------------------------------------
+# --- check_deployment --------------------------------------------------
 
 def with_limits(**limits):
     return DEMO.set(backend=DEMO.backend.set(limits=Limits(**limits)))
@@ -246,7 +246,7 @@ def test_check_catches_every_limit(deployment, data):
     assert (errors == []) == (expected == set())
 
 
-# --- describe_changes ----------------------------------------------------------
+# --- describe_changes --------------------------------------------------
 
 def test_first_deploy():
     assert describe_changes(None, DEMO, []) == {
@@ -274,6 +274,23 @@ def test_move_grow_stop():
                                                  "maximum_size: 2G"))
     assert describe_changes(DEMO, grown, listing)["node1"] == [
         "mongodb: grow volume 1G -> 2G"]
+
+
+def test_first_deploy_over_existing_volumes():
+    """
+    Without a previous deployment, the listing says where volumes are.
+    """
+    listing = [volume("mongodb", attached_to="i-2"),
+               volume("idle", attached_to="i-2")]
+    assert describe_changes(None, DEMO, listing) == {
+        "node1": ["mongodb: start here (volume 1G ext4 at /data/db, volume "
+                  "from node2)", "web: start here"],
+        "node2": ["idle: stop (no longer deployed), then unmount and "
+                  "detach its volume; the volume is kept",
+                  "mongodb: move to node1 (stop, unmount, detach)",
+                  "redis: start here (volume 300M xfs at /data/r, new "
+                  "volume)"],
+    }
 
 
 def test_nothing_changes():
