@@ -4,8 +4,9 @@ configuration, the backend, the cached listing, each node's slice and the
 nodes' last reports.
 """
 
-from eliot import log_message, write_traceback
+from eliot import log_message, write_failure
 from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from blockmover import identity
@@ -78,6 +79,10 @@ class ControlService(object):
         self._make_backend = make_backend
         self._threadpool = ThreadPool(minthreads=0, maxthreads=4,
                                       name="blockmover-control-backend")
+        # One thread writes the store, so saves land in the order made and
+        # the reactor never waits for an fsync.
+        self._writer = ThreadPool(minthreads=0, maxthreads=1,
+                                  name="blockmover-control-store")
         self.listing = VolumeListing(reactor, refresh_interval, self._listed)
         self.slices = Slices()
         self.stored = None
@@ -95,6 +100,7 @@ class ControlService(object):
         :raise StoreError: the stored configuration cannot be used.
         """
         self._threadpool.start()
+        self._writer.start()
         stored = self.store.load()
         if stored is not None:
             try:
@@ -120,6 +126,14 @@ class ControlService(object):
         self.listing.stop()
         self.slices.cancel_all()
         self._threadpool.stop()
+        self._writer.stop()
+
+    def _save(self, stored):
+        """
+        Write ``stored`` to the store off the reactor; a Deferred.
+        """
+        return deferToThreadPool(self._reactor, self._writer,
+                                 self.store.save, stored)
 
     def _new_backend(self, deployment):
         kwargs = {}
@@ -176,7 +190,7 @@ class ControlService(object):
             cluster_yml=cluster_yml, app_yml=app_yml,
             cluster_path=cluster_path, app_path=app_path)
         # Durable before anything changes: a crash now restarts with it.
-        self.store.save(stored)
+        yield self._save(stored)
         self.stored = stored
         self.deployment = deployment
         if backend is not self._backend:
@@ -264,12 +278,10 @@ class ControlService(object):
                         nodes=sorted(changed))
         if generation is None and self.slices.counter != before:
             self.stored = self.stored.set(counter=self.slices.counter)
-            try:
-                self.store.save(self.stored)
-            except Exception:
-                # The counter is saved again with the next change; a restart
-                # before then renumbers every slice above it anyway.
-                write_traceback()
+            # A failed save is only logged: the counter is saved again with
+            # the next change, and a restart before then renumbers every
+            # slice above it anyway.
+            self._save(self.stored).addErrback(write_failure)
 
     def check_node(self, node):
         """
