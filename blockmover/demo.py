@@ -1,0 +1,102 @@
+"""
+``blockmover demo``: a 2-node local cluster, MongoDB (``secantusd-py``) on
+node1 with N documents, moved to node2 with its volume, every document
+checked on node2, the time of each step of the move printed.
+"""
+
+import os
+import time
+
+from blockmover.cluster import ClusterError
+from blockmover.cluster.deploying import (
+    deploy, finished_changes, write_configuration,
+)
+from blockmover.cluster.down import down
+from blockmover.cluster.layout import make_layout
+from blockmover.cluster.mongo import (
+    application, checksum, missing_or_wrong, read_documents,
+    refuses_connections, wait_for_server, write_documents,
+)
+from blockmover.cluster.up import up
+
+DATA_ROOT = "/var/lib/blockmover/demo-data"
+APP = "mongodb"
+
+
+def step(text):
+    print("==> " + text, flush=True)
+
+
+def print_move_times(layout, total):
+    changes = finished_changes(layout)
+    for node, change, seconds in changes:
+        print("    %-6s %-50s %7.2fs" % (node, change, seconds))
+    print("    %-57s %7.2fs" % ("total (deploy to converged)", total))
+
+
+def run_demo(layout, documents):
+    """
+    Deploy, fill, move and verify on the cluster ``layout``, which is up.
+
+    :raise ClusterError: a step failed or the data did not survive.
+    """
+    node1, node2 = layout.nodes[0], layout.nodes[1]
+    apps = {APP: application(os.path.join(DATA_ROOT, APP))}
+
+    step("deploying %s on %s" % (APP, node1.name))
+    write_configuration(layout, apps, {APP: node1.name})
+    deploy(layout)
+    wait_for_server(node1.address)
+
+    step("writing %d documents to %s:27017" % (documents, node1.address))
+    write_documents(node1.address, documents)
+    before = checksum(read_documents(node1.address))
+    print("    checksum %s" % (before,))
+
+    step("moving %s from %s to %s" % (APP, node1.name, node2.name))
+    write_configuration(layout, apps, {APP: node2.name})
+    total = deploy(layout)
+    print_move_times(layout, total)
+
+    step("checking every document on %s:27017" % (node2.address,))
+    wait_for_server(node2.address)
+    found = read_documents(node2.address)
+    bad = missing_or_wrong(found, documents)
+    after = checksum(found)
+    if bad or after != before:
+        raise ClusterError(
+            "the data did not survive the move: %d documents missing or "
+            "wrong (first ids %s), checksum %s instead of %s"
+            % (len(bad), bad[:10], after, before))
+    if not refuses_connections(node1.address):
+        raise ClusterError("%s still accepts connections on %s:27017 after "
+                           "the move" % (node1.name, node1.address))
+    print("    %d documents intact, checksum %s matches; %s refuses "
+          "connections" % (len(found), after, node1.name))
+
+
+def demo(documents=10000, keep=False):
+    """
+    Run the demo; 0 when the data was verified on the new node.
+    """
+    layout = make_layout()
+    started = time.monotonic()
+    step("bringing up cluster %s with 2 nodes" % (layout.name,))
+    up(layout)
+    try:
+        run_demo(layout, documents)
+    except ClusterError as e:
+        print("blockmover demo FAILED: %s" % (e,), flush=True)
+        if not keep:
+            print("(run `blockmover demo --keep` to leave the cluster up "
+                  "and read its logs in %s)" % (layout.logs_dir,))
+        return 1
+    finally:
+        if keep:
+            step("cluster left running: `blockmover status`, then "
+                 "`blockmover cluster down`")
+        else:
+            step("taking the cluster down")
+            down(layout.state_file)
+    step("demo passed in %.1fs" % (time.monotonic() - started,))
+    return 0
