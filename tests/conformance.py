@@ -58,12 +58,18 @@ class Backends(object):
         self._cluster_of[id(api)] = cluster
         return api
 
+    def cluster_of(self, api):
+        """
+        The unique cluster name ``api`` was made for.
+        """
+        return self._cluster_of[id(api)]
+
     def create(self, api, application, size=None):
         """
         Create the volume of ``application`` the way the control service
         does: dataset id and metadata from ``blockmover.identity``.
         """
-        cluster = self._cluster_of[id(api)]
+        cluster = self.cluster_of(api)
         return api.create_volume(
             dataset_id(cluster, application),
             size or api.allocation_unit(),
@@ -164,9 +170,9 @@ class BlockDeviceAPIConformance(object):
         assert isinstance(volume, Volume)
         assert volume.size == api.allocation_unit()
         assert volume.attached_to is None
-        assert volume.metadata[CLUSTER_KEY] == make_api._cluster_of[id(api)]
-        assert volume.dataset_id == dataset_id(
-            make_api._cluster_of[id(api)], "mongodb")
+        assert volume.metadata[CLUSTER_KEY] == make_api.cluster_of(api)
+        assert volume.dataset_id == dataset_id(make_api.cluster_of(api),
+                                               "mongodb")
         assert api.get_volume(volume.volume_id) == volume
         assert api.list_volumes() == [volume]
 
@@ -252,6 +258,8 @@ class BlockDeviceAPIConformance(object):
         assert attached.attached_to == api.compute_instance_id()
         assert api.get_volume(volume.volume_id).attached_to == (
             api.compute_instance_id())
+        assert [v.attached_to for v in api.list_volumes()] == [
+            api.compute_instance_id()]
         path = wait_for_device(api, volume.volume_id)
         assert block_device_size(path) == volume.size
 
