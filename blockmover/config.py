@@ -49,7 +49,8 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
     applications = _read_applications(app_src)
     nodes = _read_nodes(cluster_src)
     placement = _read_placement(cluster_src, nodes, applications, app_path)
-    _check_mountpoints(cluster_src, app_src, placement, applications)
+    _check_mountpoints(app_src, placement, applications)
+    _check_ports(app_src, placement, applications)
     return Deployment(cluster_name=cluster["name"],
                       control_url=cluster["control"],
                       backend=cluster["backend"], nodes=nodes,
@@ -293,7 +294,24 @@ def _read_volume(src, key, value):
         filesystem=filesystem)
 
 
-def _check_mountpoints(cluster_src, app_src, placement, applications):
+def _check_ports(src, placement, applications):
+    """
+    Applications on one node cannot share an external port.
+    """
+    taken = {}
+    for app in sorted(placement):
+        node = placement[app]
+        for i, port in enumerate(applications[app].ports):
+            owner = taken.setdefault((node, port.external), app)
+            if owner != app:
+                raise src.error(
+                    join(join(join("applications", app), "ports"), i),
+                    "%s and %s both run on %s and both use external port %d;"
+                    " give one another port" % (owner, app, node,
+                                                port.external))
+
+
+def _check_mountpoints(app_src, placement, applications):
     """
     Applications on one node cannot mount their volumes on the same path,
     nor one inside another.

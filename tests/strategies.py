@@ -44,8 +44,9 @@ def applications(draw, name=names):
 def deployments(draw, min_nodes=1, max_nodes=4, max_applications=6,
                 limits=st.just(Limits())):
     """
-    A valid Deployment: unique names, each volume its own mountpoint (so
-    any placement is allowed), some applications placed on no node.
+    A valid Deployment: unique names, each volume its own mountpoint and
+    each port its own external number (so any placement is allowed), some
+    applications placed on no node.
     """
     node_names = draw(st.lists(names, min_size=min_nodes, max_size=max_nodes,
                                unique=True))
@@ -59,6 +60,9 @@ def deployments(draw, min_nodes=1, max_nodes=4, max_applications=6,
         app = draw(applications(name=st.just(name)))
         if app.volume is not None:
             app = app.set(volume=app.volume.set(mountpoint="/data/" + name))
+        # External ports unique in the cluster, so any placement is allowed.
+        app = app.set(ports=[p.set(external=10000 + 10 * len(apps) + i)
+                             for i, p in enumerate(app.ports)])
         apps[name] = app
     placement = {}
     for name in app_names:

@@ -226,6 +226,12 @@ def test_round_trip(deployment):
      "    volume: {mountpoint: /data/db/x}\n",
      "app.yml", 13, "applications.other.volume.mountpoint",
      "mountpoints /data/db and /data/db/x overlap"),
+    # two applications on one node sharing an external port
+    (edit(CLUSTER, "node1: [mongodb]", "node1: [mongodb, other]"),
+     APP + "  other:\n    command: [x]\n"
+     "    ports: [{internal: 1, external: 27017}]\n",
+     "app.yml", 13, "applications.other.ports[0]",
+     "both use external port 27017"),
     # a bad command string
     (CLUSTER, edit(APP, 'command: [secantusd-py, --port, "27017"]',
                    "command: \"run 'x\""), "app.yml", 4,

@@ -293,6 +293,19 @@ def test_first_deploy_over_existing_volumes():
     }
 
 
+def test_volume_held_by_a_third_node():
+    listing = [volume("mongodb", attached_to="i-2")]
+    new = DEMO.set(placement={"web": "node1"})
+    assert describe_changes(DEMO, new, listing) == {
+        "node1": ["mongodb: stop (no longer deployed), then unmount and "
+                  "detach its volume; the volume is kept"],
+        "node2": ["mongodb: unmount and detach its volume (no longer "
+                  "deployed)",
+                  "redis: stop (no longer deployed), then unmount and "
+                  "detach its volume; the volume is kept"],
+    }
+
+
 def test_nothing_changes():
     listing = [volume("mongodb", attached_to="node1")]
     assert describe_changes(DEMO, DEMO, listing) == {"node1": [],
