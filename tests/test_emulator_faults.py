@@ -9,7 +9,7 @@ import time
 import pytest
 
 from blockmover.emulator.harness import RunningEmulator
-from blockmover.emulator.loops import devices_of
+from blockmover.backends.loopdevice import devices_backing
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")
@@ -144,8 +144,11 @@ def test_attach_error_returns_volume_to_available(cloud, volume_id):
             break
         time.sleep(0.02)
     assert "attaching" in seen and status == "available"
-    path = os.path.join(cloud.state_dir, "volumes", volume_id)
-    assert devices_of(path) == []
+    state_dir = os.path.realpath(cloud.state_dir)
+    link = os.path.join(state_dir, "attachments", cloud.servers["node1"],
+                        volume_id)
+    assert not os.path.exists(link)
+    assert devices_backing(link, include_deleted=True) == []
     status, _, body = cloud.request(
         "GET", "/compute/v2.1/servers/%s/os-volume_attachments"
         % (cloud.servers["node1"],))

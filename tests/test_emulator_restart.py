@@ -9,7 +9,7 @@ import pytest
 
 from blockmover.command import run
 from blockmover.emulator.harness import RunningEmulator
-from blockmover.emulator.loops import devices_of
+from blockmover.backends.loopdevice import devices_backing, devices_under
 from blockmover.poll import poll
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -32,13 +32,14 @@ def test_restart_keeps_volumes_tokens_and_attachments():
         cloud.request("POST", "/compute/v2.1/servers/%s/os-volume_attachments"
                       % (server,), {"volumeAttachment": {"volumeId": volume_id}})
         cloud.wait_for_status(volume_id, "in-use")
-        path = os.path.join(cloud.state_dir, "volumes", volume_id)
-        [device] = devices_of(path)
+        state_dir = os.path.realpath(cloud.state_dir)
+        link = os.path.join(state_dir, "attachments", server, volume_id)
+        [device] = devices_backing(link)
 
         cloud.stop()
         # The loop device is lost, as after a reboot of the host.
         run(["losetup", "-d", device])
-        assert devices_of(path) == []
+        assert devices_backing(link) == []
         cloud.start()
 
         # The token issued before the restart is still good.
@@ -50,13 +51,16 @@ def test_restart_keeps_volumes_tokens_and_attachments():
         assert body["volume"]["attachments"][0]["server_id"] == server
 
         def relinked():
-            return devices_of(path) or None
+            return devices_backing(link) or None
         assert len(poll(relinked, 10, "loop device re-created")) == 1
+        # Re-made on the same hard link of the volume's file.
+        assert os.path.samefile(
+            link, os.path.join(state_dir, "volumes", volume_id))
     finally:
-        state_dir = cloud.state_dir
+        state_dir = os.path.realpath(cloud.state_dir)
         cloud.cleanup()
     assert not os.path.exists(state_dir)
-    assert devices_of(path) == []
+    assert devices_under(state_dir) == []
 
 
 def test_transition_interrupted_by_restart_finishes():

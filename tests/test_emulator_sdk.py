@@ -8,7 +8,7 @@ import os
 import pytest
 
 from blockmover.emulator.harness import RunningEmulator
-from blockmover.emulator.loops import devices_of
+from blockmover.backends.loopdevice import devices_backing, devices_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")
@@ -107,19 +107,51 @@ def test_attach_makes_a_loop_device_and_detach_removes_it(
         conn.block_storage.get_volume(volume.id), "in-use",
         failures=["error", "available"], wait=20, interval=0.05)
     assert [a["server_id"] for a in volume.attachments] == [server]
-    path = os.path.join(cloud.state_dir, "volumes", volume.id)
-    devices = devices_of(path)
+    state_dir = os.path.realpath(cloud.state_dir)
+    path = os.path.join(state_dir, "volumes", volume.id)
+    link = os.path.join(state_dir, "attachments", server, volume.id)
+    # The device is backed by a hard link named after the server, so each
+    # server sees only its own volumes' devices.
+    assert os.path.samefile(path, link)
+    devices = devices_backing(link)
     assert len(devices) == 1
+    assert devices_backing(path) == []
     loop = os.path.basename(devices[0])
     with open("/sys/block/%s/loop/backing_file" % (loop,)) as f:
-        assert f.read().strip().endswith("/" + volume.id)
+        assert f.read().strip() == link
     listed = list(conn.compute.volume_attachments(server))
     assert [a.volume_id for a in listed] == [volume.id]
 
     conn.compute.delete_volume_attachment(server, volume.id)
     volume = available(conn, volume)
     assert volume.attachments == []
-    assert devices_of(path) == []
+    assert not os.path.exists(link)
+    assert os.path.exists(path)
+    assert devices_under(state_dir) == []
+
+
+def test_data_follows_the_volume_between_servers(cloud, conn, volumes):
+    volume = available(conn, volumes(name="move"))
+    state_dir = os.path.realpath(cloud.state_dir)
+    marker = b"moved-" + volume.id.encode("ascii")
+    for server in (cloud.servers["node1"], cloud.servers["node2"]):
+        conn.compute.create_volume_attachment(server, volume.id)
+        conn.block_storage.wait_for_status(
+            conn.block_storage.get_volume(volume.id), "in-use",
+            failures=["error", "available"], wait=20, interval=0.05)
+        [device] = devices_backing(
+            os.path.join(state_dir, "attachments", server, volume.id))
+        fd = os.open(device, os.O_RDWR)
+        try:
+            if server == cloud.servers["node1"]:
+                os.pwrite(fd, marker, 4096)
+                os.fsync(fd)
+            else:
+                assert os.pread(fd, len(marker), 4096) == marker
+        finally:
+            os.close(fd)
+        conn.compute.delete_volume_attachment(server, volume.id)
+        available(conn, volume)
 
 
 def test_quota_refuses_with_413(conn, volumes):

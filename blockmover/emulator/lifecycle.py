@@ -1,7 +1,9 @@
 """
 How a volume moves through Cinder's statuses, each step taking the
 configured time (``reactor.callLater``), with the blocking work (sparse
-files, ``losetup``) in a thread pool:
+files, ``losetup``) in a thread pool. An attached volume's loop device is
+backed by a hard link ``attachments/<server id>/<volume id>`` of its file
+(see ``Store.attachment_path``):
 
     create   creating -> available (error if the file cannot be made)
     attach   reserved -> attaching -> in-use (back to available on failure)
@@ -20,7 +22,7 @@ import os
 from eliot import log_message
 from twisted.internet.threads import deferToThread
 
-from blockmover.emulator import loops
+from blockmover.backends import loopdevice
 
 
 def now_text(clock):
@@ -40,17 +42,52 @@ def _make_file(path, size_gib):
         os.truncate(path, size_gib * 1024 ** 3)
 
 
-def _grow(path, size_gib):
+def _grow(path, size_gib, link):
     _make_file(path, size_gib)
-    loops.refresh_size(path)
+    if link is not None:
+        # The link shares the file's inode, so its device sees the new size
+        # once told to look.
+        loopdevice.refresh_capacity(link)
+
+
+def plug(path, link):
+    """
+    Hard-link the volume file ``path`` at ``link`` and return a loop device
+    backed by the link. Idempotent: an existing link of the same file and
+    its device are kept.
+    """
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    try:
+        os.link(path, link)
+    except FileExistsError:
+        if not os.path.samefile(path, link):
+            # Left from a volume file that was replaced; never serve it.
+            unplug(link)
+            os.link(path, link)
+    return loopdevice.attach(link)
+
+
+def unplug(link):
+    """
+    Remove the loop devices backed by ``link`` and the link itself; the
+    volume's file stays. Idempotent.
+    """
+    loopdevice.detach_all(link)
+    try:
+        os.remove(link)
+    except FileNotFoundError:
+        # Already gone: a repeated or resumed detach.
+        return
 
 
 def _remove(path):
-    loops.detach(path)
+    # Devices on the volume file itself come only from state written by an
+    # older emulator; they must not outlive the file either.
+    loopdevice.detach_all(path)
     try:
         os.remove(path)
     except FileNotFoundError:
-        pass
+        return
 
 
 class Lifecycle(object):
@@ -80,6 +117,14 @@ class Lifecycle(object):
                 return
             step(volume, *args)
         self.reactor.callLater(delay, fire)
+
+    def _link(self, volume):
+        # The attachment's link, while the volume has one.
+        attachment = volume.get("attachment")
+        if not attachment:
+            return None
+        return self.store.attachment_path(attachment["server_id"],
+                                          volume["id"])
 
     def _failed(self, failure, volume, what):
         log_message(message_type="blockmover:emulator:step-failed",
@@ -116,7 +161,8 @@ class Lifecycle(object):
     def _finish_attach(self, volume):
         if self.faults.attach_fails(volume["id"]):
             return self._attach_failed(None, volume)
-        d = self._thread(loops.attach, self.store.volume_path(volume["id"]))
+        d = self._thread(plug, self.store.volume_path(volume["id"]),
+                         self._link(volume))
 
         def attached(device):
             attachment = dict(volume["attachment"], loop=device,
@@ -132,7 +178,7 @@ class Lifecycle(object):
             log_message(message_type="blockmover:emulator:injected-fault",
                         volume=volume["id"], fault="attach_error")
         # Nova drops the attachment and Cinder rolls the volume back.
-        d = self._thread(loops.detach, self.store.volume_path(volume["id"]))
+        d = self._thread(unplug, self._link(volume))
         d.addErrback(self._failed, volume, "attach-rollback")
         d.addCallback(lambda _: self._set(volume, "available",
                                           attachment=None))
@@ -146,7 +192,7 @@ class Lifecycle(object):
                     self._finish_detach)
 
     def _finish_detach(self, volume):
-        d = self._thread(loops.detach, self.store.volume_path(volume["id"]))
+        d = self._thread(unplug, self._link(volume))
         d.addCallback(lambda _: self._set(volume, "available",
                                           attachment=None))
 
@@ -165,7 +211,7 @@ class Lifecycle(object):
     def _finish_extend(self, volume):
         new_size = volume["extend_to"]
         d = self._thread(_grow, self.store.volume_path(volume["id"]),
-                         new_size)
+                         new_size, self._link(volume))
         back = "in-use" if volume.get("attachment") else "available"
         d.addCallback(lambda _: self._set(volume, back, size=new_size,
                                           extend_to=None))
@@ -217,7 +263,8 @@ class Lifecycle(object):
                 self._later(0, volume["id"], ("in-use",), self._relink)
 
     def _relink(self, volume):
-        d = self._thread(loops.attach, self.store.volume_path(volume["id"]))
+        d = self._thread(plug, self.store.volume_path(volume["id"]),
+                         self._link(volume))
 
         def linked(device):
             volume["attachment"]["loop"] = device

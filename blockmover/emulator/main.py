@@ -15,8 +15,8 @@ from blockmover.emulator.keystone import PREFIX
 DESCRIPTION = """\
 An OpenStack emulator (Keystone v3, Cinder v3, Nova volume attachments)
 whose volumes are sparse files under --state-dir and whose attachments are
-loop devices backed by <state-dir>/volumes/<volume id>. Needs root for
-losetup.
+loop devices backed by <state-dir>/attachments/<server id>/<volume id>, a
+hard link of <state-dir>/volumes/<volume id>. Needs root for losetup.
 
 URLs: auth_url is http://HOST:PORT/identity; Cinder is /v3/<project id>,
 Nova /compute/v2.1 (both in the token's catalog). The admin API under
@@ -98,16 +98,16 @@ def _clouds_yaml(args):
 
 
 def _cleanup(args):
-    from blockmover.emulator import loops
-    from blockmover.emulator.store import VOLUMES_DIR, remove_state
+    from blockmover.backends import loopdevice
+    from blockmover.emulator.store import remove_state
 
-    state_dir = os.path.abspath(args.state_dir)
+    state_dir = os.path.realpath(args.state_dir)
     if not os.path.isdir(state_dir):
         return 0
-    volumes = os.path.join(state_dir, VOLUMES_DIR)
-    if os.path.isdir(volumes):
-        for name in os.listdir(volumes):
-            loops.detach(os.path.join(volumes, name))
+    # Every device backed by a file under the state directory: attachment
+    # links, and volume files used directly by older state.
+    for _device, backing in loopdevice.devices_under(state_dir):
+        loopdevice.detach_all(backing)
     remove_state(state_dir)
     return 0
 

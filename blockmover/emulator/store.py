@@ -18,6 +18,7 @@ from twisted.python.threadpool import ThreadPool
 
 STATE_FILE = "state.json"
 VOLUMES_DIR = "volumes"
+ATTACHMENTS_DIR = "attachments"
 URL_FILE = "url"
 
 
@@ -47,8 +48,11 @@ class Store(object):
 
     def __init__(self, reactor, state_dir):
         self.reactor = reactor
-        self.state_dir = os.path.abspath(state_dir)
+        # Resolved: the kernel names a loop device's backing file by its
+        # real path, and devices are found by comparing with it.
+        self.state_dir = os.path.realpath(state_dir)
         self.volumes_dir = os.path.join(self.state_dir, VOLUMES_DIR)
+        self.attachments_dir = os.path.join(self.state_dir, ATTACHMENTS_DIR)
         os.makedirs(self.volumes_dir, exist_ok=True)
         self.path = os.path.join(self.state_dir, STATE_FILE)
         self.state = self._load()
@@ -77,10 +81,18 @@ class Store(object):
 
     def volume_path(self, volume_id):
         """
-        The sparse file holding the volume's bytes; loop devices of an
-        attached volume name it as their backing file.
+        The sparse file holding the volume's bytes.
         """
         return os.path.join(self.volumes_dir, volume_id)
+
+    def attachment_path(self, server_id, volume_id):
+        """
+        The hard link of the volume's file that backs its loop device while
+        it is attached to ``server_id``: the device's backing file names the
+        server and the volume, so a node finds only its own server's
+        devices, and the shared inode keeps data and size in one place.
+        """
+        return os.path.join(self.attachments_dir, server_id, volume_id)
 
     def save(self):
         """
