@@ -7,6 +7,7 @@ loop device, never touching devices of other roots).
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,9 +16,15 @@ import time
 import uuid
 
 import pytest
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import (
+    Bundle, RuleBasedStateMachine, invariant, rule,
+)
 
 from blockmover.backends import loopdevice, make_backend
-from blockmover.backends.interface import AlreadyAttached, UnknownVolume
+from blockmover.backends.interface import (
+    AlreadyAttached, ShrinkRefused, UnknownVolume, VolumeInUse,
+)
 from blockmover.backends.loopback import (
     DEFAULT_ROOT, LoopbackBlockDeviceAPI, NoInstanceId,
 )
@@ -449,3 +456,132 @@ def test_killed_at_any_point_heals(make_loopback):
         for ext in ("img", "json"))
     for each in (volume, other):
         api.destroy_volume(each.volume_id)
+
+
+class LoopbackModel(RuleBasedStateMachine):
+    """
+    Any sequence of calls from two nodes and the control service keeps the
+    backend in step with a plain model of it, and a volume's loop devices
+    in step with its record: one while attached, none otherwise.
+    """
+    NODES = ("n0", "n1")
+
+    def __init__(self):
+        super().__init__()
+        self.root = os.path.realpath(
+            tempfile.mkdtemp(prefix="blockmover-model-"))
+        self.apis = {node: LoopbackBlockDeviceAPI(self.root, "test", node)
+                     for node in self.NODES}
+        self.control = LoopbackBlockDeviceAPI(self.root, "test")
+        self.model = {}
+        self.by_application = {}
+
+    volumes = Bundle("volumes")
+
+    @rule(target=volumes, application=st.sampled_from(["a", "b", "c"]),
+          units=st.integers(1, 3))
+    def create(self, application, units):
+        volume = _create(self.control, application, units * MiB)
+        if application in self.by_application:
+            assert volume.volume_id == self.by_application[application]
+        else:
+            self.by_application[application] = volume.volume_id
+            self.model[volume.volume_id] = dict(
+                size=units * MiB, attached_to=None, metadata=volume.metadata)
+        return volume.volume_id
+
+    def _expect_unknown(self, volume_id, call, *args):
+        if volume_id in self.model:
+            return False
+        with pytest.raises(UnknownVolume):
+            call(volume_id, *args)
+        return True
+
+    @rule(volume_id=volumes, node=st.sampled_from(NODES))
+    def attach(self, volume_id, node):
+        api = self.apis[node]
+        if self._expect_unknown(volume_id, api.attach_volume, node):
+            return
+        holder = self.model[volume_id]["attached_to"]
+        if holder not in (None, node):
+            with pytest.raises(AlreadyAttached):
+                api.attach_volume(volume_id, node)
+            return
+        api.attach_volume(volume_id, node)
+        self.model[volume_id]["attached_to"] = node
+
+    @rule(volume_id=volumes, node=st.sampled_from(NODES))
+    def detach(self, volume_id, node):
+        api = self.apis[node]
+        if self._expect_unknown(volume_id, api.detach_volume):
+            return
+        api.detach_volume(volume_id)
+        self.model[volume_id]["attached_to"] = None
+
+    @rule(volume_id=volumes, units=st.integers(1, 4))
+    def grow(self, volume_id, units):
+        if self._expect_unknown(volume_id, self.control.grow_volume,
+                                units * MiB):
+            return
+        if units * MiB < self.model[volume_id]["size"]:
+            with pytest.raises(ShrinkRefused):
+                self.control.grow_volume(volume_id, units * MiB)
+            return
+        assert self.control.grow_volume(volume_id, units * MiB).size == (
+            units * MiB)
+        self.model[volume_id]["size"] = units * MiB
+
+    @rule(volume_id=volumes, value=st.sampled_from(["x", "y"]))
+    def set_metadata(self, volume_id, value):
+        if self._expect_unknown(volume_id, self.control.set_metadata,
+                                {"k": value}):
+            return
+        self.control.set_metadata(volume_id, {"k": value})
+        self.model[volume_id]["metadata"] = dict(
+            self.model[volume_id]["metadata"], k=value)
+
+    @rule(volume_id=volumes)
+    def destroy(self, volume_id):
+        if self._expect_unknown(volume_id, self.control.destroy_volume):
+            return
+        if self.model[volume_id]["attached_to"] is not None:
+            with pytest.raises(VolumeInUse):
+                self.control.destroy_volume(volume_id)
+            return
+        self.control.destroy_volume(volume_id)
+        del self.model[volume_id]
+        self.by_application = {a: v for a, v in self.by_application.items()
+                               if v != volume_id}
+
+    @invariant()
+    def matches_model(self):
+        listed = {v.volume_id: v for v in self.control.list_volumes()}
+        assert set(listed) == set(self.model)
+        for volume_id, expected in self.model.items():
+            volume = listed[volume_id]
+            assert volume.size == expected["size"]
+            assert volume.attached_to == expected["attached_to"]
+            assert dict(volume.metadata) == dict(expected["metadata"])
+            devices = loopdevice.devices_backing(
+                os.path.join(self.root, "volumes", volume_id + ".img"))
+            for node, api in self.apis.items():
+                path = api.get_device_path(volume_id)
+                if node == expected["attached_to"]:
+                    assert devices == [path]
+                    assert loopdevice.device_size(path) == expected["size"]
+                else:
+                    assert path is None
+            if expected["attached_to"] is None:
+                assert devices == []
+
+    def teardown(self):
+        try:
+            for _device, backing in loopdevice.devices_under(self.root):
+                loopdevice.detach_all(backing)
+        finally:
+            shutil.rmtree(self.root)
+
+
+TestLoopbackModel = LoopbackModel.TestCase
+TestLoopbackModel.settings = settings(
+    max_examples=15, stateful_step_count=15, deadline=None, database=None)
