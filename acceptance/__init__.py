@@ -1,0 +1,3 @@
+"""
+End-to-end tests on a local cluster of namespace nodes.
+"""

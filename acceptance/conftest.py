@@ -1,0 +1,111 @@
+"""
+The acceptance fixtures: a 2-node local cluster with its services, unique
+to this test session (its own name, bridge and subnet, so a demo or
+another run beside it is untouched), a watcher checking the safety
+invariants the whole time, and MongoDB with documents on it. Afterwards
+the cluster is taken down and nothing of it may be left.
+"""
+
+import os
+import random
+import tempfile
+import uuid
+
+import pytest
+
+from acceptance.watcher import SafetyWatcher
+from blockmover.cluster.down import down
+from blockmover.cluster.layout import make_layout
+from blockmover.cluster.leftovers import leftovers
+from blockmover.cluster.up import up
+from blockmover.command import run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if str(item.path).startswith(HERE + os.sep):
+            item.add_marker(pytest.mark.acceptance)
+
+
+def _free_subnet():
+    used = run(["ip", "-o", "-4", "addr", "show"])
+    for _ in range(100):
+        subnet = "10.79.%d" % (random.randint(1, 254),)
+        if " %s." % (subnet,) not in used:
+            return subnet
+    raise RuntimeError("no free 10.79.x.0/24 subnet on this machine")
+
+
+class Cluster(object):
+    """
+    A running cluster for the tests: its ``layout``, the ``watcher``, and
+    ``log`` (where the fixtures' progress lines and deploy output go).
+    """
+    def __init__(self, layout, log):
+        self.layout = layout
+        self.log_path = log
+        self.watcher = None
+
+    def echo(self, line):
+        with open(self.log_path, "a") as f:
+            f.write(line + "\n")
+
+    def up(self):
+        """
+        Bring the cluster up, or restart whatever of it is not running.
+        """
+        return up(self.layout, echo=self.echo)
+
+    def tail(self, lines=40):
+        with open(self.log_path) as f:
+            return "".join(f.readlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("the acceptance tests need root: namespaces, loop "
+                    "devices and mounts")
+    name = "a" + uuid.uuid4().hex[:6]
+    state_dir = os.path.join(tempfile.gettempdir(),
+                             "blockmover-acceptance-" + name)
+    layout = make_layout(name, 2, _free_subnet(), state_dir)
+    log = tempfile.NamedTemporaryFile(
+        prefix="blockmover-acceptance-%s-" % (name,), suffix=".log",
+        delete=False)
+    log.close()
+    cluster = Cluster(layout, log.name)
+    watcher = SafetyWatcher(layout, "secantusd-py",
+                            os.path.join(layout.state_dir, "data",
+                                         "mongodb"))
+    try:
+        cluster.up()
+        watcher.start()
+        cluster.watcher = watcher
+        yield cluster
+    finally:
+        watcher.stop()
+        down(layout.state_file, echo=cluster.echo)
+    left = leftovers(layout, list(watcher.seen.values()))
+    assert left == [], "left behind by the cluster: %s (log %s)" % (
+        left, log.name)
+    assert watcher.violations == [], watcher.violations
+    os.unlink(log.name)
+
+
+@pytest.fixture(autouse=True)
+def safe_throughout(request):
+    """
+    Every acceptance test fails if the watcher saw an invariant broken
+    while it ran.
+    """
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    cluster = request.getfixturevalue("cluster")
+    before = cluster.watcher.checks
+    yield
+    assert cluster.watcher.violations == [], cluster.watcher.violations
+    assert cluster.watcher.checks > before, "the watcher stopped looking"
