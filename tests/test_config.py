@@ -380,6 +380,17 @@ def test_arbitrary_structures(cluster, app):
 
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
+@given(_documents, st.text(max_size=200))
+def test_arbitrary_app_with_valid_cluster(app, text):
+    """
+    The application file is read in full once the cluster file is valid.
+    """
+    _loads_or_config_error(CLUSTER, yaml.safe_dump(app))
+    _loads_or_config_error(CLUSTER, text)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(deployments(), st.data())
 def test_mutated_valid_files(deployment, data):
     """
