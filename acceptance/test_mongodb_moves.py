@@ -29,6 +29,8 @@ def test_moves_there_and_back(cluster, mongodb):
     mongodb.move(mongodb.other().name)
     mongodb.move(first)
     assert mongodb.where == first
+    # The watcher saw the server each time it ran (or it proved nothing).
+    assert len(cluster.watcher.seen) >= 3
 
 
 @pytest.mark.parametrize("victim", ["source agent", "control service"])
