@@ -86,9 +86,9 @@ def test_examples_load():
         node="node1", control="https://10.77.0.1:4523",
         backend={"name": "loopback",
                  "options": {"root": "/var/lib/blockmover/loopback"}})
-    names = sorted(os.listdir(EXAMPLES))
-    assert names == ["agent.yml", "app.yml", "cluster.yml",
-                     "flocker-app.yml", "openstack-cluster.yml"]
+    # Other examples (clouds.yaml) may sit beside these.
+    assert {"agent.yml", "app.yml", "cluster.yml", "flocker-app.yml",
+            "openstack-cluster.yml"} <= set(os.listdir(EXAMPLES))
 
 
 def test_defaults_and_command_string():
