@@ -11,7 +11,7 @@ from pyrsistent import pmap
 
 from blockmover.identity import APPLICATION_KEY, dataset_id
 from blockmover.model import DesiredDataset, Limits, NodeDesired
-from blockmover.units import format_size, round_up
+from blockmover.units import MiB, format_size, round_up
 
 
 def _datasets(deployment, allocation_unit):
@@ -118,8 +118,18 @@ def check_deployment(deployment, volumes, allocation_unit,
     return errors
 
 
+# mkfs.xfs refuses filesystems of 300 MB (decimal) or less.
+FILESYSTEM_MINIMUM = {"xfs": 300 * MiB}
+
+
 def _size_errors(dataset, volume, limits):
     app, size = dataset.application, dataset.size
+    smallest = FILESYSTEM_MINIMUM.get(dataset.filesystem)
+    if smallest is not None and size < smallest:
+        yield ("%s: volume size %s is too small for %s, which needs at least "
+               "%s; make maximum_size at least %s or use ext4"
+               % (app, format_size(size), dataset.filesystem,
+                  format_size(smallest), format_size(smallest)))
     if limits.min_size is not None and size < limits.min_size:
         yield ("%s: volume size %s is below the minimum size (min_size) of "
                "%s; make maximum_size at least %s"

@@ -138,6 +138,15 @@ def test_shrink_refused():
                       "volumes only grow"]
 
 
+def test_xfs_too_small_for_mkfs_refused():
+    small = DEMO.transform(
+        ["applications", "redis", "volume", "size"], 200 * MiB)
+    errors = check_deployment(small, [], MiB)
+    assert errors == ["redis: volume size 200M is too small for xfs, which "
+                      "needs at least 300M; make maximum_size at least 300M "
+                      "or use ext4"]
+
+
 def test_volumes_per_node():
     two = DEMO.set(placement={"mongodb": "node1", "idle": "node1"})
     errors = check_deployment(two.set(backend=two.backend.set(
@@ -204,6 +213,9 @@ def test_check_catches_every_limit(deployment, data):
              if v.volume is not None}
     expected = set()
     for app, size in sized.items():
+        if (deployment.applications[app].volume.filesystem == "xfs"
+                and size < 300 * MiB):
+            expected.add((app, "too small for xfs"))
         if limits.min_size is not None and size < limits.min_size:
             expected.add((app, "min_size"))
         if limits.max_size is not None and size > limits.max_size:
@@ -239,7 +251,7 @@ def test_check_catches_every_limit(deployment, data):
         for app in names.split(", "):
             for limit in ("min_size", "max_size", "cannot shrink",
                           "volumes_per_node", "region_volumes",
-                          "region_size"):
+                          "region_size", "too small for xfs"):
                 if limit in e:
                     found.add((app, limit))
     assert found == expected
