@@ -132,3 +132,17 @@ def test_call_does_not_retry_a_refusal():
         backend(60, slept)._call("x", call)
     assert call.calls == 1
     assert slept == []
+
+
+def test_identity_refusal_says_to_check_the_credentials():
+    from keystoneauth1 import exceptions as ks_exceptions
+    error = translate(ks_exceptions.Unauthorized(
+        "The request you have made requires authentication."))
+    assert type(error) is BlockDeviceError
+    assert "credentials" in str(error) and "clouds.yaml" in str(error)
+
+
+def test_identity_outage_is_retried():
+    from keystoneauth1 import exceptions as ks_exceptions
+    error = translate(ks_exceptions.ServiceUnavailable("down"))
+    assert isinstance(error, Retry)

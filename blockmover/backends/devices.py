@@ -6,7 +6,11 @@ On KVM a Cinder volume shows as ``/dev/disk/by-id/virtio-<first 20
 characters of its id>`` (or the SCSI and WWN forms) and
 ``/sys/block/<dev>/serial`` holds the same 20 characters. Under the
 OpenStack emulator a volume attached to a server is a loop device whose
-backing file is ``.../<server id>/<volume id>``.
+backing file is ``.../attachments/<server id>/<volume id>``.
+
+The roots (``/dev/disk/by-id``, ``/sys/block``, ``/sys/class/scsi_host``)
+are parameters so that the lookups can be shown on a directory laid out the
+same way.
 """
 
 import glob
@@ -15,16 +19,23 @@ import os
 from blockmover.backends import loopdevice
 
 
-def _by_id_links(volume_id):
+BY_ID = "/dev/disk/by-id"
+SYS_BLOCK = "/sys/block"
+SCSI_HOSTS = "/sys/class/scsi_host"
+# The emulator's directory of per-server attachment links.
+_EMULATOR_ATTACHMENTS = "attachments"
+
+
+def _by_id_links(volume_id, by_id=BY_ID):
     short = volume_id[:20]
     return [
-        "/dev/disk/by-id/virtio-" + short,
-        "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_" + short,
-        "/dev/disk/by-id/wwn-0x" + volume_id.replace("-", ""),
+        os.path.join(by_id, "virtio-" + short),
+        os.path.join(by_id, "scsi-0QEMU_QEMU_HARDDISK_" + short),
+        os.path.join(by_id, "wwn-0x" + volume_id.replace("-", "")),
     ]
 
 
-def _by_serial(volume_id, sys_block="/sys/block"):
+def _by_serial(volume_id, sys_block=SYS_BLOCK):
     short = volume_id[:20]
     for serial_file in glob.glob(os.path.join(sys_block, "*", "serial")):
         try:
@@ -38,19 +49,21 @@ def _by_serial(volume_id, sys_block="/sys/block"):
 
 
 def _by_emulator_loop(volume_id, instance_id):
+    # Exact parts: a device whose link was unlinked reads
+    # "<volume id> (deleted)" and is not the volume's any more.
+    wanted = [_EMULATOR_ATTACHMENTS, instance_id, volume_id]
     for device, backing in loopdevice.backing_files():
-        server, volume = backing.split("/")[-2:]
-        if volume == volume_id and server == instance_id:
+        if backing.split("/")[-3:] == wanted:
             return device
     return None
 
 
-def rescan_scsi():
+def rescan_scsi(scsi_hosts=SCSI_HOSTS):
     """
     Ask every SCSI host to look for new disks; new volumes can take seconds
     to appear without it.
     """
-    for scan in glob.glob("/sys/class/scsi_host/*/scan"):
+    for scan in glob.glob(os.path.join(scsi_hosts, "*", "scan")):
         try:
             with open(scan, "w") as f:
                 f.write("- - -\n")
@@ -60,16 +73,18 @@ def rescan_scsi():
             continue
 
 
-def find_cloud_device(volume_id, instance_id):
+def find_cloud_device(volume_id, instance_id, by_id=BY_ID,
+                      sys_block=SYS_BLOCK, scsi_hosts=SCSI_HOSTS):
     """
     The device path of ``volume_id`` on this node (server ``instance_id``),
-    or None when it is not (yet) visible.
+    or None when it is not (yet) visible; then the SCSI hosts are asked to
+    rescan, so a later look may find it. Reads only this node.
     """
-    for link in _by_id_links(volume_id):
+    for link in _by_id_links(volume_id, by_id):
         if os.path.exists(link):
             return os.path.realpath(link)
-    found = _by_serial(volume_id) or _by_emulator_loop(volume_id,
-                                                       instance_id)
+    found = (_by_serial(volume_id, sys_block)
+             or _by_emulator_loop(volume_id, instance_id))
     if found is None:
-        rescan_scsi()
+        rescan_scsi(scsi_hosts)
     return found

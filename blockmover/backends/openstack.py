@@ -31,6 +31,9 @@ _QUOTA_REFUSALS = ("VolumeLimitExceeded", "VolumeSizeExceedsAvailableQuota",
                    "exceeds allowed")
 _TRANSIENT_STATUS = (500, 502, 503, 504)
 _GONE = ("deleting", "error_deleting")
+# Statuses a volume passes through on its way to being attached or
+# detached; a new attach or detach waits for them to end.
+_MOVING = ("reserved", "attaching", "detaching")
 
 
 class Retry(Exception):
@@ -65,6 +68,18 @@ def translate(error, volume_id=None):
                           ks_exceptions.ConnectTimeout,
                           ks_exceptions.RetriableConnectionFailure)):
         return Retry(None, "cannot reach the cloud: %s" % (error,))
+    if isinstance(error, ks_exceptions.HttpError):
+        # Raised by keystoneauth itself, mostly while getting a token.
+        if error.http_status in _TRANSIENT_STATUS:
+            return Retry(None, "the cloud's identity service answered %s"
+                         % (error.http_status,))
+        if error.http_status == 401:
+            return BlockDeviceError(
+                "the cloud refused the credentials (HTTP 401): check the "
+                "user, password, project and domains of the cloud in "
+                "clouds.yaml")
+        return BlockDeviceError("the cloud's identity service refused: %s"
+                                % (error.message,))
     if not isinstance(error, os_exceptions.HttpException):
         return error
     detail = _details(error)
@@ -104,12 +119,15 @@ class OpenStackBlockDeviceAPI(object):
 
     :param connection: an ``openstack.connection.Connection``.
     :param deadline: seconds a call, or a wait for a status, may take at most.
+    :param page_size: volumes per page when listing (Cinder's ``limit``);
+        None lets the cloud choose. Every page is read either way.
     """
 
     def __init__(self, connection, cluster_name, instance_id=None,
                  availability_zone=None, volume_type=None, deadline=300.0,
                  backoff=Backoff(initial=0.2, factor=1.6, maximum=10.0),
-                 sleep=time.sleep, metadata_url=instance.METADATA_URL):
+                 sleep=time.sleep, metadata_url=instance.METADATA_URL,
+                 page_size=None):
         self._cloud = connection
         self._cluster = cluster_name
         self._instance_id = instance_id
@@ -119,6 +137,7 @@ class OpenStackBlockDeviceAPI(object):
         self._backoff = backoff
         self._sleep = sleep
         self._metadata_url = metadata_url
+        self._page_size = page_size
 
     @classmethod
     def from_options(cls, options, cluster_name, instance_id=None):
@@ -138,10 +157,12 @@ class OpenStackBlockDeviceAPI(object):
                 "cannot configure the openstack backend: %s; name a "
                 "clouds.yaml cloud with backend option 'cloud' or set "
                 "OS_CLOUD" % (e,))
+        page_size = options.get("page_size")
         return cls(connection, cluster_name, instance_id=instance_id,
                    availability_zone=options.get("availability_zone"),
                    volume_type=options.get("volume_type"),
-                   deadline=float(options.get("deadline", 300)))
+                   deadline=float(options.get("deadline", 300)),
+                   page_size=int(page_size) if page_size else None)
 
     # --- calling the cloud ------------------------------------------------
 
@@ -193,6 +214,24 @@ class OpenStackBlockDeviceAPI(object):
             raise UnknownVolume(volume_id)
         return raw
 
+    def _list(self, what, query):
+        """
+        Every volume the cloud's filter ``query`` selects, all pages; the
+        whole listing is retried if a page fails, so it is never partial.
+        """
+        if self._page_size is not None:
+            query = dict(query, limit=self._page_size)
+        return self._call(what, lambda: list(
+            self._cloud.block_storage.volumes(details=True, **query)))
+
+    def _settled(self, volume_id):
+        """
+        The volume once it is not between attached and detached.
+        """
+        return self._wait(volume_id, "volume %s to finish attaching or "
+                          "detaching" % (volume_id,),
+                          lambda current: current.status not in _MOVING)
+
     # --- IBlockDeviceAPI ---------------------------------------------------
 
     def allocation_unit(self):
@@ -212,8 +251,7 @@ class OpenStackBlockDeviceAPI(object):
         query = {"properties": repr({CLUSTER_KEY: self._cluster})}
         if changed_since is not None:
             query["updated_at"] = "gte:" + changed_since
-        raws = self._call("list volumes", lambda: list(
-            self._cloud.block_storage.volumes(details=True, **query)))
+        raws = self._list("list volumes", query)
         return [_to_volume(raw) for raw in raws
                 if (raw.metadata or {}).get(CLUSTER_KEY) == self._cluster
                 and raw.status not in _GONE]
@@ -221,8 +259,7 @@ class OpenStackBlockDeviceAPI(object):
     def _find_dataset(self, dataset_id):
         query = {"properties": repr({CLUSTER_KEY: self._cluster,
                                      DATASET_KEY: dataset_id})}
-        raws = self._call("find dataset %s" % (dataset_id,), lambda: list(
-            self._cloud.block_storage.volumes(details=True, **query)))
+        raws = self._list("find dataset %s" % (dataset_id,), query)
         for raw in raws:
             metadata = raw.metadata or {}
             if (metadata.get(DATASET_KEY) == dataset_id
@@ -281,11 +318,20 @@ class OpenStackBlockDeviceAPI(object):
             return _to_volume(raw)
         if holder is not None and holder != attach_to:
             raise AlreadyAttached(volume_id, holder)
+        if raw.status == "detaching":
+            # A detach from this very node is under way: let it finish, then
+            # attach afresh.
+            raw = self._settled(volume_id)
+            holder = _to_volume(raw).attached_to
+            if holder is not None and holder != attach_to:
+                raise AlreadyAttached(volume_id, holder)
         if raw.status == "available":
             try:
+                # Nova's 404 here is about the server, not the volume: no
+                # volume id, so it stays the cloud's refusal.
                 self._call("attach volume %s" % (volume_id,),
                            self._cloud.compute.create_volume_attachment,
-                           attach_to, volume_id, volume_id=volume_id)
+                           attach_to, volume_id)
             except BlockDeviceError as e:
                 # A retried attach that had gone through answers "already
                 # attached": only a holder other than us is a refusal.
@@ -312,11 +358,22 @@ class OpenStackBlockDeviceAPI(object):
 
     def detach_volume(self, volume_id):
         raw = self._get_raw(volume_id)
+        if raw.status in _MOVING:
+            # Nova refuses to detach mid-attach; an attach under way ends
+            # in-use (then detach it) or available (nothing to do).
+            raw = self._settled(volume_id)
         holder = _to_volume(raw).attached_to
         if holder is not None and raw.status == "in-use":
-            self._call("detach volume %s" % (volume_id,),
-                       self._cloud.compute.delete_volume_attachment,
-                       holder, volume_id, volume_id=volume_id)
+            try:
+                self._call("detach volume %s" % (volume_id,),
+                           self._cloud.compute.delete_volume_attachment,
+                           holder, volume_id)
+            except BlockDeviceError:
+                # A retried detach that had gone through answers "not
+                # attached": success is the volume detaching or free.
+                current = self._get_raw(volume_id)
+                if current.status != "detaching" and current.attachments:
+                    raise
         self._wait(volume_id, "volume %s to be detached" % (volume_id,),
                    lambda current: current.status == "available"
                    and not current.attachments)
