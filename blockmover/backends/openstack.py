@@ -119,6 +119,8 @@ class OpenStackBlockDeviceAPI(object):
 
     :param connection: an ``openstack.connection.Connection``.
     :param deadline: seconds a call, or a wait for a status, may take at most.
+    :param metadata_url, config_drive: where ``compute_instance_id`` looks
+        for this server's id when ``instance_id`` is not given.
     :param page_size: volumes per page when listing (Cinder's ``limit``);
         None lets the cloud choose. Every page is read either way.
     """
@@ -127,7 +129,7 @@ class OpenStackBlockDeviceAPI(object):
                  availability_zone=None, volume_type=None, deadline=300.0,
                  backoff=Backoff(initial=0.2, factor=1.6, maximum=10.0),
                  sleep=time.sleep, metadata_url=instance.METADATA_URL,
-                 page_size=None):
+                 config_drive=instance.CONFIG_DRIVE, page_size=None):
         self._cloud = connection
         self._cluster = cluster_name
         self._instance_id = instance_id
@@ -137,6 +139,7 @@ class OpenStackBlockDeviceAPI(object):
         self._backoff = backoff
         self._sleep = sleep
         self._metadata_url = metadata_url
+        self._config_drive = config_drive
         self._page_size = page_size
 
     @classmethod
@@ -239,7 +242,8 @@ class OpenStackBlockDeviceAPI(object):
 
     def compute_instance_id(self):
         if self._instance_id is None:
-            self._instance_id = instance.discover(self._metadata_url)
+            self._instance_id = instance.discover(self._metadata_url,
+                                                  self._config_drive)
         return self._instance_id
 
     def list_volumes(self, changed_since=None):
