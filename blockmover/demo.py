@@ -9,7 +9,7 @@ import time
 
 from blockmover.cluster import ClusterError
 from blockmover.cluster.deploying import (
-    deploy, finished_changes, write_configuration,
+    ChangeTimes, deploy, write_configuration,
 )
 from blockmover.cluster.down import down
 from blockmover.cluster.layout import make_layout
@@ -27,8 +27,7 @@ def step(text):
     print("==> " + text, flush=True)
 
 
-def print_move_times(layout, total):
-    changes = finished_changes(layout)
+def print_move_times(changes, total):
     for node, change, seconds in changes:
         print("    %-6s %-50s %7.2fs" % (node, change, seconds))
     print("    %-57s %7.2fs" % ("total (deploy to converged)", total))
@@ -55,8 +54,9 @@ def run_demo(layout, documents):
 
     step("moving %s from %s to %s" % (APP, node1.name, node2.name))
     write_configuration(layout, apps, {APP: node2.name})
-    total = deploy(layout)
-    print_move_times(layout, total)
+    with ChangeTimes(layout) as times:
+        total = deploy(layout)
+    print_move_times(times.changes, total)
 
     step("checking every document on %s:27017" % (node2.address,))
     wait_for_server(node2.address)

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from blockmover.cluster import processes, state
+from blockmover.cluster.devices import loop_devices_under
 from blockmover.cluster.down import down
 from blockmover.cluster.layout import make_layout
 from blockmover.cluster.leftovers import leftovers
@@ -112,3 +113,27 @@ def test_down_after_a_crash_cleans_up(layout):
     assert down(layout.state_file, echo=quiet)
     assert leftovers(layout, [agent, orphan]) == []
     assert not down(layout.state_file, echo=quiet)
+
+
+def test_a_node_never_pins_a_filesystem_mounted_on_the_host(layout, tmp_path):
+    # Someone else's loop-device filesystem, mounted on the host while the
+    # cluster comes up, must be freed the moment they unmount it.
+    image = tmp_path / "other.img"
+    with open(image, "wb") as f:
+        f.truncate(16 * 1024 * 1024)
+    run(["mkfs.ext4", "-q", str(image)])
+    device = run(["losetup", "--find", "--show", str(image)]).strip()
+    target = tmp_path / "other"
+    target.mkdir()
+    try:
+        run(["mount", device, str(target)])
+        try:
+            up(layout, echo=quiet, services=False)
+            for node in layout.nodes:
+                assert str(target) not in [
+                    m.mountpoint for m in namespace_mounts(node.mount_ns)]
+        finally:
+            run(["umount", str(target)])
+    finally:
+        run(["losetup", "--detach", device])
+    assert loop_devices_under(str(tmp_path)) == {}

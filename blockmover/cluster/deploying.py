@@ -6,6 +6,7 @@ change of a move took from what the nodes reported.
 
 import os
 import subprocess
+import threading
 import time
 
 from blockmover.cluster import ClusterError
@@ -54,17 +55,78 @@ def deploy(layout, wait=True, timeout=DEPLOY_TIMEOUT, output=None):
     return time.monotonic() - started
 
 
-def finished_changes(layout):
+def _progress(answer, node):
+    return (answer.get("nodes", {}).get(node.name) or {}).get(
+        "progress") or {}
+
+
+class ChangeTimes(object):
     """
-    ``[(node, change, seconds)]``: the state changes each node reports as
-    finished for its current slice, in the order it ran them.
+    Collects, while a deploy runs, how long each state change took on each
+    node, from the progress the nodes report to the control service. A
+    node forgets its finished list when its next slice arrives, so the
+    reports are read every ``interval`` seconds; a change seen running but
+    gone before it was seen finished is timed from its start to when it
+    was seen gone (within ``interval``). Changes reported before the
+    collection began are left out. Use as a context manager; ``changes``
+    is ``[(node, change, seconds)]`` in the order they finished.
     """
-    answer = control_state(layout.control_url) or {}
-    found = []
-    for node in layout.nodes:
-        progress = (answer.get("nodes", {}).get(node.name) or {}).get(
-            "progress") or {}
-        for finished in progress.get("finished", []):
-            found.append((node.name, finished["change"],
-                          finished["seconds"]))
-    return found
+    def __init__(self, layout, interval=0.05):
+        self.layout = layout
+        self.interval = interval
+        self._baseline = None
+        self._finished = {}
+        self._running = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="change-times")
+
+    def _keep(self, key, seconds):
+        if key not in self._finished:
+            self._finished[key] = (len(self._finished), seconds)
+
+    def _collect(self):
+        answer = control_state(self.layout.control_url, timeout=2.0)
+        if answer is None:
+            return
+        now = time.time()
+        reported = set()
+        for node in self.layout.nodes:
+            progress = _progress(answer, node)
+            for finished in progress.get("finished", []):
+                key = (node.name, finished["change"])
+                reported.add(key)
+                if self._baseline is not None and key not in self._baseline:
+                    self._keep(key, finished["seconds"])
+            current, since = progress.get("current"), progress.get("since")
+            if current is not None and current.startswith("waiting"):
+                # A wait for another node is not a change of this one.
+                current = None
+            was = self._running.get(node.name)
+            if was is not None and was[0] != current and \
+                    (node.name, was[0]) not in reported:
+                self._keep((node.name, was[0]), now - was[1])
+            self._running[node.name] = (current, since) \
+                if current is not None and since is not None else None
+        if self._baseline is None:
+            self._baseline = reported
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._collect()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._collect()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        self._collect()
+
+    @property
+    def changes(self):
+        return [(node, change, seconds) for (node, change), (_, seconds)
+                in sorted(self._finished.items(), key=lambda i: i[1][0])]

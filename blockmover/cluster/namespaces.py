@@ -8,7 +8,9 @@ idempotent: it makes (or removes) what is missing and leaves the rest.
 import os
 
 from blockmover.command import run
-from blockmover.cluster.mounts import is_mountpoint
+from blockmover.cluster.mounts import (
+    is_mountpoint, namespace_mounts, unmount_in_namespace,
+)
 
 
 def link_exists(name, netns=None):
@@ -85,6 +87,12 @@ def make_node_mount_ns(node):
         pass
     run(["unshare", "--mount=" + node.mount_ns, "--propagation", "slave",
          "true"])
+    # The new namespace copied the host's mounts: a copy of someone else's
+    # loop-device filesystem would keep their device busy after they
+    # unmount it, so a fresh node drops them.
+    for mount in reversed(namespace_mounts(node.mount_ns)):
+        if mount.source.startswith("/dev/loop"):
+            unmount_in_namespace(node.mount_ns, mount.mountpoint)
 
 
 def nsenter_argv(node):
