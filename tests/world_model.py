@@ -25,9 +25,11 @@ from blockmover.identity import (
     FORMAT_KEY, FORMATTED, NEW, dataset_id, volume_metadata,
 )
 from blockmover.model import (
-    DesiredDataset, Device, Mount, NodeDesired, NodeState,
+    BackendConfig, Deployment, Device, Mount, Node, NodeState,
     RunningApplication, Volume,
 )
+from blockmover.placement import desired_slices
+from blockmover.units import MiB
 
 
 # --- one node, pure ----------------------------------------------------------
@@ -173,24 +175,20 @@ class World(object):
         """Refresh the cached listing from the backend."""
         self.listing = {d: v.listed() for d, v in self.volumes.items()}
 
+    def deployment(self):
+        return Deployment(
+            cluster_name=CLUSTER, control_url="https://control.invalid",
+            backend=BackendConfig(name="model"),
+            nodes={n: Node(name=n, address="10.0.0.%d" % (i + 1,),
+                           instance_id=node.backend_id)
+                   for i, (n, node) in enumerate(sorted(self.nodes.items()))},
+            applications=self.applications,
+            placement={a: n for a, n in self.placement.items() if n})
+
     def slice_for(self, node_name):
         """The node's NodeDesired, from the placement and cached listing."""
-        node = self.nodes[node_name]
-        here = {a: app for a, app in self.applications.items()
-                if self.placement.get(a) == node_name}
-        datasets = {}
-        for name, app in here.items():
-            d = self.dataset(name)
-            datasets[d] = DesiredDataset(
-                dataset_id=d, application=name, size=app.volume.size,
-                filesystem=app.volume.filesystem,
-                mountpoint=app.volume.mountpoint)
-        volumes = {d: v for d, v in self.listing.items()
-                   if d in datasets or v.attached_to == node.backend_id}
-        return NodeDesired(node=node_name, backend_id=node.backend_id,
-                           cluster_name=CLUSTER, generation=self.generation,
-                           datasets=datasets, applications=here,
-                           volumes=volumes)
+        return desired_slices(self.deployment(), self.listing.values(),
+                              MiB)[node_name].set(generation=self.generation)
 
     def deploy(self, placement=None, applications=None):
         if placement is not None:
@@ -285,6 +283,10 @@ class World(object):
         elif v.disk.uuid != change.dataset_id:
             raise AssertionError("mkfs over another filesystem: %r"
                                  % (change,))
+        elif v.disk.filesystem != change.filesystem:
+            # As the real change: a filesystem of another type is refused.
+            raise ChangeFailed("%s holds %s, not %s" % (
+                v.volume_id, v.disk.filesystem, change.filesystem))
         if not partial:
             v.metadata[FORMAT_KEY] = FORMATTED
 
