@@ -30,7 +30,8 @@ def test_restart_keeps_volumes_tokens_and_attachments():
         cloud.wait_for_status(volume_id, "available")
         server = cloud.servers["node1"]
         cloud.request("POST", "/compute/v2.1/servers/%s/os-volume_attachments"
-                      % (server,), {"volumeAttachment": {"volumeId": volume_id}})
+                      % (server,),
+                      {"volumeAttachment": {"volumeId": volume_id}})
         cloud.wait_for_status(volume_id, "in-use")
         state_dir = os.path.realpath(cloud.state_dir)
         link = os.path.join(state_dir, "attachments", server, volume_id)
