@@ -90,6 +90,13 @@ class Moves(PClass):
     waiting = field(initial=None)
 
 
+def _holds_own_filesystem(view):
+    # The filesystem's UUID is the dataset id (see identity).
+    device = view.device
+    return (device is not None and
+            (device.filesystem_uuid or "").lower() == view.dataset_id.lower())
+
+
 def classify(view):
     """
     The state of one dataset on this node, one of the constants above.
@@ -100,7 +107,7 @@ def classify(view):
     if device is not None:
         if device.filesystem is None and device.filesystem_uuid is None:
             return BLANK
-        if (device.filesystem_uuid or "").lower() == view.dataset_id.lower():
+        if _holds_own_filesystem(view):
             return UNMOUNTED
         return FOREIGN
     if view.volume is None:
@@ -162,9 +169,7 @@ def _mount_unmounted(view):
 
 
 def _keep_mounted(view):
-    device = view.device
-    if device is None or (device.filesystem_uuid or "").lower() != \
-            view.dataset_id.lower():
+    if not _holds_own_filesystem(view):
         # Mounted, but its device or filesystem cannot be checked: keep
         # the mount as it is, grow nothing, mount nothing again.
         if view.mount.mountpoint == view.want.mountpoint:

@@ -4,7 +4,6 @@ properties over arbitrary (desired, observed) pairs.
 """
 
 from hypothesis import given, settings, strategies as st
-from pyrsistent import pmap
 
 from agents.changes import (
     AttachVolume, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,

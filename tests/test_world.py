@@ -213,3 +213,19 @@ def test_a_stale_listing_never_lets_two_nodes_hold_a_volume():
     assert world.volumes[world.dataset("mongodb")].attached_to == "i-node1"
     converge(world)
     assert world.converged()
+
+
+def test_a_stale_slice_asks_to_detach_only_what_this_node_holds():
+    world = World(NODES, APPLICATIONS, {"mongodb": "node1"})
+    converge(world)
+    world.deploy(placement={"mongodb": "node2"})
+    assert _turn_and_refresh(world, "node1")   # stop, unmount, detach
+    stale = world.nodes["node1"].slice
+    converge(world)
+    assert world.nodes["node2"].mounts
+    # node1, acting on the slice it had before its detach, still sees the
+    # volume listed as its own: DetachVolume must detach only from the node
+    # it runs on, or node2 would lose a mounted volume.
+    assert _kinds(plan(stale, world.observe("node1"))) == ["DetachVolume"]
+    assert turn(world, "node1", STALE)
+    assert world.volumes[world.dataset("mongodb")].attached_to == "i-node2"

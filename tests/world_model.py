@@ -14,8 +14,6 @@ how they fail); whatever the planner must never do fails with an
 
 import itertools
 
-from pyrsistent import thaw
-
 from agents.changes import (
     AttachVolume, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
     MakeFilesystem, MountFilesystem, StartApplication, StopApplication,
@@ -393,6 +391,6 @@ class World(object):
                                       v.disk.size if v.disk else None,
                                       v.metadata[FORMAT_KEY])
                         for v in self.volumes.values()},
-            "nodes": {n.name: (thaw(n.mounts), sorted(n.running))
+            "nodes": {n.name: (dict(n.mounts), sorted(n.running))
                       for n in self.nodes.values()},
         }
