@@ -325,13 +325,15 @@ def control(workdir):
 
 
 def write_configuration(directory, control_url, name, placed="demo",
-                        command="sleep, '3600'", app="demo"):
+                        command="sleep, '3600'", app="demo", root=None):
     """
-    Write cluster.yml and app.yml for one application into ``directory``;
-    return their paths.
+    Write cluster.yml and app.yml for one application into ``directory``
+    (placed on node1, or on no node when ``placed`` is empty); return their
+    paths. The loopback root defaults to a directory in ``directory``.
     """
-    root = os.path.join(directory, "loopback")
-    os.makedirs(root, exist_ok=True)
+    if root is None:
+        root = os.path.join(directory, "loopback")
+        os.makedirs(root, exist_ok=True)
     cluster = os.path.join(directory, "cluster.yml")
     apps = os.path.join(directory, "app.yml")
     with open(cluster, "w") as f:

@@ -1,0 +1,117 @@
+"""
+``blockmover-agent --config agent.yml``: the convergence agent of one node.
+"""
+
+import argparse
+import sys
+import threading
+
+from eliot import log_message
+from twisted.internet.task import react
+from twisted.python.threadpool import ThreadPool
+
+from agents.changes import NodeContext
+from agents.loop import ConvergenceLoop
+from agents.runtime import ProcessRuntime
+from blockmover.backends import make_backend
+from blockmover.client import ControlClient
+from blockmover.config import ConfigError, load_agent_file
+from blockmover.logs import start_logging
+
+_DESCRIPTION = """\
+Converge this node towards the desired state the control service hands out:
+stop, unmount and detach what should go elsewhere; attach, mount and start
+what should run here. agent.yml names the node, the control service, the
+state directory (application records and logs), the log file and the
+backend. SIGTERM stops the agent after the change it runs now; the
+applications keep running, and a restarted agent finds them.
+"""
+
+
+class ContextFactory(object):
+    """
+    Makes the ``NodeContext`` of each desired slice, building the backend
+    for the slice's cluster on first use and again only when the cluster's
+    name changes. Blocking (a backend may talk to its cloud): call it in a
+    thread.
+    """
+
+    def __init__(self, config, runtime, backend_factory=make_backend):
+        self._config = config
+        self._runtime = runtime
+        self._backend_factory = backend_factory
+        self._lock = threading.Lock()
+        self._cluster_name = None
+        self._backend = None
+
+    def instance_id(self):
+        if self._config.instance_id is not None:
+            return self._config.instance_id
+        if self._config.backend.name == "loopback":
+            return self._config.node
+        return None
+
+    def __call__(self, desired):
+        with self._lock:
+            if desired.cluster_name != self._cluster_name:
+                log_message(message_type="blockmover:agent:backend",
+                            backend=self._config.backend.name,
+                            cluster=desired.cluster_name)
+                self._backend = self._backend_factory(
+                    self._config.backend.name,
+                    dict(self._config.backend.options),
+                    desired.cluster_name, self.instance_id())
+                self._cluster_name = desired.cluster_name
+            return NodeContext(node=self._config.node,
+                               backend_id=desired.backend_id,
+                               cluster_name=desired.cluster_name,
+                               backend=self._backend, runtime=self._runtime)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="blockmover-agent",
+                                     description=_DESCRIPTION)
+    parser.add_argument("--config", metavar="agent.yml", required=True,
+                        help="this node's agent configuration")
+    return parser.parse_args(argv)
+
+
+def run_agent(reactor, config):
+    """
+    Run the agent described by ``config`` (an ``AgentConfig``) until the
+    reactor shuts down. :return: a Deferred firing once the loop stopped.
+    """
+    threadpool = ThreadPool(minthreads=1, maxthreads=4,
+                            name="blockmover-agent")
+    threadpool.start()
+    runtime = ProcessRuntime(config.state_dir)
+    client = ControlClient(config.control, reactor)
+    loop = ConvergenceLoop(reactor, client, ContextFactory(config, runtime),
+                           threadpool, node=config.node)
+    log_message(message_type="blockmover:agent:start", node=config.node,
+                control=config.control)
+    # SIGTERM stops the reactor; stop the loop before it does.
+    reactor.addSystemEventTrigger("before", "shutdown", loop.stop)
+    done = loop.start()
+    done.addBoth(lambda result: client.close().addCallback(lambda _: result))
+
+    def finish(result):
+        threadpool.stop()
+        log_message(message_type="blockmover:agent:stop", node=config.node)
+        return result
+    done.addBoth(finish)
+    return done
+
+
+def main(argv=None):
+    """
+    The ``blockmover-agent`` command.
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_agent_file(args.config)
+    except ConfigError as e:
+        sys.stderr.write("%s\n" % (e,))
+        sys.exit(2)
+    start_logging(config.log)
+    react(run_agent, (config,))

@@ -1,0 +1,361 @@
+"""
+The convergence agent end to end: the real ``blockmover-control``, a real
+``blockmover-agent`` process on the real loopback backend, a real
+application process writing into its mounted volume, and
+``blockmover-deploy --wait`` following along. Then the loop's own
+behaviour (waking at once, per-dataset retry backoff, an unreachable
+control service) on a fresh reactor with a real thread pool.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.task import deferLater
+from twisted.python.threadpool import ThreadPool
+
+from agents.changes import NodeContext
+from agents.loop import ConvergenceLoop
+from blockmover.backends.loopback import LoopbackBlockDeviceAPI
+from blockmover.client import ControlUnreachable
+from blockmover.model import NodeDesired, NodeState
+from tests.test_client import (
+    VENV_BIN, ControlService, needs_control, run_reactor, write_configuration,
+)
+
+APP = "demo"
+# Writes a file into its working directory (the volume's mountpoint) and
+# stays up.
+APP_COMMAND = ('%s, -c, "import time; open(\'alive\', \'w\').write(\'ok\'); '
+               'time.sleep(3600)"' % (sys.executable,))
+
+
+def mounted_at(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+class AgentProcess(object):
+    """
+    ``blockmover-agent`` as a child process with its own agent.yml.
+    """
+
+    def __init__(self, directory, control_url, loopback_root, node="node1"):
+        self.directory = directory
+        self.state_dir = os.path.join(directory, "agent-state")
+        self.log = os.path.join(directory, "agent.log")
+        self.config = os.path.join(directory, "agent.yml")
+        with open(self.config, "w") as f:
+            f.write("version: 1\nnode: %s\ncontrol: %s\nstate_dir: %s\n"
+                    "log: %s\nbackend:\n  name: loopback\n  root: %s\n"
+                    % (node, control_url, self.state_dir, self.log,
+                       loopback_root))
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [os.path.join(VENV_BIN, "blockmover-agent"), "--config",
+             self.config],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.directory, "agent.err"), "ab"))
+
+    def terminate(self, timeout=60):
+        """
+        SIGTERM the agent and return its exit status.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise AssertionError("the agent ignored SIGTERM for %ss"
+                                 % (timeout,))
+
+    def app_pid(self, name=APP):
+        try:
+            with open(os.path.join(self.state_dir, "apps",
+                                   name + ".json")) as f:
+                return json.load(f)["pid"]
+        except FileNotFoundError:
+            return None
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def deploy(cluster, apps, *extra, timeout=120):
+    return subprocess.run(
+        [os.path.join(VENV_BIN, "blockmover-deploy"), "--wait",
+         "--timeout", "90", *extra, cluster, apps],
+        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir():
+    directory = os.path.realpath(tempfile.mkdtemp(prefix="blockmover-agent-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+@needs_control
+def test_agent_moves_application_in_and_out(workdir, loopback_root):
+    """
+    Deploying an application to node1 creates, attaches, formats and mounts
+    its volume and starts it there (its file lands on the volume); SIGTERM
+    stops the agent but not the application, and a restarted agent adopts
+    it; deploying it to no node stops it, unmounts and detaches the volume
+    and keeps the data.
+    """
+    cluster_name = "a%d" % (os.getpid(),)
+    control = ControlService(workdir)
+    agent = AgentProcess(workdir, control.url, loopback_root)
+    mountpoint = os.path.join(workdir, "mnt", APP)
+    pids = []
+    try:
+        cluster, apps = write_configuration(
+            workdir, control.url, cluster_name, placed=APP,
+            command=APP_COMMAND, root=loopback_root)
+        agent.start()
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "converged" in result.stdout
+        # One line per application showing where it goes and its steps.
+        assert "%s -> node1 [running on node1]" % (APP,) in result.stdout
+        assert "mount" in result.stdout
+
+        assert mounted_at(mountpoint)
+        pid = agent.app_pid()
+        pids.append(pid)
+        assert pid is not None and alive(pid)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(mountpoint, "alive")):
+            assert time.monotonic() < deadline, "the application wrote nothing"
+            time.sleep(0.1)
+        backend = LoopbackBlockDeviceAPI(loopback_root, cluster_name, "node1")
+        [volume] = backend.list_volumes()
+        assert volume.attached_to == "node1"
+
+        # SIGTERM: the agent stops cleanly, the application keeps running.
+        started = time.monotonic()
+        assert agent.terminate() == 0
+        assert time.monotonic() - started < 10, "SIGTERM took too long"
+        assert alive(pid) and mounted_at(mountpoint)
+
+        # A restarted agent adopts it: converged without restarting it.
+        agent.start()
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert agent.app_pid() == pid and alive(pid)
+
+        # Moved to no node, it stops and its volume is let go.
+        write_configuration(workdir, control.url, cluster_name, placed="",
+                            command=APP_COMMAND, root=loopback_root)
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "%s -> no node [stopped]" % (APP,) in result.stdout
+        assert not alive(pid)
+        assert not mounted_at(mountpoint)
+        [volume] = backend.list_volumes()
+        assert volume.attached_to is None
+        assert backend.get_device_path(volume.volume_id) is None
+    finally:
+        agent.terminate()
+        for pid in pids:
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if mounted_at(mountpoint):
+            subprocess.run(["umount", mountpoint], check=False)
+        control.stop()
+
+
+# --- the loop on a fresh reactor ------------------------------------------
+
+class FakeClient(object):
+    """
+    Stands in for the control service in these loop tests: hands out
+    slices the test pushes, records reports, can be unreachable.
+    """
+
+    def __init__(self):
+        self.slices = []
+        self.reports = []
+        self.polls = 0
+        self.unreachable = 0
+        self._waiting = None
+
+    def push(self, desired):
+        self.slices.append(desired)
+        if self._waiting is not None:
+            d, self._waiting = self._waiting, None
+            d.callback(desired)
+
+    def get_desired(self, node, after=None, timeout=30.0):
+        self.polls += 1
+        if self.unreachable:
+            self.unreachable -= 1
+            from twisted.internet.defer import fail
+            return fail(ControlUnreachable("http://x", "connection refused"))
+        for desired in self.slices:
+            if after is None or desired.generation > after:
+                return succeed(desired)
+        self._waiting = Deferred()
+        self._waiting.addErrback(lambda f: None)
+        return self._waiting
+
+    def put_state(self, node, report):
+        self.reports.append(report)
+        return succeed(None)
+
+
+class Step(object):
+    """
+    A change of ``dataset_id`` that fails ``failures`` times, recording
+    when each attempt ran.
+    """
+
+    def __init__(self, dataset_id, failures=0):
+        self.dataset_id = dataset_id
+        self.failures = failures
+        self.attempts = []
+        self.done = False
+
+    def run(self, context):
+        self.attempts.append(time.monotonic())
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("%s is not ready" % (self.dataset_id,))
+        self.done = True
+
+
+def slice_(generation):
+    return NodeDesired(node="n1", backend_id="n1", cluster_name="c",
+                       generation=generation)
+
+
+def run_loop(client, steps, scenario, timeout=30):
+    """
+    Run a ConvergenceLoop whose plan is the unfinished ``steps`` (all of
+    them, in order) until ``scenario(reactor, loop)`` fires.
+    """
+    context = NodeContext(node="n1", backend_id="n1", cluster_name="c",
+                          backend=None, runtime=None)
+    observed = []
+
+    def observe(context, desired):
+        observed.append(desired.generation)
+        return NodeState(node="n1", backend_id="n1")
+
+    def plan(desired, state):
+        return [s for s in steps.get(desired.generation, []) if not s.done]
+
+    def is_converged(desired, state):
+        return not plan(desired, state)
+
+    def start(reactor):
+        pool = ThreadPool(minthreads=1, maxthreads=2, name="loop-test")
+        pool.start()
+        loop = ConvergenceLoop(
+            reactor, client, context, pool, observe=observe, plan=plan,
+            is_converged=is_converged, waiting=lambda d, s: [])
+        loop.start()
+        d = scenario(reactor, loop)
+
+        def finish(result):
+            stopped = loop.stop()
+            stopped.addCallback(lambda _: pool.stop())
+            stopped.addCallback(lambda _: result)
+            return stopped
+        return d.addBoth(finish)
+    return run_reactor(start, timeout), observed
+
+
+@inlineCallbacks
+def _until(reactor, condition, what, timeout=10.0):
+    end = reactor.seconds() + timeout
+    while not condition():
+        assert reactor.seconds() < end, "gave up waiting for " + what
+        yield deferLater(reactor, 0.02)
+
+
+def test_failing_dataset_does_not_stall_others():
+    """
+    A change that fails is retried with growing gaps, while the next
+    dataset's change runs meanwhile; the reports carry the error and, at
+    the end, convergence.
+    """
+    client = FakeClient()
+    bad, good = Step("bad", failures=3), Step("good")
+    client.push(slice_(1))
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        yield _until(reactor, lambda: bad.done and good.done, "both steps")
+        yield _until(reactor, lambda: client.reports[-1].progress.converged,
+                     "a converged report")
+    run_loop(client, {1: [bad, good]}, scenario)
+    assert good.attempts[0] < bad.attempts[1], \
+        "the good dataset waited for the failing one"
+    gaps = [b - a for a, b in zip(bad.attempts, bad.attempts[1:])]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0], gaps
+    assert any("bad is not ready" in e for r in client.reports
+               for e in r.progress.errors)
+    final = client.reports[-1].progress
+    assert final.generation == 1 and not final.errors
+    assert [f.change for f in final.finished] == ["Step good", "Step bad"]
+
+
+def test_new_slice_wakes_loop_at_once():
+    """
+    Converged and idle, the loop acts on a new slice at once, not after
+    its re-check backoff.
+    """
+    client = FakeClient()
+    step = Step("d")
+    client.push(slice_(1))
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        # Let the idle backoff grow past a second.
+        yield deferLater(reactor, 3.0)
+        pushed = time.monotonic()
+        client.push(slice_(2))
+        yield _until(reactor, lambda: step.done, "the new slice's change")
+        return step.attempts[0] - pushed
+    delay, observed = run_loop(client, {2: [step]}, scenario)
+    assert delay < 0.5, delay
+    # Idle re-checks backed off: far fewer than one per 100 ms.
+    assert observed.count(1) < 15, observed
+
+
+def test_unreachable_control_is_retried():
+    """
+    The control service failing to answer is logged and retried with
+    backoff; the loop converges once it answers.
+    """
+    client = FakeClient()
+    client.unreachable = 3
+    step = Step("d")
+    client.push(slice_(1))
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        yield _until(reactor, lambda: step.done, "the change")
+    run_loop(client, {1: [step]}, scenario)
+    assert client.polls >= 4
