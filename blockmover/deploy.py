@@ -1,0 +1,253 @@
+"""
+``blockmover-deploy``: validate ``cluster.yml`` and ``app.yml`` locally,
+send them to the control service, print what will change on each node, and
+with ``--wait`` follow the convergence until every application runs where
+it should.
+"""
+
+import argparse
+import sys
+import time
+
+from eliot import log_message, start_action
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater, react
+
+from blockmover.client import ControlClient, ControlError, ControlUnreachable
+from blockmover.config import ConfigError, load_deployment
+from blockmover.convergence import ErrorWatch, application_line, pending
+from blockmover.display import LiveLines
+from blockmover.logs import start_logging
+from blockmover.poll import Backoff
+
+EXIT_OK = 0
+EXIT_NOT_CONVERGED = 1
+EXIT_BAD_INPUT = 2
+EXIT_CONTROL = 3
+
+_EPILOG = """\
+exit status:
+  0  the configuration was accepted (and, with --wait, every application
+     runs where it should and every node converged)
+  1  convergence failed: a node reports a persistent error, or --timeout
+     passed first
+  2  bad input: a configuration file is missing or malformed (nothing was
+     sent)
+  3  the control service could not be reached or refused the configuration
+"""
+
+# Delays between two looks at the cluster's state while waiting.
+_WAIT_BACKOFF = Backoff(initial=0.2, factor=1.5, maximum=2.0)
+
+
+class Abort(Exception):
+    """
+    The deploy ends with ``code`` after printing ``message``.
+    """
+    def __init__(self, code, message):
+        self.code = code
+        Exception.__init__(self, message)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="blockmover-deploy",
+        description="Send a cluster's configuration (cluster.yml: nodes and "
+                    "which application runs where; app.yml: what the "
+                    "applications are) to its control service, and show "
+                    "what will change on each node.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cluster", metavar="cluster.yml")
+    parser.add_argument("app", metavar="app.yml")
+    parser.add_argument("--control", metavar="URL",
+                        help="the control service (default: cluster.control "
+                             "in cluster.yml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="only show what would change; change nothing")
+    parser.add_argument("--wait", action="store_true",
+                        help="follow the convergence with a live progress "
+                             "display until every application runs where "
+                             "it should")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float,
+                        default=600.0,
+                        help="with --wait, give up after this long "
+                             "(default: %(default)s)")
+    parser.add_argument("--error-patience", metavar="SECONDS", type=float,
+                        default=60.0,
+                        help="with --wait, give up when a node reports the "
+                             "same failing change for this long (default: "
+                             "%(default)s)")
+    parser.add_argument("--log", metavar="PATH",
+                        help="append the deploy's structured log to PATH")
+    return parser.parse_args(argv)
+
+
+def read_configuration(cluster_path, app_path):
+    """
+    The two files' text and the ``Deployment`` they describe.
+
+    :raise ConfigError: a file is unreadable or wrong.
+    """
+    texts = []
+    for path in (cluster_path, app_path):
+        try:
+            with open(path, "rb") as f:
+                texts.append(f.read().decode("utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(path, None, None,
+                              "cannot read it (%s); check the path"
+                              % (getattr(e, "strerror", None) or e,))
+    deployment = load_deployment(texts[0], texts[1], cluster_path, app_path)
+    return deployment, texts[0], texts[1]
+
+
+def format_plan(plan):
+    """
+    The lines that say, per node, what will change.
+    """
+    lines = []
+    for node in sorted(plan):
+        steps = plan[node]
+        if steps:
+            lines.append("%s:" % (node,))
+            lines.extend("  " + step for step in steps)
+        else:
+            lines.append("%s: nothing to change" % (node,))
+    return lines or ["nothing to change"]
+
+
+@inlineCallbacks
+def _send(client, args, cluster_yml, app_yml):
+    try:
+        answer = yield client.put_configuration(
+            cluster_yml, app_yml, args.cluster, args.app,
+            dry_run=args.dry_run)
+    except ControlUnreachable as e:
+        raise Abort(EXIT_CONTROL, str(e))
+    except ControlError as e:
+        raise Abort(EXIT_CONTROL, "the control service refused the "
+                    "configuration:\n" + "\n".join(
+                        "  " + m for m in e.messages))
+    return answer
+
+
+@inlineCallbacks
+def _slice_generations(client, deployment):
+    generations = {}
+    for node in sorted(deployment.nodes):
+        try:
+            desired = yield client.get_desired(node, after=None, timeout=0)
+        except ControlError:
+            continue
+        if desired is not None:
+            generations[node] = desired.generation
+    return generations
+
+
+@inlineCallbacks
+def _follow(reactor, client, args, deployment, out):
+    """
+    Poll the cluster's state with backoff until it converged, a node
+    reports a persistent error, or the timeout passes.
+    """
+    generations = yield _slice_generations(client, deployment)
+    deadline = reactor.seconds() + args.timeout
+    watch = ErrorWatch(args.error_patience)
+    display = LiveLines(out)
+    attempt = 0
+    reasons = ["no state read yet"]
+    while True:
+        try:
+            state = yield client.get_state()
+        except (ControlUnreachable, ControlError) as e:
+            log_message(message_type="blockmover:deploy:state-unavailable",
+                        reason=str(e))
+            reasons = [str(e)]
+            state = None
+        if state is not None:
+            now = reactor.seconds()
+            wall = time.time()
+            display.show(
+                application_line(app, deployment.placement.get(app), state,
+                                 deployment.cluster_name, wall)
+                for app in sorted(deployment.applications))
+            reasons = pending(deployment, state, generations)
+            if not reasons:
+                return
+            error = watch.persistent(state, now)
+            if error is not None:
+                raise Abort(EXIT_NOT_CONVERGED,
+                            "convergence failed: " + error)
+        remaining = deadline - reactor.seconds()
+        if remaining <= 0:
+            raise Abort(EXIT_NOT_CONVERGED,
+                        "timed out after %g seconds: %s"
+                        % (args.timeout, "; ".join(reasons)))
+        yield deferLater(reactor, min(remaining,
+                                      _WAIT_BACKOFF.delay(attempt)))
+        attempt += 1
+
+
+@inlineCallbacks
+def deploy(reactor, args, deployment, cluster_yml, app_yml, url, out):
+    """
+    Send the configuration to the control service at ``url`` and, with
+    ``args.wait``, follow the convergence. The whole deploy is one eliot
+    action whose task id travels with every request.
+
+    :return: a Deferred firing with the exit status.
+    """
+    client = ControlClient(url, reactor)
+    try:
+        with start_action(action_type="blockmover:deploy", control=url,
+                          cluster=deployment.cluster_name,
+                          dry_run=args.dry_run, wait=args.wait):
+            answer = yield _send(client, args, cluster_yml, app_yml)
+            for line in format_plan(answer.get("plan", {})):
+                out.write(line + "\n")
+            if args.dry_run:
+                out.write("dry run: nothing was changed\n")
+                return EXIT_OK
+            out.write("configuration accepted (generation %s)\n"
+                      % (answer.get("generation"),))
+            if args.wait:
+                yield _follow(reactor, client, args, deployment, out)
+                out.write("converged: every application runs where it "
+                          "should\n")
+            return EXIT_OK
+    except Abort as e:
+        sys.stderr.write("blockmover-deploy: %s\n" % (e,))
+        return e.code
+    finally:
+        out.flush()
+        yield client.close()
+
+
+def main(argv=None):
+    """
+    The ``blockmover-deploy`` command; exits with the status its --help
+    lists.
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        deployment, cluster_yml, app_yml = read_configuration(
+            args.cluster, args.app)
+    except ConfigError as e:
+        sys.stderr.write("%s\n" % (e,))
+        sys.exit(EXIT_BAD_INPUT)
+    if args.log:
+        start_logging(args.log)
+    url = args.control or deployment.control_url
+
+    def run(reactor):
+        d = deploy(reactor, args, deployment, cluster_yml, app_yml, url,
+                   sys.stdout)
+        d.addCallback(_exit)
+        return d
+    react(run)
+
+
+def _exit(code):
+    if code != EXIT_OK:
+        raise SystemExit(code)
