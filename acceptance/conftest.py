@@ -7,7 +7,6 @@ the cluster is taken down and nothing of it may be left.
 """
 
 import os
-import random
 import tempfile
 import uuid
 
@@ -17,8 +16,8 @@ from acceptance.watcher import SafetyWatcher
 from blockmover.cluster.down import down
 from blockmover.cluster.layout import make_layout
 from blockmover.cluster.leftovers import leftovers
+from blockmover.cluster.namespaces import unused_subnet
 from blockmover.cluster.up import up
-from blockmover.command import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,15 +26,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if str(item.path).startswith(HERE + os.sep):
             item.add_marker(pytest.mark.acceptance)
-
-
-def _free_subnet():
-    used = run(["ip", "-o", "-4", "addr", "show"])
-    for _ in range(100):
-        subnet = "10.79.%d" % (random.randint(1, 254),)
-        if " %s." % (subnet,) not in used:
-            return subnet
-    raise RuntimeError("no free 10.79.x.0/24 subnet on this machine")
 
 
 class Cluster(object):
@@ -71,7 +61,7 @@ def cluster():
     name = "a" + uuid.uuid4().hex[:6]
     state_dir = os.path.join(tempfile.gettempdir(),
                              "blockmover-acceptance-" + name)
-    layout = make_layout(name, 2, _free_subnet(), state_dir)
+    layout = make_layout(name, 2, unused_subnet("10.79"), state_dir)
     log = tempfile.NamedTemporaryFile(
         prefix="blockmover-acceptance-%s-" % (name,), suffix=".log",
         delete=False)

@@ -4,7 +4,6 @@ real bridge, veths, network and mount namespaces, brought up and down.
 """
 
 import os
-import random
 import socket
 import sys
 import uuid
@@ -17,7 +16,7 @@ from blockmover.cluster.down import down
 from blockmover.cluster.layout import make_layout
 from blockmover.cluster.leftovers import leftovers
 from blockmover.cluster.mounts import mounts_of, namespace_mounts
-from blockmover.cluster.namespaces import nsenter_argv
+from blockmover.cluster.namespaces import nsenter_argv, unused_subnet
 from blockmover.cluster.up import up
 from blockmover.command import run
 
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 def layout(tmp_path):
     # A unique name and subnet so concurrent runs and a demo never collide.
     name = "t" + uuid.uuid4().hex[:6]
-    subnet = "10.78.%d" % (random.randint(1, 254),)
+    subnet = unused_subnet("10.78")
     layout = make_layout(name, 2, subnet, str(tmp_path / "cluster"))
     yield layout
     if state.load(layout.state_file) is not None:

@@ -6,7 +6,9 @@ idempotent: it makes (or removes) what is missing and leaves the rest.
 """
 
 import os
+import random
 
+from blockmover.cluster import ClusterError
 from blockmover.command import run
 from blockmover.cluster.mounts import (
     is_mountpoint, namespace_mounts, unmount_in_namespace,
@@ -133,3 +135,18 @@ def remove_mount_ns_dir(layout):
 def remove_bridge(layout):
     if link_exists(layout.bridge):
         run(["ip", "link", "delete", "dev", layout.bridge])
+
+
+def unused_subnet(prefix, tries=100):
+    """
+    A random ``<prefix>.<n>`` (a /24 given by its first three octets) that
+    no interface on the host has an address in: for test clusters that
+    must not meet a demo or each other.
+    """
+    used = run(["ip", "-o", "-4", "addr", "show"])
+    for _ in range(tries):
+        subnet = "%s.%d" % (prefix, random.randint(1, 254))
+        if " %s." % (subnet,) not in used:
+            return subnet
+    raise ClusterError("no free %s.x/24 subnet on this machine; take some "
+                       "clusters down" % (prefix,))
