@@ -3,12 +3,24 @@ The backend a deployment names, as the control service uses it: made once,
 off the reactor, and retried on the next listing if making it failed.
 """
 
+import datetime
+import inspect
+
 from twisted.internet.defer import succeed
 from twisted.internet.threads import deferToThreadPool
 
 from blockmover.backends import make_backend
 from blockmover.backends.interface import AsyncBlockDevice
 from blockmover.control.errors import BackendError
+
+
+# A backend that can list only the volumes changed since a time (Cinder's
+# ``updated_at=gte:``) is listed incrementally, with a full listing every
+# FULL_EVERY listings to see volumes that were deleted.
+FULL_EVERY = 10
+# How far back an incremental listing reaches before the previous one
+# started, for clocks that differ between this machine and the cloud.
+SKEW = datetime.timedelta(seconds=60)
 
 
 def backend_key(deployment):
@@ -42,6 +54,9 @@ class ControlBackend(object):
         self.api = None
         self._raw = None
         self.allocation_unit = None
+        self._known = None
+        self._listings = 0
+        self._last_started = None
 
     def ready(self):
         """
@@ -75,10 +90,38 @@ class ControlBackend(object):
 
     def list_volumes(self):
         """
-        :return: a Deferred firing with every volume of the cluster.
+        :return: a Deferred firing with every volume of the cluster: listed
+            whole, or (where the backend can) as the changes since the
+            previous listing merged into it.
         """
         d = self.ready()
-        d.addCallback(lambda _: self.api.list_volumes())
+        d.addCallback(lambda _: self._list())
+        return d
+
+    def _incremental(self):
+        return (self._known is not None
+                and self._listings % FULL_EVERY != 0
+                and "changed_since" in inspect.signature(
+                    self._raw.list_volumes).parameters)
+
+    def _list(self):
+        started = datetime.datetime.now(datetime.timezone.utc)
+        incremental = self._incremental()
+        self._listings += 1
+        if incremental:
+            since = (self._last_started - SKEW).strftime(
+                "%Y-%m-%dT%H:%M:%S.%f")
+            d = self.api.list_volumes(changed_since=since)
+        else:
+            d = self.api.list_volumes()
+
+        def listed(volumes):
+            known = dict(self._known) if incremental else {}
+            known.update((v.volume_id, v) for v in volumes)
+            self._known = known
+            self._last_started = started
+            return list(known.values())
+        d.addCallback(listed)
         return d
 
     def limits(self):
