@@ -1,0 +1,230 @@
+"""
+``blockmover-deploy`` as a user runs it: bad input, a dry run against the
+real control service, an unreachable service, a wait that times out, the
+task id travelling to the service; and the pure pieces behind its progress
+display.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+
+import pytest
+
+from blockmover.config import load_deployment
+from blockmover.convergence import (
+    ErrorWatch, application_line, application_placed, pending,
+)
+from blockmover.display import LiveLines
+from blockmover.identity import dataset_id
+from tests.test_client import (
+    VENV_BIN, ControlService, free_port, needs_control, write_configuration,
+)
+
+
+def deploy(*args, timeout=60):
+    return subprocess.run(
+        [os.path.join(VENV_BIN, "blockmover-deploy")] + list(args),
+        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir():
+    directory = tempfile.mkdtemp(prefix="blockmover-deploy-")
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.fixture
+def control(workdir):
+    service = ControlService(workdir)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_help_documents_exit_codes():
+    result = deploy("--help")
+    assert result.returncode == 0
+    for line in ("0  the configuration was accepted",
+                 "1  convergence failed", "2  bad input",
+                 "3  the control service could not be reached"):
+        assert line in result.stdout
+
+
+def test_bad_file_is_one_line_and_nothing_sent(workdir):
+    """
+    A placement naming an unknown node: exit 2 and one line naming the
+    file and line; the (unreachable) control service is never tried.
+    """
+    url = "http://127.0.0.1:%d" % (free_port(),)
+    cluster, apps = write_configuration(workdir, url, "bad")
+    with open(cluster) as f:
+        text = f.read().replace("node2: []", "node3: [demo]")
+    with open(cluster, "w") as f:
+        f.write(text)
+    line = text.splitlines().index("  node3: [demo]") + 1
+    result = deploy(cluster, apps)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [message] = result.stderr.splitlines()
+    assert message.startswith("%s:%d: " % (cluster, line)), message
+    assert "node3" in message
+
+
+def test_missing_file_is_bad_input(workdir):
+    url = "http://127.0.0.1:%d" % (free_port(),)
+    cluster, _ = write_configuration(workdir, url, "missing")
+    missing = os.path.join(workdir, "nope.yml")
+    result = deploy(cluster, missing)
+    assert result.returncode == 2
+    [message] = result.stderr.splitlines()
+    assert message.startswith(missing + ": ")
+
+
+def test_unreachable_control(workdir):
+    """
+    Nothing listens at cluster.control: exit 3 and a message naming it.
+    """
+    url = "http://127.0.0.1:%d" % (free_port(),)
+    cluster, apps = write_configuration(workdir, url, "gone")
+    result = deploy(cluster, apps)
+    assert result.returncode == 3
+    assert ("cannot reach the control service at %s: connection refused"
+            % (url,)) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+@needs_control
+def test_dry_run_changes_nothing(control, workdir):
+    """
+    --dry-run prints the plan per node, and the service stores nothing:
+    no configuration, no applications wanted anywhere.
+    """
+    cluster, apps = write_configuration(workdir, control.url, "dry")
+    result = deploy("--dry-run", cluster, apps)
+    assert result.returncode == 0, result.stderr
+    assert "node1:\n  demo: start here" in result.stdout
+    assert "node2: nothing to change" in result.stdout
+    assert "dry run: nothing was changed" in result.stdout
+    code, _ = _get(control.url + "/v1/configuration")
+    assert code == 404
+    code, state = _get(control.url + "/v1/state")
+    assert code == 200 and not state.get("applications")
+
+
+@needs_control
+def test_wait_times_out_without_agents_and_task_travels(control, workdir):
+    """
+    With no agent running, --wait gives up after --timeout with exit 1 and
+    the reason; the configuration was stored; the deploy's eliot task id
+    reached the control service's log.
+    """
+    cluster, apps = write_configuration(workdir, control.url, "lonely")
+    log = os.path.join(workdir, "deploy.log")
+    result = deploy("--wait", "--timeout", "1.5", "--log", log, cluster,
+                    apps)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "timed out after 1.5 seconds" in result.stderr
+    assert "demo does not run where it should yet" in result.stderr
+    assert "demo -> node1 [not running]" in result.stdout
+    code, stored = _get(control.url + "/v1/configuration")
+    assert code == 200 and stored["generation"] >= 1
+    with open(log) as f:
+        tasks = {m["task_uuid"] for m in map(json.loads, f)
+                 if m.get("action_type") == "blockmover:deploy"}
+    [task] = tasks
+    with open(control.log) as f:
+        assert task in f.read()
+
+
+# --- the pure pieces ---------------------------------------------------------
+
+CLUSTER = """\
+version: 1
+cluster: {name: c, control: "http://127.0.0.1:1"}
+nodes: {n1: {address: 10.0.0.1}, n2: {address: 10.0.0.2}}
+deployment: {n1: [], n2: [db]}
+"""
+APPS = """\
+version: 1
+applications:
+  db: {command: [sleep, "1"], volume: {mountpoint: /data}}
+"""
+
+
+def _state(running_on, progress=None, node="n2"):
+    nodes = {"n1": {"progress": {"converged": True, "generation": 3}},
+             node: {"progress": progress}}
+    return {"generation": 3, "nodes": nodes,
+            "applications": {"db": {"wanted_on": "n2",
+                                    "running_on": running_on}}}
+
+
+def test_pending_until_placed_and_converged():
+    deployment = load_deployment(CLUSTER, APPS)
+    moving = _state(["n1"], {"converged": False, "generation": 3})
+    assert pending(deployment, moving, {"n1": 2, "n2": 3}) == [
+        "db does not run where it should yet", "n2 is still converging"]
+    stale = _state(["n2"], {"converged": True, "generation": 2})
+    assert pending(deployment, stale, {"n1": 2, "n2": 3}) == [
+        "n2 has not seen the new configuration"]
+    done = _state(["n2"], {"converged": True, "generation": 4})
+    assert pending(deployment, done, {"n1": 2, "n2": 3}) == []
+    assert not application_placed("db", None, done)
+
+
+def test_application_line_shows_steps_and_current():
+    dataset = dataset_id("c", "db")
+    progress = {
+        "converged": False, "generation": 3,
+        "current": "MountFilesystem %s" % (dataset,), "since": 100.0,
+        "finished": [{"change": "AttachVolume %s" % (dataset,),
+                      "seconds": 1.25},
+                     {"change": "StartApplication other", "seconds": 9}],
+        "errors": []}
+    line = application_line("db", "n2", _state([], progress), "c", 102.5)
+    assert line == "db -> n2 [not running]  n2: attach 1.2s, mount... (2.5s)"
+
+
+def test_error_watch_waits_for_patience():
+    watch = ErrorWatch(patience=10)
+    state = _state([], {"converged": False, "generation": 3,
+                        "errors": ["DetachVolume x: busy"]})
+    assert watch.persistent(state, 100.0) is None
+    assert watch.persistent(state, 105.0) is None
+    assert watch.persistent(state, 110.0) == "n2: DetachVolume x: busy"
+    cleared = _state([], {"converged": False, "generation": 3})
+    assert watch.persistent(cleared, 111.0) is None
+    assert watch.persistent(state, 112.0) is None
+
+
+def test_live_lines_redraw_on_tty_and_append_otherwise():
+    plain = io.StringIO()
+    lines = LiveLines(plain, tty=False)
+    lines.show(["a 1", "b 1"])
+    lines.show(["a 1", "b 2"])
+    assert plain.getvalue() == "a 1\nb 1\nb 2\n"
+    tty = io.StringIO()
+    lines = LiveLines(tty, tty=True)
+    lines.show(["a 1", "b 1"])
+    lines.show(["a 2"])
+    out = tty.getvalue()
+    assert out.count("\x1b[2A") == 1
+    assert out.endswith("\r\x1b[2Ka 2\n\r\x1b[2K\n")
