@@ -223,6 +223,8 @@ class World(object):
 
     def write(self, app_name):
         """The application, where it runs, writes a token to its volume."""
+        if self.applications[app_name].volume is None:
+            return
         for node in self.nodes.values():
             if app_name in node.running:
                 d = self.dataset(app_name)
@@ -327,8 +329,8 @@ class World(object):
 
     def _StartApplication(self, node, change, partial):
         app = change.application
-        d = self.dataset(app.name)
-        assert node.mounts.get(d) == app.volume.mountpoint, (
+        assert app.volume is None or node.mounts.get(
+            self.dataset(app.name)) == app.volume.mountpoint, (
             "starting an application without its volume mounted", change)
         node.running.setdefault(app.name, next(self._ids))
 
@@ -355,6 +357,10 @@ class World(object):
         for d in self.written:
             assert d in self.volumes, ("volume with data vanished", d)
         for name, app in self.applications.items():
+            if app.volume is None:
+                # Nothing ties it to one node: the node taking it cannot
+                # see whether the node giving it up stopped it yet.
+                continue
             running_on = [n for n in self.nodes.values()
                           if name in n.running]
             assert len(running_on) <= 1, (name, running_on)
@@ -374,7 +380,7 @@ class World(object):
                           if name in n.running]
             if running_on != ([where] if where else []):
                 return False
-            if where is None:
+            if where is None or app.volume is None:
                 continue
             v = self.volumes.get(self.dataset(name))
             if v is None or v.size < app.volume.size:
