@@ -18,6 +18,7 @@ from blockmover.cluster.mongo import (
     refuses_connections, wait_for_server, write_documents,
 )
 from blockmover.cluster.up import up
+from blockmover.poll import Timeout
 
 DATA_ROOT = "/var/lib/blockmover/demo-data"
 APP = "mongodb"
@@ -29,8 +30,8 @@ def step(text):
 
 def print_move_times(changes, total):
     for node, change, seconds in changes:
-        print("    %-6s %-50s %7.2fs" % (node, change, seconds))
-    print("    %-57s %7.2fs" % ("total (deploy to converged)", total))
+        print("    %-6s %-58s %7.2fs" % (node, change, seconds))
+    print("    %-65s %7.2fs" % ("total (deploy to converged)", total))
 
 
 def run_demo(layout, documents):
@@ -83,9 +84,10 @@ def demo(documents=10000, keep=False):
     started = time.monotonic()
     step("bringing up cluster %s with 2 nodes" % (layout.name,))
     up(layout)
+    from pymongo.errors import PyMongoError
     try:
         run_demo(layout, documents)
-    except ClusterError as e:
+    except (ClusterError, Timeout, PyMongoError) as e:
         print("blockmover demo FAILED: %s" % (e,), flush=True)
         if not keep:
             print("(run `blockmover demo --keep` to leave the cluster up "

@@ -65,10 +65,12 @@ def document(n):
 
 def write_documents(address, count, batch=1000):
     """
-    Write documents ``0 .. count - 1`` to the server at ``address``.
+    Write documents ``0 .. count - 1`` to the server at ``address``, into
+    a collection emptied first (a demo run again starts afresh).
     """
     with _client(address) as client:
         collection = client[DATABASE][COLLECTION]
+        collection.drop()
         for start in range(0, count, batch):
             collection.insert_many(
                 [document(n) for n in range(start, min(count, start + batch))])
