@@ -3,47 +3,33 @@ The loop devices of the cluster's loopback backend: found by their backing
 file under the backend's root, so no other loop device is ever touched.
 """
 
-import glob
 import os
 
+from blockmover.backends import loopdevice
 from blockmover.cluster import ClusterError
-from blockmover.command import run
-
-
-def _backing_file(sys_block):
-    try:
-        with open(os.path.join(sys_block, "loop", "backing_file")) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        return None
 
 
 def loop_devices_under(root):
     """
     ``{device: backing file}`` for every loop device whose backing file
-    lies under ``root``.
+    lies (or lay, before it was unlinked) under ``root``.
     """
-    root = os.path.realpath(root).rstrip("/") + "/"
-    found = {}
-    for sys_block in glob.glob("/sys/block/loop*"):
-        backing = _backing_file(sys_block)
-        if backing and backing.startswith(root):
-            found["/dev/" + os.path.basename(sys_block)] = backing
-    return found
+    return dict(loopdevice.devices_under(os.path.realpath(root)))
 
 
 def detach_loop_devices_under(root):
     """
     Detach every loop device backed by a file under ``root``; return the
     devices detached.
+
+    :raise ClusterError: a device stays in use.
     """
-    detached = []
-    for device in sorted(loop_devices_under(root)):
-        result = run(["losetup", "--detach", device], check=False)
-        if result.returncode == 0 or "No such device" in result.stderr:
-            detached.append(device)
-        else:
-            raise ClusterError("cannot detach %s (%s): something still "
-                               "uses it; unmount it and run down again"
-                               % (device, result.stderr.strip()))
-    return detached
+    found = loop_devices_under(root)
+    for backing in sorted(set(found.values())):
+        try:
+            loopdevice.detach_all(backing)
+        except loopdevice.LoopDeviceError as e:
+            raise ClusterError("cannot detach the loop devices of %s (%s): "
+                               "something still uses them; unmount them and "
+                               "run down again" % (backing, e))
+    return sorted(found)
