@@ -123,6 +123,7 @@ class ConvergenceLoop(object):
         self._waiters = []
         self._follower = None
         self._last_turn = None
+        self._trouble = None
 
     # --- life -------------------------------------------------------------
 
@@ -277,7 +278,12 @@ class ConvergenceLoop(object):
             try:
                 progressed = yield self._turn(desired)
             except Exception as e:
+                # Looking at the node (or making its backend) failed: say so
+                # with the last state seen, and try again with backoff.
                 write_failure_of(e)
+                self._trouble = "cannot look at the node: %s" % (e,)
+                if self._state is not None:
+                    self._report(desired, converged=False)
                 progressed = False
             if not self._running:
                 break
@@ -303,6 +309,7 @@ class ConvergenceLoop(object):
         """
         context = yield self._in_thread(self._context_for, desired)
         self._state = yield self._in_thread(self._observe, context, desired)
+        self._trouble = None
         if self._is_converged(desired, self._state):
             self._failing = {}
             self._set_current(None)
@@ -377,7 +384,8 @@ class ConvergenceLoop(object):
         progress = Progress(
             converged=converged, generation=desired.generation,
             current=self._current, since=self._since,
-            errors=[f.error for f in self._failing.values()],
+            errors=[f.error for f in self._failing.values()]
+            + ([self._trouble] if self._trouble else []),
             finished=self._finished)
         report = NodeReport(state=self._state, progress=progress,
                             changed_backend=self._changed_backend)

@@ -69,8 +69,9 @@ class ContextFactory(object):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="blockmover-agent",
-                                     description=_DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="blockmover-agent", description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="agent.yml", required=True,
                         help="this node's agent configuration")
     return parser.parse_args(argv)

@@ -209,7 +209,9 @@ class ControlClient(object):
         error = failure.value
         if isinstance(error, ConnectionRefusedError):
             reason = "connection refused"
-        elif isinstance(error, (CancelledError, ConnectingCancelledError)):
+        elif isinstance(error, (CancelledError, ConnectingCancelledError)) \
+                or (isinstance(error, (ResponseFailed, ResponseNeverReceived))
+                    and any(r.check(CancelledError) for r in error.reasons)):
             reason = "no answer in time"
         elif isinstance(error, (ResponseFailed, ResponseNeverReceived)):
             reason = "the connection broke: " + "; ".join(

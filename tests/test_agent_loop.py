@@ -249,7 +249,7 @@ def slice_(generation):
                        generation=generation)
 
 
-def run_loop(client, steps, scenario, timeout=30):
+def run_loop(client, steps, scenario, timeout=30, observe_fails=()):
     """
     Run a ConvergenceLoop whose plan is the unfinished ``steps`` (all of
     them, in order) until ``scenario(reactor, loop)`` fires.
@@ -260,6 +260,8 @@ def run_loop(client, steps, scenario, timeout=30):
 
     def observe(context, desired):
         observed.append(desired.generation)
+        if len(observed) - 1 in observe_fails:
+            raise OSError("lsblk is missing")
         return NodeState(node="n1", backend_id="n1")
 
     def plan(desired, state):
@@ -359,3 +361,70 @@ def test_unreachable_control_is_retried():
         yield _until(reactor, lambda: step.done, "the change")
     run_loop(client, {1: [step]}, scenario)
     assert client.polls >= 4
+
+
+def test_failing_observe_is_reported_and_retried():
+    """
+    Looking at the node failing is reported as an error and retried; the
+    loop converges once it works.
+    """
+    client = FakeClient()
+    step = Step("d")
+    client.push(slice_(1))
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        yield _until(reactor, lambda: client.reports and
+                     client.reports[-1].progress.converged, "convergence")
+    _, observed = run_loop(client, {1: [step]}, scenario,
+                           observe_fails={1, 2})
+    assert step.done
+    assert len(observed) >= 4
+    assert any("cannot look at the node: lsblk is missing" in e
+               for r in client.reports for e in r.progress.errors)
+    assert client.reports[-1].progress.errors == []
+
+
+# --- the entry point ---------------------------------------------------------
+
+def test_agent_help_and_bad_config(workdir):
+    agent = os.path.join(VENV_BIN, "blockmover-agent")
+    result = subprocess.run([agent, "--help"], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0
+    assert "--config agent.yml" in result.stdout
+    assert "applications keep running" in result.stdout
+    config = os.path.join(workdir, "agent.yml")
+    with open(config, "w") as f:
+        f.write("version: 1\nnode: node1\n")
+    result = subprocess.run([agent, "--config", config],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(config) and "control" in line
+
+
+def test_context_factory_makes_backend_per_cluster():
+    """
+    The backend is made once per cluster name, with the node's name as
+    the loopback instance id, and made again when the cluster changes.
+    """
+    from agents.main import ContextFactory
+    from blockmover.config import load_agent_config
+    config = load_agent_config(
+        "version: 1\nnode: node1\ncontrol: http://127.0.0.1:1\n"
+        "backend: {name: loopback, root: /nonexistent}\n")
+    made = []
+
+    def backend_factory(name, options, cluster_name, instance_id):
+        made.append((name, options, cluster_name, instance_id))
+        return object()
+    contexts = ContextFactory(config, runtime=None,
+                              backend_factory=backend_factory)
+    first = contexts(slice_(1))
+    assert contexts(slice_(2)).backend is first.backend
+    other = contexts(slice_(3).set(cluster_name="other"))
+    assert other.backend is not first.backend
+    assert made == [("loopback", {"root": "/nonexistent"}, "c", "node1"),
+                    ("loopback", {"root": "/nonexistent"}, "other", "node1")]
+    assert first.node == "node1" and first.backend_id == "n1"
