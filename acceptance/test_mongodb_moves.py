@@ -33,12 +33,14 @@ def test_moves_there_and_back(cluster, mongodb):
     assert len(cluster.watcher.seen) >= 3
 
 
-@pytest.mark.parametrize("victim", ["source agent", "control service"])
+@pytest.mark.parametrize("victim", ["source agent", "target agent",
+                                    "control service"])
 def test_move_survives_a_kill(cluster, mongodb, victim):
     source = mongodb.where
     target = mongodb.other().name
-    key = agent_key(cluster.layout.node(source)) \
-        if victim == "source agent" else CONTROL
+    key = {"source agent": agent_key(cluster.layout.node(source)),
+           "target agent": agent_key(cluster.layout.node(target)),
+           "control service": CONTROL}[victim]
     record = recorded(cluster, key)
 
     mongodb.submit(target)
