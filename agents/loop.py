@@ -135,6 +135,7 @@ class ConvergenceLoop(object):
         self._running = True
         self._follower = self._follow()
         d = self._converge()
+        d.addErrback(write_failure)
         d.addBoth(lambda _: self._follower)
         d.addBoth(lambda _: self._reporter.flush())
         d.addBoth(self._stopped)

@@ -4,6 +4,8 @@ printed as appended lines (only those that changed) anywhere else, so logs
 of a non-interactive deploy stay readable.
 """
 
+import shutil
+
 _UP = "\x1b[%dA"
 _CLEAR_LINE = "\x1b[2K"
 
@@ -21,6 +23,9 @@ class LiveLines(object):
     def show(self, lines):
         lines = list(lines)
         if self._tty:
+            # A wrapped line would break the count of lines to redraw.
+            width = max(20, shutil.get_terminal_size().columns - 1)
+            lines = [line[:width] for line in lines]
             out = []
             if self._shown:
                 out.append(_UP % (len(self._shown),))
