@@ -11,7 +11,7 @@ the outcome.
 
 import re
 
-from eliot import start_action
+from eliot import log_message, start_action
 from pyrsistent import PClass, field
 
 from blockmover import identity
@@ -228,6 +228,14 @@ class DetachVolume(PClass):
     def run(self, context):
         with _action(self, context, dataset_id=self.dataset_id,
                      volume_id=self.volume_id):
+            # A slice can be stale: detach only what the backend says this
+            # node holds, never a volume another node took meanwhile. While
+            # we hold it nobody else can attach it, so this cannot race.
+            holder = context.backend.get_volume(self.volume_id).attached_to
+            if holder != context.backend_id:
+                log_message(message_type="blockmover:agent:not_detached",
+                            volume_id=self.volume_id, attached_to=holder)
+                return
             device = context.backend.get_device_path(self.volume_id)
             if device is not None:
                 where = mounts.mounts_of(device)

@@ -206,6 +206,23 @@ def test_detach_refuses_while_mounted(make_context, top):
     give_up(context, dataset, volume_id, top + "/data")
 
 
+def test_detach_from_a_stale_slice_leaves_another_nodes_volume(
+        make_context, top):
+    """
+    A node acting on an old slice that still shows a volume attached to it
+    must not pull it from the node that holds and mounts it now.
+    """
+    holder, stale = make_context("node1"), make_context("node2")
+    dataset, volume_id = new_volume(holder, "db")
+    take(holder, dataset, volume_id, top + "/data")
+    twice(DetachVolume(dataset_id=dataset, volume_id=volume_id), stale)
+    assert holder.backend.get_volume(volume_id).attached_to == "node1"
+    device = holder.backend.get_device_path(volume_id)
+    assert device is not None
+    assert mounts.mounts_of(device) == [top + "/data"]
+    give_up(holder, dataset, volume_id, top + "/data")
+
+
 def test_grow_ext4_offline(make_context, top):
     context = make_context("node1")
     dataset, volume_id = new_volume(context, "db")
