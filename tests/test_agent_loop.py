@@ -24,6 +24,13 @@ from twisted.python.threadpool import ThreadPool
 from agents.changes import NodeContext
 from agents.loop import ConvergenceLoop
 from blockmover.backends.loopback import LoopbackBlockDeviceAPI
+from blockmover.cluster.mounts import (
+    is_mountpoint, namespace_mounts, unmount_in_namespace,
+)
+from blockmover.cluster.namespaces import (
+    make_mount_ns_dir, make_node_mount_ns, remove_mount_ns_dir,
+    remove_node_mount_ns,
+)
 from blockmover.client import ControlUnreachable
 from blockmover.model import NodeDesired, NodeState
 from tests.test_client import (
@@ -37,34 +44,70 @@ APP_COMMAND = ('%s, -c, "import time; open(\'alive\', \'w\').write(\'ok\'); '
                'time.sleep(3600)"' % (sys.executable,))
 
 
-def mounted_at(path):
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
+class NodeNamespace(object):
+    """
+    A node's own persistent mount namespace (as a local cluster's nodes
+    have), so that two agents on this machine do not see each other's
+    mounts. ``remove()`` unmounts what is left in it and removes it.
+    """
+
+    def __init__(self, ns_dir, name):
+        self.name = name
+        self.mount_ns = os.path.join(ns_dir, name)
+        make_node_mount_ns(self)
+
+    def run(self, argv, **kwargs):
+        return subprocess.run(["nsenter", "--mount=" + self.mount_ns, "--"]
+                              + list(argv), **kwargs)
+
+    def mounted(self, path):
+        return any(m.mountpoint == path
+                   for m in namespace_mounts(self.mount_ns))
+
+    def read(self, path):
+        result = self.run(["cat", path], capture_output=True, text=True)
+        return result.stdout if result.returncode == 0 else None
+
+    def remove(self, mountpoint):
+        if self.mounted(mountpoint):
+            unmount_in_namespace(self.mount_ns, mountpoint)
+        remove_node_mount_ns(self)
+
+
+class _NamespaceDir(object):
+    def __init__(self, path):
+        self.mount_ns_dir = path
 
 
 class AgentProcess(object):
     """
-    ``blockmover-agent`` as a child process with its own agent.yml.
+    ``blockmover-agent`` as a child process with its own agent.yml, run
+    inside ``namespace`` (a ``NodeNamespace``).
     """
 
-    def __init__(self, directory, control_url, loopback_root, node="node1"):
+    def __init__(self, directory, control_url, loopback_root, namespace):
         self.directory = directory
-        self.state_dir = os.path.join(directory, "agent-state")
-        self.log = os.path.join(directory, "agent.log")
-        self.config = os.path.join(directory, "agent.yml")
+        self.node = namespace.name
+        self.namespace = namespace
+        self.state_dir = os.path.join(directory, self.node + "-state")
+        self.log = os.path.join(directory, self.node + ".log")
+        self.config = os.path.join(directory, self.node + ".yml")
         with open(self.config, "w") as f:
             f.write("version: 1\nnode: %s\ncontrol: %s\nstate_dir: %s\n"
                     "log: %s\nbackend:\n  name: loopback\n  root: %s\n"
-                    % (node, control_url, self.state_dir, self.log,
+                    % (self.node, control_url, self.state_dir, self.log,
                        loopback_root))
         self.process = None
 
     def start(self):
+        # nsenter enters the namespace and execs the agent: one pid.
         self.process = subprocess.Popen(
-            [os.path.join(VENV_BIN, "blockmover-agent"), "--config",
+            ["nsenter", "--mount=" + self.namespace.mount_ns, "--",
+             os.path.join(VENV_BIN, "blockmover-agent"), "--config",
              self.config],
             stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.directory, "agent.err"), "ab"))
+            stderr=open(os.path.join(self.directory, self.node + ".err"),
+                        "ab"))
 
     def terminate(self, timeout=60):
         """
@@ -114,38 +157,70 @@ def workdir():
         shutil.rmtree(directory)
 
 
+@pytest.fixture
+def namespaces(workdir):
+    """
+    A factory of node mount namespaces under ``workdir``; all removed
+    afterwards (each after unmounting the test's mountpoint in it).
+    """
+    ns_dir = _NamespaceDir(os.path.join(workdir, "ns", "mounts"))
+    made = []
+    mountpoint = os.path.join(workdir, "mnt", APP)
+
+    def make(name):
+        if not made:
+            make_mount_ns_dir(ns_dir)
+        made.append(NodeNamespace(ns_dir.mount_ns_dir, name))
+        return made[-1]
+    try:
+        yield make
+    finally:
+        for namespace in made:
+            namespace.remove(mountpoint)
+        if made:
+            remove_mount_ns_dir(ns_dir)
+
+
 @needs_control
-def test_agent_moves_application_in_and_out(workdir, loopback_root):
+def test_agent_moves_application_between_nodes(workdir, loopback_root,
+                                               namespaces):
     """
     Deploying an application to node1 creates, attaches, formats and mounts
     its volume and starts it there (its file lands on the volume); SIGTERM
     stops the agent but not the application, and a restarted agent adopts
-    it; deploying it to no node stops it, unmounts and detaches the volume
-    and keeps the data.
+    it; moving it to node2 stops, unmounts and detaches it on node1 and
+    attaches, mounts and starts it on node2 with its data; deploying it to
+    no node stops it, unmounts and detaches the volume and keeps it.
     """
     cluster_name = "a%d" % (os.getpid(),)
+    ns1, ns2 = namespaces("node1"), namespaces("node2")
     control = ControlService(workdir)
-    agent = AgentProcess(workdir, control.url, loopback_root)
+    agent = AgentProcess(workdir, control.url, loopback_root, ns1)
+    agent2 = AgentProcess(workdir, control.url, loopback_root, ns2)
     mountpoint = os.path.join(workdir, "mnt", APP)
+    alive_file = os.path.join(mountpoint, "alive")
+    marker = os.path.join(mountpoint, "marker")
     pids = []
     try:
         cluster, apps = write_configuration(
             workdir, control.url, cluster_name, placed=APP,
             command=APP_COMMAND, root=loopback_root)
         agent.start()
+        agent2.start()
         result = deploy(cluster, apps)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "converged" in result.stdout
-        # One line per application showing where it goes and its steps.
+        # One line per application: where it goes, its steps and times.
         assert "%s -> node1 [running on node1]" % (APP,) in result.stdout
-        assert "mount" in result.stdout
+        assert "attach" in result.stdout and "mount" in result.stdout
 
-        assert mounted_at(mountpoint)
+        assert ns1.mounted(mountpoint) and not ns2.mounted(mountpoint)
+        assert not is_mountpoint(mountpoint), "a node's mount leaked"
         pid = agent.app_pid()
         pids.append(pid)
         assert pid is not None and alive(pid)
         deadline = time.monotonic() + 10
-        while not os.path.exists(os.path.join(mountpoint, "alive")):
+        while ns1.read(alive_file) != "ok":
             assert time.monotonic() < deadline, "the application wrote nothing"
             time.sleep(0.1)
         backend = LoopbackBlockDeviceAPI(loopback_root, cluster_name, "node1")
@@ -156,7 +231,7 @@ def test_agent_moves_application_in_and_out(workdir, loopback_root):
         started = time.monotonic()
         assert agent.terminate() == 0
         assert time.monotonic() - started < 10, "SIGTERM took too long"
-        assert alive(pid) and mounted_at(mountpoint)
+        assert alive(pid) and ns1.mounted(mountpoint)
 
         # A restarted agent adopts it: converged without restarting it.
         agent.start()
@@ -164,24 +239,44 @@ def test_agent_moves_application_in_and_out(workdir, loopback_root):
         assert result.returncode == 0, result.stdout + result.stderr
         assert agent.app_pid() == pid and alive(pid)
 
+        # Moved to node2: stopped here, started there, with its data.
+        ns1.run(["sh", "-c", "echo kept > " + marker], check=True)
+        write_configuration(workdir, control.url, cluster_name, placed=APP,
+                            command=APP_COMMAND, root=loopback_root,
+                            node="node2")
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "%s -> node2 [running on node2]" % (APP,) in result.stdout
+        assert not alive(pid)
+        assert not ns1.mounted(mountpoint) and ns2.mounted(mountpoint)
+        pid2 = agent2.app_pid()
+        pids.append(pid2)
+        assert pid2 is not None and alive(pid2)
+        assert ns2.read(marker) == "kept\n"
+        [volume] = backend.list_volumes()
+        assert volume.attached_to == "node2"
+
         # Moved to no node, it stops and its volume is let go.
         write_configuration(workdir, control.url, cluster_name, placed="",
                             command=APP_COMMAND, root=loopback_root)
         result = deploy(cluster, apps)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "%s -> no node [stopped]" % (APP,) in result.stdout
-        assert not alive(pid)
-        assert not mounted_at(mountpoint)
+        assert not alive(pid2)
+        assert not ns2.mounted(mountpoint)
         [volume] = backend.list_volumes()
         assert volume.attached_to is None
-        assert backend.get_device_path(volume.volume_id) is None
+        assert LoopbackBlockDeviceAPI(
+            loopback_root, cluster_name, "node2").get_device_path(
+                volume.volume_id) is None
     finally:
         agent.terminate()
+        agent2.terminate()
+        # Whatever the test got to: every application either node started.
+        pids.extend([agent.app_pid(), agent2.app_pid()])
         for pid in pids:
             if pid is not None and alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        if mounted_at(mountpoint):
-            subprocess.run(["umount", mountpoint], check=False)
         control.stop()
 
 

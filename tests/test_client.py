@@ -232,8 +232,8 @@ nodes:
   node1: {{address: 127.0.0.1}}
   node2: {{address: 127.0.0.1}}
 deployment:
-  node1: [{placed}]
-  node2: []
+  node1: [{on1}]
+  node2: [{on2}]
 """
 
 APP_YML = """\
@@ -325,11 +325,13 @@ def control(workdir):
 
 
 def write_configuration(directory, control_url, name, placed="demo",
-                        command="sleep, '3600'", app="demo", root=None):
+                        command="sleep, '3600'", app="demo", root=None,
+                        node="node1"):
     """
     Write cluster.yml and app.yml for one application into ``directory``
-    (placed on node1, or on no node when ``placed`` is empty); return their
-    paths. The loopback root defaults to a directory in ``directory``.
+    (``placed`` on ``node``, or on no node when ``placed`` is empty);
+    return their paths. The loopback root defaults to a directory in
+    ``directory``.
     """
     if root is None:
         root = os.path.join(directory, "loopback")
@@ -337,8 +339,10 @@ def write_configuration(directory, control_url, name, placed="demo",
     cluster = os.path.join(directory, "cluster.yml")
     apps = os.path.join(directory, "app.yml")
     with open(cluster, "w") as f:
-        f.write(CLUSTER_YML.format(name=name, url=control_url, root=root,
-                                   placed=placed))
+        f.write(CLUSTER_YML.format(
+            name=name, url=control_url, root=root,
+            on1=placed if node == "node1" else "",
+            on2=placed if node == "node2" else ""))
     with open(apps, "w") as f:
         f.write(APP_YML.format(app=app, command=command,
                                mountpoint=os.path.join(directory, "mnt",
