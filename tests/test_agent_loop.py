@@ -141,6 +141,17 @@ def alive(pid):
         return False
 
 
+def _started_in(pid, directory):
+    """
+    Whether ``pid`` runs in ``directory`` (so it is this test's application
+    and not a process that reused the pid).
+    """
+    try:
+        return os.readlink("/proc/%d/cwd" % (pid,)).startswith(directory)
+    except OSError:
+        return False
+
+
 def deploy(cluster, apps, *extra, timeout=120):
     return subprocess.run(
         [os.path.join(VENV_BIN, "blockmover-deploy"), "--wait",
@@ -275,7 +286,7 @@ def test_agent_moves_application_between_nodes(workdir, loopback_root,
         # Whatever the test got to: every application either node started.
         pids.extend([agent.app_pid(), agent2.app_pid()])
         for pid in pids:
-            if pid is not None and alive(pid):
+            if pid is not None and alive(pid) and _started_in(pid, workdir):
                 os.kill(pid, signal.SIGKILL)
         control.stop()
 
