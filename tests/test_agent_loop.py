@@ -534,3 +534,37 @@ def test_context_factory_makes_backend_per_cluster():
     assert made == [("loopback", {"root": "/nonexistent"}, "c", "node1"),
                     ("loopback", {"root": "/nonexistent"}, "other", "node1")]
     assert first.node == "node1" and first.backend_id == "n1"
+
+
+@needs_control
+def test_deploy_gives_up_on_persistent_error(workdir, loopback_root,
+                                             namespaces):
+    """
+    An application whose command cannot start: the agent keeps retrying
+    it with backoff and reports the error; ``blockmover-deploy --wait``
+    gives up with exit 1 naming the node and the failing change.
+    """
+    ns1 = namespaces("node1")
+    control = ControlService(workdir)
+    agent = AgentProcess(workdir, control.url, loopback_root, ns1)
+    try:
+        cluster, apps = write_configuration(
+            workdir, control.url, "e%d" % (os.getpid(),), placed=APP,
+            command="/nonexistent/%s" % (APP,), root=loopback_root)
+        agent.start()
+        result = deploy(cluster, apps, "--error-patience", "2")
+        assert result.returncode == 1, result.stdout + result.stderr
+        [reason] = result.stderr.splitlines()
+        assert reason.startswith("blockmover-deploy: convergence failed: "
+                                 "node1: StartApplication %s: " % (APP,))
+        assert "/nonexistent/%s" % (APP,) in reason
+        assert agent.app_pid() is None
+        # Deployed nowhere, the volume is let go again.
+        write_configuration(workdir, control.url, "e%d" % (os.getpid(),),
+                            placed="", command="/nonexistent/%s" % (APP,),
+                            root=loopback_root)
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        agent.terminate()
+        control.stop()
