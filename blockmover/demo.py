@@ -76,6 +76,16 @@ def run_demo(layout, documents):
           "connections" % (len(found), after, node1.name))
 
 
+def remove_empty_mountpoints():
+    """
+    Remove the demo's mountpoint directories, only where empty: with the
+    cluster down nothing is mounted on them, and data is never deleted.
+    """
+    for path in (os.path.join(DATA_ROOT, APP), DATA_ROOT):
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+
+
 def demo(documents=10000, keep=False):
     """
     Run the demo; 0 when the data was verified on the new node.
@@ -100,5 +110,6 @@ def demo(documents=10000, keep=False):
         else:
             step("taking the cluster down")
             down(layout.state_file)
+            remove_empty_mountpoints()
     step("demo passed in %.1fs" % (time.monotonic() - started,))
     return 0
