@@ -16,9 +16,12 @@ from blockmover.cluster.down import down
 from blockmover.cluster.layout import make_layout
 from blockmover.cluster.leftovers import leftovers
 from blockmover.cluster.mounts import mounts_of, namespace_mounts
-from blockmover.cluster.namespaces import nsenter_argv, unused_subnet
+from blockmover.cluster.namespaces import (
+    link_exists, nsenter_argv, unused_subnet,
+)
 from blockmover.cluster.up import up
 from blockmover.command import run
+from blockmover.poll import Backoff, poll
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="namespaces and mounts need root")
@@ -136,3 +139,22 @@ def test_a_node_never_pins_a_filesystem_mounted_on_the_host(layout, tmp_path):
     finally:
         run(["losetup", "--detach", device])
     assert loop_devices_under(str(tmp_path)) == {}
+
+
+def test_down_after_up_was_killed_half_way(layout):
+    # Kill `blockmover cluster up` as soon as it has made anything, then
+    # take down whatever it left: nothing may remain.
+    command = [os.path.join(os.path.dirname(sys.executable), "blockmover"),
+               "cluster", "up", "--name", layout.name, "--subnet",
+               layout.subnet, "--state-dir", layout.state_dir]
+    started = processes.start(command, str(layout.state_dir) + ".out")
+    try:
+        poll(lambda: True if link_exists(layout.bridge) else None, 60,
+             "cluster up to make its bridge",
+             backoff=Backoff(initial=0.01, factor=1.0, maximum=0.01))
+    finally:
+        processes.kill(started)
+        os.unlink(str(layout.state_dir) + ".out")
+    assert state.load(layout.state_file) is not None
+    assert down(layout.state_file, echo=quiet)
+    assert leftovers(layout) == []

@@ -22,6 +22,13 @@ def _stop_services(current, echo):
     for key, record in sorted(current.processes.items()):
         if processes.stop(record):
             echo("%s stopped (pid %d)" % (key, record.pid))
+    # A control service started by an ``up`` that crashed before recording
+    # it: found by its state directory, which only this cluster uses.
+    for record in processes.records_with_arguments(
+            "--state-dir", current.layout.control_state_dir):
+        if processes.stop(record):
+            echo("unrecorded control service stopped (pid %d)"
+                 % (record.pid,))
 
 
 def _stop_applications(current, echo):

@@ -158,3 +158,28 @@ def records_in_netns(netns_path):
         if inside and started is not None:
             records.append(ProcessRecord(pid=pid, start_time=started))
     return records
+
+
+def records_with_arguments(*arguments):
+    """
+    Every process whose command line holds ``arguments`` one after the
+    other (e.g. ``--state-dir``, a directory only one cluster uses), as
+    ``ProcessRecord`` values: how a process started but never recorded,
+    because the command that started it crashed, is still found.
+    """
+    wanted = b"\0" + b"\0".join(a.encode() for a in arguments) + b"\0"
+    records = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % (entry,), "rb") as f:
+                cmdline = b"\0" + f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            # The process ended while we looked.
+            continue
+        started = start_time(int(entry))
+        if wanted in cmdline and started is not None:
+            records.append(ProcessRecord(pid=int(entry),
+                                         start_time=started))
+    return records
