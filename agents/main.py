@@ -14,7 +14,7 @@ from agents.changes import NodeContext
 from agents.loop import ConvergenceLoop
 from agents.runtime import ProcessRuntime
 from blockmover.backends import make_backend
-from blockmover.client import ControlClient
+from blockmover.client import ControlClient, printable_url
 from blockmover.config import ConfigError, load_agent_file
 from blockmover.logs import start_logging
 
@@ -90,7 +90,7 @@ def run_agent(reactor, config):
     loop = ConvergenceLoop(reactor, client, ContextFactory(config, runtime),
                            threadpool, node=config.node)
     log_message(message_type="blockmover:agent:start", node=config.node,
-                control=config.control)
+                control=printable_url(config.control))
     # SIGTERM stops the reactor; stop the loop before it does.
     reactor.addSystemEventTrigger("before", "shutdown", loop.stop)
     done = loop.start()

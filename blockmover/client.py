@@ -6,7 +6,7 @@ the reactor.
 """
 
 import json
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import treq
 from eliot import current_action
@@ -41,12 +41,24 @@ class ControlError(Exception):
                            "control service answered %d" % (code,))
 
 
+def printable_url(url):
+    """
+    ``url`` without any user name or password, fit for messages and logs.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc="***@" + host))
+
+
 class ControlUnreachable(Exception):
     """
     The control service could not be reached (connection refused, no such
     host, timed out). Check that it runs and that the URL is right.
     """
     def __init__(self, url, reason):
+        url = printable_url(url)
         self.url = url
         Exception.__init__(
             self, "cannot reach the control service at %s: %s"

@@ -14,7 +14,9 @@ from eliot import log_message, start_action
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater, react
 
-from blockmover.client import ControlClient, ControlError, ControlUnreachable
+from blockmover.client import (
+    ControlClient, ControlError, ControlUnreachable, printable_url,
+)
 from blockmover.config import ConfigError, load_deployment
 from blockmover.convergence import ErrorWatch, application_line, pending
 from blockmover.display import LiveLines
@@ -200,7 +202,8 @@ def deploy(reactor, args, deployment, cluster_yml, app_yml, url, out):
     """
     client = ControlClient(url, reactor)
     try:
-        with start_action(action_type="blockmover:deploy", control=url,
+        with start_action(action_type="blockmover:deploy",
+                          control=printable_url(url),
                           cluster=deployment.cluster_name,
                           dry_run=args.dry_run, wait=args.wait):
             answer = yield _send(client, args, cluster_yml, app_yml)

@@ -24,7 +24,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from blockmover.client import ControlClient, ControlError, ControlUnreachable
+from blockmover.client import (
+    ControlClient, ControlError, ControlUnreachable, printable_url,
+)
 from blockmover.logs import TASK_HEADER
 from blockmover.model import (
     NodeDesired, NodeReport, NodeState, Progress, to_data,
@@ -216,6 +218,12 @@ def test_connection_refused_is_unreachable():
     assert isinstance(error, ControlUnreachable)
     assert str(error).startswith(
         "cannot reach the control service at %s: " % (url,))
+
+
+def test_printable_url_hides_credentials():
+    assert printable_url("http://admin:s3cret@10.0.0.1:4523/x") == \
+        "http://***@10.0.0.1:4523/x"
+    assert printable_url("https://10.0.0.1:4523") == "https://10.0.0.1:4523"
 
 
 # --- the real control service ----------------------------------------------
