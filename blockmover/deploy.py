@@ -55,13 +55,16 @@ class Abort(Exception):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="blockmover-deploy",
-        description="Send a cluster's configuration (cluster.yml: nodes and "
-                    "which application runs where; app.yml: what the "
-                    "applications are) to its control service, and show "
-                    "what will change on each node.",
+        description="Send a cluster's configuration (cluster.yml: nodes and\n"
+                    "which application runs where; app.yml: what the\n"
+                    "applications are) to its control service, and show\n"
+                    "what will change on each node. Both files are checked\n"
+                    "here first; a mistake is reported with file and line.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cluster", metavar="cluster.yml")
-    parser.add_argument("app", metavar="app.yml")
+    parser.add_argument("cluster", metavar="cluster.yml",
+                        help="the nodes and where each application runs")
+    parser.add_argument("app", metavar="app.yml",
+                        help="what the applications are")
     parser.add_argument("--control", metavar="URL",
                         help="the control service (default: cluster.control "
                              "in cluster.yml)")
