@@ -130,6 +130,29 @@ def test_dry_run_changes_nothing(control, workdir):
 
 
 @needs_control
+def test_refused_configuration(control, workdir):
+    """
+    A configuration valid on its own but over the backend's limits: the
+    service refuses it, the deploy exits 3 with its reasons, and nothing
+    is stored.
+    """
+    cluster, apps = write_configuration(workdir, control.url, "big")
+    with open(cluster) as f:
+        text = f.read()
+    with open(cluster, "w") as f:
+        f.write(text.replace("    name: loopback\n",
+                             "    name: loopback\n"
+                             "    limits: {max_size: 8M}\n"))
+    result = deploy(cluster, apps)
+    assert result.returncode == 3, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("blockmover-deploy: the control service refused "
+                        "the configuration:")
+    assert any("demo" in line and "max_size" in line for line in lines[1:])
+    assert _get(control.url + "/v1/configuration")[0] == 404
+
+
+@needs_control
 def test_wait_times_out_without_agents_and_task_travels(control, workdir):
     """
     With no agent running, --wait gives up after --timeout with exit 1 and
