@@ -568,3 +568,56 @@ def test_deploy_gives_up_on_persistent_error(workdir, loopback_root,
     finally:
         agent.terminate()
         control.stop()
+
+
+# --- the reporter ------------------------------------------------------------
+
+def test_reporter_sends_newest_and_keeps_backend_flag():
+    """
+    Reports queued behind one in flight collapse to the newest, keeping a
+    ``changed_backend`` flag of a collapsed one; a failed send is retried
+    with backoff until the control service takes it.
+    """
+    from agents.report import Reporter
+    from blockmover.model import NodeReport, Progress
+    from blockmover.poll import Backoff
+    from twisted.internet.defer import fail
+
+    def report(generation, changed_backend=False):
+        return NodeReport(state=NodeState(node="n1", backend_id="n1"),
+                          progress=Progress(converged=False,
+                                            generation=generation),
+                          changed_backend=changed_backend)
+
+    class Client(object):
+        def __init__(self):
+            self.sent = []
+            self.failures = 2
+            self.in_flight = None
+
+        def put_state(self, node, report):
+            self.sent.append(report)
+            if len(self.sent) == 1:
+                self.in_flight = Deferred()
+                return self.in_flight
+            if self.failures:
+                self.failures -= 1
+                return fail(ControlUnreachable("http://x", "refused"))
+            return succeed(None)
+
+    client = Client()
+
+    @inlineCallbacks
+    def scenario(reactor):
+        reporter = Reporter(reactor, client, "n1",
+                            backoff=Backoff(initial=0.05, factor=2.0,
+                                            maximum=1.0))
+        reporter.send(report(1))
+        reporter.send(report(2, changed_backend=True))
+        reporter.send(report(3))
+        client.in_flight.callback(None)
+        yield _until(reactor, lambda: len(client.sent) == 4, "the retries")
+        yield reporter.flush()
+    run_reactor(scenario)
+    assert [r.progress.generation for r in client.sent] == [1, 3, 3, 3]
+    assert all(r.changed_backend for r in client.sent[1:])
