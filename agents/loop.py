@@ -13,8 +13,9 @@ fixed time.
 """
 
 import time
+from contextlib import nullcontext
 
-from eliot import log_message, start_action, write_failure
+from eliot import Action, log_message, start_action, write_failure
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
@@ -124,6 +125,10 @@ class ConvergenceLoop(object):
         self._follower = None
         self._last_turn = None
         self._trouble = None
+        # The deploy's eliot task, continued for the slice it changed: the
+        # changes made for that slice are its children.
+        self._task = None
+        self._task_id = None
 
     # --- life -------------------------------------------------------------
 
@@ -152,6 +157,7 @@ class ConvergenceLoop(object):
         return d
 
     def _stopped(self, _):
+        self._end_task()
         self._reporter.stop()
         self._done = True
         waiters, self._waiters = self._waiters, []
@@ -240,6 +246,12 @@ class ConvergenceLoop(object):
         log_message(message_type="blockmover:agent:desired",
                     node=self._node, generation=desired.generation)
         previous, self._desired = self._desired, desired
+        if desired.task_id is not None and desired.task_id != self._task_id:
+            self._end_task()
+            self._task = Action.continue_task(
+                task_id=desired.task_id, action_type="blockmover:agent:converge",
+                node=self._node, generation=desired.generation)
+            self._task_id = desired.task_id
         # A slice that only refreshes the volume listing is not a new move:
         # keep its progress and retry backoff.
         if previous is None or (previous.datasets, previous.applications) \
@@ -247,6 +259,11 @@ class ConvergenceLoop(object):
             self._failing = {}
             self._finished = []
         self._wake()
+
+    def _end_task(self):
+        if self._task is not None:
+            self._task.finish()
+            self._task = None
 
     # --- sleeping and waking ---------------------------------------------
 
@@ -312,6 +329,7 @@ class ConvergenceLoop(object):
         self._state = yield self._in_thread(self._observe, context, desired)
         self._trouble = None
         if self._is_converged(desired, self._state):
+            self._end_task()
             self._failing = {}
             self._set_current(None)
             self._report(desired, converged=True)
@@ -350,7 +368,7 @@ class ConvergenceLoop(object):
         self._report(desired, converged=False)
         started = time.monotonic()
         try:
-            yield self._in_thread(_run_change, change, context)
+            yield self._in_thread(_run_change, change, context, self._task)
         except Exception as e:
             attempts = self._failing[key].attempts if key in self._failing \
                 else 0
@@ -399,13 +417,15 @@ class ConvergenceLoop(object):
         self._reporter.send(report)
 
 
-def _run_change(change, context):
+def _run_change(change, context, task=None):
     """
-    Run one change, blocking, inside an eliot action naming it.
+    Run one change, blocking, inside an eliot action naming it: a child of
+    ``task`` (the deploy's task, continued) when there is one.
     """
-    with start_action(action_type="blockmover:agent:change",
-                      node=context.node, change=C.describe(change)):
-        change.run(context)
+    with (task.context() if task is not None else nullcontext()):
+        with start_action(action_type="blockmover:agent:change",
+                          node=context.node, change=C.describe(change)):
+            change.run(context)
 
 
 def write_failure_of(error):

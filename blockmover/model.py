@@ -197,6 +197,10 @@ class NodeDesired(PClass):
     applications = pmap_field(str, Application)
     volumes = pmap_field(str, Volume)
     listed_at = field(type=float, mandatory=True, initial=0.0)
+    # The eliot task of the deploy that last changed this slice, for this
+    # node alone; the agent makes its changes inside it, so one move reads
+    # as one tree across the CLI, the control service and the agents.
+    task_id = optional(str)
 
 
 # --- observed state of one node ------------------------------------------

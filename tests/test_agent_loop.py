@@ -152,6 +152,11 @@ def _started_in(pid, directory):
         return False
 
 
+def read_log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def deploy(cluster, apps, *extra, timeout=120):
     return subprocess.run(
         [os.path.join(VENV_BIN, "blockmover-deploy"), "--wait",
@@ -218,9 +223,18 @@ def test_agent_moves_application_between_nodes(workdir, loopback_root,
             command=APP_COMMAND, root=loopback_root)
         agent.start()
         agent2.start()
-        result = deploy(cluster, apps)
+        deploy_log = os.path.join(workdir, "deploy.log")
+        result = deploy(cluster, apps, "--log", deploy_log)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "converged" in result.stdout
+        # The changes node1 made for this deploy are in the deploy's task.
+        [task] = {m["task_uuid"] for m in read_log(deploy_log)}
+        changes = {m["change"] for m in read_log(agent.log)
+                   if m["task_uuid"] == task
+                   and m.get("action_type") == "blockmover:agent:change"
+                   and m.get("action_status") == "started"}
+        assert {"AttachVolume", "MountFilesystem", "StartApplication"} <= {
+            change.split()[0] for change in changes}, changes
         # One line per application: where it goes, its steps and times.
         assert "%s -> node1 [running on node1]" % (APP,) in result.stdout
         assert "attach" in result.stdout and "mount" in result.stdout

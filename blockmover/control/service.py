@@ -4,7 +4,7 @@ configuration, the backend, the cached listing, each node's slice and the
 nodes' last reports.
 """
 
-from eliot import log_message, write_failure
+from eliot import current_action, log_message, write_failure
 from twisted.internet.defer import DeferredLock, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -153,12 +153,15 @@ class ControlService(object):
         :return: a Deferred firing with ``{"generation": N, "plan": {NODE:
             [LINE, ...]}}``, or failing with ``ConfigurationRejected``.
         """
+        # The caller's action, read now while it is current: its task
+        # travels to the agents with the slices this configuration changes.
         return self._configuring.run(self._configure, cluster_yml, app_yml,
-                                     cluster_path, app_path, dry_run)
+                                     cluster_path, app_path, dry_run,
+                                     current_action())
 
     @inlineCallbacks
     def _configure(self, cluster_yml, app_yml, cluster_path, app_path,
-                   dry_run):
+                   dry_run, action):
         try:
             deployment = load_deployment(cluster_yml, app_yml, cluster_path,
                                          app_path)
@@ -184,22 +187,29 @@ class ControlService(object):
         if dry_run:
             current = self.stored.generation if self.stored else 0
             return {"generation": current, "plan": plan}
-        generation = self.slices.counter + 1
-        stored = StoredConfiguration(
-            generation=generation, counter=generation,
-            cluster_yml=cluster_yml, app_yml=app_yml,
-            cluster_path=cluster_path, app_path=app_path)
-        # Durable before anything changes: a crash now restarts with it.
-        yield self._save(stored)
+        # Durable before anything changes: a crash now restarts with it. A
+        # listing that renumbered slices during the write takes it again.
+        generation = None
+        while generation is None or self.slices.counter >= generation:
+            generation = self.slices.counter + 1
+            stored = StoredConfiguration(
+                generation=generation, counter=generation,
+                cluster_yml=cluster_yml, app_yml=app_yml,
+                cluster_path=cluster_path, app_path=app_path)
+            yield self._save(stored)
         self.stored = stored
         self.deployment = deployment
+        tasks = {}
+        if action is not None:
+            tasks = {node: action.serialize_task_id().decode("ascii")
+                     for node in sorted(deployment.nodes)}
         if backend is not self._backend:
             # The new backend was just listed: that listing seeds the cache.
             self._backend = backend
             self.listing.set_lister(backend.list_volumes, volumes, listed_at)
-            self._recompute(generation)
+            self._recompute(generation, tasks)
         else:
-            self._recompute(generation)
+            self._recompute(generation, tasks)
             self.listing.refresh()
         log_message(message_type="blockmover:control:configured",
                     generation=generation, cluster=deployment.cluster_name)
@@ -257,7 +267,7 @@ class ControlService(object):
         else:
             self.slices.touch(self.listing.listed_at)
 
-    def _recompute(self, generation=None):
+    def _recompute(self, generation=None, tasks=None):
         """
         Compute every node's slice from the deployment and the listing, and
         give changed slices a new generation (``generation`` for a new
@@ -271,7 +281,7 @@ class ControlService(object):
             self.deployment, self.listing.volumes, backend.allocation_unit,
             listed_at=self.listing.listed_at)
         before = self.slices.counter
-        changed = self.slices.update(computed, generation)
+        changed = self.slices.update(computed, generation, tasks)
         if changed:
             log_message(message_type="blockmover:control:slices",
                         generation=self.slices.counter,

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 
 def _content(desired):
     # What makes two slices the same for an agent: not when they were made.
-    return desired.set(generation=0, listed_at=0.0)
+    return desired.set(generation=0, listed_at=0.0, task_id=None)
 
 
 class Slices(object):
@@ -35,7 +35,7 @@ class Slices(object):
         desired = self._slices.get(node)
         return desired.generation if desired is not None else None
 
-    def update(self, computed, generation=None):
+    def update(self, computed, generation=None, tasks=None):
         """
         Replace every slice with ``computed`` (node -> ``NodeDesired``, its
         generation a placeholder). Slices whose content differs from before
@@ -43,6 +43,8 @@ class Slices(object):
         the counter), else the counter plus one. Unchanged ones keep theirs
         but take the new ``listed_at``. Nodes no longer named lose their
         slice. Wakes whoever waits for a changed or removed slice.
+        ``tasks`` (node -> serialized eliot task id) stamps changed slices
+        with the task that changed them; unchanged ones keep theirs.
 
         :return: the set of nodes whose slice changed or went away.
         """
@@ -56,9 +58,12 @@ class Slices(object):
         for node, desired in computed.items():
             old = self._slices.get(node)
             if old is not None and _content(old) == _content(desired):
-                slices[node] = desired.set(generation=old.generation)
+                slices[node] = desired.set(generation=old.generation,
+                                           task_id=old.task_id)
             else:
-                slices[node] = desired.set(generation=new_generation)
+                slices[node] = desired.set(
+                    generation=new_generation,
+                    task_id=(tasks or {}).get(node))
                 changed.add(node)
         changed |= set(self._slices) - set(slices)
         if changed or generation is not None:
