@@ -10,6 +10,7 @@ import pytest
 
 from blockmover.backends import loopdevice
 from blockmover.backends.loopback import LoopbackBlockDeviceAPI
+from tests.control_process import started_control
 
 
 @pytest.fixture
@@ -40,3 +41,28 @@ def make_loopback(loopback_root):
         return LoopbackBlockDeviceAPI(loopback_root, cluster_name,
                                       instance_id)
     return make
+
+
+@pytest.fixture
+def workdir():
+    """
+    A fresh directory for a test's files, deleted afterwards.
+    """
+    directory = os.path.realpath(tempfile.mkdtemp(prefix="blockmover-test-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.fixture
+def control(workdir):
+    """
+    ``blockmover-control`` running as a child process on 127.0.0.1 with its
+    state in ``workdir``; ended (by its pid) afterwards.
+    """
+    service = started_control(workdir)
+    try:
+        yield service
+    finally:
+        service.stop()

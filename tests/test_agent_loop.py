@@ -33,8 +33,9 @@ from blockmover.cluster.namespaces import (
 )
 from blockmover.client import ControlUnreachable
 from blockmover.model import NodeDesired, NodeState
+from tests.control_process import started_control
 from tests.test_client import (
-    VENV_BIN, ControlService, needs_control, run_reactor, write_configuration,
+    VENV_BIN, run_reactor, write_configuration,
 )
 
 APP = "demo"
@@ -197,7 +198,6 @@ def namespaces(workdir):
             remove_mount_ns_dir(ns_dir)
 
 
-@needs_control
 def test_agent_moves_application_between_nodes(workdir, loopback_root,
                                                namespaces):
     """
@@ -210,7 +210,7 @@ def test_agent_moves_application_between_nodes(workdir, loopback_root,
     """
     cluster_name = "a%d" % (os.getpid(),)
     ns1, ns2 = namespaces("node1"), namespaces("node2")
-    control = ControlService(workdir)
+    control = started_control(workdir)
     agent = AgentProcess(workdir, control.url, loopback_root, ns1)
     agent2 = AgentProcess(workdir, control.url, loopback_root, ns2)
     mountpoint = os.path.join(workdir, "mnt", APP)
@@ -550,7 +550,6 @@ def test_context_factory_makes_backend_per_cluster():
     assert first.node == "node1" and first.backend_id == "n1"
 
 
-@needs_control
 def test_deploy_gives_up_on_persistent_error(workdir, loopback_root,
                                              namespaces):
     """
@@ -559,7 +558,7 @@ def test_deploy_gives_up_on_persistent_error(workdir, loopback_root,
     gives up with exit 1 naming the node and the failing change.
     """
     ns1 = namespaces("node1")
-    control = ControlService(workdir)
+    control = started_control(workdir)
     agent = AgentProcess(workdir, control.url, loopback_root, ns1)
     try:
         cluster, apps = write_configuration(

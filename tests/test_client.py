@@ -8,15 +8,9 @@ Each test runs a fresh, uninstalled reactor, so none touches the global one.
 
 import json
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import time
 
-import pytest
 from eliot import start_action
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.selectreactor import SelectReactor
@@ -255,83 +249,6 @@ applications:
 """
 
 
-class ControlService(object):
-    """
-    ``blockmover-control`` running as a child process on a random port of
-    127.0.0.1 with a temporary state directory; ``stop()`` ends it (by its
-    pid) and removes the directory.
-    """
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % (self.port,)
-        self.log = os.path.join(directory, "control.log")
-        state_dir = os.path.join(directory, "control-state")
-        os.makedirs(state_dir)
-        self.process = subprocess.Popen(
-            [os.path.join(VENV_BIN, "blockmover-control"),
-             "--listen", "tcp:%d:interface=127.0.0.1" % (self.port,),
-             "--state-dir", state_dir, "--log", self.log],
-            stdout=subprocess.DEVNULL, stderr=open(
-                os.path.join(directory, "control.err"), "wb"))
-        deadline = time.monotonic() + 30
-        delay = 0.05
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 1).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or \
-                        time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError("blockmover-control did not start")
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.5)
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def control_available():
-    return os.path.exists(os.path.join(VENV_BIN, "blockmover-control")) and \
-        _importable("blockmover.control.main")
-
-
-def _importable(module):
-    import importlib.util
-    return importlib.util.find_spec(module) is not None
-
-
-needs_control = pytest.mark.skipif(
-    not control_available(),
-    reason="blockmover-control (blockmover.control.main) is not installed")
-
-
-@pytest.fixture
-def workdir():
-    directory = tempfile.mkdtemp(prefix="blockmover-client-")
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory)
-
-
-@pytest.fixture
-def control(workdir):
-    service = ControlService(workdir)
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
 def write_configuration(directory, control_url, name, placed="demo",
                         command="sleep, '3600'", app="demo", root=None,
                         node="node1"):
@@ -358,7 +275,6 @@ def write_configuration(directory, control_url, name, placed="demo",
     return cluster, apps
 
 
-@needs_control
 def test_real_service_round_trip(control, workdir):
     """
     Against the real service: a dry run stores nothing; a real PUT gives a

@@ -7,8 +7,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +19,7 @@ from blockmover.model import (
     Mount, NodeReport, NodeState, Progress, RunningApplication, to_data,
 )
 from blockmover.poll import Backoff, poll
+from tests.control_process import ControlProcess
 from blockmover.units import GiB
 
 CLUSTER = """\
@@ -52,64 +51,10 @@ applications:
 DATASET = identity.dataset_id("demo", "mongodb")
 
 
-class Control(object):
+class Control(ControlProcess):
     """
-    One blockmover-control process and an HTTP client of it.
+    One blockmover-control process and what these tests ask of it.
     """
-
-    def __init__(self, state_dir, log, refresh_interval=3600):
-        self.state_dir = state_dir
-        self.log = log
-        self.stderr_path = log + ".stderr"
-        self.refresh_interval = refresh_interval
-        self.process = None
-
-    def start(self):
-        with open(self.stderr_path, "w") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "blockmover.control.main",
-                 "--listen", "tcp:0:interface=127.0.0.1",
-                 "--state-dir", self.state_dir, "--log", self.log,
-                 "--refresh-interval", str(self.refresh_interval)],
-                stdout=subprocess.DEVNULL, stderr=stderr)
-        self.port = poll(self._port, 20, "blockmover-control to listen",
-                         Backoff(initial=0.02, maximum=0.2))
-
-    def _port(self):
-        with open(self.stderr_path) as f:
-            text = f.read()
-        for line in text.splitlines():
-            if "listening on" in line:
-                return int(line.rsplit(":", 1)[1])
-        if self.process.poll() is not None:
-            raise AssertionError("blockmover-control exited %d: %s"
-                                 % (self.process.returncode, text))
-        return None
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.process is None or self.process.poll() is not None:
-            return None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(20)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                timeout=timeout)
-        try:
-            data = None if body is None else (
-                body if isinstance(body, bytes) else json.dumps(body).encode())
-            connection.request(method, path, body=data,
-                               headers=dict(headers or {}))
-            response = connection.getresponse()
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw else None)
-        finally:
-            connection.close()
 
     def configure(self, cluster, app=APP, query=""):
         return self.request("PUT", "/v1/configuration" + query,

@@ -8,13 +8,10 @@ display.
 import io
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 
-import pytest
 
 from blockmover.config import load_deployment
 from blockmover.convergence import (
@@ -23,7 +20,7 @@ from blockmover.convergence import (
 from blockmover.display import LiveLines
 from blockmover.identity import dataset_id
 from tests.test_client import (
-    VENV_BIN, ControlService, free_port, needs_control, write_configuration,
+    VENV_BIN, free_port, write_configuration,
 )
 
 
@@ -31,24 +28,6 @@ def deploy(*args, timeout=60):
     return subprocess.run(
         [os.path.join(VENV_BIN, "blockmover-deploy")] + list(args),
         capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def workdir():
-    directory = tempfile.mkdtemp(prefix="blockmover-deploy-")
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory)
-
-
-@pytest.fixture
-def control(workdir):
-    service = ControlService(workdir)
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 def test_help_documents_exit_codes():
@@ -111,7 +90,6 @@ def _get(url):
         return e.code, json.load(e)
 
 
-@needs_control
 def test_dry_run_changes_nothing(control, workdir):
     """
     --dry-run prints the plan per node, and the service stores nothing:
@@ -129,7 +107,6 @@ def test_dry_run_changes_nothing(control, workdir):
     assert code == 200 and not state.get("applications")
 
 
-@needs_control
 def test_refused_configuration(control, workdir):
     """
     A configuration valid on its own but over the backend's limits: the
@@ -152,7 +129,6 @@ def test_refused_configuration(control, workdir):
     assert _get(control.url + "/v1/configuration")[0] == 404
 
 
-@needs_control
 def test_wait_times_out_without_agents_and_task_travels(control, workdir):
     """
     With no agent running, --wait gives up after --timeout with exit 1 and

@@ -1,0 +1,101 @@
+"""
+``blockmover-control`` as a real child process on 127.0.0.1, for tests that
+talk to it over HTTP.
+"""
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from blockmover.poll import Backoff, poll
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+class ControlProcess(object):
+    """
+    One ``blockmover-control`` listening on a port of 127.0.0.1 the kernel
+    picks (read back from its "listening on" line, so no race for a free
+    port), with its state in ``state_dir`` and its eliot log in ``log``.
+    """
+
+    def __init__(self, state_dir, log, refresh_interval=3600):
+        self.state_dir = state_dir
+        self.log = log
+        self.stderr_path = log + ".stderr"
+        self.refresh_interval = refresh_interval
+        self.process = None
+        self.port = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % (self.port,)
+
+    def start(self):
+        with open(self.stderr_path, "w") as stderr:
+            self.process = subprocess.Popen(
+                [os.path.join(VENV_BIN, "blockmover-control"),
+                 "--listen", "tcp:0:interface=127.0.0.1",
+                 "--state-dir", self.state_dir, "--log", self.log,
+                 "--refresh-interval", str(self.refresh_interval)],
+                stdout=subprocess.DEVNULL, stderr=stderr)
+        self.port = poll(self._port, 20, "blockmover-control to listen",
+                         Backoff(initial=0.02, maximum=0.2))
+        return self
+
+    def _port(self):
+        with open(self.stderr_path) as f:
+            text = f.read()
+        for line in text.splitlines():
+            if "listening on" in line:
+                return int(line.rsplit(":", 1)[1])
+        if self.process.poll() is not None:
+            raise AssertionError("blockmover-control exited %d: %s"
+                                 % (self.process.returncode, text))
+        return None
+
+    def stop(self, sig=signal.SIGTERM):
+        """
+        Signal the process (by its pid) and wait for it; SIGKILL if it does
+        not end within 20 seconds. :return: its exit code, or None if it was
+        not running.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        """
+        :return: (status, decoded JSON body or None).
+        """
+        connection = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                timeout=timeout)
+        try:
+            data = None if body is None else (
+                body if isinstance(body, bytes) else json.dumps(body).encode())
+            connection.request(method, path, body=data,
+                               headers=dict(headers or {}))
+            response = connection.getresponse()
+            raw = response.read()
+            return response.status, (json.loads(raw) if raw else None)
+        finally:
+            connection.close()
+
+
+def started_control(directory, **kwargs):
+    """
+    A started ``ControlProcess`` keeping its state and log in ``directory``.
+    """
+    state_dir = os.path.join(directory, "control-state")
+    os.makedirs(state_dir)
+    return ControlProcess(state_dir, os.path.join(directory, "control.log"),
+                          **kwargs).start()
