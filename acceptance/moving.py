@@ -66,7 +66,7 @@ class MongoDB(object):
                  self.layout.control_url, self.layout.cluster_yml,
                  app_yml_path(self.layout)],
                 stdout=output, stderr=subprocess.STDOUT, check=True,
-                env=service_env(), timeout=120)
+                env=service_env(self.layout), timeout=120)
 
     def start(self, node_name):
         self.deploy(node_name)

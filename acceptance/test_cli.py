@@ -1,6 +1,8 @@
 """
 The ``blockmover`` command itself: ``cluster up`` (twice), ``status`` and
-``cluster down`` of a cluster of its own, run as a user runs them.
+``cluster down`` of a cluster of its own, on the session's backend, run as
+a user runs them. On openstack the emulator's secrets stay in files only
+root can read and never appear in what the command prints.
 """
 
 import os
@@ -9,6 +11,7 @@ import sys
 import tempfile
 import uuid
 
+from acceptance.cloudfiles import cloud_secrets
 from blockmover.cluster import state
 from blockmover.cluster.leftovers import leftovers
 from blockmover.cluster.namespaces import unused_subnet
@@ -31,25 +34,38 @@ def test_up_twice_status_and_down(cluster):
     state_dir = os.path.join(tempfile.gettempdir(),
                              "blockmover-cli-" + name)
     where = ["--name", name, "--state-dir", state_dir]
+    making = ["--nodes", "2", "--subnet", subnet, "--backend",
+              cluster.backend, "--attach-latency", "0.5"]
     recorded = None
+    secrets = []
+    printed = []
     try:
-        first = blockmover("cluster", "up", "--nodes", "2", "--subnet",
-                           subnet, *where)
+        first = blockmover("cluster", "up", *(making + where))
+        printed.append(first)
         assert "cluster %s is up" % (name,) in first
         recorded = state.load(os.path.join(state_dir, "cluster.json"))
-        again = blockmover("cluster", "up", "--nodes", "2", "--subnet",
-                           subnet, *where)
+        if cluster.backend == "openstack":
+            secrets = cloud_secrets(recorded.layout)
+        again = blockmover("cluster", "up", *(making + where))
+        printed.append(again)
         assert "already up" in again
         assert "started" not in again
         status = blockmover("status", *where)
+        printed.append(status)
         assert "node1 %s.11: namespace present, agent running" % (subnet,) \
             in status
         assert "node2 %s.12: namespace present, agent running" % (subnet,) \
             in status
         assert "control http://%s.1:4523: running" % (subnet,) in status
+        if cluster.backend == "openstack":
+            assert "OpenStack emulator http://%s.1:4524: running" \
+                % (subnet,) in status
     finally:
         down = blockmover("cluster", "down", *where)
+        printed.append(down)
     assert "cluster %s is down" % (name,) in down
+    assert all(secret not in text for secret in secrets
+               for text in printed)
     assert recorded is not None
     assert leftovers(recorded.layout,
                      list(recorded.processes.values())) == []

@@ -9,7 +9,8 @@ import sys
 
 from blockmover.cluster import ClusterError
 from blockmover.cluster.layout import (
-    DEFAULT_NAME, DEFAULT_SUBNET, default_state_dir, make_layout,
+    BACKENDS, DEFAULT_LATENCY, DEFAULT_NAME, DEFAULT_SUBNET,
+    default_state_dir, make_layout,
 )
 from blockmover.command import CommandFailed
 from blockmover.poll import Timeout
@@ -19,7 +20,8 @@ Run a local blockmover cluster on this machine (as root). Each node is a
 network namespace on a Linux bridge with its own persistent mount
 namespace; the control service runs on the host, one agent per node runs
 inside its node, and all share one loopback backend (volumes are sparse
-files attached as loop devices).
+files attached as loop devices) or, with --backend openstack, an OpenStack
+emulator on the host (blockmover-cloud, with slow attach and detach).
 """
 
 EPILOG = """\
@@ -30,6 +32,7 @@ examples:
       /var/lib/blockmover/cluster/demo/cluster.yml app.yml
   blockmover cluster down
   blockmover demo                     # up, move MongoDB node1 -> node2, down
+  blockmover cluster up --backend openstack --attach-latency 5
 """
 
 
@@ -45,13 +48,25 @@ def _common(parser):
                         "volumes (default /var/lib/blockmover/cluster/NAME)")
 
 
+def _backend(parser):
+    parser.add_argument("--backend", default="loopback", choices=BACKENDS,
+                        help="the block-storage backend: loopback, or "
+                        "openstack on an OpenStack emulator run on this "
+                        "machine (default %(default)s)")
+    for step in ("attach", "detach"):
+        parser.add_argument("--%s-latency" % (step,), type=float,
+                            default=DEFAULT_LATENCY, metavar="SECONDS",
+                            help="openstack: how long the emulator takes "
+                            "to %s a volume (default %%(default)s)"
+                            % (step,))
+
+
 def _up(args):
     from blockmover.cluster.up import up
-    if args.backend != "loopback":
-        raise ClusterError("a local cluster uses the loopback backend; "
-                           "%r is not available here" % (args.backend,))
     up(make_layout(args.name, args.nodes, args.subnet, _state_dir(args),
-                   args.port))
+                   args.port, backend=args.backend,
+                   attach_latency=args.attach_latency,
+                   detach_latency=args.detach_latency))
     return 0
 
 
@@ -71,7 +86,9 @@ def _status(args):
 
 def _demo(args):
     from blockmover.demo import demo
-    return demo(documents=args.documents, keep=args.keep)
+    return demo(documents=args.documents, keep=args.keep,
+                backend=args.backend, attach_latency=args.attach_latency,
+                detach_latency=args.detach_latency)
 
 
 def parser():
@@ -98,8 +115,7 @@ def parser():
     up.add_argument("--port", type=int, default=4523,
                     help="the control service's port (default "
                     "%(default)s)")
-    up.add_argument("--backend", default="loopback",
-                    help="the block-storage backend (only loopback)")
+    _backend(up)
     up.set_defaults(run=_up)
     down = actions.add_parser(
         "down", help="remove everything the cluster made: processes, "
@@ -120,6 +136,7 @@ def parser():
     demo.add_argument("--documents", type=int, default=10000,
                       help="how many documents to write (default "
                       "%(default)s)")
+    _backend(demo)
     demo.set_defaults(run=_demo)
     return top
 

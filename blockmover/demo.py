@@ -12,7 +12,7 @@ from blockmover.cluster.deploying import (
     ChangeTimes, deploy, write_configuration,
 )
 from blockmover.cluster.down import down
-from blockmover.cluster.layout import make_layout
+from blockmover.cluster.layout import DEFAULT_LATENCY, make_layout
 from blockmover.cluster.mongo import (
     application, checksum, missing_or_wrong, read_documents,
     refuses_connections, wait_for_server, write_documents,
@@ -86,13 +86,18 @@ def remove_empty_mountpoints():
             os.rmdir(path)
 
 
-def demo(documents=10000, keep=False):
+def demo(documents=10000, keep=False, backend="loopback",
+         attach_latency=DEFAULT_LATENCY, detach_latency=DEFAULT_LATENCY):
     """
-    Run the demo; 0 when the data was verified on the new node.
+    Run the demo on ``backend`` (loopback, or openstack on an emulator
+    whose attach and detach take the latencies given); 0 when the data
+    was verified on the new node.
     """
-    layout = make_layout()
+    layout = make_layout(backend=backend, attach_latency=attach_latency,
+                         detach_latency=detach_latency)
     started = time.monotonic()
-    step("bringing up cluster %s with 2 nodes" % (layout.name,))
+    step("bringing up cluster %s with 2 nodes on the %s backend"
+         % (layout.name, backend))
     up(layout)
     from pymongo.errors import PyMongoError
     try:

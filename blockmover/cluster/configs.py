@@ -7,13 +7,31 @@ import os
 
 import yaml
 
-BACKEND = "loopback"
+from blockmover.cluster.cloud import cloud_name, server_id
+
+
+def backend_config(layout):
+    """
+    The ``backend`` section of both files: the shared loopback root, or
+    the cluster's emulated cloud (by its clouds.yaml name; credentials stay
+    in clouds.yaml).
+    """
+    if layout.backend == "openstack":
+        return {"name": "openstack", "cloud": cloud_name(layout)}
+    return {"name": "loopback", "root": layout.backend_root}
+
+
+def _node(layout, node):
+    entry = {"address": node.address}
+    if layout.backend == "openstack":
+        entry["instance_id"] = server_id(layout, node)
+    return entry
 
 
 def cluster_config(layout, deployment=None):
     """
-    ``cluster.yml`` as data: the cluster's nodes and the shared loopback
-    backend, with ``deployment`` (node -> application names) or none.
+    ``cluster.yml`` as data: the cluster's nodes and its backend, with
+    ``deployment`` (node -> application names) or none.
     """
     deployment = deployment or {}
     return {
@@ -21,10 +39,9 @@ def cluster_config(layout, deployment=None):
         "cluster": {
             "name": layout.name,
             "control": layout.control_url,
-            "backend": {"name": BACKEND, "root": layout.backend_root},
+            "backend": backend_config(layout),
         },
-        "nodes": {node.name: {"address": node.address}
-                  for node in layout.nodes},
+        "nodes": {node.name: _node(layout, node) for node in layout.nodes},
         "deployment": {node.name: list(deployment.get(node.name, []))
                        for node in layout.nodes},
     }
@@ -34,14 +51,17 @@ def agent_config(layout, node):
     """
     ``agent.yml`` of ``node`` as data.
     """
-    return {
+    config = {
         "version": 1,
         "node": node.name,
         "control": layout.control_url,
         "state_dir": node.agent_state_dir,
         "log": node.agent_log,
-        "backend": {"name": BACKEND, "root": layout.backend_root},
+        "backend": backend_config(layout),
     }
+    if layout.backend == "openstack":
+        config["instance_id"] = server_id(layout, node)
+    return config
 
 
 def write_yaml(path, data):

@@ -48,7 +48,7 @@ def deploy(layout, wait=True, timeout=DEPLOY_TIMEOUT, output=None):
     started = time.monotonic()
     result = subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT
                             if output is not None else None,
-                            env=service_env(), timeout=timeout + 60)
+                            env=service_env(layout), timeout=timeout + 60)
     if result.returncode != 0:
         raise ClusterError("blockmover-deploy exited %d; see its output "
                            "above" % (result.returncode,))

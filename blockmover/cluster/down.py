@@ -8,7 +8,9 @@ failed attempt.
 
 import shutil
 
-from blockmover.cluster import ClusterError, namespaces, processes, state
+from blockmover.cluster import (
+    ClusterError, cloud, namespaces, processes, state,
+)
 from blockmover.cluster.devices import (
     detach_loop_devices_under, loop_devices_under,
 )
@@ -28,6 +30,12 @@ def _stop_services(current, echo):
             "--state-dir", current.layout.control_state_dir):
         if processes.stop(record):
             echo("unrecorded control service stopped (pid %d)"
+                 % (record.pid,))
+    # Likewise an emulator, by its state directory (the backend root).
+    for record in processes.records_with_arguments(
+            "--state-dir", current.layout.backend_root):
+        if processes.stop(record):
+            echo("unrecorded OpenStack emulator stopped (pid %d)"
                  % (record.pid,))
 
 
@@ -67,6 +75,15 @@ def _remove_mount_namespaces(current, echo):
     echo("mount namespaces removed")
 
 
+def _clean_cloud(current, echo):
+    layout = current.layout
+    if layout.backend == "openstack":
+        # The emulator has stopped: detach its loop devices and remove its
+        # attachment links and volumes.
+        cloud.cleanup(layout)
+        echo("OpenStack emulator's devices and state removed")
+
+
 def _detach_devices(current, echo):
     layout = current.layout
     for device in detach_loop_devices_under(layout.backend_root):
@@ -100,7 +117,7 @@ def down(state_file, echo=print):
     echo("taking down cluster %s" % (layout.name,))
     failures = []
     for step in (_stop_services, _stop_applications, _unmount_nodes,
-                 _remove_mount_namespaces, _detach_devices,
+                 _remove_mount_namespaces, _clean_cloud, _detach_devices,
                  _remove_network):
         try:
             step(current, echo)

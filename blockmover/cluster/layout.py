@@ -14,6 +14,10 @@ from blockmover.control import DEFAULT_PORT
 
 DEFAULT_NAME = "demo"
 DEFAULT_SUBNET = "10.77.0"
+BACKENDS = ("loopback", "openstack")
+# Like a slow real cloud (a healthy Cinder attach takes seconds).
+DEFAULT_LATENCY = 2.0
+DEFAULT_REFRESH_INTERVAL = 30.0
 STATE_ROOT = "/var/lib/blockmover/cluster"
 # Network-namespace files and the mount-namespace files live under /run so
 # that a reboot forgets them, as the kernel forgets the namespaces.
@@ -49,6 +53,9 @@ class ClusterLayout(PClass):
     """
     The whole local cluster: a bridge with the host's address, the nodes,
     the control service's address and files, the shared backend root.
+    With the openstack backend, ``backend_root`` is the state directory of
+    the OpenStack emulator the cluster runs on the host, at ``cloud_url``,
+    with its files (config, clouds.yaml, admin token) in ``cloud_dir``.
     """
     name = field(type=str, mandatory=True)
     subnet = field(type=str, mandatory=True)
@@ -63,10 +70,33 @@ class ClusterLayout(PClass):
     cluster_yml = field(type=str, mandatory=True)
     logs_dir = field(type=str, mandatory=True)
     nodes = pvector_field(NodeLayout)
+    backend = field(type=str, mandatory=True, initial="loopback")
+    attach_latency = field(type=float, mandatory=True,
+                           initial=DEFAULT_LATENCY)
+    detach_latency = field(type=float, mandatory=True,
+                           initial=DEFAULT_LATENCY)
+    refresh_interval = field(type=float, mandatory=True,
+                             initial=DEFAULT_REFRESH_INTERVAL)
 
     @property
     def control_url(self):
         return "http://%s:%d" % (self.bridge_address, self.control_port)
+
+    @property
+    def cloud_port(self):
+        return self.control_port + 1
+
+    @property
+    def cloud_url(self):
+        return "http://%s:%d" % (self.bridge_address, self.cloud_port)
+
+    @property
+    def cloud_dir(self):
+        return os.path.join(self.state_dir, "cloud")
+
+    @property
+    def clouds_yaml(self):
+        return os.path.join(self.cloud_dir, "clouds.yaml")
 
     @property
     def state_file(self):
@@ -111,16 +141,34 @@ def default_state_dir(name):
 
 
 def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
-                state_dir=None, control_port=DEFAULT_PORT):
+                state_dir=None, control_port=DEFAULT_PORT,
+                backend="loopback", attach_latency=DEFAULT_LATENCY,
+                detach_latency=DEFAULT_LATENCY,
+                refresh_interval=DEFAULT_REFRESH_INTERVAL):
     """
     The layout of the cluster ``name`` with ``nodes`` nodes, named
     ``node1`` ... ``nodeN``, node k at ``<subnet>.(10 + k)`` and the host's
-    bridge at ``<subnet>.1``.
+    bridge at ``<subnet>.1``, on ``backend`` (loopback, or openstack: an
+    emulated cloud whose attach and detach take the latencies given, in
+    seconds). The control service lists the backend every
+    ``refresh_interval`` seconds when nothing asks sooner.
 
-    :raise ClusterError: a name, subnet or node count that cannot work.
+    :raise ClusterError: a name, subnet, node count, backend or latency
+        that cannot work.
     """
     check_name(name)
     check_subnet(subnet)
+    if backend not in BACKENDS:
+        raise ClusterError("a local cluster runs on %s, not %r"
+                           % (" or ".join(BACKENDS), backend))
+    for what, value in (("attach latency", attach_latency),
+                        ("detach latency", detach_latency)):
+        if not 0 <= value <= 600:
+            raise ClusterError("the %s is 0 to 600 seconds, not %r"
+                               % (what, value))
+    if not refresh_interval > 0:
+        raise ClusterError("the refresh interval must be more than 0 "
+                           "seconds, not %r" % (refresh_interval,))
     if not 1 <= nodes <= MAX_NODES:
         raise ClusterError("a local cluster has 1 to %d nodes, not %d"
                            % (MAX_NODES, nodes))
@@ -156,6 +204,10 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
         cluster_yml=os.path.join(state_dir, "cluster.yml"),
         logs_dir=os.path.join(state_dir, "logs"),
         nodes=node_layouts,
+        backend=backend,
+        attach_latency=float(attach_latency),
+        detach_latency=float(detach_latency),
+        refresh_interval=float(refresh_interval),
     )
     for iface in [layout.bridge] + [n.veth for n in layout.nodes]:
         assert len(iface) <= IFNAMSIZ, iface

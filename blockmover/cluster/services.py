@@ -40,14 +40,17 @@ def script(name):
     return found
 
 
-def service_env():
+def service_env(layout=None):
     """
     The environment of the services: the scripts' directory first on PATH,
-    so applications named by command (``secantusd-py``) are found.
+    so applications named by command (``secantusd-py``) are found; on the
+    openstack backend, the cluster's clouds.yaml in OS_CLIENT_CONFIG_FILE.
     """
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(script("blockmover-agent")) + \
         os.pathsep + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    if layout is not None and layout.backend == "openstack":
+        env["OS_CLIENT_CONFIG_FILE"] = layout.clouds_yaml
     return env
 
 
@@ -56,6 +59,7 @@ def control_argv(layout):
             "--listen", "tcp:%d:interface=%s" % (layout.control_port,
                                                  layout.bridge_address),
             "--state-dir", layout.control_state_dir,
+            "--refresh-interval", repr(layout.refresh_interval),
             "--log", layout.control_log]
 
 

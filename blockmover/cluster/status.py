@@ -8,7 +8,7 @@ import os
 import urllib.error
 import urllib.request
 
-from blockmover.cluster import processes, state
+from blockmover.cluster import cloud, processes, state
 from blockmover.cluster.namespaces import netns_exists
 from blockmover.cluster.services import CONTROL, agent_key
 
@@ -48,6 +48,9 @@ def status_lines(state_file):
     lines = ["cluster %s (state in %s)" % (layout.name, layout.state_dir),
              "  control %s: %s" % (layout.control_url,
                                    _process_line(current, CONTROL))]
+    if layout.backend == "openstack":
+        lines.append("  OpenStack emulator %s: %s" % (
+            layout.cloud_url, _process_line(current, cloud.CLOUD)))
     for node in layout.nodes:
         lines.append("  %s %s: namespace %s, agent %s" % (
             node.name, node.address,

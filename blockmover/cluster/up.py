@@ -5,7 +5,9 @@ missing, recording it in the state file before it exists.
 
 import os
 
-from blockmover.cluster import ClusterError, namespaces, processes, state
+from blockmover.cluster import (
+    ClusterError, cloud, namespaces, processes, state,
+)
 from blockmover.cluster.configs import (
     agent_config, cluster_config, write_yaml,
 )
@@ -20,12 +22,15 @@ def _claim(layout, echo):
     existing = state.load(layout.state_file)
     if existing is not None:
         if len(existing.layout.nodes) != len(layout.nodes) or \
-                existing.layout.subnet != layout.subnet:
+                existing.layout.subnet != layout.subnet or \
+                existing.layout.backend != layout.backend:
             raise ClusterError(
-                "cluster %s is already up with %d nodes on %s.0/24; run "
-                "`blockmover cluster down --name %s` first to change it"
+                "cluster %s is already up with %d nodes on %s.0/24 on the "
+                "%s backend; run `blockmover cluster down --name %s` first "
+                "to change it"
                 % (layout.name, len(existing.layout.nodes),
-                   existing.layout.subnet, layout.name))
+                   existing.layout.subnet, existing.layout.backend,
+                   layout.name))
         echo("cluster %s is already up; making what is missing"
              % (layout.name,))
         return existing
@@ -62,6 +67,10 @@ def make_infrastructure(layout, echo):
     for directory in [layout.backend_root, layout.control_state_dir,
                       layout.logs_dir]:
         os.makedirs(directory, exist_ok=True)
+    if layout.backend == "openstack":
+        cloud.write_files(layout)
+        echo("OpenStack emulator files in %s (secrets readable by root "
+             "only)" % (layout.cloud_dir,))
     if not os.path.exists(layout.cluster_yml):
         write_yaml(layout.cluster_yml, cluster_config(layout))
     for node in layout.nodes:
@@ -71,22 +80,32 @@ def make_infrastructure(layout, echo):
 
 def start_missing(current, echo):
     """
-    Start the control service and every agent not running now, recording
-    each the moment it starts; return the new state.
+    Start the OpenStack emulator (on that backend), the control service and
+    every agent not running now, recording each the moment it starts;
+    return the new state.
     """
     layout = current.layout
-    env = service_env()
+    env = service_env(layout)
     wanted = [(CONTROL, control_argv(layout))] + [
         (agent_key(node), agent_argv(node)) for node in layout.nodes]
+    if layout.backend == "openstack":
+        wanted.insert(0, (cloud.CLOUD, cloud.cloud_argv(layout)))
     for key, argv in wanted:
         record = current.processes.get(key)
         if record is not None and processes.is_running(record):
             continue
+        if key == cloud.CLOUD:
+            cloud.forget_url(layout)
         record = processes.start(argv, output_path(layout, key), env=env)
         current = current.set(
             processes=current.processes.set(key, record))
         state.save(current)
         echo("%s started (pid %d)" % (key, record.pid))
+        if key == cloud.CLOUD:
+            cloud.wait_for_cloud(layout,
+                                 lambda: processes.is_running(record),
+                                 output_path(layout, key))
+            echo("OpenStack emulator answers at %s" % (layout.cloud_url,))
         if key == CONTROL:
             wait_for_control(layout,
                              lambda: processes.is_running(record))

@@ -1,0 +1,211 @@
+"""
+The OpenStack emulator a local cluster on the openstack backend runs on
+the host, at the bridge's address so the nodes reach it: its files (a
+config with a random password and admin token, and the clouds.yaml the
+services read, both readable by root only), how it is started, waited for,
+asked about faults and counters, and cleaned up. Secrets are read from
+those files and never printed.
+"""
+
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+import uuid
+
+import yaml
+
+from blockmover.cluster import ClusterError
+from blockmover.cluster.services import script
+from blockmover.command import run
+from blockmover.emulator.config import EmulatorConfig
+from blockmover.emulator.main import clouds_yaml
+from blockmover.emulator.store import URL_FILE
+from blockmover.poll import Backoff, Timeout, poll
+
+CLOUD = "cloud"
+READY_TIMEOUT = 30.0
+# Fixed, so a cluster's server ids are the same every time it is made.
+_SERVERS = uuid.UUID("6f1c0a52-93a4-4d8e-9a55-0d3c1b7e2f40")
+
+
+def cloud_name(layout):
+    """
+    The cluster's cloud in its clouds.yaml.
+    """
+    return "blockmover-" + layout.name
+
+
+def server_id(layout, node):
+    """
+    The Nova server id of ``node``: stable for the cluster's name and the
+    node's, distinct between clusters.
+    """
+    return str(uuid.uuid5(_SERVERS, "%s/%s" % (layout.name, node.name)))
+
+
+def config_path(layout):
+    return os.path.join(layout.cloud_dir, "emulator.yml")
+
+
+def admin_token_path(layout):
+    return os.path.join(layout.cloud_dir, "admin-token")
+
+
+def log_path(layout):
+    return os.path.join(layout.logs_dir, "cloud.log")
+
+
+def _write_private(path, text):
+    # Created 0600 from the start: a secret is never readable by others,
+    # not even for a moment.
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def emulator_config(layout, password, admin_token):
+    """
+    The emulator's config as data: one user with ``password``, a server
+    per node, the layout's attach and detach latencies, ``admin_token``.
+    """
+    return {
+        "users": {"blockmover": {"password": password,
+                                 "project": "blockmover"}},
+        "projects": {"blockmover": {}},
+        "servers": {node.name: {"id": server_id(layout, node)}
+                    for node in layout.nodes},
+        "latency": {"attach": layout.attach_latency,
+                    "detach": layout.detach_latency},
+        "admin_token": admin_token,
+    }
+
+
+def write_files(layout):
+    """
+    Write the emulator's config, its admin token and the clouds.yaml the
+    services use, each mode 0600, unless already written: the secrets
+    made the first time stay.
+    """
+    os.makedirs(layout.cloud_dir, mode=0o700, exist_ok=True)
+    if os.path.exists(layout.clouds_yaml):
+        return
+    password = secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(32)
+    data = emulator_config(layout, password, token)
+    _write_private(admin_token_path(layout), token + "\n")
+    _write_private(config_path(layout), yaml.safe_dump(data))
+    _write_private(layout.clouds_yaml, clouds_yaml(
+        EmulatorConfig(data), layout.cloud_url, cloud_name(layout)))
+
+
+def cloud_argv(layout):
+    return [script("blockmover-cloud"), "serve",
+            "--listen", "tcp:%d:interface=%s" % (layout.cloud_port,
+                                                 layout.bridge_address),
+            "--state-dir", layout.backend_root,
+            "--config", config_path(layout),
+            "--log", log_path(layout)]
+
+
+def forget_url(layout):
+    """
+    Remove the URL a previous run of the emulator wrote, so that waiting
+    for it waits for the run about to start.
+    """
+    try:
+        os.remove(os.path.join(layout.backend_root, URL_FILE))
+    except FileNotFoundError:
+        return
+
+
+def wait_for_cloud(layout, still_running, output,
+                   deadline=READY_TIMEOUT):
+    """
+    Wait until the emulator listens (it writes its URL once it does); fail
+    early if its process (``still_running()`` False) is gone.
+    """
+    url_file = os.path.join(layout.backend_root, URL_FILE)
+
+    def listening():
+        if os.path.exists(url_file):
+            return True
+        if not still_running():
+            raise ClusterError("the OpenStack emulator exited at once; "
+                               "see %s" % (output,))
+        return None
+    try:
+        poll(listening, deadline, "the OpenStack emulator at %s"
+             % (layout.cloud_url,), backoff=Backoff(initial=0.1,
+                                                   maximum=1.0))
+    except Timeout as e:
+        raise ClusterError("%s; see %s" % (e, output))
+
+
+def cleanup(layout):
+    """
+    Detach the emulator's loop devices and remove its state (run once it
+    has stopped): no attachment link or loop device is left.
+    """
+    if os.path.isdir(layout.backend_root):
+        run([script("blockmover-cloud"), "cleanup", "--state-dir",
+             layout.backend_root])
+
+
+class CloudAdmin(object):
+    """
+    The running emulator's admin API (faults, counters), authorised with
+    the cluster's admin token.
+    """
+
+    def __init__(self, layout, timeout=10.0):
+        self.url = layout.cloud_url + "/admin"
+        self.timeout = timeout
+        with open(admin_token_path(layout)) as f:
+            self._token = f.read().strip()
+
+    def _call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method,
+            headers={"X-Admin-Token": self._token,
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request,
+                                        timeout=self.timeout) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as e:
+            raise ClusterError("the emulator's admin API refused %s %s: "
+                               "HTTP %d" % (method, path, e.code))
+        except (urllib.error.URLError, OSError) as e:
+            raise ClusterError("the emulator's admin API at %s does not "
+                               "answer: %s" % (self.url, e))
+
+    def set_faults(self, faults):
+        """
+        Put ``faults`` (see ``blockmover.emulator.faults``) in force.
+        """
+        return self._call("PUT", "/faults", faults)["faults"]
+
+    def faults(self):
+        """
+        The faults in force, with the counts they have left.
+        """
+        return self._call("GET", "/faults")["faults"]
+
+    def clear_faults(self):
+        self._call("DELETE", "/faults")
+
+    def counters(self):
+        """
+        ``{"GET /v3/{project}/volumes/detail": N, ...}``: requests per
+        endpoint since the last reset.
+        """
+        return self._call("GET", "/counters")["counters"]
+
+    def reset_counters(self):
+        self._call("POST", "/counters/reset")
