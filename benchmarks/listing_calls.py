@@ -1,0 +1,121 @@
+"""
+Calls a converged cluster makes to its cloud, at 2 nodes and at 4, side by
+side, and one move's time against the cloud's attach and detach latency.
+
+Brings up a local cluster on the openstack backend (the OpenStack emulator
+on this machine) with 2 nodes, then with 4, deploys one idle process per
+node and MongoDB with a volume, and counts the emulator's requests over a
+window while nothing changes. On the 2-node cluster it then moves MongoDB
+to node2 and prints each step's time. Needs root; leaves nothing behind.
+
+    .venv/bin/python benchmarks/listing_calls.py [--window 60]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from blockmover.cluster.calls import (  # noqa: E402
+    DATABASE, count_calls, deploy_workload,
+)
+from blockmover.cluster.deploying import (  # noqa: E402
+    ChangeTimes, deploy, write_configuration,
+)
+from blockmover.cluster.down import down  # noqa: E402
+from blockmover.cluster.layout import make_layout  # noqa: E402
+from blockmover.cluster.leftovers import leftovers  # noqa: E402
+from blockmover.cluster.mongo import wait_for_server  # noqa: E402
+from blockmover.cluster.namespaces import unused_subnet  # noqa: E402
+from blockmover.cluster.up import up  # noqa: E402
+
+
+def run_cluster(nodes, args, log, move):
+    """
+    Bring up ``nodes`` nodes, count a window's calls, optionally time a
+    move; take the cluster down. :return: (CallCounts, move or None).
+    """
+    name = "b" + uuid.uuid4().hex[:6]
+    layout = make_layout(
+        name, nodes, unused_subnet("10.79"),
+        os.path.join(tempfile.gettempdir(), "blockmover-bench-" + name),
+        backend="openstack", attach_latency=args.latency,
+        detach_latency=args.latency, refresh_interval=args.refresh)
+
+    def echo(line):
+        log.write(line + "\n")
+        log.flush()
+    moved = None
+    print("%d nodes: bringing up, deploying, counting for %.0fs ..."
+          % (nodes, args.window), flush=True)
+    try:
+        up(layout, echo=echo)
+        applications, placement = deploy_workload(layout, output=log)
+        counts = count_calls(layout, args.window)
+        if move:
+            target = layout.nodes[1]
+            placement[DATABASE] = target.name
+            write_configuration(layout, applications, placement)
+            with ChangeTimes(layout) as times:
+                total = deploy(layout, output=log)
+            wait_for_server(target.address)
+            moved = (times.changes, total)
+    finally:
+        down(layout.state_file, echo=echo)
+    left = leftovers(layout)
+    if left:
+        print("LEFT BEHIND: %s" % (left,))
+    return counts, moved
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--window", type=float, default=60.0,
+                        help="seconds to count calls (default %(default)s)")
+    parser.add_argument("--refresh", type=float, default=10.0,
+                        help="the control service's refresh interval "
+                        "(default %(default)s)")
+    parser.add_argument("--latency", type=float, default=2.0,
+                        help="the emulator's attach and detach latency "
+                        "(default %(default)s)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root (namespaces, loop devices, mounts)")
+        return 2
+    log = tempfile.NamedTemporaryFile(
+        mode="w", prefix="blockmover-bench-", suffix=".log", delete=False)
+    with log:
+        two, moved = run_cluster(2, args, log, move=True)
+        four, _ = run_cluster(4, args, log, move=False)
+    os.unlink(log.name)
+
+    print()
+    print("converged cluster, window %.0fs, control refresh every %.0fs"
+          % (args.window, args.refresh))
+    print("  %-34s %10s %10s %8s" % ("per minute", "2 nodes", "4 nodes",
+                                     "4 / 2"))
+    for label, attribute in (("volume list calls", "list_calls"),
+                             ("Cinder + Nova calls", "cloud_calls")):
+        a = two.per_minute(getattr(two, attribute))
+        b = four.per_minute(getattr(four, attribute))
+        print("  %-34s %10.1f %10.1f %8s" % (
+            label, a, b, "%.2f" % (b / a,) if a else "-"))
+    for counts, nodes in ((two, 2), (four, 4)):
+        print("  endpoints at %d nodes: %s" % (nodes, ", ".join(
+            "%s=%d" % item for item in sorted(counts.counters.items()))))
+    changes, total = moved
+    print()
+    print("move of %s node1 -> node2, emulator attach %.1fs, detach %.1fs"
+          % (DATABASE, args.latency, args.latency))
+    for node, change, seconds in changes:
+        print("  %-6s %-58s %7.2fs" % (node, change, seconds))
+    print("  %-65s %7.2fs" % ("total (deploy to converged)", total))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
