@@ -1,9 +1,11 @@
 """
 The acceptance fixtures: a 2-node local cluster with its services, unique
 to this test session (its own name, bridge and subnet, so a demo or
-another run beside it is untouched), a watcher checking the safety
-invariants the whole time, and MongoDB with documents on it. Afterwards
-the cluster is taken down and nothing of it may be left.
+another run beside it is untouched), once on each backend (loopback, and
+openstack on the OpenStack emulator with slow attach and detach), a
+watcher checking the safety invariants the whole time, and MongoDB with
+documents on it. Afterwards the cluster is taken down and nothing of it
+may be left.
 """
 
 import os
@@ -13,6 +15,7 @@ import uuid
 import pytest
 
 from acceptance.watcher import SafetyWatcher
+from blockmover.cluster.cloud import CloudAdmin
 from blockmover.cluster.down import down
 from blockmover.cluster.layout import make_layout
 from blockmover.cluster.leftovers import leftovers
@@ -20,6 +23,9 @@ from blockmover.cluster.namespaces import unused_subnet
 from blockmover.cluster.up import up
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BACKENDS = ["loopback", "openstack"]
+# Seconds the emulator takes to attach and to detach, like a slow cloud.
+CLOUD_LATENCY = 2.0
 
 
 def pytest_collection_modifyitems(items):
@@ -38,6 +44,16 @@ class Cluster(object):
         self.log_path = log
         self.watcher = None
 
+    @property
+    def backend(self):
+        return self.layout.backend
+
+    def cloud(self):
+        """
+        The emulator's admin API (openstack backend only).
+        """
+        return CloudAdmin(self.layout)
+
     def echo(self, line):
         with open(self.log_path, "a") as f:
             f.write(line + "\n")
@@ -53,15 +69,18 @@ class Cluster(object):
             return "".join(f.readlines()[-lines:])
 
 
-@pytest.fixture(scope="session")
-def cluster():
+@pytest.fixture(scope="session", params=BACKENDS)
+def cluster(request):
     if os.geteuid() != 0:
         pytest.skip("the acceptance tests need root: namespaces, loop "
                     "devices and mounts")
     name = "a" + uuid.uuid4().hex[:6]
     state_dir = os.path.join(tempfile.gettempdir(),
                              "blockmover-acceptance-" + name)
-    layout = make_layout(name, 2, unused_subnet("10.79"), state_dir)
+    layout = make_layout(name, 2, unused_subnet("10.79"), state_dir,
+                         backend=request.param,
+                         attach_latency=CLOUD_LATENCY,
+                         detach_latency=CLOUD_LATENCY)
     log = tempfile.NamedTemporaryFile(
         prefix="blockmover-acceptance-%s-" % (name,), suffix=".log",
         delete=False)
