@@ -18,6 +18,7 @@ from zope.interface import Interface, implementer
 
 from blockmover.model import RunningApplication
 from blockmover.poll import Backoff, Timeout, poll
+from blockmover.proc import process_start
 
 
 class ApplicationRuntimeError(Exception):
@@ -100,26 +101,10 @@ def find_session_leader(variable, value):
         except (OSError, ProcessLookupError):
             continue
         if leader and wanted in environ:
-            found = process_start_time(int(entry))
+            found = process_start(int(entry))
             if found is not None and found[1] not in "ZX":
                 return int(entry)
     return None
-
-
-def process_start_time(pid):
-    """
-    The start time of process ``pid`` in clock ticks since boot (field 22
-    of ``/proc/<pid>/stat``) and its state letter, or None if it is gone.
-    Start time and pid together name one process, whatever pid reuse.
-    """
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses.
-    rest = stat[stat.rindex(")") + 2:].split()
-    return int(rest[19]), rest[0]
 
 
 @implementer(IApplicationRuntime)
@@ -177,7 +162,7 @@ class ProcessRuntime(object):
                 del self._children[name]
 
     def _alive(self, record):
-        found = process_start_time(record["pid"])
+        found = process_start(record["pid"])
         if found is None:
             return False
         start_time, state = found
@@ -203,7 +188,7 @@ class ProcessRuntime(object):
         pid = None
         if intent.get("token"):
             pid = find_session_leader(TOKEN_VARIABLE, intent["token"])
-        found = process_start_time(pid) if pid is not None else None
+        found = process_start(pid) if pid is not None else None
         if found is None:
             self._remove_record(name)
             return None
@@ -258,7 +243,7 @@ class ProcessRuntime(object):
                     "cannot start %r: %s; check its command in app.yml"
                     % (application.name, e))
             self._children[application.name] = child
-            start_time, _ = process_start_time(child.pid)
+            start_time, _ = process_start(child.pid)
             self._write_record(application.name, dict(
                 record, pid=child.pid, start_time=start_time))
             return RunningApplication(name=application.name, pid=child.pid)

@@ -14,16 +14,17 @@ import pytest
 
 from blockmover.model import Application, RunningApplication
 from blockmover.poll import poll
+from blockmover.proc import process_start
 
 from agents.runtime import (
     TOKEN_VARIABLE, CommandRequired, IApplicationRuntime, ProcessRuntime,
-    StartFailed, process_start_time,
+    StartFailed,
 )
 from tests.scratch_devices import scratch_directory
 
 
 def alive(pid):
-    found = process_start_time(pid)
+    found = process_start(pid)
     return found is not None and found[1] not in "ZX"
 
 
@@ -144,7 +145,7 @@ def test_reused_pid_is_not_the_application(state_dir):
     directory, started = state_dir
     stranger = subprocess.Popen(["sleep", "120"])
     try:
-        start_time, _ = process_start_time(stranger.pid)
+        start_time, _ = process_start(stranger.pid)
         record = os.path.join(directory, "apps", "app.json")
         os.makedirs(os.path.dirname(record))
         with open(record, "w") as f:

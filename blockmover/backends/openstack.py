@@ -31,6 +31,9 @@ _QUOTA_REFUSALS = ("VolumeLimitExceeded", "VolumeSizeExceedsAvailableQuota",
                    "exceeds allowed")
 _TRANSIENT_STATUS = (500, 502, 503, 504)
 _GONE = ("deleting", "error_deleting")
+# A status poll is one small GET: growing slowly to a short cap notices a
+# finished attach or detach soon (at most 2 s late) for a few more calls.
+STATUS_BACKOFF = Backoff(initial=0.2, factor=1.3, maximum=2.0)
 # Statuses a volume passes through on its way to being attached or
 # detached; a new attach or detach waits for them to end.
 _MOVING = ("reserved", "attaching", "detaching")
@@ -127,7 +130,7 @@ class OpenStackBlockDeviceAPI(object):
 
     def __init__(self, connection, cluster_name, instance_id=None,
                  availability_zone=None, volume_type=None, deadline=300.0,
-                 backoff=Backoff(initial=0.2, factor=1.6, maximum=10.0),
+                 backoff=STATUS_BACKOFF,
                  sleep=time.sleep, metadata_url=instance.METADATA_URL,
                  config_drive=instance.CONFIG_DRIVE, page_size=None):
         self._cloud = connection

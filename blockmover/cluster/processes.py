@@ -12,6 +12,7 @@ import subprocess
 
 from blockmover.cluster.state import ProcessRecord
 from blockmover.poll import Backoff, Timeout, poll
+from blockmover.proc import process_start
 
 STOP_TIMEOUT = 20.0
 
@@ -21,17 +22,10 @@ def start_time(pid):
     The start time (clock ticks since boot) of process ``pid``, or None
     when no such process runs (a zombie counts as gone).
     """
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+    found = process_start(pid)
+    if found is None or found[1] == "Z":
         return None
-    # The command name may hold spaces and parentheses: split after the
-    # last ")".
-    rest = stat[stat.rindex(")") + 2:].split()
-    if rest[0] == "Z":
-        return None
-    return int(rest[19])
+    return found[0]
 
 
 def is_running(record):
