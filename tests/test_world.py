@@ -121,7 +121,7 @@ def converge(world):
             for n in NODES}))
 
 
-@settings(max_examples=2500, deadline=None)
+@settings(max_examples=3000, deadline=None)
 @given(initial=st.fixed_dictionaries({a: placements for a in APPLICATIONS}),
        steps=st.lists(steps, max_size=30))
 def test_world_stays_safe_and_converges(initial, steps):
