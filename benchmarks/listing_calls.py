@@ -1,18 +1,20 @@
 """
 Calls a converged cluster makes to its cloud, at 2 nodes and at 4, side by
-side, and one move's time against the cloud's attach and detach latency.
+side, and a move's time against the cloud's attach and detach latency.
 
 Brings up a local cluster on the openstack backend (the OpenStack emulator
 on this machine) with 2 nodes, then with 4, deploys one idle process per
 node and MongoDB with a volume, and counts the emulator's requests over a
 window while nothing changes. On the 2-node cluster it then moves MongoDB
-to node2 and prints each step's time. Needs root; leaves nothing behind.
+back and forth between node1 and node2 and prints each step's median time
+over the moves. Needs root; leaves nothing behind.
 
-    .venv/bin/python benchmarks/listing_calls.py [--window 60]
+    .venv/bin/python benchmarks/listing_calls.py [--window 60] [--moves 5]
 """
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -36,8 +38,9 @@ from blockmover.cluster.up import up  # noqa: E402
 
 def run_cluster(nodes, args, log, move):
     """
-    Bring up ``nodes`` nodes, count a window's calls, optionally time a
-    move; take the cluster down. :return: (CallCounts, move or None).
+    Bring up ``nodes`` nodes, count a window's calls, optionally time
+    ``args.moves`` moves of MongoDB back and forth; take the cluster down.
+    :return: (CallCounts, [(changes, total) of each move]).
     """
     name = "b" + uuid.uuid4().hex[:6]
     layout = make_layout(
@@ -49,21 +52,21 @@ def run_cluster(nodes, args, log, move):
     def echo(line):
         log.write(line + "\n")
         log.flush()
-    moved = None
+    moved = []
     print("%d nodes: bringing up, deploying, counting for %.0fs ..."
           % (nodes, args.window), flush=True)
     try:
         up(layout, echo=echo)
         applications, placement = deploy_workload(layout, output=log)
         counts = count_calls(layout, args.window)
-        if move:
-            target = layout.nodes[1]
+        for number in range(args.moves if move else 0):
+            target = layout.nodes[1 - number % 2]
             placement[DATABASE] = target.name
             write_configuration(layout, applications, placement)
             with ChangeTimes(layout) as times:
                 total = deploy(layout, output=log)
             wait_for_server(target.address)
-            moved = (times.changes, total)
+            moved.append((times.changes, total))
     finally:
         down(layout.state_file, echo=echo)
     left = leftovers(layout)
@@ -81,6 +84,9 @@ def main(argv=None):
                         "(default %(default)s)")
     parser.add_argument("--latency", type=float, default=2.0,
                         help="the emulator's attach and detach latency "
+                        "(default %(default)s)")
+    parser.add_argument("--moves", type=int, default=5,
+                        help="moves of MongoDB to time, back and forth "
                         "(default %(default)s)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -107,13 +113,19 @@ def main(argv=None):
     for counts, nodes in ((two, 2), (four, 4)):
         print("  endpoints at %d nodes: %s" % (nodes, ", ".join(
             "%s=%d" % item for item in sorted(counts.counters.items()))))
-    changes, total = moved
     print()
-    print("move of %s node1 -> node2, emulator attach %.1fs, detach %.1fs"
-          % (DATABASE, args.latency, args.latency))
-    for node, change, seconds in changes:
-        print("  %-6s %-58s %7.2fs" % (node, change, seconds))
-    print("  %-65s %7.2fs" % ("total (deploy to converged)", total))
+    print("%d moves of %s between node1 and node2, emulator attach %.1fs, "
+          "detach %.1fs" % (len(moved), DATABASE, args.latency,
+                            args.latency))
+    print("  %-40s %8s %8s %8s" % ("step", "median", "min", "max"))
+    steps = {}
+    for changes, total in moved:
+        for _node, change, seconds in changes:
+            steps.setdefault(change.split()[0], []).append(seconds)
+        steps.setdefault("total (deploy to converged)", []).append(total)
+    for step, times in steps.items():
+        print("  %-40s %7.2fs %7.2fs %7.2fs" % (
+            step, statistics.median(times), min(times), max(times)))
     return 0
 
 
