@@ -153,8 +153,9 @@ def _slice_generations(client, deployment):
 @inlineCallbacks
 def _follow(reactor, client, args, deployment, out):
     """
-    Poll the cluster's state with backoff until it converged, a node
-    reports a persistent error, or the timeout passes.
+    Poll the cluster's state until it converged, a node reports a
+    persistent error, or the timeout passes: quickly while the state
+    changes, with growing pauses while it does not.
     """
     generations = yield _slice_generations(client, deployment)
     deadline = reactor.seconds() + args.timeout
@@ -162,6 +163,7 @@ def _follow(reactor, client, args, deployment, out):
     display = LiveLines(out)
     attempt = 0
     reasons = ["no state read yet"]
+    previous = None
     while True:
         try:
             state = yield client.get_state()
@@ -171,6 +173,9 @@ def _follow(reactor, client, args, deployment, out):
             reasons = [str(e)]
             state = None
         if state is not None:
+            if _progress_of(state) != previous:
+                previous = _progress_of(state)
+                attempt = 0
             now = reactor.seconds()
             wall = time.time()
             display.show(
@@ -192,6 +197,14 @@ def _follow(reactor, client, args, deployment, out):
         yield deferLater(reactor, min(remaining,
                                       _WAIT_BACKOFF.delay(attempt)))
         attempt += 1
+
+
+def _progress_of(state):
+    # What moves while a deploy converges: the nodes' reports (not when
+    # they were sent) and where the applications run.
+    return ({node: (report or {}).get("progress")
+             for node, report in state.get("nodes", {}).items()},
+            state.get("applications"))
 
 
 @inlineCallbacks
