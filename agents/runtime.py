@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import uuid
+from contextlib import suppress
 
 from zope.interface import Interface, implementer
 
@@ -151,10 +152,9 @@ class ProcessRuntime(object):
         os.rename(temporary, path)
 
     def _remove_record(self, name):
-        try:
+        # Removed already (a stop repeated after a crash) is removed.
+        with suppress(FileNotFoundError):
             os.unlink(self._record_path(name))
-        except FileNotFoundError:
-            pass
 
     def _reap(self):
         for name, child in list(self._children.items()):
@@ -258,11 +258,10 @@ class ProcessRuntime(object):
 
     def _signal(self, record, signum):
         # The application leads its own session and process group, so the
-        # whole group gets the signal, helpers included.
-        try:
+        # whole group gets the signal, its children included. A group that
+        # is gone already needs no signal.
+        with suppress(ProcessLookupError):
             os.killpg(record["pid"], signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, name):
         with self._lock:
