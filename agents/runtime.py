@@ -17,6 +17,7 @@ from contextlib import suppress
 
 from zope.interface import Interface, implementer
 
+from blockmover.files import write_atomically
 from blockmover.model import RunningApplication
 from blockmover.poll import Backoff, Timeout, poll
 from blockmover.proc import process_start
@@ -143,13 +144,7 @@ class ProcessRuntime(object):
         return record if isinstance(record, dict) else None
 
     def _write_record(self, name, record):
-        path = self._record_path(name)
-        temporary = "%s.%d.tmp" % (path, os.getpid())
-        with open(temporary, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(temporary, path)
+        write_atomically(self._record_path(name), json.dumps(record))
 
     def _remove_record(self, name):
         # Removed already (a stop repeated after a crash) is removed.

@@ -16,11 +16,11 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 
 from pyrsistent import PClass, field, pmap_field
 
 from blockmover.model import Volume, optional
+from blockmover.files import write_atomically
 
 
 class VolumeRecord(PClass):
@@ -136,18 +136,7 @@ class RecordStore(object):
             "metadata": dict(record.metadata),
             "attached_to": record.attached_to,
         }, sort_keys=True, indent=1)
-        fd, temporary = tempfile.mkstemp(dir=self.volumes, prefix=".",
-                                         suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(temporary, self._record_path(record.volume_id))
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        self._sync_directory()
+        write_atomically(self._record_path(record.volume_id), data)
 
     def remove(self, volume_id):
         """

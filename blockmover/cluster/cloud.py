@@ -22,6 +22,7 @@ from blockmover.command import run
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml
 from blockmover.emulator.store import URL_FILE
+from blockmover.files import write_atomically
 from blockmover.poll import Backoff, Timeout, poll
 
 CLOUD = "cloud"
@@ -58,14 +59,8 @@ def log_path(layout):
 
 
 def _write_private(path, text):
-    # Created 0600 from the start: a secret is never readable by others,
-    # not even for a moment.
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    # 0600 from the start: a secret is never readable by others.
+    write_atomically(path, text, mode=0o600)
 
 
 def emulator_config(layout, password, admin_token):

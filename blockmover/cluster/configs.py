@@ -8,6 +8,7 @@ import os
 import yaml
 
 from blockmover.cluster.cloud import cloud_name, server_id
+from blockmover.files import write_atomically
 
 
 def backend_config(layout):
@@ -69,7 +70,5 @@ def write_yaml(path, data):
     Write ``data`` as YAML to ``path`` atomically.
     """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(data, f, default_flow_style=False, sort_keys=False)
-    os.replace(tmp, path)
+    write_atomically(path, yaml.safe_dump(data, default_flow_style=False,
+                                          sort_keys=False))

@@ -11,6 +11,7 @@ from pyrsistent import PClass, field, pmap_field, pvector_field
 
 from blockmover.cluster import ClusterError
 from blockmover.cluster.layout import ClusterLayout
+from blockmover.files import write_atomically
 from blockmover.model import from_data, to_data
 
 
@@ -55,9 +56,5 @@ def save(state):
     """
     path = state.layout.state_file
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(to_data(state), f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(to_data(state), indent=2,
+                                      sort_keys=True))

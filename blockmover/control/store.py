@@ -6,11 +6,11 @@ point leaves either the old configuration or the new one, never a mix.
 
 import json
 import os
-import tempfile
 
 from pyrsistent import PClass, field
 
 from blockmover.control.errors import StoreError
+from blockmover.files import write_atomically
 
 FORMAT_VERSION = 1
 FILENAME = "configuration.json"
@@ -95,19 +95,5 @@ class FileStore(object):
                     counter=stored.counter, cluster_yml=stored.cluster_yml,
                     app_yml=stored.app_yml, cluster_path=stored.cluster_path,
                     app_path=stored.app_path)
-        fd, temporary = tempfile.mkstemp(prefix=".configuration-",
-                                         suffix=".tmp", dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(temporary, self.path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        directory = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_atomically(self.path, json.dumps(data, indent=1,
+                                               sort_keys=True), mode=0o600)

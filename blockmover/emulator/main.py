@@ -42,7 +42,8 @@ def _serve(args):
     from twisted.internet import endpoints, reactor
 
     from blockmover.emulator.server import Emulator
-    from blockmover.emulator.store import URL_FILE, write_atomically
+    from blockmover.emulator.store import URL_FILE
+    from blockmover.files import write_atomically
     from blockmover.logs import start_logging
 
     config = load_config(args.config)

@@ -16,6 +16,8 @@ import shutil
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from blockmover.files import write_atomically
+
 STATE_FILE = "state.json"
 VOLUMES_DIR = "volumes"
 ATTACHMENTS_DIR = "attachments"
@@ -24,19 +26,6 @@ URL_FILE = "url"
 
 def empty_state():
     return {"volumes": {}, "quotas": {}, "tokens": {}}
-
-
-def write_atomically(path, text):
-    """
-    Replace ``path`` with ``text`` so a reader sees the old or the new
-    content, never a mix, even after a crash.
-    """
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Store(object):
