@@ -34,8 +34,9 @@ from blockmover.cluster.namespaces import (
 from blockmover.client import ControlUnreachable
 from blockmover.model import NodeDesired, NodeState
 from tests.control_process import started_control
+from tests.reactors import run_reactor
 from tests.test_client import (
-    VENV_BIN, run_reactor, write_configuration,
+    VENV_BIN, write_configuration,
 )
 
 APP = "demo"

@@ -10,47 +10,12 @@ import threading
 import uuid
 
 import pytest
-from twisted.internet.selectreactor import SelectReactor
-from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from blockmover.backends.interface import AsyncBlockDevice, UnknownVolume
 from blockmover.backends.loopback import LoopbackBlockDeviceAPI
 from blockmover.model import Volume
 from blockmover.units import MiB
-
-
-def run_deferred(start, timeout=30.0):
-    """
-    Run a fresh reactor with a real thread pool until the Deferred that
-    ``start(reactor, threadpool)`` returns fires; return its result (a
-    ``Failure`` when it failed) and the reactor thread's ident.
-    """
-    reactor = SelectReactor()
-    pool = ThreadPool(minthreads=1, maxthreads=2, name="blockmover-test")
-    pool.start()
-    outcome = []
-    reactor_thread = []
-
-    def go():
-        reactor_thread.append(threading.get_ident())
-        d = start(reactor, pool)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(go)
-    deadline = reactor.callLater(timeout, reactor.stop)
-    try:
-        reactor.run(installSignalHandlers=False)
-    finally:
-        pool.stop()
-        if deadline.active():
-            deadline.cancel()
-        for reader in list(reactor._internalReaders):
-            reactor.removeReader(reader)
-            reader.connectionLost(None)
-    assert outcome, "the Deferred did not fire within %s seconds" % (timeout,)
-    return outcome[0], reactor_thread[0]
+from tests.reactors import run_reactor
 
 
 class ThreadRecorder(object):
@@ -69,11 +34,16 @@ class ThreadRecorder(object):
 
 
 def test_call_runs_off_reactor_thread():
-    result, reactor_thread = run_deferred(
-        lambda reactor, pool: AsyncBlockDevice(
-            ThreadRecorder(), reactor, pool).compute_instance_id())
+    reactor_thread = []
+
+    def start(reactor, pool):
+        reactor_thread.append(threading.get_ident())
+        return AsyncBlockDevice(ThreadRecorder(), reactor,
+                                pool).compute_instance_id()
+
+    result = run_reactor(start, threadpool=True)
     assert isinstance(result, int)
-    assert result != reactor_thread
+    assert result != reactor_thread[0]
 
 
 def test_reactor_free_while_call_blocks():
@@ -86,8 +56,7 @@ def test_reactor_free_while_call_blocks():
         reactor.callLater(0.05, release.set)
         return d
 
-    result, _ = run_deferred(start)
-    assert result is True
+    assert run_reactor(start, threadpool=True) is True
 
 
 def test_result_of_real_backend(make_loopback):
@@ -97,7 +66,7 @@ def test_result_of_real_backend(make_loopback):
         return AsyncBlockDevice(backend, reactor, pool).create_volume(
             str(uuid.uuid4()), MiB, {"k": "v"})
 
-    volume, _ = run_deferred(start)
+    volume = run_reactor(start, threadpool=True)
     assert isinstance(volume, Volume)
     assert backend.list_volumes() == [volume]
     backend.destroy_volume(volume.volume_id)
@@ -106,12 +75,10 @@ def test_result_of_real_backend(make_loopback):
 def test_error_is_failure(make_loopback):
     backend = make_loopback("node1")
     missing = str(uuid.uuid4())
-    result, _ = run_deferred(
-        lambda reactor, pool: AsyncBlockDevice(
-            backend, reactor, pool).get_volume(missing))
-    assert isinstance(result, Failure)
-    assert result.check(UnknownVolume)
-    assert result.value.volume_id == missing
+    with pytest.raises(UnknownVolume) as raised:
+        run_reactor(lambda reactor, pool: AsyncBlockDevice(
+            backend, reactor, pool).get_volume(missing), threadpool=True)
+    assert raised.value.volume_id == missing
 
 
 def test_only_interface_methods(loopback_root):

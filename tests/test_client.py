@@ -13,8 +13,6 @@ import sys
 
 from eliot import start_action
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.selectreactor import SelectReactor
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -25,38 +23,10 @@ from blockmover.logs import TASK_HEADER
 from blockmover.model import (
     NodeDesired, NodeReport, NodeState, Progress, to_data,
 )
+from tests.reactors import run_reactor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.dirname(sys.executable)
-
-
-def run_reactor(start, timeout=60.0):
-    """
-    Run a fresh reactor until the Deferred ``start(reactor)`` returns
-    fires, and return its result; raise what it failed with.
-    """
-    reactor = SelectReactor()
-    outcome = []
-
-    def go():
-        d = start(reactor)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(go)
-    deadline = reactor.callLater(timeout, reactor.stop)
-    try:
-        reactor.run(installSignalHandlers=False)
-    finally:
-        if deadline.active():
-            deadline.cancel()
-        for reader in list(reactor._internalReaders):
-            reactor.removeReader(reader)
-            reader.connectionLost(None)
-    assert outcome, "nothing happened within %s seconds" % (timeout,)
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return outcome[0]
 
 
 def free_port():

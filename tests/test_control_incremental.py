@@ -7,12 +7,11 @@ and then to see deletions.
 import datetime
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.selectreactor import SelectReactor
-from twisted.python.threadpool import ThreadPool
 
 from blockmover.config import load_deployment
 from blockmover.control.backend import FULL_EVERY, SKEW, ControlBackend
 from blockmover.model import Volume
+from tests.reactors import run_reactor
 from tests.test_control_api import APP, CLUSTER
 
 
@@ -39,31 +38,6 @@ def volume(volume_id, size=1):
                   size=size)
 
 
-def run(body):
-    """
-    Run ``body(reactor, threadpool)`` (returning a Deferred) on a fresh
-    reactor and return its result.
-    """
-    reactor = SelectReactor()
-    pool = ThreadPool(minthreads=0, maxthreads=1)
-    outcome = []
-
-    def start():
-        pool.start()
-        d = body(reactor, pool)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(start)
-    reactor.callLater(30, reactor.stop)
-    reactor.run(installSignalHandlers=False)
-    pool.stop()
-    assert outcome, "the listing never finished"
-    if hasattr(outcome[0], "raiseException"):
-        outcome[0].raiseException()
-    return outcome[0]
-
-
 def test_changes_merge_into_the_cache_and_full_listings_recur():
     raw = ChangesBackend()
     deployment = load_deployment(CLUSTER.format(root="/nonexistent"), APP)
@@ -83,7 +57,7 @@ def test_changes_merge_into_the_cache_and_full_listings_recur():
         full = yield backend.list_volumes()
         return before, first, second, full
 
-    before, first, second, full = run(body)
+    before, first, second, full = run_reactor(body, threadpool=True)
     assert raw.calls[0] is None
     since = datetime.datetime.strptime(
         raw.calls[1], "%Y-%m-%dT%H:%M:%S.%f").replace(
@@ -122,5 +96,5 @@ def test_a_backend_without_changes_is_always_listed_whole():
         listed = yield backend.list_volumes()
         return listed
 
-    assert [v.volume_id for v in run(body)] == ["a"]
+    assert [v.volume_id for v in run_reactor(body, threadpool=True)] == ["a"]
     assert Whole.calls == 2
