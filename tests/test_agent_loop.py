@@ -9,11 +9,9 @@ control service) on a fresh reactor with a real thread pool.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -164,15 +162,6 @@ def deploy(cluster, apps, *extra, timeout=120):
         [os.path.join(VENV_BIN, "blockmover-deploy"), "--wait",
          "--timeout", "90", *extra, cluster, apps],
         capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def workdir():
-    directory = os.path.realpath(tempfile.mkdtemp(prefix="blockmover-agent-"))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory)
 
 
 @pytest.fixture

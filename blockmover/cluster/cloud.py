@@ -17,13 +17,13 @@ import uuid
 import yaml
 
 from blockmover.cluster import ClusterError
+from blockmover.cluster.processes import wait_until_ready
 from blockmover.cluster.services import script
 from blockmover.command import run
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml
 from blockmover.emulator.store import URL_FILE
 from blockmover.files import write_atomically
-from blockmover.poll import Backoff, Timeout, poll
 
 CLOUD = "cloud"
 READY_TIMEOUT = 30.0
@@ -125,20 +125,9 @@ def wait_for_cloud(layout, still_running, output,
     early if its process (``still_running()`` False) is gone.
     """
     url_file = os.path.join(layout.backend_root, URL_FILE)
-
-    def listening():
-        if os.path.exists(url_file):
-            return True
-        if not still_running():
-            raise ClusterError("the OpenStack emulator exited at once; "
-                               "see %s" % (output,))
-        return None
-    try:
-        poll(listening, deadline, "the OpenStack emulator at %s"
-             % (layout.cloud_url,), backoff=Backoff(initial=0.1,
-                                                   maximum=1.0))
-    except Timeout as e:
-        raise ClusterError("%s; see %s" % (e, output))
+    wait_until_ready(lambda: os.path.exists(url_file), still_running,
+                     deadline, "the OpenStack emulator at %s"
+                     % (layout.cloud_url,), output)
 
 
 def cleanup(layout):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 
+from blockmover.cluster import ClusterError
 from blockmover.cluster.state import ProcessRecord
 from blockmover.poll import Backoff, Timeout, poll
 from blockmover.proc import process_start
@@ -53,6 +54,28 @@ def start(argv, output, env=None):
     # pid with a start time that matches nothing.
     return ProcessRecord(pid=process.pid, start_time=started or -1,
                          argv=list(argv), output=output)
+
+
+def wait_until_ready(ready, still_running, deadline, what, output):
+    """
+    Wait, with backoff under ``deadline`` seconds, until ``ready()`` is
+    true for a service just started; fail at once if its process is gone
+    (``still_running()`` false). ``output`` is the service's output file,
+    named in the error.
+
+    :raise ClusterError: the service exited or was not ready in time.
+    """
+    def check():
+        if ready():
+            return True
+        if not still_running():
+            raise ClusterError("%s exited at once; see %s" % (what, output))
+        return None
+    try:
+        poll(check, deadline, what, backoff=Backoff(initial=0.1,
+                                                    maximum=1.0))
+    except Timeout as e:
+        raise ClusterError("%s; see %s" % (e, output))
 
 
 def _reap(pid):

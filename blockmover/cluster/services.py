@@ -12,7 +12,7 @@ import urllib.request
 
 from blockmover.cluster import ClusterError
 from blockmover.cluster.namespaces import nsenter_argv
-from blockmover.poll import Backoff, Timeout, poll
+from blockmover.cluster.processes import wait_until_ready
 
 CONTROL = "control"
 READY_TIMEOUT = 30.0
@@ -93,17 +93,8 @@ def wait_for_control(layout, still_running, deadline=READY_TIMEOUT):
     Wait until the control service answers; fail early if its process
     (``still_running()`` False) is gone.
     """
-    def ready():
-        if control_answers(layout.control_url, timeout=1.0):
-            return True
-        if not still_running():
-            raise ClusterError(
-                "the control service exited at once; see %s"
-                % (output_path(layout, CONTROL),))
-        return None
-    try:
-        poll(ready, deadline, "the control service at %s"
-             % (layout.control_url,), backoff=Backoff(initial=0.1,
-                                                      maximum=1.0))
-    except Timeout as e:
-        raise ClusterError("%s; see %s" % (e, output_path(layout, CONTROL)))
+    wait_until_ready(
+        lambda: control_answers(layout.control_url, timeout=1.0),
+        still_running, deadline,
+        "the control service at %s" % (layout.control_url,),
+        output_path(layout, CONTROL))
