@@ -7,6 +7,13 @@ idempotent: running it again after it succeeded, or after a crash half-way,
 does nothing wrong and finishes the job. ``run(context)`` blocks and is
 called in a thread, inside an eliot action naming the node, the dataset and
 the outcome.
+
+Each change says itself what it is about: its ``kind`` (the word reports
+and displays use), its ``dataset_id`` (every change belongs to one dataset:
+an application's changes to its volume's, see ``identity.dataset_id``), its
+``application`` where it has one, whether it ``touches_backend`` (after it
+the control service's volume listing is stale) and what it ``waits_for``
+while it runs, if anything.
 """
 
 import re
@@ -15,8 +22,9 @@ from eliot import log_message, start_action
 from pyrsistent import PClass, field
 
 from blockmover import identity
-from blockmover.model import Application
+from blockmover.model import Application, Step
 from blockmover.poll import Backoff, poll
+from agents.ready import check_ready
 
 from agents import filesystem, mounts
 
@@ -53,6 +61,39 @@ class VolumeNotMounted(Exception):
     """
 
 
+class Change(PClass):
+    """
+    What every state change has: the dataset it belongs to, and the
+    class-level facts below. ``run(context)`` makes the change, blocking.
+    """
+    dataset_id = field(type=str, mandatory=True)
+
+    kind = None
+    touches_backend = False
+    waits_for = None
+
+    @property
+    def application_name(self):
+        """
+        The application this change is about, or None.
+        """
+        return None
+
+    @property
+    def step(self):
+        """
+        The change as reports show it (``model.Step``).
+        """
+        return Step(kind=self.kind, dataset_id=self.dataset_id,
+                    application=self.application_name)
+
+    def describe(self):
+        """
+        One line for a person: what the change does, to what.
+        """
+        return "%s %s" % (self.kind, self.application_name or self.dataset_id)
+
+
 def _action(change, context, **fields):
     name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(change).__name__).lower()
     return start_action(action_type="blockmover:agent:" + name,
@@ -66,12 +107,14 @@ def _device(context, volume_id):
     return path
 
 
-class CreateVolume(PClass):
+class CreateVolume(Change):
     """
     Create the dataset's volume in the backend, stamped with its identity
     and marked new (no filesystem yet).
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "create"
+    touches_backend = True
+    waits_for = "the backend to create the volume"
     application = field(type=str, mandatory=True)
     size = field(type=int, mandatory=True)
 
@@ -93,12 +136,14 @@ class CreateVolume(PClass):
             return volume
 
 
-class AttachVolume(PClass):
+class AttachVolume(Change):
     """
     Attach the volume to this node and wait, with backoff under a deadline,
     for its block device to appear.
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "attach"
+    touches_backend = True
+    waits_for = "the backend to attach the volume and its device to appear"
     volume_id = field(type=str, mandatory=True)
 
     def run(self, context):
@@ -114,14 +159,15 @@ class AttachVolume(PClass):
             return path
 
 
-class MakeFilesystem(PClass):
+class MakeFilesystem(Change):
     """
     Make a filesystem stamped with the dataset id on the volume's device,
     only when the device holds none, then mark the volume formatted. A
     device that already holds this dataset's filesystem is only marked; one
     holding any other filesystem is refused.
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "mkfs"
+    touches_backend = True
     volume_id = field(type=str, mandatory=True)
     filesystem = field(type=str, mandatory=True)
 
@@ -131,7 +177,8 @@ class MakeFilesystem(PClass):
                      filesystem=self.filesystem) as action:
             device = _device(context, self.volume_id)
             found = filesystem.probe(device)
-            if found.uuid == self.dataset_id and found.type == self.filesystem:
+            if (identity.stamped(found.uuid, self.dataset_id)
+                    and found.type == self.filesystem):
                 action.add_success_fields(made=False)
             elif not found.blank:
                 raise filesystem.FilesystemPresent(device, found.signature)
@@ -152,12 +199,12 @@ class MakeFilesystem(PClass):
                 self.volume_id, {identity.FORMAT_KEY: identity.FORMATTED})
 
 
-class MountFilesystem(PClass):
+class MountFilesystem(Change):
     """
     Check that the device belongs to the volume and its filesystem carries
     the dataset's stamp, then mount it at ``mountpoint``.
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "mount"
     volume_id = field(type=str, mandatory=True)
     mountpoint = field(type=str, mandatory=True)
 
@@ -168,8 +215,16 @@ class MountFilesystem(PClass):
                          self.dataset_id)
 
 
-class StartApplication(PClass):
+class StartApplication(Change):
+    """
+    Start the application, only where its volume is mounted.
+    """
+    kind = "start"
     application = field(type=Application, mandatory=True)
+
+    @property
+    def application_name(self):
+        return self.application.name
 
     def run(self, context):
         application = self.application
@@ -182,34 +237,59 @@ class StartApplication(PClass):
 
     def _check_volume(self, context):
         # Invariant: an application runs only where its volume is mounted.
-        dataset_id = identity.dataset_id(context.cluster_name,
-                                         self.application.name)
         mountpoint = self.application.volume.mountpoint
         top = mounts.mount_at(mountpoint)
-        if top is None or top.mountpoint == "/" or \
-                filesystem.probe(top.source).uuid != dataset_id:
+        if top is None or top.mountpoint == "/" or not identity.stamped(
+                filesystem.probe(top.source).uuid, self.dataset_id):
             raise VolumeNotMounted(
                 "the volume of %r (dataset %s) is not mounted at %s; mount "
                 "it before starting the application"
-                % (self.application.name, dataset_id, mountpoint))
+                % (self.application.name, self.dataset_id, mountpoint))
 
 
-class StopApplication(PClass):
+class AwaitReady(Change):
+    """
+    Wait, with backoff under the check's deadline, until the running
+    application serves (its ready checks pass), then record it ready.
+    """
+    kind = "ready"
+    waits_for = "the application to serve"
+    application = field(type=Application, mandatory=True)
+
+    @property
+    def application_name(self):
+        return self.application.name
+
+    def run(self, context):
+        application = self.application
+        with _action(self, context, application=application.name):
+            check_ready(application,
+                        lambda: application.name in context.runtime.running())
+            context.runtime.mark_ready(application.name)
+
+
+class StopApplication(Change):
     """
     Stop the application: SIGTERM, then SIGKILL after the stop timeout.
     """
+    kind = "stop"
+    waits_for = "the application to exit"
     name = field(type=str, mandatory=True)
+
+    @property
+    def application_name(self):
+        return self.name
 
     def run(self, context):
         with _action(self, context, application=self.name):
             context.runtime.stop(self.name)
 
 
-class UnmountFilesystem(PClass):
+class UnmountFilesystem(Change):
     """
     Unmount the dataset's filesystem; refuse while it is busy.
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "unmount"
     mountpoint = field(type=str, mandatory=True)
 
     def run(self, context):
@@ -218,11 +298,13 @@ class UnmountFilesystem(PClass):
             mounts.unmount(self.mountpoint, self.dataset_id)
 
 
-class DetachVolume(PClass):
+class DetachVolume(Change):
     """
     Detach the volume from this node and wait until the backend lets it go.
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "detach"
+    touches_backend = True
+    waits_for = "the backend to detach the volume"
     volume_id = field(type=str, mandatory=True)
 
     def run(self, context):
@@ -246,11 +328,13 @@ class DetachVolume(PClass):
             context.backend.detach_volume(self.volume_id)
 
 
-class GrowVolume(PClass):
+class GrowVolume(Change):
     """
     Grow the volume in the backend to ``size`` bytes.
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "grow"
+    touches_backend = True
+    waits_for = "the backend to grow the volume"
     volume_id = field(type=str, mandatory=True)
     size = field(type=int, mandatory=True)
 
@@ -260,12 +344,12 @@ class GrowVolume(PClass):
             return context.backend.grow_volume(self.volume_id, self.size)
 
 
-class GrowFilesystem(PClass):
+class GrowFilesystem(Change):
     """
     Grow the filesystem to fill its device: ext4 unmounted (check, then
     resize2fs), xfs mounted (xfs_growfs at ``mountpoint``).
     """
-    dataset_id = field(type=str, mandatory=True)
+    kind = "growfs"
     volume_id = field(type=str, mandatory=True)
     filesystem = field(type=str, mandatory=True)
     mountpoint = field(type=str, mandatory=True)
@@ -276,7 +360,7 @@ class GrowFilesystem(PClass):
                      filesystem=self.filesystem) as action:
             device = _device(context, self.volume_id)
             found = filesystem.probe(device).uuid
-            if found != self.dataset_id:
+            if not identity.stamped(found, self.dataset_id):
                 raise mounts.WrongFilesystem(device, self.dataset_id, found)
             where = mounts.mounts_of(device)
             if self.filesystem == "ext4":
@@ -297,20 +381,3 @@ class GrowFilesystem(PClass):
                 device, self.filesystem, self.mountpoint if where else None))
 
 
-ALL_CHANGES = (
-    CreateVolume, AttachVolume, MakeFilesystem, MountFilesystem,
-    StartApplication, StopApplication, UnmountFilesystem, DetachVolume,
-    GrowVolume, GrowFilesystem,
-)
-
-
-def describe(change):
-    """
-    One line for a person: what the change does, to what.
-    """
-    subject = getattr(change, "dataset_id", None)
-    if isinstance(change, StartApplication):
-        subject = change.application.name
-    elif isinstance(change, StopApplication):
-        subject = change.name
-    return "%s %s" % (type(change).__name__, subject)

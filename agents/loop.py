@@ -1,17 +1,24 @@
 """
-The agent's convergence loop: one short sleep-and-wake loop comparing the
-node's desired slice with what is on the node, and running the difference.
+The agent's convergence loop: one worker per dataset, each a short
+sleep-and-wake loop comparing its dataset's desired state with what is on
+the node, and running the difference.
 
-Each turn observes the node (in the thread pool), plans (pure), and runs the
-planned changes in order in the thread pool, each inside an eliot action,
-stopping at the first failure. The loop is the retry mechanism: a change
-that failed is retried on a later turn with backoff of its own dataset, so
-one failing dataset never stalls the others. A long poll for the desired
-slice is always outstanding; a new slice wakes the loop at once, and the
-next turn uses it. Nothing here blocks the reactor, and nothing sleeps a
-fixed time.
+A worker observes its own dataset (in the thread pool), plans it (pure,
+``agents.plan.dataset_plan``) and runs its changes in order in the thread
+pool, each inside an eliot action, stopping at the first failure. The
+workers run side by side, never two changes of one dataset at once, so a
+slow attach, a hung command or a long device wait of one dataset never
+delays another. A worker is the retry mechanism of its dataset: a change
+that failed is retried after a backoff of its own.
+
+A worker wakes at once when its change ends, when a new slice arrives
+(the long poll for it is always outstanding), when its backoff ends, or
+when its application exits (a pidfd the reactor watches). Nothing here
+blocks the reactor, and nothing sleeps a fixed time.
 """
 
+import os
+import threading
 import time
 from contextlib import nullcontext
 
@@ -19,112 +26,231 @@ from eliot import Action, log_message, start_action, write_failure
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
-from agents import changes as C
+from agents.changes import NodeContext
 from agents.report import Reporter
 from blockmover.client import ControlError, ControlUnreachable
 from blockmover.identity import dataset_id
-from blockmover.model import FinishedChange, NodeReport, Progress
+from blockmover.model import (
+    FinishedStep, NodeReport, Progress, RunningStep, StepError,
+)
 from blockmover.poll import Backoff
-
-# Changes after which the control service's volume listing is stale
-# (MakeFilesystem marks the volume formatted in its metadata).
-BACKEND_CHANGES = (C.CreateVolume, C.AttachVolume, C.DetachVolume,
-                   C.GrowVolume, C.MakeFilesystem)
 
 # An unchanged report is sent again after this many seconds, so the control
 # service knows the agent is alive.
 HEARTBEAT = 30.0
+# How long ``stop()`` lets the changes running at that moment finish. Every
+# change is safe to cut short (it is resumed on restart, as after a crash),
+# so a change waiting on a slow cloud does not hold the agent's stop.
+STOP_GRACE = 5.0
 
 
-def subject(change, cluster_name):
-    """
-    The dataset a change belongs to, for its retry backoff: an
-    application's changes belong to its volume's dataset.
-    """
-    if isinstance(change, C.StartApplication):
-        return dataset_id(cluster_name, change.application.name)
-    if isinstance(change, C.StopApplication):
-        return dataset_id(cluster_name, change.name)
-    return getattr(change, "dataset_id", C.describe(change))
+class _DaemonThread(threading.Thread):
+    # A change still running when the agent stops must not keep the
+    # process alive: see STOP_GRACE.
+    def __init__(self, *args, **kwargs):
+        threading.Thread.__init__(self, *args, daemon=True, **kwargs)
 
 
-class _Failing(object):
+class AgentThreadPool(ThreadPool):
     """
-    A dataset whose last change failed: how often in a row, until when its
-    changes are skipped, and why.
+    The agent's thread pool: room for one blocking change per dataset at
+    once, in daemon threads.
     """
-    def __init__(self, attempts, retry_at, error):
-        self.attempts = attempts
-        self.retry_at = retry_at
-        self.error = error
+    threadFactory = _DaemonThread
+
+
+class Alarm(object):
+    """
+    One wakeable sleep: ``sleep(seconds)`` fires after ``seconds`` (None:
+    only when woken) or at ``wake()``, whichever comes first. A wake while
+    nobody sleeps is kept, so the next sleep returns at once.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._sleeping = None
+        self._pending = False
+
+    def sleep(self, seconds=None):
+        if self._pending:
+            self._pending = False
+            return succeed(None)
+        d = Deferred()
+        call = None
+        if seconds is not None:
+            call = self._reactor.callLater(max(0.0, seconds), self._fire)
+        self._sleeping = (d, call)
+        return d
+
+    def wake(self):
+        if self._sleeping is None:
+            self._pending = True
+            return
+        self._fire()
+
+    def _fire(self):
+        if self._sleeping is None:
+            return
+        (d, call), self._sleeping = self._sleeping, None
+        if call is not None and call.active():
+            call.cancel()
+        d.callback(None)
+
+
+class ExitWatch(object):
+    """
+    Wakes ``alarm`` once the process behind ``fd`` (a pidfd) exits: the
+    reactor watches the descriptor, so an application's exit is noticed
+    when it happens. Closed by ``close()`` or after it fired.
+    """
+
+    def __init__(self, reactor, fd, alarm):
+        self._reactor = reactor
+        self._fd = fd
+        self._alarm = alarm
+        reactor.addReader(self)
+
+    def fileno(self):
+        return self._fd
+
+    def logPrefix(self):
+        return "blockmover-agent-exit-watch"
+
+    def doRead(self):
+        self.close()
+        self._alarm.wake()
+
+    def connectionLost(self, reason):
+        self.close()
+
+    def close(self):
+        if self._fd is None:
+            return
+        self._reactor.removeReader(self)
+        os.close(self._fd)
+        self._fd = None
+
+    @property
+    def open(self):
+        return self._fd is not None
+
+
+class DatasetWorker(object):
+    """
+    What the loop knows of one dataset's worker: the change it runs now,
+    why the dataset waits, its last error and retry backoff, and whether
+    it found nothing to do on the current slice.
+    """
+
+    def __init__(self, dataset_id, alarm):
+        self.dataset_id = dataset_id
+        self.alarm = alarm
+        self.running = None        # RunningStep
+        self.waiting = []          # [Waiting]
+        self.error = None          # StepError of the last failure in a row
+        self.retry_at = None       # reactor seconds
+        self.attempts = 0
+        self.settled_on = None     # the generation it found nothing to do on
+        self.trouble = None        # why its dataset could not be looked at
+        self.last_run = None       # (observed, changes) last run in full
+        self.exit_watch = None
+        self.done = False
+
+    def failed(self, change, error, reactor_now, wall_now, backoff):
+        delay = backoff.delay(self.attempts)
+        self.attempts += 1
+        self.retry_at = reactor_now + delay
+        self.error = StepError(
+            step=change.step, kind=type(error).__name__,
+            message="%s: %s" % (change.describe(), error),
+            attempts=self.attempts, retry_at=float(wall_now + delay))
+
+    def succeeded(self):
+        self.attempts = 0
+        self.retry_at = None
+        self.error = None
+
+    def close_exit_watch(self):
+        if self.exit_watch is not None:
+            self.exit_watch.close()
+            self.exit_watch = None
 
 
 class ConvergenceLoop(object):
     """
-    Converge one node towards its desired slice, forever, until ``stop()``.
+    Converge one node towards its desired slice, one worker per dataset,
+    forever, until ``stop()``.
 
-    :param reactor: the reactor (``callLater``, ``seconds``).
+    :param reactor: the reactor (``callLater``, ``seconds``, ``addReader``).
     :param client: a ``blockmover.client.ControlClient``.
     :param context: the ``agents.changes.NodeContext`` to run changes with,
         or a blocking callable ``context(desired) -> NodeContext`` (called
-        in the thread pool on every turn, so it may build a backend for the
-        slice's cluster and cache it).
-    :param threadpool: a started ``ThreadPool`` for everything blocking.
+        in the thread pool for every new slice, so it may build a backend
+        for the slice's cluster and cache it).
+    :param threadpool: a started ``ThreadPool`` for everything blocking,
+        with a thread for every dataset that may run a change at once.
     :param node: the node's name (defaults to ``context.node``).
-    :param backoff: delays between turns while not converged (and,
-        grown to its maximum, between re-checks once converged); reset when
-        a new slice arrives.
-    :param dataset_backoff: delays before a failed dataset is retried.
+    :param recheck: delays between looks at a dataset while it waits, and
+        (grown to its maximum) while it has nothing to do.
+    :param dataset_backoff: delays before a dataset's failed change is
+        retried.
     :param poll_timeout: seconds each long poll for the slice may wait.
+    :param observe, dataset_plan, dataset_waiting, datasets: the look at
+        the node and the planner (``agents.observe``, ``agents.plan``);
+        parameters so that tests can drive the loop.
     """
 
     def __init__(self, reactor, client, context, threadpool, node=None,
-                 backoff=Backoff(initial=0.1, factor=1.5, maximum=5.0),
+                 recheck=Backoff(initial=0.1, factor=1.5, maximum=30.0),
                  dataset_backoff=Backoff(initial=0.2, factor=2.0,
                                          maximum=30.0),
-                 poll_timeout=30.0, observe=None, plan=None,
-                 is_converged=None, waiting=None, clock=time.time):
+                 poll_timeout=30.0, observe=None, dataset_plan=None,
+                 dataset_waiting=None, datasets=None, clock=time.time):
+        # Late imports: the planner and the look at the node pull in the
+        # filesystem tools, which tests of the loop replace.
         if observe is None:
             from agents.observe import observe
-        if plan is None or is_converged is None or waiting is None:
+        if None in (dataset_plan, dataset_waiting, datasets):
             from agents import plan as planning
-            plan = plan or planning.plan
-            is_converged = is_converged or planning.is_converged
-            waiting = waiting or planning.waiting
+            dataset_plan = dataset_plan or planning.dataset_plan
+            dataset_waiting = dataset_waiting or planning.dataset_waiting
+            datasets = datasets or planning.datasets
         self._reactor = reactor
         self._client = client
-        self._context = context
+        self._context_source = context
         self._threadpool = threadpool
         self._node = node if node is not None else context.node
-        self._backoff = backoff
+        self._recheck = recheck
         self._dataset_backoff = dataset_backoff
         self._poll_timeout = poll_timeout
         self._observe = observe
-        self._plan = plan
-        self._is_converged = is_converged
-        self._waiting = waiting
+        self._dataset_plan = dataset_plan
+        self._dataset_waiting = dataset_waiting
+        self._datasets = datasets
         self._clock = clock
         self._reporter = Reporter(reactor, client, self._node)
 
         self._running = False
         self._desired = None
+        self._context = None
         self._state = None
-        self._failing = {}
+        self._workers = {}
         self._finished = []
-        self._current = None
-        self._since = None
         self._changed_backend = False
         self._last_report = None
         self._last_report_at = 0.0
-        self._sleeping = None
         self._polling = None
         self._pausing = None
-        self._done = False
-        self._waiters = []
-        self._follower = None
-        self._last_turn = None
+        self._heartbeat = None
+        self._discovery = Alarm(reactor)
+        self._discovered = None    # the generation the datasets were found on
         self._trouble = None
+        self._in_flight = 0
+        self._stopped_deferreds = []
+        self._done = False
+        self._ended = []
         # The deploy's eliot task, continued for the slice it changed: the
         # changes made for that slice are its children.
         self._task = None
@@ -139,52 +265,80 @@ class ConvergenceLoop(object):
         """
         self._running = True
         self._follower = self._follow()
-        d = self._converge()
-        d.addErrback(write_failure)
-        d.addBoth(lambda _: self._follower)
-        d.addBoth(lambda _: self._reporter.flush())
-        d.addBoth(self._stopped)
+        self._follower.addErrback(write_failure)
+        self._discoverer = self._discover()
+        self._discoverer.addErrback(write_failure)
+        self._heartbeat = self._reactor.callLater(HEARTBEAT, self._beat)
         return self.when_stopped()
+
+    def _beat(self):
+        # The control service hears from a quiet node every HEARTBEAT.
+        self._report()
+        if self._running:
+            self._heartbeat = self._reactor.callLater(HEARTBEAT, self._beat)
 
     def when_stopped(self):
         """
         A Deferred firing with None once the loop has stopped.
         """
-        if self._done is True:
+        if self._done:
             return succeed(None)
         d = Deferred()
-        self._waiters.append(d)
+        self._stopped_deferreds.append(d)
         return d
-
-    def _stopped(self, _):
-        self._end_task()
-        self._reporter.stop()
-        self._done = True
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
 
     def stop(self):
         """
-        Stop after the change running now (if any) finishes; start no other.
+        Start no other change; let those running now finish for up to
+        ``STOP_GRACE`` seconds (they resume on restart if cut short).
         Applications keep running. :return: a Deferred firing once stopped
         and the last report sent (or given up on).
         """
         if not self._running:
             return self.when_stopped()
         self._running = False
+        if self._heartbeat.active():
+            self._heartbeat.cancel()
         for d in (self._polling, self._pausing):
             if d is not None and not d.called:
                 d.cancel()
-        self._wake()
+        self._discovery.wake()
+        for worker in list(self._workers.values()):
+            worker.close_exit_watch()
+            worker.alarm.wake()
+        self._wait_for_workers()
         return self.when_stopped()
 
     @property
-    def desired(self):
+    def changes_in_flight(self):
         """
-        The newest desired slice received, or None.
+        How many changes run in the thread pool now; after ``stop()``, the
+        ones cut short by it.
         """
-        return self._desired
+        return self._in_flight
+
+    def _wait_for_workers(self):
+        end = self._reactor.seconds() + STOP_GRACE
+
+        def check():
+            if self._in_flight and self._reactor.seconds() < end:
+                self._reactor.callLater(0.05, check)
+                return
+            if self._in_flight:
+                log_message(message_type="blockmover:agent:stopped-mid-change",
+                            node=self._node, changes=self._in_flight)
+            d = self._follower
+            d.addBoth(lambda _: self._reporter.flush())
+            d.addBoth(self._stopped)
+        check()
+
+    def _stopped(self, _):
+        self._end_task()
+        self._reporter.stop()
+        self._done = True
+        waiters, self._stopped_deferreds = self._stopped_deferreds, []
+        for d in waiters:
+            d.callback(None)
 
     # --- following the desired slice ------------------------------------
 
@@ -201,7 +355,7 @@ class ConvergenceLoop(object):
                 if not self._running:
                     break
                 self._log_unreachable(e)
-                delay = self._backoff.delay(failures)
+                delay = self._recheck.delay(failures)
                 failures += 1
                 yield self._pause(delay)
                 continue
@@ -249,163 +403,266 @@ class ConvergenceLoop(object):
         if desired.task_id is not None and desired.task_id != self._task_id:
             self._end_task()
             self._task = Action.continue_task(
-                task_id=desired.task_id, action_type="blockmover:agent:converge",
+                task_id=desired.task_id,
+                action_type="blockmover:agent:converge",
                 node=self._node, generation=desired.generation)
             self._task_id = desired.task_id
         # A slice that only refreshes the volume listing is not a new move:
         # keep its progress and retry backoff.
         if previous is None or (previous.datasets, previous.applications) \
                 != (desired.datasets, desired.applications):
-            self._failing = {}
             self._finished = []
-        self._wake()
+            for worker in list(self._workers.values()):
+                worker.succeeded()
+        self._discovery.wake()
+        for worker in list(self._workers.values()):
+            worker.alarm.wake()
 
     def _end_task(self):
         if self._task is not None:
             self._task.finish()
             self._task = None
 
-    # --- sleeping and waking ---------------------------------------------
-
-    def _sleep(self, seconds):
-        d = Deferred()
-        call = None
-        if seconds is not None:
-            call = self._reactor.callLater(seconds, self._wake)
-        self._sleeping = (d, call)
-        return d
-
-    def _wake(self):
-        if self._sleeping is None:
-            return
-        (d, call), self._sleeping = self._sleeping, None
-        if call is not None and call.active():
-            call.cancel()
-        d.callback(None)
-
-    # --- converging ------------------------------------------------------
+    # --- finding the datasets ----------------------------------------------
 
     @inlineCallbacks
-    def _converge(self):
+    def _discover(self):
+        """
+        For every new slice: make its context, look at the whole node, and
+        give every dataset that matters a worker.
+        """
         attempt = 0
         while self._running:
             desired = self._desired
-            if desired is None:
-                yield self._sleep(None)
+            if desired is None or (desired.generation == self._discovered
+                                   and self._trouble is None):
+                yield self._discovery.sleep(None)
                 continue
             try:
-                progressed = yield self._turn(desired)
+                context = yield self._in_thread(self._context_for, desired)
+                state = yield self._in_thread(self._observe, context,
+                                              desired)
             except Exception as e:
                 # Looking at the node (or making its backend) failed: say so
                 # with the last state seen, and try again with backoff.
                 write_failure_of(e)
                 self._trouble = "cannot look at the node: %s" % (e,)
-                if self._state is not None:
-                    self._report(desired, converged=False)
-                progressed = False
+                self._report()
+                yield self._discovery.sleep(self._recheck.delay(attempt))
+                attempt += 1
+                continue
+            attempt = 0
+            self._trouble = None
             if not self._running:
                 break
-            if self._desired is not desired or progressed:
-                attempt = 0
-                continue
-            yield self._sleep(self._backoff.delay(attempt))
-            attempt += 1
+            self._context = context
+            self._state = state
+            self._discovered = desired.generation
+            for worker in list(self._workers.values()):
+                worker.alarm.wake()
+            for dataset in self._datasets(desired, state):
+                if dataset not in self._workers:
+                    self._start_worker(dataset)
+            self._report()
+
+    def _context_for(self, desired):
+        if isinstance(self._context_source, NodeContext):
+            return self._context_source
+        return self._context_source(desired)
 
     def _in_thread(self, f, *args):
         return deferToThreadPool(self._reactor, self._threadpool, f, *args)
 
-    def _context_for(self, desired):
-        if isinstance(self._context, C.NodeContext):
-            return self._context
-        return self._context(desired)
+    # --- the workers ---------------------------------------------------------
+
+    def _start_worker(self, dataset):
+        worker = DatasetWorker(dataset, Alarm(self._reactor))
+        self._workers[dataset] = worker
+        d = self._work(worker)
+        d.addErrback(write_failure)
+
+        def ended(_):
+            worker.close_exit_watch()
+            if self._workers.get(dataset) is worker:
+                del self._workers[dataset]
+            self._report()
+        d.addBoth(ended)
+
+    def _merge(self, dataset, seen):
+        """
+        The node's state with ``seen`` (a look at ``dataset`` alone) in it.
+        """
+        state = self._state
+        devices, mounts = state.devices, state.mounts
+        devices = (devices.set(dataset, seen.devices[dataset])
+                   if dataset in seen.devices else devices.discard(dataset))
+        mounts = (mounts.set(dataset, seen.mounts[dataset])
+                  if dataset in seen.mounts else mounts.discard(dataset))
+        self._state = state.set(devices=devices, mounts=mounts,
+                                running=seen.running)
+        return self._state
 
     @inlineCallbacks
-    def _turn(self, desired):
+    def _work(self, worker):
+        dataset = worker.dataset_id
+        idle = 0
+        while self._running:
+            desired, context = self._desired, self._context
+            if context is None or self._discovered != desired.generation:
+                # A new slice is being looked at: its context comes first.
+                yield worker.alarm.sleep(None)
+                continue
+            if worker.retry_at is not None and \
+                    worker.retry_at > self._reactor.seconds():
+                yield worker.alarm.sleep(
+                    worker.retry_at - self._reactor.seconds())
+                continue
+            try:
+                seen = yield self._in_thread(
+                    self._observe, context, desired, [dataset],
+                    [device.path for d, device in self._state.devices.items()
+                     if d != dataset])
+            except Exception as e:
+                write_failure_of(e)
+                worker.trouble = "cannot look at dataset %s: %s" % (dataset,
+                                                                   e)
+                self._report()
+                yield worker.alarm.sleep(self._recheck.delay(idle))
+                idle += 1
+                continue
+            worker.trouble = None
+            if not self._running:
+                break
+            if self._desired is not desired:
+                continue
+            state = self._merge(dataset, seen)
+            changes = self._dataset_plan(desired, state, dataset)
+            worker.waiting = list(self._dataset_waiting(desired, state,
+                                                        dataset))
+            if not changes:
+                if dataset not in self._datasets(desired, state):
+                    # Nothing of it is on this node or wanted here: done.
+                    break
+                worker.settled_on = desired.generation
+                worker.succeeded()
+                worker.last_run = None
+                yield self._watch_exit(worker, context, desired, state)
+                self._report()
+                yield worker.alarm.sleep(self._recheck.delay(idle))
+                idle += 1
+                continue
+            worker.settled_on = None
+            # The same changes planned from the same look again, right after
+            # they all ran: the control service's listing lags behind them.
+            # Wait for it (a new slice wakes us) rather than spin.
+            look = (seen, changes)
+            if look == worker.last_run:
+                self._report()
+                yield worker.alarm.sleep(self._recheck.delay(idle))
+                idle += 1
+                worker.last_run = None
+                continue
+            idle = 0
+            ran_all = yield self._run_changes(worker, desired, context,
+                                              changes)
+            worker.last_run = look if ran_all else None
+        worker.done = True
+
+    @inlineCallbacks
+    def _watch_exit(self, worker, context, desired, state):
         """
-        One turn: observe, plan, run what may run. Fires with True when
-        changes ran and all succeeded (worth another turn at once).
+        Watch the running application of ``worker``'s dataset, so that its
+        exit wakes the worker at once.
         """
-        context = yield self._in_thread(self._context_for, desired)
-        self._state = yield self._in_thread(self._observe, context, desired)
-        self._trouble = None
-        if self._is_converged(desired, self._state):
-            self._end_task()
-            self._failing = {}
-            self._set_current(None)
-            self._report(desired, converged=True)
-            return False
-        now = self._reactor.seconds()
-        runnable = [
-            change for change in self._plan(desired, self._state)
-            if self._ready(subject(change, desired.cluster_name), now)]
-        if not runnable:
-            waits = self._waiting(desired, self._state)
-            self._set_current(
-                "waiting: " + "; ".join(waits) if waits else None)
-            self._report(desired, converged=False)
-            return False
-        # The same changes planned from the same state again: the control
-        # service's listing lags behind them, so do not spin; back off.
-        repeat = (self._state, runnable) == self._last_turn
-        self._last_turn = (self._state, runnable)
-        for change in runnable:
+        if worker.exit_watch is not None and worker.exit_watch.open:
+            return
+        worker.close_exit_watch()
+        names = [name for name in state.running
+                 if name in desired.applications
+                 and dataset_id(desired.cluster_name, name)
+                 == worker.dataset_id]
+        for name in names:
+            fd = yield self._in_thread(context.runtime.exit_fd, name)
+            if fd is None:
+                continue
+            if not self._running:
+                os.close(fd)
+                return
+            worker.exit_watch = ExitWatch(self._reactor, fd, worker.alarm)
+
+    @inlineCallbacks
+    def _run_changes(self, worker, desired, context, changes):
+        """
+        Run ``changes`` of one dataset in order until one fails, the slice
+        changes or the loop stops. Fires with True when all of them ran.
+        """
+        worker.close_exit_watch()
+        for change in changes:
             if not self._running or self._desired is not desired:
-                return True
-            ok = yield self._run(desired, context, change)
+                return False
+            ok = yield self._run(worker, context, change)
             if not ok:
                 return False
-        return not repeat
-
-    def _ready(self, key, now):
-        failing = self._failing.get(key)
-        return failing is None or failing.retry_at <= now
+        return True
 
     @inlineCallbacks
-    def _run(self, desired, context, change):
-        key = subject(change, desired.cluster_name)
-        description = C.describe(change)
-        self._set_current(description)
-        self._report(desired, converged=False)
+    def _run(self, worker, context, change):
+        worker.running = RunningStep(step=change.step,
+                                     since=float(self._clock()),
+                                     waiting_for=change.waits_for)
+        self._report()
         started = time.monotonic()
+        self._in_flight += 1
         try:
             yield self._in_thread(_run_change, change, context, self._task)
         except Exception as e:
-            attempts = self._failing[key].attempts if key in self._failing \
-                else 0
-            self._failing[key] = _Failing(
-                attempts + 1,
-                self._reactor.seconds() + self._dataset_backoff.delay(
-                    attempts),
-                "%s: %s" % (description, e))
+            worker.failed(change, e, self._reactor.seconds(), self._clock(),
+                          self._dataset_backoff)
             ok = False
         else:
-            self._failing.pop(key, None)
+            worker.succeeded()
+            step = change.step
             # A change repeated while the listing lags is shown once.
-            if description not in [f.change for f in self._finished]:
-                self._finished.append(FinishedChange(
-                    change=description,
-                    seconds=round(time.monotonic() - started, 3)))
+            if step not in [f.step for f in self._finished]:
+                self._finished.append(FinishedStep(
+                    step=step, seconds=round(time.monotonic() - started, 3),
+                    finished_at=float(self._clock())))
             ok = True
-        if isinstance(change, BACKEND_CHANGES):
+        finally:
+            self._in_flight -= 1
+        if change.touches_backend:
             self._changed_backend = True
-        self._set_current(None)
-        self._report(desired, converged=False)
+        worker.running = None
+        self._report()
         return ok
 
     # --- reporting -------------------------------------------------------
 
-    def _set_current(self, current):
-        if current != self._current:
-            self._current = current
-            self._since = None if current is None else self._clock()
+    def _converged(self):
+        desired = self._desired
+        if desired is None or self._discovered != desired.generation \
+                or self._trouble is not None:
+            return False
+        return all(w.settled_on == desired.generation and not w.waiting
+                   and w.error is None and w.trouble is None
+                   for w in self._workers.values())
 
-    def _report(self, desired, converged):
+    def _report(self):
+        desired = self._desired
+        if desired is None or self._state is None:
+            return
+        workers = [self._workers[d] for d in sorted(self._workers)]
+        converged = self._converged()
+        if converged:
+            self._end_task()
+        troubles = [self._trouble] + [w.trouble for w in workers]
         progress = Progress(
             converged=converged, generation=desired.generation,
-            current=self._current, since=self._since,
-            errors=[f.error for f in self._failing.values()]
-            + ([self._trouble] if self._trouble else []),
-            finished=self._finished)
+            running=[w.running for w in workers if w.running is not None],
+            waiting=[x for w in workers for x in w.waiting],
+            errors=[w.error for w in workers if w.error is not None],
+            finished=self._finished,
+            trouble="; ".join(t for t in troubles if t) or None)
         report = NodeReport(state=self._state, progress=progress,
                             changed_backend=self._changed_backend)
         now = self._reactor.seconds()
@@ -424,7 +681,9 @@ def _run_change(change, context, task=None):
     """
     with (task.context() if task is not None else nullcontext()):
         with start_action(action_type="blockmover:agent:change",
-                          node=context.node, change=C.describe(change)):
+                          node=context.node, change=type(change).__name__,
+                          dataset_id=change.dataset_id,
+                          application=change.application_name):
             change.run(context)
 
 

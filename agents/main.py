@@ -8,10 +8,9 @@ import threading
 
 from eliot import log_message
 from twisted.internet.task import react
-from twisted.python.threadpool import ThreadPool
 
 from agents.changes import NodeContext
-from agents.loop import ConvergenceLoop
+from agents.loop import AgentThreadPool, ConvergenceLoop
 from agents.runtime import ProcessRuntime
 from blockmover.backends import make_backend
 from blockmover.client import ControlClient, printable_url
@@ -23,9 +22,15 @@ Converge this node towards the desired state the control service hands out:
 stop, unmount and detach what should go elsewhere; attach, mount and start
 what should run here. agent.yml names the node, the control service, the
 state directory (application records and logs), the log file and the
-backend. SIGTERM stops the agent after the change it runs now; the
+backend. Each dataset (a volume and the application using it) converges
+on its own, side by side. SIGTERM stops the agent within seconds: changes
+still running are cut short and resumed when the agent starts again; the
 applications keep running, and a restarted agent finds them.
 """
+
+# One blocking change per dataset may run at once (a slow attach holds its
+# thread while others go on), plus the looks at the node.
+MAX_THREADS = 64
 
 
 class ContextFactory(object):
@@ -82,8 +87,8 @@ def run_agent(reactor, config):
     Run the agent described by ``config`` (an ``AgentConfig``) until the
     reactor shuts down. :return: a Deferred firing once the loop stopped.
     """
-    threadpool = ThreadPool(minthreads=1, maxthreads=4,
-                            name="blockmover-agent")
+    threadpool = AgentThreadPool(minthreads=1, maxthreads=MAX_THREADS,
+                                 name="blockmover-agent")
     threadpool.start()
     runtime = ProcessRuntime(config.state_dir)
     client = ControlClient(config.control, reactor)
@@ -97,7 +102,9 @@ def run_agent(reactor, config):
     done.addBoth(lambda result: client.close().addCallback(lambda _: result))
 
     def finish(result):
-        threadpool.stop()
+        # Threads of changes cut short by the stop are not waited for.
+        if not loop.changes_in_flight:
+            threadpool.stop()
         log_message(message_type="blockmover:agent:stop", node=config.node)
         return result
     done.addBoth(finish)

@@ -12,6 +12,8 @@ from pyrsistent import PClass, field
 
 from blockmover.command import CommandFailed, run
 
+from blockmover.identity import stamped
+
 from agents.filesystem import FilesystemError, probe
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -149,7 +151,7 @@ def mount(device, mountpoint, dataset_id):
     """
     mountpoint = os.path.normpath(mountpoint)
     found = probe(device)
-    if found.uuid != dataset_id:
+    if not stamped(found.uuid, dataset_id):
         raise WrongFilesystem(device, dataset_id, found.uuid)
     mounts = current_mounts()
     where = mounts_of(device, mounts)
@@ -204,7 +206,8 @@ def unmount(mountpoint, dataset_id=None):
     top = mount_at(mountpoint)
     if top is None or mountpoint == "/":
         return
-    if dataset_id is not None and probe(top.source).uuid != dataset_id:
+    if dataset_id is not None and not stamped(probe(top.source).uuid,
+                                              dataset_id):
         return
     result = run(["umount", mountpoint], check=False)
     if result.returncode == 0:

@@ -71,18 +71,25 @@ def stray_mounts(dataset_ids, mounts, known):
     return found
 
 
-def observe(context, desired):
+def observe(context, desired, datasets=None, known=()):
     """
     The ``model.NodeState`` of this node for the volumes ``desired`` (a
     ``model.NodeDesired``) lists: each volume whose device is present here,
     each such device mounted here (and any of those datasets' filesystems
     mounted here from another device), and every application the runtime
     runs.
+
+    :param datasets: look only at these datasets' volumes (None: at all);
+        a dataset's worker looks at its own.
+    :param known: devices of volumes found here already, whose mounts
+        need no probe for a stray dataset filesystem.
     """
     mounts = current_mounts()
     devices = {}
     mounted = {}
     for dataset_id, volume in desired.volumes.items():
+        if datasets is not None and dataset_id not in datasets:
+            continue
         path = context.backend.get_device_path(volume.volume_id)
         if path is None:
             continue
@@ -91,9 +98,11 @@ def observe(context, desired):
         if mountpoint is not None:
             mounted[dataset_id] = Mount(dataset_id=dataset_id, device=path,
                                         mountpoint=mountpoint)
-    known = {device_number(d.path) for d in devices.values()}
+    known = {device_number(path)
+             for path in list(known) + [d.path for d in devices.values()]}
+    looked_at = desired.volumes if datasets is None else datasets
     mounted.update(stray_mounts(
-        [d for d in desired.volumes if d not in mounted], mounts, known))
+        [d for d in looked_at if d not in mounted], mounts, known))
     return NodeState(node=context.node, backend_id=context.backend_id,
                      devices=devices, mounts=mounted,
                      running=context.runtime.running())

@@ -2,18 +2,26 @@
 What an agent does next on its node: a pure function of the node's desired
 slice (``NodeDesired``) and what it observes (``NodeState``), no I/O.
 
-Each dataset is classified by what this node sees of it (its own devices and
-mounts first, then the control service's cached listing: a device here wins
-over a stale listing), and two tables, ``TAKE`` for datasets wanted here and
-``GIVE_UP`` for the others, say what to do in that state. The plan is then
-laid out in a fixed order, so a move always reads the same way::
+Everything on a node belongs to one dataset: a volume, its filesystem and
+mount, and the application that keeps its data there (an application
+without a volume is a dataset of its own, see ``identity.dataset_id``).
+Each dataset is classified by what this node sees of it (its own devices
+and mounts first, then the control service's cached listing: a device here
+wins over a stale listing), and two tables, ``TAKE`` for datasets wanted
+here and ``GIVE_UP`` for the others, say what to do in that state. A
+dataset's plan is laid out in a fixed order, so a move always reads the
+same way::
 
-    stop -> unmount -> detach -> (create | attach | grow | mkfs | mount) -> start
+    stop -> unmount -> detach -> (create | attach | grow | mkfs | mount)
+         -> start -> ready
 
-The agent runs the changes in order and stops at the first failure, then
-observes again and plans again: the loop is the retry, every change is
-idempotent, and a plan only ever goes as far as what it can see now (after
-``CreateVolume`` or ``AttachVolume`` the next step waits for the next look).
+The agent runs each dataset's plan on its own (``dataset_plan``), the
+datasets side by side, and a dataset's changes in order, stopping at the
+first failure; then it observes that dataset again and plans again: the
+loop is the retry, every change is idempotent, and a plan only ever goes as
+far as what it can see now (after ``CreateVolume`` or ``AttachVolume`` the
+next step waits for the next look). ``plan`` lays every dataset's plan out
+in that same order for the whole node, for people and the simulated world.
 
 A volume marked new (``identity.FORMAT_KEY`` = ``identity.NEW``) that already
 holds this dataset's filesystem (a crash between mkfs and marking) gets a
@@ -25,11 +33,12 @@ filesystem on it would later be formatted.
 from pyrsistent import PClass, PVector, field, pvector
 
 from agents.changes import (
-    AttachVolume, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
-    MakeFilesystem, MountFilesystem, StartApplication, StopApplication,
-    UnmountFilesystem,
+    AttachVolume, AwaitReady, CreateVolume, DetachVolume, GrowFilesystem,
+    GrowVolume, MakeFilesystem, MountFilesystem, StartApplication,
+    StopApplication, UnmountFilesystem,
 )
-from blockmover.identity import FORMAT_KEY, NEW
+from blockmover.identity import FORMAT_KEY, NEW, dataset_id, stamped
+from blockmover.model import Waiting
 from blockmover.units import MiB
 
 # A filesystem may leave a little of its device unused (ext4 drops a last
@@ -45,6 +54,25 @@ BLANK = "blank"                   # device here holding no filesystem
 FOREIGN = "foreign"               # device here holding another filesystem
 UNMOUNTED = "unmounted"           # device here holding this dataset's filesystem
 MOUNTED = "mounted"               # mounted here
+
+# Why a dataset cannot go on (``Waiting.reason``).
+HELD_ELSEWHERE = "held elsewhere"        # attached to another node
+NOT_LISTED = "not listed yet"            # a device here the listing lacks
+NEVER_FORMATTED = "never formatted"      # unreadable, and may hold data
+FOREIGN_FILESYSTEM = "foreign filesystem"
+MOUNTED_ELSEWHERE = "mounted elsewhere"  # at another mountpoint
+CANNOT_GROW = "cannot grow"
+NO_DATASET = "no dataset"                # the slice names none for a volume
+
+
+class Wait(PClass):
+    """
+    Why one dataset cannot go on: a reason above, the sentence for a
+    person, and the node holding its volume where that is the reason.
+    """
+    reason = field(type=str, mandatory=True)
+    detail = field(type=str, mandatory=True)
+    holder = field(initial=None)
 
 
 class DatasetView(PClass):
@@ -79,22 +107,21 @@ class DatasetView(PClass):
 
 class Moves(PClass):
     """
-    What one dataset needs: whether its application must stop first, what
-    to unmount and detach, what to do to take it, whether it is mounted here
-    once all that ran, and why it cannot go on (None when it can).
+    What one dataset's volume needs: whether its application must stop
+    first, what to unmount and detach, what to do to take it, whether it
+    stays mounted here once all that ran, and why it cannot go on (a
+    ``Wait``, None when it can).
     """
     stop = field(type=bool, initial=False)
     release = field(type=PVector, initial=pvector(), factory=pvector)
     take = field(type=PVector, initial=pvector(), factory=pvector)
-    mounted = field(type=bool, initial=False)
+    stays_mounted = field(type=bool, initial=False)
     waiting = field(initial=None)
 
 
 def _holds_own_filesystem(view):
-    # The filesystem's UUID is the dataset id (see identity).
-    device = view.device
-    return (device is not None and
-            (device.filesystem_uuid or "").lower() == view.dataset_id.lower())
+    return (view.device is not None
+            and stamped(view.device.filesystem_uuid, view.dataset_id))
 
 
 def classify(view):
@@ -129,8 +156,11 @@ def _create(view):
 
 
 def _wait_for_release(view):
-    return Moves(waiting="volume attached to %s, waiting for it to be "
-                         "released" % (view.volume.attached_to,))
+    holder = view.volume.attached_to
+    return Moves(waiting=Wait(
+        reason=HELD_ELSEWHERE, holder=holder,
+        detail="volume attached to %s, waiting for it to be released"
+        % (holder,)))
 
 
 def _attach(view):
@@ -140,32 +170,36 @@ def _attach(view):
 
 def _make_filesystem(view):
     if view.volume is None:
-        return Moves(waiting="device %s is here but the volume listing does "
-                             "not show its volume yet" % (view.device.path,))
+        return Moves(waiting=Wait(
+            reason=NOT_LISTED,
+            detail="device %s is here but the volume listing does not show "
+            "its volume yet" % (view.device.path,)))
     if not view.marked_new:
-        return Moves(waiting="device %s holds no filesystem that can be read "
-                             "and its volume is not marked new, so it may "
-                             "hold data and is never formatted: check the "
-                             "device by hand" % (view.device.path,))
+        return Moves(waiting=Wait(
+            reason=NEVER_FORMATTED,
+            detail="device %s holds no filesystem that can be read and its "
+            "volume is not marked new, so it may hold data and is never "
+            "formatted: check the device by hand" % (view.device.path,)))
     return Moves(take=_grow_volume(view) + [
         MakeFilesystem(dataset_id=view.dataset_id,
                        volume_id=view.device.volume_id,
                        filesystem=view.want.filesystem),
-        _mount(view)], mounted=True)
+        _mount(view)], stays_mounted=True)
 
 
 def _refuse_foreign(view):
-    return Moves(waiting="device %s holds a filesystem of something else "
-                         "(uuid %s); it is never mounted nor formatted: "
-                         "check the device by hand"
-                         % (view.device.path, view.device.filesystem_uuid))
+    return Moves(waiting=Wait(
+        reason=FOREIGN_FILESYSTEM,
+        detail="device %s holds a filesystem of something else (uuid %s); "
+        "it is never mounted nor formatted: check the device by hand"
+        % (view.device.path, view.device.filesystem_uuid)))
 
 
 def _mount_unmounted(view):
     grown = _grow(view, mounted=False)
     if grown is not None:
         return grown
-    return Moves(take=_mark(view) + [_mount(view)], mounted=True)
+    return Moves(take=_mark(view) + [_mount(view)], stays_mounted=True)
 
 
 def _keep_mounted(view):
@@ -173,18 +207,20 @@ def _keep_mounted(view):
         # Mounted, but its device or filesystem cannot be checked: keep
         # the mount as it is, grow nothing, mount nothing again.
         if view.mount.mountpoint == view.want.mountpoint:
-            return Moves(mounted=True)
-        return Moves(waiting="mounted at %s, not at %s, and its device "
-                             "cannot be checked before mounting it again"
-                             % (view.mount.mountpoint, view.want.mountpoint))
+            return Moves(stays_mounted=True)
+        return Moves(waiting=Wait(
+            reason=MOUNTED_ELSEWHERE,
+            detail="mounted at %s, not at %s, and its device cannot be "
+            "checked before mounting it again"
+            % (view.mount.mountpoint, view.want.mountpoint)))
     if view.mount.mountpoint != view.want.mountpoint:
         # The application moved its mountpoint: mount again, grow next turn.
         return Moves(stop=True, release=[_unmount(view)],
-                     take=_mark(view) + [_mount(view)], mounted=True)
+                     take=_mark(view) + [_mount(view)], stays_mounted=True)
     grown = _grow(view, mounted=True)
     if grown is not None:
         return grown
-    return Moves(take=_mark(view), mounted=True)
+    return Moves(take=_mark(view), stays_mounted=True)
 
 
 TAKE = {
@@ -204,7 +240,7 @@ TAKE = {
 def _grow_offline(view, mounted, grow_volume):
     # ext4: resize2fs is refused on a mounted filesystem on these machines.
     moves = Moves(take=_mark(view) + grow_volume + [
-        _grow_filesystem(view), _mount(view)], mounted=True)
+        _grow_filesystem(view), _mount(view)], stays_mounted=True)
     if mounted:
         return moves.set(stop=True, release=[_unmount(view)])
     return moves
@@ -214,9 +250,10 @@ def _grow_online(view, mounted, grow_volume):
     # xfs: xfs_growfs only works on a mounted filesystem; the app runs on.
     if mounted:
         return Moves(take=_mark(view) + grow_volume
-                     + [_grow_filesystem(view)], mounted=True)
+                     + [_grow_filesystem(view)], stays_mounted=True)
     return Moves(take=_mark(view) + grow_volume
-                 + [_mount(view), _grow_filesystem(view)], mounted=True)
+                 + [_mount(view), _grow_filesystem(view)],
+                 stays_mounted=True)
 
 
 GROW = {"ext4": _grow_offline, "xfs": _grow_online}
@@ -236,8 +273,10 @@ def _grow(view, mounted):
     filesystem = device.filesystem or view.want.filesystem
     if filesystem not in GROW:
         return Moves(take=_mark(view) + ([] if mounted else [_mount(view)]),
-                     mounted=True,
-                     waiting="cannot grow a %s filesystem" % (filesystem,))
+                     stays_mounted=True,
+                     waiting=Wait(reason=CANNOT_GROW,
+                                  detail="cannot grow a %s filesystem"
+                                  % (filesystem,)))
     return GROW[filesystem](view, mounted, grow_volume)
 
 
@@ -318,107 +357,180 @@ def _grow_filesystem(view):
 
 def views(desired, observed):
     """
-    A ``DatasetView`` of every dataset that matters to this node (wanted
-    here, listed, with a device or a mount here), sorted by dataset id.
+    A ``DatasetView`` of every dataset whose volume matters to this node
+    (wanted here, listed, with a device or a mount here), sorted by dataset
+    id.
     """
     ids = (set(desired.datasets) | set(desired.volumes)
            | set(observed.devices) | set(observed.mounts))
-    return [DatasetView(dataset_id=d, backend_id=observed.backend_id,
-                        want=desired.datasets.get(d),
-                        volume=desired.volumes.get(d),
-                        device=observed.devices.get(d),
-                        mount=observed.mounts.get(d))
-            for d in sorted(ids)]
+    return [_view(desired, observed, d) for d in sorted(ids)]
 
 
-def dataset_moves(desired, observed):
+def _view(desired, observed, dataset):
+    return DatasetView(dataset_id=dataset, backend_id=observed.backend_id,
+                       want=desired.datasets.get(dataset),
+                       volume=desired.volumes.get(dataset),
+                       device=observed.devices.get(dataset),
+                       mount=observed.mounts.get(dataset))
+
+
+def _has_volume_here(desired, observed, dataset):
+    return (dataset in desired.datasets or dataset in desired.volumes
+            or dataset in observed.devices or dataset in observed.mounts)
+
+
+def volume_moves(desired, observed, dataset):
     """
-    The ``Moves`` of every dataset that matters to this node, by dataset id.
+    The ``Moves`` of ``dataset``'s volume on this node (empty for a
+    dataset with no volume here).
     """
-    return {view.dataset_id: (TAKE if view.want is not None else GIVE_UP)[
-        view.state](view) for view in views(desired, observed)}
+    if not _has_volume_here(desired, observed, dataset):
+        return Moves()
+    view = _view(desired, observed, dataset)
+    return (TAKE if view.want is not None else GIVE_UP)[view.state](view)
 
 
-def _dataset_of(desired, name):
-    for want in desired.datasets.values():
-        if want.application == name:
-            return want.dataset_id
+def datasets(desired, observed):
+    """
+    Every dataset that matters to this node, sorted: those whose volume
+    matters (see ``views``) and those of every application wanted or
+    running here.
+    """
+    names = set(desired.applications) | set(observed.running)
+    return sorted({view.dataset_id for view in views(desired, observed)}
+                  | {dataset_id(desired.cluster_name, name) for name in names})
+
+
+def application_of(desired, observed, dataset):
+    """
+    The name of the application that keeps its data in ``dataset``, wanted
+    or running here, or None.
+    """
+    want = desired.datasets.get(dataset)
+    if want is not None:
+        return want.application
+    for name in sorted(set(desired.applications) | set(observed.running)):
+        if dataset_id(desired.cluster_name, name) == dataset:
+            return name
     return None
-
-
-def _runnable(desired, moves, name):
-    """
-    Whether the desired application ``name`` may run here once the plan's
-    unmounts and mounts ran: it has no volume, or its volume stays mounted.
-    """
-    app = desired.applications[name]
-    if app.volume is None:
-        return True
-    dataset = _dataset_of(desired, name)
-    return dataset is not None and moves[dataset].mounted
 
 
 def _may_keep_running(desired, observed, moves, name):
     """
-    Whether the running application ``name`` may run on through the plan:
-    it is wanted here and has no volume, or its volume is mounted at its
-    mountpoint now and stays so.
+    Whether the running application ``name`` may run on through its
+    dataset's plan: it is wanted here and has no volume, or its volume is
+    mounted at its mountpoint now and stays so.
     """
-    if name not in desired.applications:
+    app = desired.applications.get(name)
+    if app is None:
         return False
+    if app.volume is None:
+        return True
+    dataset = dataset_id(desired.cluster_name, name)
+    want = desired.datasets.get(dataset)
+    mount = observed.mounts.get(dataset)
+    return (want is not None and mount is not None
+            and mount.mountpoint == want.mountpoint
+            and moves.stays_mounted and not moves.stop)
+
+
+def _runnable(desired, moves, name):
+    """
+    Whether the wanted application ``name`` may run here once its
+    dataset's unmounts and mounts ran: it has no volume, or its volume
+    stays mounted.
+    """
     if desired.applications[name].volume is None:
         return True
-    dataset = _dataset_of(desired, name)
-    if dataset is None:
-        return False
-    mount = observed.mounts.get(dataset)
-    return (mount is not None
-            and mount.mountpoint == desired.datasets[dataset].mountpoint
-            and moves[dataset].mounted and not moves[dataset].stop)
+    return (dataset_id(desired.cluster_name, name) in desired.datasets
+            and moves.stays_mounted)
+
+
+def dataset_plan(desired, observed, dataset):
+    """
+    The changes to run now for ``dataset`` on this node, in order, to bring
+    ``observed`` (a ``NodeState``; only this dataset's devices and mounts
+    are read, and the running applications) toward ``desired`` (the node's
+    ``NodeDesired`` slice).
+
+    Pure. The agent runs them in order, stops at the first failure, and
+    plans again from a fresh look at the dataset; every change is
+    idempotent.
+    """
+    moves = volume_moves(desired, observed, dataset)
+    name = application_of(desired, observed, dataset)
+    running = name is not None and name in observed.running
+    stop = running and not _may_keep_running(desired, observed, moves, name)
+    app = desired.applications.get(name) if name is not None else None
+    start = (app is not None and (not running or stop)
+             and _runnable(desired, moves, name))
+    ready = app is not None and (start or (
+        running and not stop and not observed.running[name].ready))
+    return pvector(
+        ([StopApplication(dataset_id=dataset, name=name)] if stop else [])
+        + [c for c in moves.release if isinstance(c, UnmountFilesystem)]
+        + [c for c in moves.release if isinstance(c, DetachVolume)]
+        + list(moves.take)
+        + ([StartApplication(dataset_id=dataset, application=app)]
+           if start else [])
+        + ([AwaitReady(dataset_id=dataset, application=app)]
+           if ready else []))
+
+
+# The order of a move, for laying out a whole node's plan.
+_PHASES = (StopApplication, UnmountFilesystem, DetachVolume, None,
+           StartApplication, AwaitReady)
+
+
+def _phase(change):
+    for i, kind in enumerate(_PHASES):
+        if kind is not None and isinstance(change, kind):
+            return i
+    return _PHASES.index(None)
 
 
 def plan(desired, observed):
     """
-    The changes to run now on this node, in order, to bring ``observed``
-    (a ``NodeState``) toward ``desired`` (its ``NodeDesired`` slice).
-
-    Pure. The agent runs them in order, stops at the first failure, and
-    plans again from a fresh look; every change is idempotent.
+    Every dataset's plan on this node laid out as one list in the order of
+    a move (every stop, then every unmount, every detach, what takes each
+    volume, every start, every readiness wait), each dataset's changes in
+    their own order. Pure: what ``dataset_plan`` plans, for the whole node.
     """
-    moves = dataset_moves(desired, observed)
-    stops = [name for name in sorted(observed.running)
-             if not _may_keep_running(desired, observed, moves, name)]
-    starts = [name for name in sorted(desired.applications)
-              if (name not in observed.running or name in stops)
-              and _runnable(desired, moves, name)]
-    releases = [c for d in sorted(moves) for c in moves[d].release]
-    return pvector(
-        [StopApplication(name=name) for name in stops]
-        + [c for c in releases if isinstance(c, UnmountFilesystem)]
-        + [c for c in releases if isinstance(c, DetachVolume)]
-        + [c for d in sorted(moves) for c in moves[d].take]
-        + [StartApplication(application=desired.applications[name])
-           for name in starts])
+    changes = [c for d in datasets(desired, observed)
+               for c in dataset_plan(desired, observed, d)]
+    return pvector(sorted(changes, key=_phase))
+
+
+def dataset_waiting(desired, observed, dataset):
+    """
+    Why ``dataset`` cannot finish on this node yet, as ``model.Waiting``
+    records (empty when nothing holds it up).
+    """
+    found = []
+    name = application_of(desired, observed, dataset)
+    moves = volume_moves(desired, observed, dataset)
+    if moves.waiting is not None and dataset in desired.datasets:
+        found.append(Waiting(dataset_id=dataset, application=name,
+                             reason=moves.waiting.reason,
+                             detail=moves.waiting.detail,
+                             holder=moves.waiting.holder))
+    app = desired.applications.get(name) if name is not None else None
+    if app is not None and app.volume is not None and \
+            dataset not in desired.datasets:
+        found.append(Waiting(
+            dataset_id=dataset, application=name, reason=NO_DATASET,
+            detail="the desired state names no dataset for its volume; "
+            "check the control service's placement"))
+    return found
 
 
 def waiting(desired, observed):
     """
-    Why this node cannot finish yet, one line a person reads per reason
-    (an application's volume held by another node, a device that is never
-    formatted ...); empty when nothing is held up.
+    Why this node cannot finish yet, every dataset's ``model.Waiting``
+    records; empty when nothing is held up.
     """
-    reasons = []
-    moves = dataset_moves(desired, observed)
-    for dataset, m in sorted(moves.items()):
-        if m.waiting is not None:
-            want = desired.datasets[dataset]
-            reasons.append("%s: %s" % (want.application, m.waiting))
-    for name, app in sorted(desired.applications.items()):
-        if app.volume is not None and _dataset_of(desired, name) is None:
-            reasons.append("%s: the desired state names no dataset for its "
-                           "volume; check the control service's placement"
-                           % (name,))
-    return reasons
+    return [w for d in datasets(desired, observed)
+            for w in dataset_waiting(desired, observed, d)]
 
 
 def is_converged(desired, observed):

@@ -79,6 +79,20 @@ class IApplicationRuntime(Interface):
             for every application of this runtime running now.
         """
 
+    def mark_ready(name):
+        """
+        Record that the running application ``name`` passed its ready
+        checks, so that ``running()`` says so until it stops or restarts.
+        Idempotent; one not running is left as it is.
+        """
+
+    def exit_fd(name):
+        """
+        A file descriptor that becomes readable when the running
+        application ``name`` exits (a pidfd; the caller closes it), or None
+        when it does not run.
+        """
+
 
 _BACKOFF = Backoff(initial=0.02, factor=1.5, maximum=0.5)
 
@@ -200,9 +214,31 @@ class ProcessRuntime(object):
                 name = entry[:-len(".json")]
                 record = self._live_record(name)
                 if record is not None:
-                    found[name] = RunningApplication(name=name,
-                                                     pid=record["pid"])
+                    found[name] = RunningApplication(
+                        name=name, pid=record["pid"],
+                        ready=bool(record.get("ready")))
             return found
+
+    def mark_ready(self, name):
+        with self._lock:
+            record = self._live_record(name)
+            if record is not None and not record.get("ready"):
+                self._write_record(name, dict(record, ready=True))
+
+    def exit_fd(self, name):
+        with self._lock:
+            record = self._live_record(name)
+            if record is None:
+                return None
+            try:
+                fd = os.pidfd_open(record["pid"])
+            except ProcessLookupError:
+                return None
+            # The pid may have been reused between the look and the open.
+            if not self._alive(record):
+                os.close(fd)
+                return None
+            return fd
 
     def start(self, application):
         if not application.command:

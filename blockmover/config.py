@@ -10,11 +10,11 @@ import posixpath
 
 from pyrsistent import PClass, field
 
-from blockmover import configfields as read
+from blockmover import configfields
 from blockmover.backends import BACKENDS
 from blockmover.model import (
-    Application, BackendConfig, Deployment, FILESYSTEMS, Limits, Node, Port,
-    VolumeSpec, optional,
+    DEFAULT_READY_DEADLINE, Application, BackendConfig, Deployment,
+    FILESYSTEMS, Limits, Node, Port, ReadyCheck, VolumeSpec, optional,
 )
 from blockmover.units import GiB
 from blockmover.yamlsource import ConfigError, Source, join
@@ -34,7 +34,8 @@ _LIMIT_COUNTS = ("volumes_per_node", "region_volumes")
 # runtime; accepted so that existing Flocker configs load, and ignored.
 _FLOCKER_IGNORED = ("links", "restart_policy", "mem_limit", "cpu_shares")
 _APPLICATION_KEYS = ("command", "image", "ports", "environment",
-                     "volume") + _FLOCKER_IGNORED
+                     "volume", "ready") + _FLOCKER_IGNORED
+_READY_KEYS = ("tcp", "command", "deadline")
 
 
 def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
@@ -79,15 +80,17 @@ def _read_file(path):
 
 def _read_cluster(src):
     data = src.data
-    read.version(src, data)
-    read.mapping(src, None, data, ("version", "cluster", "nodes",
-                                   "deployment"), ("cluster", "nodes"))
-    cluster = read.mapping(src, "cluster", data["cluster"],
-                           ("name", "control", "backend"),
-                           ("name", "control"))
+    configfields.version(src, data)
+    configfields.mapping(src, None, data, ("version", "cluster", "nodes",
+                                           "deployment"), ("cluster", "nodes"))
+    cluster = configfields.mapping(src, "cluster", data["cluster"],
+                                   ("name", "control", "backend"),
+                                   ("name", "control"))
     return {
-        "name": read.name(src, "cluster.name", cluster["name"], "cluster"),
-        "control": read.url(src, "cluster.control", cluster["control"]),
+        "name": configfields.name(src, "cluster.name", cluster["name"],
+                                  "cluster"),
+        "control": configfields.url(src, "cluster.control",
+                                    cluster["control"]),
         "backend": _read_backend(src, "cluster.backend",
                                  cluster.get("backend"), limits=True),
     }
@@ -116,20 +119,20 @@ def _read_backend(src, key, value, limits):
         if option == "limits" and limits:
             result_limits = _read_limits(src, option_key, option_value)
             continue
-        read.name(src, option_key, option, "option")
-        options[option] = read.option(src, option_key, option_value)
+        configfields.name(src, option_key, option, "option")
+        options[option] = configfields.option(src, option_key, option_value)
     return BackendConfig(name=backend, options=options, limits=result_limits)
 
 
 def _read_limits(src, key, value):
-    value = read.mapping(src, key, value, _LIMIT_SIZES + _LIMIT_COUNTS,
-                         empty_ok=True)
+    value = configfields.mapping(src, key, value, _LIMIT_SIZES + _LIMIT_COUNTS,
+                                 empty_ok=True)
     limits = {}
     for name, limit in value.items():
         if name in _LIMIT_SIZES:
-            limits[name] = read.size(src, join(key, name), limit)
+            limits[name] = configfields.size(src, join(key, name), limit)
         else:
-            limits[name] = read.integer(src, join(key, name), limit)
+            limits[name] = configfields.integer(src, join(key, name), limit)
     if limits.get("min_size", 0) > limits.get("max_size", float("inf")):
         raise src.error(join(key, "min_size"), "min_size is above max_size; "
                         "make it smaller")
@@ -148,16 +151,18 @@ def _read_nodes(src):
     owners = {}
     for name, value in nodes.items():
         key = join("nodes", name)
-        read.name(src, key, name, "node")
-        value = read.mapping(src, key, value, ("address", "instance_id"),
-                             ("address",))
+        configfields.name(src, key, name, "node")
+        value = configfields.mapping(src, key, value,
+                                     ("address", "instance_id"),
+                                     ("address",))
         node = Node(name=name,
-                    address=read.string(src, join(key, "address"),
-                                        value["address"], "an address"),
+                    address=configfields.string(src, join(key, "address"),
+                                                value["address"],
+                                                "an address"),
                     instance_id=None if value.get("instance_id") is None
-                    else read.string(src, join(key, "instance_id"),
-                                     value["instance_id"],
-                                     "a backend instance id"))
+                    else configfields.string(src, join(key, "instance_id"),
+                                             value["instance_id"],
+                                             "a backend instance id"))
         # The backend knows a node only by this id: two nodes cannot share it.
         if node.backend_id in owners:
             raise src.error(key, "node %s has the same backend id %r as node "
@@ -206,9 +211,9 @@ def _read_placement(src, nodes, applications, app_path):
 
 def _read_applications(src):
     data = src.data
-    read.version(src, data)
-    read.mapping(src, None, data, ("version", "applications"),
-                 ("applications",))
+    configfields.version(src, data)
+    configfields.mapping(src, None, data, ("version", "applications"),
+                         ("applications",))
     apps = data["applications"]
     if apps is None:
         return {}
@@ -221,13 +226,15 @@ def _read_applications(src):
 
 
 def _read_application(src, key, name, value):
-    read.name(src, key, name, "application")
-    value = read.mapping(src, key, value, _APPLICATION_KEYS)
-    command = (read.command(src, join(key, "command"), value["command"])
+    configfields.name(src, key, name, "application")
+    value = configfields.mapping(src, key, value, _APPLICATION_KEYS)
+    command = (configfields.command(src, join(key, "command"),
+                                    value["command"])
                if value.get("command") is not None else [])
     image = value.get("image")
     if image is not None:
-        image = read.string(src, join(key, "image"), image, "an image name")
+        image = configfields.string(src, join(key, "image"), image,
+                                    "an image name")
     if not command and image is None:
         raise src.error(key, "has neither 'command' nor 'image'; give the "
                         "command that runs it, such as [secantusd-py, "
@@ -237,7 +244,37 @@ def _read_application(src, key, name, value):
         ports=_read_ports(src, join(key, "ports"), value.get("ports")),
         environment=_read_environment(src, join(key, "environment"),
                                       value.get("environment")),
-        volume=_read_volume(src, join(key, "volume"), value.get("volume")))
+        volume=_read_volume(src, join(key, "volume"), value.get("volume")),
+        ready=_read_ready(src, join(key, "ready"), value.get("ready")))
+
+
+def _read_ready(src, key, value):
+    if value is None:
+        return None
+    value = configfields.mapping(src, key, value, _READY_KEYS)
+    if ("tcp" in value) == ("command" in value):
+        raise src.error(key, "give either 'tcp' (a port on the node that "
+                        "accepts connections once the application serves) "
+                        "or 'command' (run on the node, exit 0 once it "
+                        "serves), such as {tcp: 27017}")
+    port = None
+    command = []
+    if "tcp" in value:
+        port = configfields.integer(src, join(key, "tcp"), value["tcp"],
+                                    high=65535, example="27017")
+    else:
+        command = configfields.command(src, join(key, "command"),
+                                       value["command"])
+        if not command:
+            raise src.error(join(key, "command"), "is empty; give the "
+                            "command that exits 0 once the application "
+                            "serves")
+    deadline = DEFAULT_READY_DEADLINE
+    if "deadline" in value:
+        deadline = float(configfields.integer(
+            src, join(key, "deadline"), value["deadline"], high=86400,
+            example="120"))
+    return ReadyCheck(port=port, command=command, deadline=deadline)
 
 
 def _read_ports(src, key, value):
@@ -249,11 +286,12 @@ def _read_ports(src, key, value):
     ports = []
     for i, port in enumerate(value):
         port_key = join(key, i)
-        port = read.mapping(src, port_key, port, ("internal", "external"),
-                            ("internal", "external"))
+        port = configfields.mapping(src, port_key, port,
+                                    ("internal", "external"),
+                                    ("internal", "external"))
         ports.append(Port(**{
-            side: read.integer(src, join(port_key, side), port[side],
-                               high=65535, example="27017")
+            side: configfields.integer(src, join(port_key, side), port[side],
+                                       high=65535, example="27017")
             for side in ("internal", "external")}))
     return ports
 
@@ -277,9 +315,9 @@ def _read_environment(src, key, value):
 def _read_volume(src, key, value):
     if value is None:
         return None
-    value = read.mapping(src, key, value,
-                         ("mountpoint", "maximum_size", "filesystem"),
-                         ("mountpoint",))
+    value = configfields.mapping(src, key, value,
+                                 ("mountpoint", "maximum_size", "filesystem"),
+                                 ("mountpoint",))
     filesystem = value.get("filesystem", "ext4")
     if filesystem not in FILESYSTEMS:
         raise src.error(join(key, "filesystem"), "filesystem %r is not "
@@ -287,10 +325,10 @@ def _read_volume(src, key, value):
                         % (filesystem, ", ".join(FILESYSTEMS)))
     size = value.get("maximum_size")
     return VolumeSpec(
-        mountpoint=posixpath.normpath(read.absolute_path(
+        mountpoint=posixpath.normpath(configfields.absolute_path(
             src, join(key, "mountpoint"), value["mountpoint"])),
         size=DEFAULT_VOLUME_SIZE if size is None
-        else read.size(src, join(key, "maximum_size"), size),
+        else configfields.size(src, join(key, "maximum_size"), size),
         filesystem=filesystem)
 
 
@@ -362,21 +400,22 @@ def load_agent_config(text, path="agent.yml"):
     """
     src = Source(text, path)
     data = src.data
-    read.version(src, data)
-    read.mapping(src, None, data, ("version", "node", "control", "state_dir",
-                                   "log", "instance_id", "backend"),
-                 ("node", "control"))
+    configfields.version(src, data)
+    configfields.mapping(src, None, data,
+                         ("version", "node", "control", "state_dir", "log",
+                          "instance_id", "backend"),
+                         ("node", "control"))
     log = data.get("log", "-")
     if log != "-":
-        read.absolute_path(src, "log", log)
+        configfields.absolute_path(src, "log", log)
     instance_id = data.get("instance_id")
     return AgentConfig(
-        node=read.name(src, "node", data["node"], "node"),
-        control=read.url(src, "control", data["control"]),
-        state_dir=read.absolute_path(src, "state_dir",
-                                     data.get("state_dir", DEFAULT_STATE_DIR)),
+        node=configfields.name(src, "node", data["node"], "node"),
+        control=configfields.url(src, "control", data["control"]),
+        state_dir=configfields.absolute_path(
+            src, "state_dir", data.get("state_dir", DEFAULT_STATE_DIR)),
         log=log,
-        instance_id=None if instance_id is None else read.string(
+        instance_id=None if instance_id is None else configfields.string(
             src, "instance_id", instance_id, "a backend instance id"),
         backend=_read_backend(src, "backend", data.get("backend"),
                               limits=False))

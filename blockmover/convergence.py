@@ -1,46 +1,47 @@
 """
 How far a deploy has got, read from the control service's ``GET
 /v1/state``: one line per application for a person, and whether the
-cluster has converged. Pure: plain data in, text and verdicts out.
+cluster has converged. Pure: plain data in (the nodes' structured
+progress, see ``model.Progress``), text and verdicts out.
 """
 
 from blockmover.identity import dataset_id
 
-# Short words for the steps of a move, in the order they happen.
-STEP_WORDS = {
-    "StopApplication": "stop",
-    "UnmountFilesystem": "unmount",
-    "DetachVolume": "detach",
-    "CreateVolume": "create",
-    "AttachVolume": "attach",
-    "MakeFilesystem": "mkfs",
-    "MountFilesystem": "mount",
-    "GrowVolume": "grow",
-    "GrowFilesystem": "growfs",
-    "StartApplication": "start",
-}
+def _of(dataset, step):
+    return step.get("dataset_id") == dataset
 
 
-def _step(description):
+def _dataset_steps(dataset, progress, now):
     """
-    ``("attach", SUBJECT)`` from a change's description, e.g.
-    ``"AttachVolume 0f3c..."``.
+    What one node's ``progress`` says of ``dataset``: each finished change
+    and its time, the change running now, why it waits, its error.
     """
-    kind, _, subject = description.partition(" ")
-    return STEP_WORDS.get(kind, kind), subject.split(":")[0].strip()
-
-
-def _concerns(text, names):
-    return any(name in text for name in names)
+    steps = []
+    for finished in progress.get("finished", []):
+        if _of(dataset, finished["step"]):
+            steps.append("%s %.1fs" % (finished["step"]["kind"],
+                                       finished["seconds"]))
+    for running in progress.get("running", []):
+        if _of(dataset, running["step"]):
+            steps.append("%s... (%.1fs)" % (running["step"]["kind"],
+                                            now - running["since"]))
+    for waiting in progress.get("waiting", []):
+        if waiting.get("dataset_id") == dataset:
+            steps.append("waiting: " + waiting["detail"])
+    for error in progress.get("errors", []):
+        if _of(dataset, error["step"]):
+            steps.append("error: " + error["message"])
+    return steps
 
 
 def application_line(app, wanted_on, state, cluster_name, now):
     """
-    One line saying where ``app`` goes, which step it is in, and how long
-    each finished step took, from the nodes' reported progress in ``state``
-    (the plain data of ``GET /v1/state``).
+    One line saying where ``app`` goes, whether it serves there, which
+    step it is in, and how long each finished step took, from the nodes'
+    reported progress in ``state`` (the plain data of ``GET /v1/state``).
+    ``now`` is the time in seconds since the epoch.
     """
-    names = (app, dataset_id(cluster_name, app))
+    dataset = dataset_id(cluster_name, app)
     info = state.get("applications", {}).get(app, {})
     running_on = info.get("running_on", [])
     target = wanted_on if wanted_on is not None else "no node"
@@ -49,27 +50,14 @@ def application_line(app, wanted_on, state, cluster_name, now):
         progress = (node_info or {}).get("progress")
         if not progress:
             continue
-        steps = []
-        for finished in progress.get("finished", []):
-            word, subject = _step(finished["change"])
-            if subject in names:
-                steps.append("%s %.1fs" % (word, finished["seconds"]))
-        current = progress.get("current")
-        if current and _concerns(current, names):
-            since = progress.get("since")
-            took = " (%.1fs)" % (now - since,) if since else ""
-            if current.startswith("waiting"):
-                steps.append(current + took)
-            else:
-                steps.append("%s...%s" % (_step(current)[0], took))
-        for error in progress.get("errors", []):
-            if _concerns(error.split(": ")[0], names):
-                steps.append("error: " + error)
+        steps = _dataset_steps(dataset, progress, now)
         if steps:
             parts.append("%s: %s" % (node, ", ".join(steps)))
     if application_placed(app, wanted_on, state):
         status = ("running on %s" % (wanted_on,) if wanted_on is not None
                   else "stopped")
+    elif running_on == [wanted_on]:
+        status = "starting on %s, not ready yet" % (wanted_on,)
     elif running_on:
         status = "running on %s" % (", ".join(running_on),)
     else:
@@ -82,12 +70,14 @@ def application_line(app, wanted_on, state, cluster_name, now):
 
 def application_placed(app, wanted_on, state):
     """
-    Whether ``app`` runs exactly where it should: on ``wanted_on`` alone,
-    or nowhere when ``wanted_on`` is None.
+    Whether ``app`` runs exactly where it should and serves there: on
+    ``wanted_on`` alone, ready, or nowhere when ``wanted_on`` is None.
     """
     info = state.get("applications", {}).get(app, {})
     running_on = list(info.get("running_on", []))
-    return running_on == ([wanted_on] if wanted_on is not None else [])
+    if wanted_on is None:
+        return running_on == []
+    return running_on == [wanted_on] and wanted_on in info.get("ready_on", [])
 
 
 def pending(deployment, state, slice_generations):
@@ -103,7 +93,8 @@ def pending(deployment, state, slice_generations):
     for app in sorted(deployment.applications):
         wanted_on = deployment.placement.get(app)
         if not application_placed(app, wanted_on, state):
-            reasons.append("%s does not run where it should yet" % (app,))
+            reasons.append("%s does not run and serve where it should yet"
+                           % (app,))
     nodes = state.get("nodes", {})
     for node, generation in sorted(slice_generations.items()):
         progress = (nodes.get(node) or {}).get("progress")
@@ -122,7 +113,8 @@ def pending(deployment, state, slice_generations):
 class ErrorWatch(object):
     """
     Tells a persistent error from a passing one: an error a node keeps
-    reporting for the same change for ``patience`` seconds is persistent.
+    reporting for the same change of the same dataset for ``patience``
+    seconds is persistent.
     """
 
     def __init__(self, patience):
@@ -131,18 +123,19 @@ class ErrorWatch(object):
 
     def persistent(self, state, now):
         """
-        The first persistent error in ``state`` as ``"NODE: ERROR"``, or
+        The first persistent error in ``state`` as ``"NODE: MESSAGE"``, or
         None.
         """
         seen = {}
         for node, node_info in sorted(state.get("nodes", {}).items()):
             progress = (node_info or {}).get("progress") or {}
             for error in progress.get("errors", []):
-                key = (node, error.split(": ")[0])
+                step = error["step"]
+                key = (node, step["dataset_id"], step["kind"])
                 seen[key] = (self._first_seen.get(key, (now, None))[0],
-                             error)
+                             error["message"])
         self._first_seen = seen
-        for (node, _), (first, error) in sorted(seen.items()):
+        for (node, _, _), (first, message) in sorted(seen.items()):
             if now - first >= self.patience:
-                return "%s: %s" % (node, error)
+                return "%s: %s" % (node, message)
         return None

@@ -31,7 +31,7 @@ def step(text):
 def print_move_times(changes, total):
     for node, change, seconds in changes:
         print("    %-6s %-58s %7.2fs" % (node, change, seconds))
-    print("    %-65s %7.2fs" % ("total (deploy to converged)", total))
+    print("    %-65s %7.2fs" % ("total (deploy to serving on the new node)", total))
 
 
 def run_demo(layout, documents):

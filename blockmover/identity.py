@@ -29,6 +29,17 @@ def dataset_id(cluster_name, application_name):
                                                   application_name)))
 
 
+def stamped(filesystem_uuid, dataset):
+    """
+    Whether a filesystem whose UUID is ``filesystem_uuid`` (None: no
+    filesystem) carries the stamp of ``dataset``: the one check made before
+    a device is mounted, grown or taken as the dataset's. Tools print UUIDs
+    in either case.
+    """
+    return (filesystem_uuid is not None
+            and filesystem_uuid.lower() == dataset.lower())
+
+
 def volume_name(cluster_name, application_name):
     """
     The readable name a volume carries in the backend.

@@ -63,10 +63,36 @@ class Port(PClass):
     external = field(type=int, mandatory=True)
 
 
+# How long an application may take to become ready when app.yml says
+# nothing: a database replaying its journal takes a while.
+DEFAULT_READY_DEADLINE = 120.0
+
+
+class ReadyCheck(PClass):
+    """
+    How to tell that an application serves: a TCP ``port`` on this node
+    that accepts connections, or a ``command`` run on the node that exits
+    0; given up on after ``deadline`` seconds.
+    """
+    port = optional(int)
+    command = pvector_field(str)
+    deadline = field(type=float, mandatory=True,
+                     initial=DEFAULT_READY_DEADLINE,
+                     invariant=_positive("deadline"))
+
+    __invariant__ = lambda self: (
+        (self.port is None) != (not self.command),
+        "a ready check is a port or a command, one of the two")
+
+
 class Application(PClass):
     """
     An application as ``app.yml`` describes it: a plain process
     (``command``) or, in Flocker's format, a container ``image``.
+
+    ``ready`` says how to tell that it serves; None means every
+    ``ports[].internal`` accepts connections (or, with no ports, that its
+    process runs).
     """
     name = field(type=str, mandatory=True)
     command = pvector_field(str)
@@ -74,6 +100,16 @@ class Application(PClass):
     ports = pvector_field(Port)
     environment = pmap_field(str, str)
     volume = optional_record(VolumeSpec)
+    ready = optional_record(ReadyCheck)
+
+    def ready_checks(self):
+        """
+        The ``ReadyCheck`` values that must all pass for the application
+        to count as ready: the configured one, else one per internal port.
+        """
+        if self.ready is not None:
+            return [self.ready]
+        return [ReadyCheck(port=port.internal) for port in self.ports]
 
     __invariant__ = lambda self: (
         bool(self.command) or self.image is not None,
@@ -229,8 +265,13 @@ class Mount(PClass):
 
 
 class RunningApplication(PClass):
+    """
+    An application whose process runs on this node; ``ready`` once its
+    ready checks passed for this very process.
+    """
     name = field(type=str, mandatory=True)
     pid = field(type=int, mandatory=True)
+    ready = field(type=bool, mandatory=True, initial=False)
 
 
 class NodeState(PClass):
@@ -245,24 +286,79 @@ class NodeState(PClass):
     running = pmap_field(str, RunningApplication)
 
 
-class FinishedChange(PClass):
-    change = field(type=str, mandatory=True)
+class Step(PClass):
+    """
+    One state change as reports show it: its ``kind`` (``stop``,
+    ``unmount``, ``detach``, ``create``, ``attach``, ``mkfs``, ``mount``,
+    ``grow``, ``growfs``, ``start``, ``ready``), the dataset it belongs to
+    and, where it has one, the application.
+    """
+    kind = field(type=str, mandatory=True)
+    dataset_id = field(type=str, mandatory=True)
+    application = optional(str)
+
+
+class RunningStep(PClass):
+    """
+    A change running now, since ``since`` (seconds since the epoch), and
+    what it waits for while it runs (None when it waits for nothing).
+    """
+    step = field(type=Step, mandatory=True)
+    since = field(type=float, mandatory=True)
+    waiting_for = optional(str)
+
+
+class FinishedStep(PClass):
+    """
+    A change that ran to its end: how long it took and when it ended.
+    """
+    step = field(type=Step, mandatory=True)
     seconds = field(type=float, mandatory=True)
+    finished_at = field(type=float, mandatory=True)
+
+
+class StepError(PClass):
+    """
+    The last failure of a dataset's change: the error's ``kind`` (its
+    type), its ``message`` for a person, how many attempts failed in a row
+    and when the next one is due (seconds since the epoch).
+    """
+    step = field(type=Step, mandatory=True)
+    kind = field(type=str, mandatory=True)
+    message = field(type=str, mandatory=True)
+    attempts = field(type=int, mandatory=True, initial=1)
+    retry_at = optional(float)
+
+
+class Waiting(PClass):
+    """
+    A dataset that cannot go on yet and why: ``reason`` is one of
+    ``agents.plan``'s wait reasons (``held elsewhere``, ...), ``detail``
+    the sentence for a person, ``holder`` the node holding its volume
+    where that is the reason.
+    """
+    dataset_id = field(type=str, mandatory=True)
+    application = optional(str)
+    reason = field(type=str, mandatory=True)
+    detail = field(type=str, mandatory=True)
+    holder = optional(str)
 
 
 class Progress(PClass):
     """
-    How far a node's convergence is: the change it runs now (None when it
-    has nothing to do), since when, and the last error of each failing
-    change.
+    How far a node's convergence is on the slice of ``generation``: the
+    changes running now (one per dataset at most), the datasets waiting
+    and why, the last error of each failing dataset, the changes finished
+    since the slice's datasets or applications last changed, and
+    ``trouble`` when the node itself cannot be looked at.
     """
     converged = field(type=bool, mandatory=True)
     generation = field(type=int, mandatory=True, initial=-1)
-    current = optional(str)
-    since = optional(float)
-    errors = pvector_field(str)
-    # The changes finished since the slice of ``generation`` arrived.
-    finished = pvector_field(FinishedChange)
+    running = pvector_field(RunningStep)
+    waiting = pvector_field(Waiting)
+    errors = pvector_field(StepError)
+    finished = pvector_field(FinishedStep)
+    trouble = optional(str)
 
 
 class NodeReport(PClass):

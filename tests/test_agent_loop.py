@@ -12,15 +12,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
-from twisted.python.threadpool import ThreadPool
 
 from agents.changes import NodeContext
-from agents.loop import ConvergenceLoop
+from agents.loop import STOP_GRACE, AgentThreadPool, ConvergenceLoop
 from blockmover.backends.loopback import LoopbackBlockDeviceAPI
 from blockmover.cluster.mounts import (
     is_mountpoint, namespace_mounts, unmount_in_namespace,
@@ -30,7 +30,11 @@ from blockmover.cluster.namespaces import (
     remove_node_mount_ns,
 )
 from blockmover.client import ControlUnreachable
-from blockmover.model import NodeDesired, NodeState
+from blockmover.identity import dataset_id
+from blockmover.model import (
+    Application, NodeDesired, NodeState, RunningApplication,
+    Step as ModelStep,
+)
 from tests.control_process import started_control
 from tests.reactors import run_reactor
 from tests.test_client import (
@@ -334,20 +338,35 @@ class FakeClient(object):
         return succeed(None)
 
 
-class Step(object):
+class FakeStep(object):
     """
     A change of ``dataset_id`` that fails ``failures`` times, recording
-    when each attempt ran.
+    when each attempt ran; with ``gate`` (a ``threading.Event``) it blocks
+    until the gate opens, as a slow attach would.
     """
+    kind = "step"
+    touches_backend = False
+    waits_for = None
+    application_name = None
 
-    def __init__(self, dataset_id, failures=0):
+    def __init__(self, dataset_id, failures=0, gate=None):
         self.dataset_id = dataset_id
         self.failures = failures
+        self.gate = gate
         self.attempts = []
         self.done = False
 
+    @property
+    def step(self):
+        return ModelStep(kind=self.kind, dataset_id=self.dataset_id)
+
+    def describe(self):
+        return "step " + self.dataset_id
+
     def run(self, context):
         self.attempts.append(time.monotonic())
+        if self.gate is not None:
+            self.gate.wait(30)
         if self.failures:
             self.failures -= 1
             raise RuntimeError("%s is not ready" % (self.dataset_id,))
@@ -359,33 +378,38 @@ def slice_(generation):
                        generation=generation)
 
 
-def run_loop(client, steps, scenario, timeout=30, observe_fails=()):
+def run_loop(client, steps, scenario, timeout=30, observe_fails=(),
+             runtime=None, running=lambda: {}, observed=None):
     """
-    Run a ConvergenceLoop whose plan is the unfinished ``steps`` (all of
-    them, in order) until ``scenario(reactor, loop)`` fires.
+    Run a ConvergenceLoop whose datasets and plans come from ``steps``
+    (generation -> {dataset: [FakeStep, ...]}): a dataset's plan is its
+    unfinished steps, in order, until ``scenario(reactor, loop)`` fires.
+    ``running()`` says which applications run (for the look at the node).
     """
     context = NodeContext(node="n1", backend_id="n1", cluster_name="c",
-                          backend=None, runtime=None)
-    observed = []
+                          backend=None, runtime=runtime)
+    observed = [] if observed is None else observed
 
-    def observe(context, desired):
-        observed.append(desired.generation)
+    def observe(context, desired, datasets=None, known=()):
+        observed.append((desired.generation, datasets))
         if len(observed) - 1 in observe_fails:
             raise OSError("lsblk is missing")
-        return NodeState(node="n1", backend_id="n1")
+        return NodeState(node="n1", backend_id="n1", running=running())
 
-    def plan(desired, state):
-        return [s for s in steps.get(desired.generation, []) if not s.done]
+    def dataset_plan(desired, state, dataset):
+        return [s for s in steps.get(desired.generation, {}).get(dataset, [])
+                if not s.done]
 
-    def is_converged(desired, state):
-        return not plan(desired, state)
+    def datasets(desired, state):
+        return sorted(steps.get(desired.generation, {}))
 
     def start(reactor):
-        pool = ThreadPool(minthreads=1, maxthreads=2, name="loop-test")
+        pool = AgentThreadPool(minthreads=1, maxthreads=8, name="loop-test")
         pool.start()
         loop = ConvergenceLoop(
-            reactor, client, context, pool, observe=observe, plan=plan,
-            is_converged=is_converged, waiting=lambda d, s: [])
+            reactor, client, context, pool, observe=observe,
+            dataset_plan=dataset_plan, datasets=datasets,
+            dataset_waiting=lambda d, s, dataset: [])
         loop.start()
         d = scenario(reactor, loop)
 
@@ -406,31 +430,72 @@ def _until(reactor, condition, what, timeout=10.0):
         yield deferLater(reactor, 0.02)
 
 
+def _converged(client):
+    return bool(client.reports) and client.reports[-1].progress.converged
+
+
 def test_failing_dataset_does_not_stall_others():
     """
-    A change that fails is retried with growing gaps, while the next
-    dataset's change runs meanwhile; the reports carry the error and, at
-    the end, convergence.
+    A change that fails is retried with growing gaps, while the other
+    dataset's change runs meanwhile; the reports carry the error with its
+    kind and step, and, at the end, convergence.
     """
     client = FakeClient()
-    bad, good = Step("bad", failures=3), Step("good")
+    bad, good = FakeStep("bad", failures=3), FakeStep("good")
     client.push(slice_(1))
 
     @inlineCallbacks
     def scenario(reactor, loop):
         yield _until(reactor, lambda: bad.done and good.done, "both steps")
-        yield _until(reactor, lambda: client.reports[-1].progress.converged,
-                     "a converged report")
-    run_loop(client, {1: [bad, good]}, scenario)
+        yield _until(reactor, lambda: _converged(client), "convergence")
+    run_loop(client, {1: {"bad": [bad], "good": [good]}}, scenario)
     assert good.attempts[0] < bad.attempts[1], \
         "the good dataset waited for the failing one"
     gaps = [b - a for a, b in zip(bad.attempts, bad.attempts[1:])]
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0], gaps
-    assert any("bad is not ready" in e for r in client.reports
-               for e in r.progress.errors)
+    errors = [e for r in client.reports for e in r.progress.errors]
+    assert errors and all(e.step.dataset_id == "bad" for e in errors)
+    assert errors[-1].kind == "RuntimeError"
+    assert "bad is not ready" in errors[-1].message
+    assert [e.attempts for e in errors] == sorted(e.attempts for e in errors)
     final = client.reports[-1].progress
     assert final.generation == 1 and not final.errors
-    assert [f.change for f in final.finished] == ["Step good", "Step bad"]
+    assert [f.step.dataset_id for f in final.finished] == ["good", "bad"]
+
+
+def test_slow_change_of_one_dataset_never_delays_another():
+    """
+    While one dataset's change hangs (a slow attach), another dataset's
+    changes run to their end; the report shows the hanging one running.
+    SIGTERM (``stop()``) then ends the loop within its grace time, the
+    hanging change cut short.
+    """
+    client = FakeClient()
+    gate = threading.Event()
+    slow = FakeStep("slow", gate=gate)
+    quick = [FakeStep("quick"), FakeStep("quick")]
+    client.push(slice_(1))
+    result = {}
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        yield _until(reactor, lambda: all(s.done for s in quick),
+                     "the quick dataset")
+        assert slow.attempts and not slow.done
+        progress = client.reports[-1].progress
+        assert [r.step.dataset_id for r in progress.running] == ["slow"]
+        assert not progress.converged
+        started = reactor.seconds()
+        yield loop.stop()
+        result["stopped_in"] = reactor.seconds() - started
+        result["in_flight"] = loop.changes_in_flight
+        gate.set()
+    try:
+        run_loop(client, {1: {"slow": [slow], "quick": quick}}, scenario)
+    finally:
+        gate.set()
+    assert result["in_flight"] == 1
+    assert result["stopped_in"] < STOP_GRACE + 2
 
 
 def test_new_slice_wakes_loop_at_once():
@@ -439,7 +504,7 @@ def test_new_slice_wakes_loop_at_once():
     its re-check backoff.
     """
     client = FakeClient()
-    step = Step("d")
+    step = FakeStep("d")
     client.push(slice_(1))
 
     @inlineCallbacks
@@ -450,10 +515,53 @@ def test_new_slice_wakes_loop_at_once():
         client.push(slice_(2))
         yield _until(reactor, lambda: step.done, "the new slice's change")
         return step.attempts[0] - pushed
-    delay, observed = run_loop(client, {2: [step]}, scenario)
+    delay, observed = run_loop(client, {1: {"d": []}, 2: {"d": [step]}},
+                               scenario)
     assert delay < 0.5, delay
     # Idle re-checks backed off: far fewer than one per 100 ms.
-    assert observed.count(1) < 15, observed
+    assert len([o for o in observed if o[0] == 1]) < 15, observed
+
+
+def test_application_exit_wakes_its_worker_at_once():
+    """
+    Converged and idle, a worker hears of its application's exit from the
+    process itself (a pidfd the reactor watches), not from a later re-check.
+    """
+    client = FakeClient()
+    child = subprocess.Popen(["sleep", "60"])
+    exited = []
+
+    class Runtime(object):
+        def exit_fd(self, name):
+            return os.pidfd_open(child.pid)
+
+    def running():
+        return {} if child.poll() is not None else {
+            "app": RunningApplication(name="app", pid=child.pid, ready=True)}
+
+    desired = slice_(1).set(applications={"app": Application(
+        name="app", command=["sleep", "60"])})
+    client.push(desired)
+    dataset = dataset_id("c", "app")
+    observed = []
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        yield _until(reactor, lambda: _converged(client), "convergence")
+        # Let the idle re-checks back off well past the exit's notice.
+        yield deferLater(reactor, 2.0)
+        looks = len(observed)
+        child.kill()
+        killed = reactor.seconds()
+        yield _until(reactor, lambda: len(observed) > looks, "a new look")
+        exited.append(reactor.seconds() - killed)
+    try:
+        run_loop(client, {1: {dataset: []}}, scenario, runtime=Runtime(),
+                 running=running, observed=observed)
+    finally:
+        child.kill()
+        child.wait()
+    assert exited[0] < 0.5, exited
 
 
 def test_unreachable_control_is_retried():
@@ -463,36 +571,35 @@ def test_unreachable_control_is_retried():
     """
     client = FakeClient()
     client.unreachable = 3
-    step = Step("d")
+    step = FakeStep("d")
     client.push(slice_(1))
 
     @inlineCallbacks
     def scenario(reactor, loop):
         yield _until(reactor, lambda: step.done, "the change")
-    run_loop(client, {1: [step]}, scenario)
+    run_loop(client, {1: {"d": [step]}}, scenario)
     assert client.polls >= 4
 
 
 def test_failing_observe_is_reported_and_retried():
     """
-    Looking at the node failing is reported as an error and retried; the
+    Looking at the node failing is reported as trouble and retried; the
     loop converges once it works.
     """
     client = FakeClient()
-    step = Step("d")
+    step = FakeStep("d")
     client.push(slice_(1))
 
     @inlineCallbacks
     def scenario(reactor, loop):
-        yield _until(reactor, lambda: client.reports and
-                     client.reports[-1].progress.converged, "convergence")
-    _, observed = run_loop(client, {1: [step]}, scenario,
+        yield _until(reactor, lambda: _converged(client), "convergence")
+    _, observed = run_loop(client, {1: {"d": [step]}}, scenario,
                            observe_fails={1, 2})
     assert step.done
     assert len(observed) >= 4
-    assert any("cannot look at the node: lsblk is missing" in e
-               for r in client.reports for e in r.progress.errors)
-    assert client.reports[-1].progress.errors == []
+    assert any("lsblk is missing" in (r.progress.trouble or "")
+               for r in client.reports)
+    assert client.reports[-1].progress.trouble is None
 
 
 # --- the entry point ---------------------------------------------------------
@@ -559,7 +666,7 @@ def test_deploy_gives_up_on_persistent_error(workdir, loopback_root,
         assert result.returncode == 1, result.stdout + result.stderr
         [reason] = result.stderr.splitlines()
         assert reason.startswith("blockmover-deploy: convergence failed: "
-                                 "node1: StartApplication %s: " % (APP,))
+                                 "node1: start %s: " % (APP,))
         assert "/nonexistent/%s" % (APP,) in reason
         assert agent.app_pid() is None
         # Deployed nowhere, the volume is let go again.

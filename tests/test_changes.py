@@ -5,6 +5,8 @@ must change nothing.
 """
 
 import os
+import socket
+import sys
 import time
 import uuid
 
@@ -15,16 +17,17 @@ from blockmover import identity
 from blockmover.backends import loopdevice
 from blockmover.backends.interface import AlreadyAttached
 from blockmover.command import run
-from blockmover.model import Application, VolumeSpec
+from blockmover.model import Application, Port, ReadyCheck, VolumeSpec
 from blockmover.poll import Timeout, poll
 from blockmover.units import MiB
 
 from agents import filesystem, mounts
 from agents.changes import (
-    AttachVolume, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
+    AttachVolume, AwaitReady, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
     MakeFilesystem, MountFilesystem, NodeContext, StartApplication,
     StopApplication, UnmountFilesystem, VolumeNotMounted,
 )
+from agents.ready import NotReady
 from agents.runtime import ProcessRuntime
 from tests.scratch_devices import scratch_directory
 
@@ -92,7 +95,8 @@ def give_up(context, dataset, volume_id, mountpoint, application=None):
     Stop, unmount and detach, each twice.
     """
     if application is not None:
-        twice(StopApplication(name=application), context)
+        twice(StopApplication(dataset_id=dataset, name=application),
+              context)
     twice(UnmountFilesystem(dataset_id=dataset, mountpoint=mountpoint),
           context)
     twice(DetachVolume(dataset_id=dataset, volume_id=volume_id), context)
@@ -116,7 +120,8 @@ def test_take_and_move(make_context, top):
     assert node1.backend.get_volume(volume_id).metadata[
         identity.FORMAT_KEY] == identity.FORMATTED
 
-    started, again = twice(StartApplication(application=app), node1)
+    started, again = twice(StartApplication(dataset_id=dataset,
+                                            application=app), node1)
     assert started == again
     assert node1.runtime.running() == {"writer": started}
     written = os.path.join(mountpoint, "written")
@@ -192,7 +197,8 @@ def test_start_refuses_without_its_volume(make_context, top):
                       volume=VolumeSpec(mountpoint=top + "/data",
                                         size=64 * MiB))
     with pytest.raises(VolumeNotMounted):
-        StartApplication(application=app).run(context)
+        StartApplication(dataset_id=identity.dataset_id(
+            context.cluster_name, "db"), application=app).run(context)
     assert context.runtime.running() == {}
 
 
@@ -334,3 +340,60 @@ def test_attach_gives_up_at_the_deadline(top):
     assert backend.attached == [("v", "node1")]
     # Backoff, not a busy loop: a handful of looks in half a second.
     assert 2 <= backend.looked <= 6
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ready_waits_until_the_application_serves(make_context):
+    """
+    An application counts as ready once its port accepts connections (it
+    listens only after a second here); the runtime then says so, and
+    waiting again returns at once.
+    """
+    context = make_context("node1")
+    port = _free_port()
+    app = Application(
+        name="web", ports=[Port(internal=port, external=port)],
+        command=[sys.executable, "-c",
+                 "import socket, time; time.sleep(1); s = socket.socket(); "
+                 "s.bind(('127.0.0.1', %d)); s.listen(); time.sleep(120)"
+                 % (port,)])
+    dataset = identity.dataset_id(context.cluster_name, "web")
+    StartApplication(dataset_id=dataset, application=app).run(context)
+    assert context.runtime.running()["web"].ready is False
+    started = time.monotonic()
+    twice(AwaitReady(dataset_id=dataset, application=app), context)
+    assert time.monotonic() - started >= 0.9
+    assert context.runtime.running()["web"].ready is True
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+
+
+def test_never_ready_is_an_error_naming_the_check(make_context):
+    context = make_context("node1")
+    app = Application(name="mute", command=["sleep", "120"],
+                      ready=ReadyCheck(command=["false"], deadline=1.0))
+    dataset = identity.dataset_id(context.cluster_name, "mute")
+    StartApplication(dataset_id=dataset, application=app).run(context)
+    with pytest.raises(NotReady) as raised:
+        AwaitReady(dataset_id=dataset, application=app).run(context)
+    assert "command false" in str(raised.value)
+    assert "within 1 seconds" in str(raised.value)
+    assert context.runtime.running()["mute"].ready is False
+
+
+def test_an_application_that_exits_is_never_waited_for(make_context):
+    context = make_context("node1")
+    app = Application(name="gone", command=["true"],
+                      ready=ReadyCheck(port=1, deadline=60.0))
+    dataset = identity.dataset_id(context.cluster_name, "gone")
+    StartApplication(dataset_id=dataset, application=app).run(context)
+    started = time.monotonic()
+    with pytest.raises(NotReady) as raised:
+        AwaitReady(dataset_id=dataset, application=app).run(context)
+    assert "exited before it served" in str(raised.value)
+    assert time.monotonic() - started < 30

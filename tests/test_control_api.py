@@ -93,7 +93,8 @@ def report(node, running=(), mounted=(), changed_backend=False):
     mounts = {d: Mount(dataset_id=d, device="/dev/loop99",
                        mountpoint="/data/db") for d in mounted}
     state = NodeState(node=node, backend_id=node, mounts=mounts,
-                      running={a: RunningApplication(name=a, pid=4242)
+                      running={a: RunningApplication(name=a, pid=4242,
+                                                     ready=True)
                                for a in running})
     return to_data(NodeReport(state=state,
                               progress=Progress(converged=True, generation=1),
@@ -223,7 +224,8 @@ def test_reports_show_up_in_state(control, root):
     assert node1["progress"]["converged"] is True
     assert state["nodes"]["node2"]["state"] is None
     assert state["applications"]["mongodb"] == {
-        "wanted_on": "node1", "running_on": ["node1"],
+        "dataset_id": DATASET, "wanted_on": "node1",
+        "running_on": ["node1"], "ready_on": ["node1"],
         "mounted_on": ["node1"]}
     status, answer = control.request("PUT", "/v1/nodes/node9/state",
                                      report("node9"))

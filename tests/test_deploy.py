@@ -141,7 +141,7 @@ def test_wait_times_out_without_agents_and_task_travels(control, workdir):
                     apps)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "timed out after 1.5 seconds" in result.stderr
-    assert "demo does not run where it should yet" in result.stderr
+    assert "demo does not run and serve where it should yet" in result.stderr
     assert "demo -> node1 [not running]" in result.stdout
     code, stored = _get(control.url + "/v1/configuration")
     assert code == 200 and stored["generation"] >= 1
@@ -168,47 +168,83 @@ applications:
 """
 
 
-def _state(running_on, progress=None, node="n2"):
+def _state(running_on, progress=None, node="n2", ready_on=None):
     nodes = {"n1": {"progress": {"converged": True, "generation": 3}},
              node: {"progress": progress}}
     return {"generation": 3, "nodes": nodes,
-            "applications": {"db": {"wanted_on": "n2",
-                                    "running_on": running_on}}}
+            "applications": {"db": {
+                "wanted_on": "n2", "running_on": running_on,
+                "ready_on": running_on if ready_on is None else ready_on}}}
 
 
-def test_pending_until_placed_and_converged():
+def test_pending_until_placed_ready_and_converged():
     deployment = load_deployment(CLUSTER, APPS)
     moving = _state(["n1"], {"converged": False, "generation": 3})
     assert pending(deployment, moving, {"n1": 2, "n2": 3}) == [
-        "db does not run where it should yet", "n2 is still converging"]
+        "db does not run and serve where it should yet",
+        "n2 is still converging"]
     stale = _state(["n2"], {"converged": True, "generation": 2})
     assert pending(deployment, stale, {"n1": 2, "n2": 3}) == [
         "n2 has not seen the new configuration"]
+    starting = _state(["n2"], {"converged": True, "generation": 4},
+                      ready_on=[])
+    assert pending(deployment, starting, {"n1": 2, "n2": 3}) == [
+        "db does not run and serve where it should yet"]
     done = _state(["n2"], {"converged": True, "generation": 4})
     assert pending(deployment, done, {"n1": 2, "n2": 3}) == []
     assert not application_placed("db", None, done)
+
+
+def _step(kind, dataset, application=None):
+    return {"kind": kind, "dataset_id": dataset, "application": application}
 
 
 def test_application_line_shows_steps_and_current():
     dataset = dataset_id("c", "db")
     progress = {
         "converged": False, "generation": 3,
-        "current": "MountFilesystem %s" % (dataset,), "since": 100.0,
-        "finished": [{"change": "AttachVolume %s" % (dataset,),
-                      "seconds": 1.25},
-                     {"change": "StartApplication other", "seconds": 9}],
-        "errors": []}
+        "running": [{"step": _step("mount", dataset), "since": 100.0,
+                     "waiting_for": None}],
+        "finished": [{"step": _step("attach", dataset), "seconds": 1.25,
+                      "finished_at": 99.0},
+                     {"step": _step("start", dataset_id("c", "other"),
+                                    "other"),
+                      "seconds": 9, "finished_at": 90.0}],
+        "waiting": [], "errors": []}
     line = application_line("db", "n2", _state([], progress), "c", 102.5)
     assert line == "db -> n2 [not running]  n2: attach 1.2s, mount... (2.5s)"
+    starting = _state(["n2"], {
+        "converged": False, "generation": 3,
+        "running": [{"step": _step("ready", dataset, "db"), "since": 101.0,
+                     "waiting_for": "the application to serve"}],
+        "finished": [{"step": _step("start", dataset, "db"),
+                      "seconds": 0.01, "finished_at": 101.0}]}, ready_on=[])
+    assert application_line("db", "n2", starting, "c", 102.5) == (
+        "db -> n2 [starting on n2, not ready yet]  n2: start 0.0s, "
+        "ready... (1.5s)")
+
+
+def test_application_line_shows_why_it_waits():
+    dataset = dataset_id("c", "db")
+    progress = {"converged": False, "generation": 3, "waiting": [{
+        "dataset_id": dataset, "application": "db", "reason": "held elsewhere",
+        "detail": "volume attached to n1, waiting for it to be released",
+        "holder": "n1"}]}
+    assert application_line("db", "n2", _state(["n1"], progress), "c",
+                            0.0) == (
+        "db -> n2 [running on n1]  n2: waiting: volume attached to n1, "
+        "waiting for it to be released")
 
 
 def test_error_watch_waits_for_patience():
     watch = ErrorWatch(patience=10)
+    error = {"step": _step("detach", "x"), "kind": "FilesystemBusy",
+             "message": "detach x: busy", "attempts": 3, "retry_at": None}
     state = _state([], {"converged": False, "generation": 3,
-                        "errors": ["DetachVolume x: busy"]})
+                        "errors": [error]})
     assert watch.persistent(state, 100.0) is None
     assert watch.persistent(state, 105.0) is None
-    assert watch.persistent(state, 110.0) == "n2: DetachVolume x: busy"
+    assert watch.persistent(state, 110.0) == "n2: detach x: busy"
     cleared = _state([], {"converged": False, "generation": 3})
     assert watch.persistent(cleared, 111.0) is None
     assert watch.persistent(state, 112.0) is None

@@ -73,11 +73,12 @@ def test_observe_follows_a_volume_through_a_take(context, top):
                     mountpoint=mountpoint).run(context)
     app = Application(name="db", command=["sleep", "120"],
                       volume=VolumeSpec(mountpoint=mountpoint, size=SIZE))
-    running = StartApplication(application=app).run(context)
+    running = StartApplication(dataset_id=dataset,
+                               application=app).run(context)
     try:
         state = observe(context, desired)
     finally:
-        StopApplication(name="db").run(context)
+        StopApplication(dataset_id=dataset, name="db").run(context)
     device = state.devices[dataset]
     assert (device.filesystem, device.filesystem_uuid) == ("ext4", dataset)
     assert SIZE * 0.9 < device.filesystem_size <= SIZE

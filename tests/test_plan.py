@@ -6,7 +6,7 @@ properties over arbitrary (desired, observed) pairs.
 from hypothesis import given, settings, strategies as st
 
 from agents.changes import (
-    AttachVolume, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
+    AttachVolume, AwaitReady, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
     MakeFilesystem, MountFilesystem, StartApplication, StopApplication,
     UnmountFilesystem,
 )
@@ -67,13 +67,37 @@ def device(d, filesystem="ext4", uuid=None, size=GiB, fs_size=None):
                   if filesystem is not None else None)
 
 
-def observed(devices=(), mounts=(), running=()):
+def observed(devices=(), mounts=(), running=(), starting=()):
+    """
+    What node ``me`` holds: ``running`` applications serve, ``starting``
+    ones run but have not passed their ready checks yet.
+    """
     return NodeState(
         node="me", backend_id=ME,
         devices={x.dataset_id: x for x in devices},
         mounts={d: Mount(dataset_id=d, device="/dev/loop-" + d[:4],
                          mountpoint=mp) for d, mp in mounts},
-        running={n: RunningApplication(name=n, pid=100) for n in running})
+        running=dict(
+            {n: RunningApplication(name=n, pid=100, ready=True)
+             for n in running},
+            **{n: RunningApplication(name=n, pid=101) for n in starting}))
+
+
+def start(application):
+    """
+    What starts ``application``: its start, then the wait until it serves.
+    """
+    dataset = dataset_id(CLUSTER, application.name)
+    return [StartApplication(dataset_id=dataset, application=application),
+            AwaitReady(dataset_id=dataset, application=application)]
+
+
+def stop(name):
+    return StopApplication(dataset_id=dataset_id(CLUSTER, name), name=name)
+
+
+def details(waits):
+    return ["%s: %s" % (w.application, w.detail) for w in waits]
 
 
 def kinds(changes):
@@ -95,8 +119,8 @@ def test_no_volume_is_created_and_nothing_else():
 def test_volume_attached_elsewhere_waits():
     d, o = desired([MONGODB], [volume(MONGO, attached_to=OTHER)]), observed()
     assert list(plan(d, o)) == []
-    assert waiting(d, o) == ["mongodb: volume attached to i-other, waiting "
-                             "for it to be released"]
+    assert details(waiting(d, o)) == [
+        "mongodb: volume attached to i-other, waiting for it to be released"]
     assert not is_converged(d, o)
 
 
@@ -115,7 +139,7 @@ def test_attached_here_without_device_is_attached_again():
 def test_device_here_wins_over_a_stale_listing():
     d = desired([MONGODB], [volume(MONGO, attached_to=OTHER)])
     changes = plan(d, observed([device(MONGO)]))
-    assert kinds(changes) == ["MountFilesystem", "StartApplication"]
+    assert kinds(changes) == ["MountFilesystem", "StartApplication", "AwaitReady"]
 
 
 def test_blank_device_of_new_volume_gets_a_filesystem_then_mount_and_start():
@@ -126,41 +150,41 @@ def test_blank_device_of_new_volume_gets_a_filesystem_then_mount_and_start():
                        filesystem="ext4"),
         MountFilesystem(dataset_id=MONGO, volume_id="vol-" + MONGO[:8],
                         mountpoint="/data/mongodb"),
-        StartApplication(application=MONGODB)]
+        *start(MONGODB)]
 
 
 def test_blank_device_of_volume_not_marked_new_is_never_formatted():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME, mark=FORMATTED)])
     o = observed([device(MONGO, filesystem=None)])
     assert list(plan(d, o)) == []
-    [reason] = waiting(d, o)
+    [reason] = details(waiting(d, o))
     assert reason.startswith("mongodb: ") and "never formatted" in reason
 
 
 def test_blank_device_of_unlisted_volume_waits_for_the_listing():
     d, o = desired([MONGODB]), observed([device(MONGO, filesystem=None)])
     assert list(plan(d, o)) == []
-    assert "listing" in waiting(d, o)[0]
+    assert "listing" in waiting(d, o)[0].detail
 
 
 def test_device_with_another_filesystem_is_never_mounted_nor_formatted():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME, mark=NEW)])
     o = observed([device(MONGO, uuid=FOREIGN_UUID)])
     assert list(plan(d, o)) == []
-    assert FOREIGN_UUID in waiting(d, o)[0]
+    assert FOREIGN_UUID in waiting(d, o)[0].detail
 
 
 def test_own_filesystem_is_mounted_then_application_started():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME)])
     assert kinds(plan(d, observed([device(MONGO)]))) == [
-        "MountFilesystem", "StartApplication"]
+        "MountFilesystem", "StartApplication", "AwaitReady"]
 
 
 def test_own_filesystem_on_volume_still_marked_new_is_marked_first():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME, mark=NEW)])
     changes = plan(d, observed([device(MONGO)]))
     assert kinds(changes) == ["MakeFilesystem", "MountFilesystem",
-                              "StartApplication"]
+                              "StartApplication", "AwaitReady"]
 
 
 def test_mounted_and_running_is_converged():
@@ -173,21 +197,21 @@ def test_mounted_and_running_is_converged():
 def test_mounted_application_not_running_is_started():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME)])
     o = observed([device(MONGO)], [(MONGO, "/data/mongodb")])
-    assert list(plan(d, o)) == [StartApplication(application=MONGODB)]
+    assert list(plan(d, o)) == start(MONGODB)
 
 
 def test_application_running_without_its_volume_mounted_is_stopped():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME)])
     o = observed([device(MONGO)], running=["mongodb"])
     assert kinds(plan(d, o)) == ["StopApplication", "MountFilesystem",
-                                 "StartApplication"]
+                                 "StartApplication", "AwaitReady"]
 
 
 def test_mounted_at_an_old_mountpoint_is_mounted_again():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME)])
     o = observed([device(MONGO)], [(MONGO, "/old")], ["mongodb"])
     assert kinds(plan(d, o)) == ["StopApplication", "UnmountFilesystem",
-                                 "MountFilesystem", "StartApplication"]
+                                 "MountFilesystem", "StartApplication", "AwaitReady"]
 
 
 # --- giving a dataset up ------------------------------------------------------
@@ -196,7 +220,7 @@ def test_giving_up_stops_unmounts_detaches_in_that_order():
     d = desired([], [volume(MONGO, attached_to=ME)])
     o = observed([device(MONGO)], [(MONGO, "/data/mongodb")], ["mongodb"])
     assert list(plan(d, o)) == [
-        StopApplication(name="mongodb"),
+        stop("mongodb"),
         UnmountFilesystem(dataset_id=MONGO, mountpoint="/data/mongodb"),
         DetachVolume(dataset_id=MONGO, volume_id="vol-" + MONGO[:8])]
 
@@ -223,20 +247,19 @@ def test_giving_up_one_dataset_comes_before_taking_another():
                  [(MONGO, "/data/mongodb")], ["mongodb"])
     assert kinds(plan(d, o)) == ["StopApplication", "UnmountFilesystem",
                                  "DetachVolume", "MountFilesystem",
-                                 "StartApplication"]
+                                 "StartApplication", "AwaitReady"]
 
 
 # --- applications without a volume --------------------------------------------
 
 def test_application_without_volume_starts_when_wanted():
     web = app("web", volume=False)
-    assert list(plan(desired([web]), observed())) == [
-        StartApplication(application=web)]
+    assert list(plan(desired([web]), observed())) == start(web)
 
 
 def test_application_without_volume_stops_when_not_wanted():
     assert list(plan(desired(), observed(running=["web"]))) == [
-        StopApplication(name="web")]
+        stop("web")]
 
 
 def test_application_without_volume_running_is_left_running():
@@ -252,14 +275,14 @@ def test_growing_ext4_is_offline():
     o = observed([device(MONGO)], [(MONGO, "/data/mongodb")], ["mongodb"])
     vid = "vol-" + MONGO[:8]
     assert list(plan(d, o)) == [
-        StopApplication(name="mongodb"),
+        stop("mongodb"),
         UnmountFilesystem(dataset_id=MONGO, mountpoint="/data/mongodb"),
         GrowVolume(dataset_id=MONGO, volume_id=vid, size=2 * GiB),
         GrowFilesystem(dataset_id=MONGO, volume_id=vid, filesystem="ext4",
                        mountpoint="/data/mongodb"),
         MountFilesystem(dataset_id=MONGO, volume_id=vid,
                         mountpoint="/data/mongodb"),
-        StartApplication(application=bigger)]
+        *start(bigger)]
 
 
 def test_growing_xfs_is_online_and_the_application_keeps_running():
@@ -274,7 +297,7 @@ def test_filesystem_smaller_than_its_device_is_grown_after_a_crash():
     d = desired([MONGODB], [volume(MONGO, attached_to=ME)])
     o = observed([device(MONGO, size=GiB, fs_size=GiB // 2)])
     assert kinds(plan(d, o)) == ["GrowFilesystem", "MountFilesystem",
-                                 "StartApplication"]
+                                 "StartApplication", "AwaitReady"]
 
 
 def test_unmounted_xfs_is_mounted_before_growing():
@@ -282,7 +305,7 @@ def test_unmounted_xfs_is_mounted_before_growing():
     d = desired([bigger], [volume(LOGS, attached_to=ME)])
     o = observed([device(LOGS, filesystem="xfs")])
     assert kinds(plan(d, o)) == ["GrowVolume", "MountFilesystem",
-                                 "GrowFilesystem", "StartApplication"]
+                                 "GrowFilesystem", "StartApplication", "AwaitReady"]
 
 
 def test_a_stale_listing_of_a_grown_volume_grows_nothing_more():

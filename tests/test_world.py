@@ -1,9 +1,13 @@
 """
 A simulated cluster driven by the planner: three nodes, one backend, a
 control service whose listing is refreshed only sometimes, random
-interleavings of node turns, crashes, re-deploys and writes. The safety
-invariants hold after every single change, and once the faults stop the
-cluster converges to the placement within a bounded number of turns.
+interleavings of node turns, crashes, re-deploys and writes. A node's
+agent runs one worker per dataset: a worker looks at its own dataset and
+plans it, and runs that plan later, after any number of other workers'
+changes (of other datasets on the same node, and of other nodes). The
+safety invariants hold after every single change, and once the faults
+stop the cluster converges to the placement within a bounded number of
+turns.
 
 For the application without a volume, "runs on at most one node" is not
 checked: the planner of the node taking it cannot know whether the node
@@ -12,7 +16,7 @@ giving it up has stopped it yet, and nothing it could corrupt is shared.
 
 from hypothesis import given, settings, strategies as st
 
-from agents.plan import is_converged, plan, waiting
+from agents.plan import dataset_plan, datasets, is_converged, plan, waiting
 from blockmover.model import Application, VolumeSpec
 from blockmover.units import GiB
 
@@ -44,8 +48,15 @@ placements = st.sampled_from(NODES + [None])
 
 turns = st.tuples(st.just("turn"), st.sampled_from(NODES),
                   st.sampled_from(FAULTS), st.integers(0, 3), st.booleans())
+# A dataset worker looks at its dataset and plans it...
+looks = st.tuples(st.just("look"), st.sampled_from(NODES),
+                  st.integers(0, 5), st.booleans())
+# ... and, some steps later, runs what it planned.
+acts = st.tuples(st.just("act"), st.sampled_from(NODES), st.integers(0, 5),
+                 st.sampled_from([CLEAN, CLEAN, CUT, FAIL, PARTIAL]),
+                 st.integers(0, 3), st.booleans())
 steps = st.one_of(
-    turns, turns, turns,
+    turns, turns, looks, looks, acts, acts, acts,
     st.tuples(st.just("refresh")),
     st.tuples(st.just("move"), st.sampled_from(sorted(APPLICATIONS)),
               placements),
@@ -78,13 +89,72 @@ def turn(world, node, fault=CLEAN, k=0):
     return True
 
 
+def look(world, node, index, stale):
+    """
+    A worker of ``node`` looks at one of its datasets (the ``index``-th,
+    round) and plans it from the slice it holds (``stale``) or a fresh one;
+    the plan waits in ``world.planned`` until the worker acts.
+    """
+    model = world.nodes[node]
+    if not stale or model.slice is None:
+        model.slice = world.slice_for(node)
+    known = datasets(model.slice, world.observe(node))
+    if not known:
+        return
+    dataset = known[index % len(known)]
+    world.planned[(node, dataset)] = dataset_plan(
+        model.slice, world.observe(node, [dataset]), dataset)
+
+
+def act(world, node, index, fault=CLEAN, k=0):
+    """
+    A worker of ``node`` that planned (the ``index``-th, round) runs its
+    changes in order until the first failure or the injected fault; the
+    invariants are checked after every change. An agent that dies takes
+    every worker's plan with it.
+    """
+    waiting_workers = sorted(key for key in world.planned if key[0] == node)
+    if not waiting_workers:
+        return
+    key = waiting_workers[index % len(waiting_workers)]
+    changes = world.planned.pop(key)
+    for i, change in enumerate(changes):
+        if i == k and fault in (CUT, FAIL):
+            if fault == CUT:
+                _die(world, node)
+            return
+        try:
+            world.apply(node, change, partial=(i == k and fault == PARTIAL))
+        except ChangeFailed:
+            return
+        finally:
+            world.check()
+        if i == k and fault == PARTIAL:
+            _die(world, node)
+            return
+
+
+def _die(world, node):
+    for key in [key for key in world.planned if key[0] == node]:
+        del world.planned[key]
+
+
 def run_step(world, step):
     kind = step[0]
     if kind == "turn":
         _, node, fault, k, report = step
+        # A turn is every worker of the node at once: their own plans go.
+        _die(world, node)
         turn(world, node, fault, k)
         if report:
             # The agent's report asked for a fresh listing, and got it.
+            world.refresh()
+    elif kind == "look":
+        look(world, *step[1:])
+    elif kind == "act":
+        _, node, index, fault, k, report = step
+        act(world, node, index, fault, k)
+        if report:
             world.refresh()
     elif kind == "refresh":
         world.refresh()
@@ -106,6 +176,7 @@ def converge(world):
     report asks), until every node has converged; the rounds it took.
     """
     world.refresh()
+    world.planned.clear()
     for rounds in range(1, CONVERGENCE_ROUNDS + 1):
         for node in NODES:
             turn(world, node)
@@ -180,7 +251,7 @@ def test_a_crash_between_mkfs_and_marking_marks_before_mounting():
     assert volume.disk is not None and volume.metadata["blockmover-format"] \
         == "new"
     assert _kinds(plan(world.slice_for("node1"), world.observe("node1"))) \
-        == ["MakeFilesystem", "MountFilesystem", "StartApplication"]
+        == ["MakeFilesystem", "MountFilesystem", "StartApplication", "AwaitReady"]
     converge(world)
     assert volume.metadata["blockmover-format"] == "formatted"
 
@@ -197,7 +268,7 @@ def test_a_crash_after_growing_the_volume_still_grows_the_filesystem():
     volume = world.volumes[world.dataset("mongodb")]
     assert (volume.size, volume.disk.size) == (2 * GiB, GiB)
     assert _kinds(plan(world.slice_for("node1"), world.observe("node1"))) \
-        == ["GrowFilesystem", "MountFilesystem", "StartApplication"]
+        == ["GrowFilesystem", "MountFilesystem", "StartApplication", "AwaitReady"]
     converge(world)
     assert world.converged() and volume.disk.size == 2 * GiB
 

@@ -15,7 +15,7 @@ how they fail); whatever the planner must never do fails with an
 import itertools
 
 from agents.changes import (
-    AttachVolume, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
+    AttachVolume, AwaitReady, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
     MakeFilesystem, MountFilesystem, StartApplication, StopApplication,
     UnmountFilesystem,
 )
@@ -87,8 +87,12 @@ def apply_change(desired, observed, change):
                                     devices[d].size)
     elif isinstance(change, StartApplication):
         name = change.application.name
-        observed = observed.transform(["running", name], RunningApplication(
-            name=name, pid=1000))
+        if name not in observed.running:
+            observed = observed.transform(
+                ["running", name], RunningApplication(name=name, pid=1000))
+    elif isinstance(change, AwaitReady):
+        observed = observed.transform(
+            ["running", change.application.name, "ready"], True)
     elif isinstance(change, StopApplication):
         observed = observed.set(running=observed.running.discard(
             change.name))
@@ -145,6 +149,7 @@ class ModelNode(object):
         self.backend_id = "i-" + name
         self.mounts = {}    # dataset id -> mountpoint
         self.running = {}   # application name -> pid
+        self.ready = set()  # applications that passed their ready checks
         self.slice = None   # the last NodeDesired it was handed
 
 
@@ -162,6 +167,8 @@ class World(object):
         self.listing = {}     # dataset id -> Volume, as last refreshed
         self.written = {}     # dataset id -> tokens ever written
         self.generation = 1
+        # (node, dataset) -> changes a dataset worker planned, not yet run.
+        self.planned = {}
         self._ids = itertools.count(1)
 
     # --- the control service ---
@@ -197,11 +204,17 @@ class World(object):
 
     # --- a node, as its agent observes it ---
 
-    def observe(self, node_name):
+    def observe(self, node_name, datasets=None):
+        """
+        What the node's agent sees: of every dataset, or (a dataset's
+        worker) only of those in ``datasets``, and the applications.
+        """
         node = self.nodes[node_name]
         devices = {}
         for d, v in self.volumes.items():
             if v.attached_to != node.backend_id:
+                continue
+            if datasets is not None and d not in datasets:
                 continue
             if v.device_late:
                 v.device_late = False
@@ -217,8 +230,10 @@ class World(object):
             node=node_name, backend_id=node.backend_id, devices=devices,
             mounts={d: Mount(dataset_id=d, device=_device_path(d),
                              mountpoint=mp)
-                    for d, mp in node.mounts.items()},
-            running={a: RunningApplication(name=a, pid=pid)
+                    for d, mp in node.mounts.items()
+                    if datasets is None or d in datasets},
+            running={a: RunningApplication(name=a, pid=pid,
+                                           ready=a in node.ready)
                      for a, pid in node.running.items()})
 
     def write(self, app_name):
@@ -334,8 +349,16 @@ class World(object):
             "starting an application without its volume mounted", change)
         node.running.setdefault(app.name, next(self._ids))
 
+    def _AwaitReady(self, node, change, partial):
+        name = change.application.name
+        if name not in node.running:
+            raise ChangeFailed("%s exited before it served" % (name,))
+        if not partial:
+            node.ready.add(name)
+
     def _StopApplication(self, node, change, partial):
         node.running.pop(change.name, None)
+        node.ready.discard(change.name)
 
     # --- the safety invariants ---
 
@@ -379,6 +402,8 @@ class World(object):
             running_on = [n.name for n in self.nodes.values()
                           if name in n.running]
             if running_on != ([where] if where else []):
+                return False
+            if where is not None and name not in self.nodes[where].ready:
                 return False
             if where is None or app.volume is None:
                 continue

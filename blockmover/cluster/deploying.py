@@ -60,6 +60,19 @@ def _progress(answer, node):
         "progress") or {}
 
 
+def step_name(step, applications):
+    """
+    A change as the demo and the benchmarks print it: its kind and the
+    application it is about, e.g. ``attach mongodb``; ``applications`` is
+    the ``applications`` part of ``GET /v1/state``, which names each
+    application's dataset.
+    """
+    names = {info.get("dataset_id"): app
+             for app, info in applications.items()}
+    return "%s %s" % (step["kind"], step.get("application")
+                      or names.get(step["dataset_id"], step["dataset_id"]))
+
+
 class ChangeTimes(object):
     """
     Collects, while a deploy runs, how long each state change took on each
@@ -69,7 +82,8 @@ class ChangeTimes(object):
     gone before it was seen finished is timed from its start to when it
     was seen gone (within ``interval``). Changes reported before the
     collection began are left out. Use as a context manager; ``changes``
-    is ``[(node, change, seconds)]`` in the order they finished.
+    is ``[(node, change, seconds)]`` in the order they finished, a change
+    named by ``step_name``.
     """
     def __init__(self, layout, interval=0.05):
         self.layout = layout
@@ -91,23 +105,22 @@ class ChangeTimes(object):
             return
         now = time.time()
         reported = set()
+        applications = answer.get("applications", {})
         for node in self.layout.nodes:
             progress = _progress(answer, node)
             for finished in progress.get("finished", []):
-                key = (node.name, finished["change"])
+                key = (node.name, step_name(finished["step"], applications))
                 reported.add(key)
                 if self._baseline is not None and key not in self._baseline:
                     self._keep(key, finished["seconds"])
-            current, since = progress.get("current"), progress.get("since")
-            if current is not None and current.startswith("waiting"):
-                # A wait for another node is not a change of this one.
-                current = None
-            was = self._running.get(node.name)
-            if was is not None and was[0] != current and \
-                    (node.name, was[0]) not in reported:
-                self._keep((node.name, was[0]), now - was[1])
-            self._running[node.name] = (current, since) \
-                if current is not None and since is not None else None
+            running = {(node.name, step_name(r["step"], applications)):
+                       r["since"] for r in progress.get("running", [])}
+            for key, since in list(self._running.items()):
+                if key[0] == node.name and key not in running and \
+                        key not in reported:
+                    self._keep(key, now - since)
+                    del self._running[key]
+            self._running.update(running)
         if self._baseline is None:
             self._baseline = reported
 

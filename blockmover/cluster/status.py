@@ -63,10 +63,15 @@ def status_lines(state_file):
     lines.append("  configuration generation %s" % (answer.get("generation"),))
     for name, node in sorted(answer.get("nodes", {}).items()):
         progress = node.get("progress") or {}
+        running = ", ".join(
+            "%s %s" % (r["step"]["kind"],
+                       r["step"]["application"] or r["step"]["dataset_id"])
+            for r in progress.get("running", []))
         lines.append("  %s: %s%s" % (
             name, "converged" if progress.get("converged") else
-            "working on %s" % (progress.get("current") or "nothing yet",),
-            "; errors: " + "; ".join(progress["errors"])
+            "working on %s" % (running or "nothing yet",),
+            "; errors: " + "; ".join(e["message"]
+                                     for e in progress["errors"])
             if progress.get("errors") else ""))
     for name, app in sorted(answer.get("applications", {}).items()):
         lines.append("  application %s: wanted on %s, running on %s, "

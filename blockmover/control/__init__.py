@@ -27,8 +27,11 @@ continues that task so a deploy reads as one tree across processes.
 ``GET /v1/state``
     200 ``{"generation": N, "listed_at": T, "nodes": {NODE: {"reported_at":
     T | null, "state": NodeState | null, "progress": Progress | null,
-    "generation": GEN | null}}, "applications": {APP: {"wanted_on": NODE |
-    null, "running_on": [NODE, ...], "mounted_on": [NODE, ...]}}}``.
+    "generation": GEN | null}}, "applications": {APP: {"dataset_id": ID,
+    "wanted_on": NODE | null, "running_on": [NODE, ...], "ready_on": [NODE,
+    ...],
+    "mounted_on": [NODE, ...]}}}``: an application is ready on a node once
+    it serves there (its ready checks passed), not only runs.
     ``generation`` at the top is the configuration's; a node's
     ``generation`` is that of its current desired slice (null before the
     first listing), so a node has caught up when its ``progress`` is

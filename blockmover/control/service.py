@@ -350,10 +350,15 @@ class ControlService(object):
             for app in sorted(deployment.applications):
                 dataset = identity.dataset_id(deployment.cluster_name, app)
                 applications[app] = {
+                    "dataset_id": dataset,
                     "wanted_on": deployment.placement.get(app),
                     "running_on": sorted(
                         n for n, (r, _) in self._reports.items()
                         if app in r.state.running),
+                    "ready_on": sorted(
+                        n for n, (r, _) in self._reports.items()
+                        if app in r.state.running
+                        and r.state.running[app].ready),
                     "mounted_on": sorted(
                         n for n, (r, _) in self._reports.items()
                         if dataset in r.state.mounts),
