@@ -60,22 +60,34 @@ def desired_slices(deployment, volumes, allocation_unit, listed_at=0.0):
     """
     volumes = list(volumes)
     datasets = _datasets(deployment, allocation_unit)
-    slices = {}
-    for node in deployment.nodes.values():
-        backend_id = node.backend_id
-        apps = deployment.applications_on(node.name)
-        wanted = {d.dataset_id: d for d in datasets.values()
-                  if d.application in apps}
-        listed = _by_dataset(volumes, backend_id)
-        relevant = {dataset: volume for dataset, volume in listed.items()
-                    if dataset in wanted or volume.attached_to == backend_id}
-        slices[node.name] = NodeDesired(
-            node=node.name, backend_id=backend_id,
-            cluster_name=deployment.cluster_name, generation=0,
-            datasets=wanted,
-            applications={a: deployment.applications[a] for a in apps},
-            volumes=relevant, listed_at=float(listed_at or 0.0))
-    return pmap(slices)
+    return pmap({node.name: _node_slice(deployment, node, volumes, datasets,
+                                        listed_at)
+                 for node in deployment.nodes.values()})
+
+
+def node_slice(deployment, node, volumes, allocation_unit, listed_at=0.0):
+    """
+    The ``NodeDesired`` of ``node`` (a ``model.Node`` of ``deployment``)
+    alone, as ``desired_slices`` computes it.
+    """
+    return _node_slice(deployment, node, list(volumes),
+                       _datasets(deployment, allocation_unit), listed_at)
+
+
+def _node_slice(deployment, node, volumes, datasets, listed_at):
+    backend_id = node.backend_id
+    apps = deployment.applications_on(node.name)
+    wanted = {d.dataset_id: d for d in datasets.values()
+              if d.application in apps}
+    listed = _by_dataset(volumes, backend_id)
+    relevant = {dataset: volume for dataset, volume in listed.items()
+                if dataset in wanted or volume.attached_to == backend_id}
+    return NodeDesired(
+        node=node.name, backend_id=backend_id,
+        cluster_name=deployment.cluster_name, generation=0,
+        datasets=wanted,
+        applications={a: deployment.applications[a] for a in apps},
+        volumes=relevant, listed_at=float(listed_at or 0.0))
 
 
 def combined_limits(cluster_limits, backend_limits=None):
@@ -191,116 +203,99 @@ def _region_errors(datasets, volumes, limits):
 
 # --- what a new deployment changes, for people ---------------------------
 
-# Lines on a node read in the order its agent acts: give up, then change in
-# place, then take on.
-_AWAY, _IN_PLACE, _HERE = range(3)
 
-
-def describe_changes(old, new, volumes, allocation_unit=1):
+def describe_changes(old, new, volumes, allocation_unit=1, reported=None):
     """
     ``{node: [line, ...]}``: what deploying ``new`` over ``old`` (a
     ``Deployment``, or None for the first deploy) changes on each node,
-    given the volume listing. Every node of either deployment has a list,
-    empty where nothing changes. This is the plan ``blockmover-deploy``
-    and ``--dry-run`` print.
+    given the volume listing and what nodes last ``reported`` they hold
+    (node -> ``NodeState``): one line per application, its steps in the
+    order the node's agent takes them. Every node of either deployment has
+    a list, empty where nothing changes. This is the plan
+    ``blockmover-deploy`` and ``--dry-run`` print; it is foreseen by the
+    agents' own planner (``agents.foresee``), so it says what they do.
     """
+    # Late import: placement is the control side; the agents' planner is
+    # what it foresees with, pure like placement itself.
+    from agents.foresee import foresee
+    datasets = _datasets(new, allocation_unit)
+    made = foresee(old, new, volumes,
+                   lambda node, listing: _node_slice(new, node, list(listing),
+                                                     datasets, 0.0),
+                   reported)
     nodes = dict(new.nodes)
     if old is not None:
         nodes = dict(old.nodes, **nodes)
     by_backend_id = {n.backend_id: name for name, n in nodes.items()}
-    listed = _by_dataset(volumes)
-    lines = {name: [] for name in nodes}
-
-    def say(node, phase, app, text):
-        if node in lines:
-            lines[node].append((phase, app, "%s: %s" % (app, text)))
-
-    names = set(new.applications) | (set(old.applications) if old else set())
-    for app in sorted(names):
-        before = old.applications.get(app) if old else None
-        after = new.applications.get(app)
-        volume = listed.get(dataset_id(new.cluster_name, app))
-        holder = (by_backend_id.get(volume.attached_to)
-                  if volume is not None and volume.attached_to else None)
-        was = old.placement.get(app) if old else holder
-        now = new.placement.get(app)
-        spec = after.volume if after is not None else None
-        if was is not None and was != now:
-            say(was, _AWAY, app, _leaving(before or after, now, after))
-        if holder is not None and holder not in (was, now):
-            say(holder, _AWAY, app, "unmount and detach its volume (%s)"
-                % ("for " + now if now else "no longer deployed",))
-        if now is None:
-            continue
-        if was == now:
-            for text in _in_place(before, after, volume, allocation_unit):
-                say(now, _IN_PLACE, app, text)
-        else:
-            say(now, _HERE, app, _arriving(spec, volume, holder, now,
-                                           allocation_unit))
-    # Volumes of applications no longer configured are given up too.
-    described = {dataset_id(new.cluster_name, app) for app in names}
-    for volume in volumes:
-        node = by_backend_id.get(volume.attached_to)
-        if node is not None and volume.dataset_id not in described:
-            name = volume.metadata.get(APPLICATION_KEY, volume.volume_id)
-            say(node, _AWAY, name, "unmount and detach its volume (no longer"
-                " configured; the volume is kept)")
-    return {node: [text for _, _, text in sorted(found)]
-            for node, found in lines.items()}
+    holders = {v.dataset_id: by_backend_id.get(v.attached_to)
+               for v in volumes if v.attached_to is not None}
+    names = _application_names(old, new, volumes)
+    lines = {}
+    for node, changes in made.items():
+        steps = {}
+        for change in changes:
+            app = names.get(change.dataset_id, change.dataset_id)
+            steps.setdefault(app, []).append(_say(
+                change, app, node, new, holders))
+        lines[node] = ["%s: %s" % (app, ", ".join(said))
+                       for app, said in steps.items()]
+    return lines
 
 
-def _leaving(app, now, after):
-    volume = app.volume is not None
-    if after is None:
-        return "stop (no longer configured)" + (
-            ", then unmount and detach its volume; the volume is kept"
-            if volume else "")
-    if now is None:
-        return "stop (no longer deployed)" + (
-            ", then unmount and detach its volume; the volume is kept"
-            if volume else "")
-    return "move to %s (%s)" % (now, "stop, unmount, detach" if volume
-                                else "stop")
+def _application_names(old, new, volumes):
+    """
+    ``{dataset id: application name}`` from both deployments and, for
+    volumes of applications no longer configured, their metadata.
+    """
+    names = {v.dataset_id: v.metadata.get(APPLICATION_KEY, v.volume_id)
+             for v in volumes}
+    for deployment in (old, new):
+        if deployment is not None:
+            names.update((dataset_id(deployment.cluster_name, app), app)
+                         for app in deployment.applications)
+    return names
 
 
-def _arriving(spec, volume, holder, node, allocation_unit):
-    if spec is None:
-        return "start here"
-    size = round_up(spec.size, allocation_unit)
-    if volume is None:
-        source = "new volume"
-    elif holder is not None and holder != node:
-        source = "volume from %s" % (holder,)
-    else:
-        source = "existing volume"
-    if volume is not None and volume.size < size:
-        source += ", grown from %s" % (format_size(volume.size),)
-    return "start here (volume %s %s at %s, %s)" % (
-        format_size(size), spec.filesystem, spec.mountpoint, source)
-
-
-def _in_place(before, after, volume, allocation_unit):
-    spec = after.volume
-    if spec is not None:
-        size = round_up(spec.size, allocation_unit)
-        if volume is not None:
-            current = volume.size
-        elif before is not None and before.volume is not None:
-            current = round_up(before.volume.size, allocation_unit)
-        else:
-            current = None
-        if current is None:
-            yield "create and mount a volume (%s %s at %s)" % (
-                format_size(size), spec.filesystem, spec.mountpoint)
-        elif size > current:
-            yield "grow volume %s -> %s" % (format_size(current),
-                                            format_size(size))
-    if before is not None and _without_size(before) != _without_size(after):
-        yield "restart with the new configuration"
-
-
-def _without_size(app):
-    if app.volume is None:
-        return app
-    return app.set(volume=app.volume.set(size=1))
+def _say(change, app, node, new, holders):
+    """
+    One step of a change for a person, in the words of the plan.
+    """
+    kind = change.kind
+    if kind == "stop":
+        target = new.placement.get(app)
+        if app not in new.applications:
+            return "stop (no longer configured)"
+        if target is None:
+            return "stop (no longer deployed)"
+        if target != node:
+            return "stop (moving to %s)" % (target,)
+        return "stop"
+    if kind == "detach":
+        if app not in new.applications:
+            return "detach its volume (no longer configured; the volume " \
+                   "is kept)"
+        target = new.placement.get(app)
+        if target is None:
+            return "detach its volume (no longer deployed; the volume is " \
+                   "kept)"
+        return "detach its volume for %s" % (target,)
+    if kind == "attach":
+        holder = holders.get(change.dataset_id)
+        if holder is not None and holder != node:
+            return "attach its volume from %s" % (holder,)
+        return "attach its volume"
+    if kind == "create":
+        return "create a %s volume" % (format_size(change.size),)
+    if kind == "mkfs":
+        return "make %s on it" % (change.filesystem,)
+    if kind == "mount":
+        return "mount it at %s" % (change.mountpoint,)
+    if kind == "unmount":
+        return "unmount %s" % (change.mountpoint,)
+    if kind == "grow":
+        return "grow its volume to %s" % (format_size(change.size),)
+    if kind == "growfs":
+        return "grow its %s filesystem" % (change.filesystem,)
+    if kind == "ready":
+        return "wait until it serves"
+    return kind

@@ -98,7 +98,7 @@ def test_dry_run_changes_nothing(control, workdir):
     cluster, apps = write_configuration(workdir, control.url, "dry")
     result = deploy("--dry-run", cluster, apps)
     assert result.returncode == 0, result.stderr
-    assert "node1:\n  demo: start here" in result.stdout
+    assert "node1:\n  demo: create a " in result.stdout
     assert "node2: nothing to change" in result.stdout
     assert "dry run: nothing was changed" in result.stdout
     code, _ = _get(control.url + "/v1/configuration")

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blockmover.config import load_deployment
-from blockmover.identity import dataset_id, volume_metadata
+from blockmover.identity import (
+    FORMAT_KEY, FORMATTED, dataset_id, volume_metadata,
+)
 from blockmover.model import Limits, Volume
 from blockmover.placement import (
     check_deployment, combined_limits, describe_changes, desired_slices,
@@ -39,11 +41,14 @@ applications:
 DEMO = load_deployment(CLUSTER, APP)
 
 
-def volume(app, size=GiB, attached_to=None, volume_id=None, cluster="demo"):
+def volume(app, size=GiB, attached_to=None, volume_id=None, cluster="demo",
+           formatted=True):
+    metadata = volume_metadata(cluster, app)
+    if formatted:
+        metadata[FORMAT_KEY] = FORMATTED
     return Volume(volume_id=volume_id or "vol-" + app,
                   dataset_id=dataset_id(cluster, app), size=size,
-                  attached_to=attached_to,
-                  metadata=volume_metadata(cluster, app))
+                  attached_to=attached_to, metadata=metadata)
 
 
 # --- desired_slices ----------------------------------------------------------
@@ -260,12 +265,16 @@ def test_check_catches_every_limit(deployment, data):
 
 # --- describe_changes --------------------------------------------------
 
+READY = "start, wait until it serves"
+
+
 def test_first_deploy():
     assert describe_changes(None, DEMO, []) == {
-        "node1": ["mongodb: start here (volume 1G ext4 at /data/db, new "
-                  "volume)", "web: start here"],
-        "node2": ["redis: start here (volume 300M xfs at /data/r, new "
-                  "volume)"],
+        "node1": ["mongodb: create a 1G volume, attach its volume, make ext4 "
+                  "on it, mount it at /data/db, " + READY,
+                  "web: " + READY],
+        "node2": ["redis: create a 300M volume, attach its volume, make xfs "
+                  "on it, mount it at /data/r, " + READY],
     }
 
 
@@ -276,16 +285,20 @@ def test_move_grow_stop():
                           .replace("[redis]", "[mongodb]"),
                           APP.replace("maximum_size: 1G", "maximum_size: 2G"))
     assert describe_changes(DEMO, new, listing) == {
-        "node1": ["mongodb: move to node2 (stop, unmount, detach)"],
-        "node2": ["redis: stop (no longer deployed), then unmount and detach "
-                  "its volume; the volume is kept",
-                  "mongodb: start here (volume 2G ext4 at /data/db, volume "
-                  "from node1, grown from 1G)"],
+        "node1": ["mongodb: stop (moving to node2), unmount /data/db, detach "
+                  "its volume for node2"],
+        "node2": ["redis: stop (no longer deployed), unmount /data/r, detach "
+                  "its volume (no longer deployed; the volume is kept)",
+                  "mongodb: attach its volume from node1, grow its volume to "
+                  "2G, grow its ext4 filesystem, mount it at /data/db, "
+                  + READY],
     }
     grown = load_deployment(CLUSTER, APP.replace("maximum_size: 1G",
                                                  "maximum_size: 2G"))
+    # ext4 grows unmounted: the application stops for it.
     assert describe_changes(DEMO, grown, listing)["node1"] == [
-        "mongodb: grow volume 1G -> 2G"]
+        "mongodb: stop, unmount /data/db, grow its volume to 2G, grow its "
+        "ext4 filesystem, mount it at /data/db, " + READY]
 
 
 def test_first_deploy_over_existing_volumes():
@@ -295,13 +308,14 @@ def test_first_deploy_over_existing_volumes():
     listing = [volume("mongodb", attached_to="i-2"),
                volume("idle", attached_to="i-2")]
     assert describe_changes(None, DEMO, listing) == {
-        "node1": ["mongodb: start here (volume 1G ext4 at /data/db, volume "
-                  "from node2)", "web: start here"],
-        "node2": ["idle: stop (no longer deployed), then unmount and "
-                  "detach its volume; the volume is kept",
-                  "mongodb: move to node1 (stop, unmount, detach)",
-                  "redis: start here (volume 300M xfs at /data/r, new "
-                  "volume)"],
+        "node1": ["web: " + READY,
+                  "mongodb: attach its volume from node2, mount it at "
+                  "/data/db, " + READY],
+        "node2": ["idle: detach its volume (no longer deployed; the volume "
+                  "is kept)",
+                  "mongodb: detach its volume for node1",
+                  "redis: create a 300M volume, attach its volume, make xfs "
+                  "on it, mount it at /data/r, " + READY],
     }
 
 
@@ -309,29 +323,47 @@ def test_volume_held_by_a_third_node():
     listing = [volume("mongodb", attached_to="i-2")]
     new = DEMO.set(placement={"web": "node1"})
     assert describe_changes(DEMO, new, listing) == {
-        "node1": ["mongodb: stop (no longer deployed), then unmount and "
-                  "detach its volume; the volume is kept"],
-        "node2": ["mongodb: unmount and detach its volume (no longer "
-                  "deployed)",
-                  "redis: stop (no longer deployed), then unmount and "
-                  "detach its volume; the volume is kept"],
+        "node1": [],
+        "node2": ["mongodb: detach its volume (no longer deployed; the "
+                  "volume is kept)"],
     }
 
 
 def test_nothing_changes():
-    listing = [volume("mongodb", attached_to="node1")]
+    listing = [volume("mongodb", attached_to="node1"),
+               volume("redis", size=300 * MiB, attached_to="i-2")]
     assert describe_changes(DEMO, DEMO, listing) == {"node1": [],
                                                      "node2": []}
 
 
 def test_removed_application_and_leftover_volume():
-    listing = [volume("gone", attached_to="node1")]
+    listing = [volume("gone", attached_to="node1"),
+               volume("mongodb", attached_to="node1"),
+               volume("redis", size=300 * MiB, attached_to="i-2")]
     new = load_deployment(CLUSTER.replace("[mongodb, web]", "[mongodb]"),
                           APP.replace("  web: {command: [w]}\n", ""))
     assert describe_changes(DEMO, new, listing)["node1"] == [
-        "gone: unmount and detach its volume (no longer configured; the "
-        "volume is kept)",
-        "web: stop (no longer configured)"]
+        "web: stop (no longer configured)",
+        "gone: detach its volume (no longer configured; the volume is "
+        "kept)"]
+
+
+def test_the_plan_is_what_the_agents_do():
+    """
+    The plan is foreseen with the agents' own planner: a move's steps on
+    each node are exactly the changes their plans make, in order.
+    """
+    from agents.foresee import foresee
+    from blockmover.placement import node_slice
+    listing = [volume("mongodb", attached_to="node1"),
+               volume("redis", size=300 * MiB, attached_to="i-2")]
+    new = load_deployment(CLUSTER.replace("[mongodb, web]", "[web]")
+                          .replace("[redis]", "[mongodb]"), APP)
+    made = foresee(DEMO, new, listing,
+                   lambda node, volumes: node_slice(new, node, volumes, MiB))
+    assert [c.kind for c in made["node1"]] == ["stop", "unmount", "detach"]
+    assert [c.kind for c in made["node2"]] == [
+        "stop", "unmount", "detach", "attach", "mount", "start", "ready"]
 
 
 @settings(max_examples=100, deadline=None)

@@ -181,8 +181,12 @@ class ControlService(object):
                                             backend_limits)
         if errors:
             raise ConfigurationRejected(errors)
-        plan = placement.describe_changes(self.deployment, deployment,
-                                          volumes, backend.allocation_unit)
+        plan = placement.describe_changes(
+            self.deployment, deployment, volumes, backend.allocation_unit,
+            {node: report.state for node, (report, _) in self._reports.items()
+             if node in deployment.nodes or (
+                 self.deployment is not None
+                 and node in self.deployment.nodes)})
         plan = {node: list(lines) for node, lines in plan.items()}
         if dry_run:
             current = self.stored.generation if self.stored else 0
