@@ -18,7 +18,7 @@ from blockmover.model import (
 )
 from blockmover.units import GiB
 
-from tests.world_model import apply_change
+from agents.foresee import apply_change
 
 CLUSTER = "demo"
 ME, OTHER = "i-me", "i-other"

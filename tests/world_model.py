@@ -1,9 +1,6 @@
 """
 Model worlds for the planner's tests.
 
-``apply_change`` is the pure effect of one successful change on one node's
-(desired, observed) pair, as if the listing were fresh.
-
 ``World`` is a small cluster: one block-storage backend that enforces single
 attachment, a few nodes with their mounts and running applications, and a
 control service handing each node its slice from a listing refreshed only
@@ -14,11 +11,6 @@ how they fail); whatever the planner must never do fails with an
 
 import itertools
 
-from agents.changes import (
-    AttachVolume, AwaitReady, CreateVolume, DetachVolume, GrowFilesystem, GrowVolume,
-    MakeFilesystem, MountFilesystem, StartApplication, StopApplication,
-    UnmountFilesystem,
-)
 from blockmover.identity import (
     FORMAT_KEY, FORMATTED, NEW, dataset_id, volume_metadata,
 )
@@ -30,76 +22,8 @@ from blockmover.placement import desired_slices
 from blockmover.units import MiB
 
 
-# --- one node, pure ----------------------------------------------------------
-
 def _device_path(d):
     return "/dev/model-" + d[:8]
-
-
-def apply_change(desired, observed, change):
-    """
-    ``(desired, observed)`` after ``change`` succeeded on this node, with
-    ``desired.volumes`` as a fresh listing would show it.
-    """
-    d = getattr(change, "dataset_id", None)
-    volumes, devices = desired.volumes, observed.devices
-    if isinstance(change, CreateVolume):
-        if d not in volumes:
-            volumes = volumes.set(d, Volume(
-                volume_id="vol-" + d[:8], dataset_id=d, size=change.size,
-                metadata={FORMAT_KEY: NEW}))
-    elif isinstance(change, AttachVolume):
-        volume = volumes[d].set(attached_to=observed.backend_id)
-        volumes = volumes.set(d, volume)
-        want = desired.datasets.get(d)
-        formatted = volume.metadata.get(FORMAT_KEY) != NEW
-        devices = devices.set(d, Device(
-            volume_id=volume.volume_id, dataset_id=d, path=_device_path(d),
-            size=volume.size,
-            filesystem=want.filesystem if formatted else None,
-            filesystem_uuid=d if formatted else None,
-            filesystem_size=volume.size if formatted else None))
-    elif isinstance(change, MakeFilesystem):
-        device = devices[d]
-        if device.filesystem_uuid is None:
-            devices = devices.set(d, device.set(
-                filesystem=change.filesystem, filesystem_uuid=d,
-                filesystem_size=device.size))
-        if d in volumes:
-            volumes = volumes.transform([d, "metadata", FORMAT_KEY],
-                                        FORMATTED)
-    elif isinstance(change, MountFilesystem):
-        observed = observed.transform(["mounts", d], Mount(
-            dataset_id=d, device=devices[d].path,
-            mountpoint=change.mountpoint))
-    elif isinstance(change, UnmountFilesystem):
-        observed = observed.set(mounts=observed.mounts.discard(d))
-    elif isinstance(change, DetachVolume):
-        devices = devices.discard(d)
-        if d in volumes:
-            volumes = volumes.transform([d, "attached_to"], None)
-    elif isinstance(change, GrowVolume):
-        if d in volumes:
-            volumes = volumes.transform([d, "size"], change.size)
-        devices = devices.transform([d, "size"], change.size)
-    elif isinstance(change, GrowFilesystem):
-        devices = devices.transform([d, "filesystem_size"],
-                                    devices[d].size)
-    elif isinstance(change, StartApplication):
-        name = change.application.name
-        if name not in observed.running:
-            observed = observed.transform(
-                ["running", name], RunningApplication(name=name, pid=1000))
-    elif isinstance(change, AwaitReady):
-        observed = observed.transform(
-            ["running", change.application.name, "ready"], True)
-    elif isinstance(change, StopApplication):
-        observed = observed.set(running=observed.running.discard(
-            change.name))
-    else:
-        raise AssertionError("unknown change %r" % (change,))
-    return (desired.set(volumes=volumes),
-            observed.set(devices=devices))
 
 
 # --- a cluster -----------------------------------------------------------------
