@@ -12,9 +12,11 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from contextlib import suppress
 
+from eliot import log_message
 from zope.interface import Interface, implementer
 
 from blockmover.files import write_atomically
@@ -300,6 +302,7 @@ class ProcessRuntime(object):
             if record is None:
                 return
             self._signal(record, signal.SIGTERM)
+            signalled = time.monotonic()
             try:
                 poll(self._gone(name, record), self.stop_timeout,
                      "%s to stop after SIGTERM" % (name,), _BACKOFF)
@@ -311,5 +314,9 @@ class ProcessRuntime(object):
                          "%s to die after SIGKILL" % (name,), _BACKOFF)
                 except Timeout as e:
                     raise StopFailed(str(e))
+            # The application's own time to stop, apart from ours.
+            log_message(message_type="blockmover:agent:application-stopped",
+                        application=name,
+                        seconds=round(time.monotonic() - signalled, 4))
             self._reap()
             self._remove_record(name)
