@@ -414,9 +414,35 @@ class ConvergenceLoop(object):
             self._finished = []
             for worker in list(self._workers.values()):
                 worker.succeeded()
-        self._discovery.wake()
+        if self._needs_discovery(previous, desired):
+            self._discovery.wake()
+            return
+        # The same node, the same datasets: only the workers whose part of
+        # the slice changed have anything new to look at.
+        self._discovered = desired.generation
+        before, after = _parts(previous), _parts(desired)
         for worker in list(self._workers.values()):
-            worker.alarm.wake()
+            d = worker.dataset_id
+            if before(d) != after(d) or worker.settled_on is None:
+                worker.alarm.wake()
+            else:
+                worker.settled_on = desired.generation
+        self._report()
+
+    def _needs_discovery(self, previous, desired):
+        """
+        Whether ``desired`` needs a new look at the whole node: the first
+        slice, another cluster or node id, or datasets no worker has.
+        """
+        if previous is None or self._context is None or \
+                self._discovered != previous.generation or \
+                (previous.cluster_name, previous.backend_id) != \
+                (desired.cluster_name, desired.backend_id):
+            return True
+        named = set(desired.datasets) | set(desired.volumes) | {
+            dataset_id(desired.cluster_name, name)
+            for name in desired.applications}
+        return not named <= set(self._workers)
 
     def _end_task(self):
         if self._task is not None:
@@ -672,6 +698,20 @@ class ConvergenceLoop(object):
         self._last_report, self._last_report_at = report, now
         self._changed_backend = False
         self._reporter.send(report)
+
+
+def _parts(desired):
+    """
+    ``part(dataset)``: what ``desired`` says of one dataset (wanted here,
+    its listed volume, its application), to tell whose part changed.
+    """
+    applications = {dataset_id(desired.cluster_name, name): app
+                    for name, app in desired.applications.items()}
+
+    def part(dataset):
+        return (desired.datasets.get(dataset), desired.volumes.get(dataset),
+                applications.get(dataset))
+    return part
 
 
 def _run_change(change, context, task=None):
