@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from acceptance.watcher import SafetyWatcher
+from blockmover.backends import BACKENDS
 from blockmover.cluster.cloud import CloudAdmin
 from blockmover.cluster.down import down
 from blockmover.cluster.layout import make_layout
@@ -23,7 +24,6 @@ from blockmover.cluster.namespaces import unused_subnet
 from blockmover.cluster.up import up
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BACKENDS = ["loopback", "openstack"]
 # Seconds the emulator takes to attach and to detach, like a slow cloud.
 CLOUD_LATENCY = 2.0
 

@@ -310,14 +310,6 @@ class DetachVolume(Change):
     def run(self, context):
         with _action(self, context, dataset_id=self.dataset_id,
                      volume_id=self.volume_id):
-            # A slice can be stale: detach only what the backend says this
-            # node holds, never a volume another node took meanwhile. While
-            # we hold it nobody else can attach it, so this cannot race.
-            holder = context.backend.get_volume(self.volume_id).attached_to
-            if holder != context.backend_id:
-                log_message(message_type="blockmover:agent:not_detached",
-                            volume_id=self.volume_id, attached_to=holder)
-                return
             device = context.backend.get_device_path(self.volume_id)
             if device is not None:
                 where = mounts.mounts_of(device)
@@ -325,7 +317,16 @@ class DetachVolume(Change):
                     raise filesystem.FilesystemMounted(
                         "volume %s is mounted at %s; unmount it before "
                         "detaching it" % (self.volume_id, ", ".join(where)))
-            context.backend.detach_volume(self.volume_id)
+            # A slice can be stale: the backend detaches only from this
+            # node, and leaves a volume another node took meanwhile.
+            volume = context.backend.detach_volume(self.volume_id,
+                                                   context.backend_id)
+            if volume.attached_to is not None:
+                # Another node holds it now: it took it at once, or the
+                # slice was stale and nothing was detached.
+                log_message(message_type="blockmover:agent:held_elsewhere",
+                            volume_id=self.volume_id,
+                            attached_to=volume.attached_to)
 
 
 class GrowVolume(Change):

@@ -6,7 +6,6 @@ device, and growing one to fill its device.
 Blocking: call from a thread, never on the reactor.
 """
 
-import os
 import re
 
 from pyrsistent import PClass, field
@@ -93,18 +92,6 @@ def probe(device):
                  label=values.get("LABEL"),
                  signature="%s%s" % (kind, " filesystem"
                                      if "TYPE" in values else ""))
-
-
-def device_size(device):
-    """
-    The size of block device ``device`` in bytes.
-    """
-    name = os.path.basename(os.path.realpath(device))
-    try:
-        with open("/sys/class/block/%s/size" % (name,)) as f:
-            return int(f.read()) * 512
-    except OSError:
-        return int(run(["blockdev", "--getsize64", device]))
 
 
 def make_filesystem(device, filesystem, dataset_id):

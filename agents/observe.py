@@ -11,10 +11,11 @@ import stat
 
 from eliot import log_message
 
+from blockmover.blockdevice import device_size
 from blockmover.command import CommandFailed
 from blockmover.model import FILESYSTEMS, Device, Mount, NodeState
 
-from agents.filesystem import device_size, filesystem_size, probe
+from agents.filesystem import filesystem_size, probe
 from agents.mounts import current_mounts, device_number, mounts_of
 
 

@@ -1,6 +1,7 @@
 """
 The one way blockmover waits for something slow: poll with exponential
-backoff under a deadline. Never a fixed sleep.
+backoff under a deadline, woken early by an event where the machine gives
+one. Never a fixed sleep.
 """
 
 import time
@@ -27,17 +28,37 @@ class Timeout(Exception):
     """
 
 
-def poll(check, deadline, what, backoff=Backoff(), clock=time.monotonic,
-         sleep=time.sleep):
+class Sleep(object):
     """
-    Call ``check()`` until it returns something other than None, sleeping
+    A wake source with no events: ``wait`` sleeps the whole time.
+    """
+
+    def __init__(self, sleep=time.sleep):
+        self._sleep = sleep
+
+    def wait(self, timeout):
+        self._sleep(timeout)
+        return False
+
+
+def poll(check, deadline, what, backoff=Backoff(), clock=time.monotonic,
+         sleep=time.sleep, wake=None):
+    """
+    Call ``check()`` until it returns something other than None, pausing
     with ``backoff`` in between, and return that. Blocks: call it in a
     thread, never on the reactor.
 
     :param deadline: seconds to wait at most.
     :param what: says, for the ``Timeout`` message, what was waited for.
+    :param wake: None to pause with ``sleep``; else an object whose
+        ``wait(timeout)`` pauses at most ``timeout`` seconds and returns
+        True when an event that may have made ``check`` true ended it
+        early: then ``check`` runs at once and the backoff starts again
+        from its first step, so a wait ends soon after its event however
+        long it has waited.
     :raise Timeout: ``check`` still returned None after ``deadline`` seconds.
     """
+    pause = wake.wait if wake is not None else Sleep(sleep).wait
     end = clock() + deadline
     attempt = 0
     while True:
@@ -48,5 +69,7 @@ def poll(check, deadline, what, backoff=Backoff(), clock=time.monotonic,
         if remaining <= 0:
             raise Timeout("gave up waiting for %s after %.1f seconds"
                           % (what, deadline))
-        sleep(min(backoff.delay(attempt), remaining))
-        attempt += 1
+        if pause(min(backoff.delay(attempt), remaining)):
+            attempt = 0
+        else:
+            attempt += 1

@@ -4,30 +4,37 @@ against real block devices on this machine.
 
 To run it on a backend, subclass ``BlockDeviceAPIConformance`` in a test
 module (its name starting with ``Test``) and give it a fixture
-``backend_factory`` returning a callable ``(instance_id, cluster_name) ->
-IBlockDeviceAPI``: one node's view of one cluster's volumes. The suite
+``backend_factory`` returning a callable ``(instance_id, cluster_name,
+sleep=None) -> IBlockDeviceAPI``: one node's view of one cluster's volumes.
+``sleep``, when given, is what the backend calls to pause between two looks
+of a wait (instead of waiting for an event), so a test can make something
+happen exactly there; a backend that never waits may ignore it. The suite
 makes unique cluster names per test and, afterwards, detaches and destroys
-every volume of those clusters.
+every volume of those clusters. The optional abilities (``IListsChanges``,
+``IReportsLimits``) are tested on the backends that declare them.
 
 Devices may appear, grow and go some time after the backend says so (a real
 cloud takes seconds); the suite waits for them with ``blockmover.poll``.
 """
 
+import datetime
 import os
 import stat
+import time
 import uuid
 
 import pytest
 from zope.interface.verify import verifyObject
 
 from blockmover.backends.interface import (
-    AlreadyAttached, IBlockDeviceAPI, ShrinkRefused, UnknownVolume,
-    VolumeInUse,
+    AlreadyAttached, IBlockDeviceAPI, IListsChanges, IReportsLimits,
+    ShrinkRefused, UnknownVolume, VolumeInUse,
 )
+from blockmover.blockdevice import device_size
 from blockmover.identity import (
     CLUSTER_KEY, FORMAT_KEY, FORMATTED, dataset_id, volume_metadata,
 )
-from blockmover.model import Volume
+from blockmover.model import Limits, Volume
 from blockmover.poll import Backoff, poll
 
 # Long enough for a slow cloud; a local backend answers at once.
@@ -51,9 +58,12 @@ class Backends(object):
         self._clusters = {}
         self._cluster_of = {}
 
-    def __call__(self, instance_id, cluster_name="conformance"):
+    def __call__(self, instance_id, cluster_name="conformance", sleep=None):
         cluster = "%s-%s" % (cluster_name, self._suffix)
-        api = self._factory(instance_id, cluster)
+        if sleep is None:
+            api = self._factory(instance_id, cluster)
+        else:
+            api = self._factory(instance_id, cluster, sleep=sleep)
         self._clusters.setdefault(cluster, api)
         self._cluster_of[id(api)] = cluster
         return api
@@ -80,7 +90,9 @@ class Backends(object):
         for api in self._clusters.values():
             for volume in api.list_volumes():
                 try:
-                    api.detach_volume(volume.volume_id)
+                    if volume.attached_to is not None:
+                        api.detach_volume(volume.volume_id,
+                                          volume.attached_to)
                     api.destroy_volume(volume.volume_id)
                 except Exception as e:
                     failures.append("%s: %s" % (volume.volume_id, e))
@@ -107,9 +119,7 @@ def block_device_size(path):
     """
     assert stat.S_ISBLK(os.stat(path).st_mode), "%s is not a block device" % (
         path,)
-    name = os.path.basename(os.path.realpath(path))
-    with open("/sys/class/block/%s/size" % (name,)) as f:
-        return int(f.read()) * 512
+    return device_size(path)
 
 
 def wait_for_size(path, size):
@@ -236,6 +246,7 @@ class BlockDeviceAPIConformance(object):
         missing = str(uuid.uuid4())
         arguments = {
             "attach_volume": (api.compute_instance_id(),),
+            "detach_volume": (api.compute_instance_id(),),
             "grow_volume": (api.allocation_unit(),),
             "set_metadata": ({"k": "v"},),
         }.get(operation, ())
@@ -286,22 +297,108 @@ class BlockDeviceAPIConformance(object):
         assert node_b.get_volume(volume.volume_id).attached_to == (
             node_a.compute_instance_id())
 
-    def test_detach(self, make_api):
+    def test_detach_twice(self, make_api):
         api = make_api(NODE_A)
+        here = api.compute_instance_id()
         volume = make_api.create(api, "mongodb")
-        api.attach_volume(volume.volume_id, api.compute_instance_id())
+        api.attach_volume(volume.volume_id, here)
         wait_for_device(api, volume.volume_id)
-        api.detach_volume(volume.volume_id)
+        detached = api.detach_volume(volume.volume_id, here)
+        assert detached.attached_to is None
         assert api.get_volume(volume.volume_id).attached_to is None
         wait_for_no_device(api, volume.volume_id)
-        api.detach_volume(volume.volume_id)
-        assert api.get_volume(volume.volume_id).attached_to is None
+        again = api.detach_volume(volume.volume_id, here)
+        assert again.attached_to is None
+        assert api.get_volume(volume.volume_id) == detached
 
-    def test_detach_unattached(self, make_api):
+    def test_detach_unattached_changes_nothing(self, make_api):
         api = make_api(NODE_A)
         volume = make_api.create(api, "mongodb")
-        api.detach_volume(volume.volume_id)
+        assert api.detach_volume(volume.volume_id,
+                                 api.compute_instance_id()) == volume
         assert api.get_volume(volume.volume_id) == volume
+
+    def test_detach_of_another_nodes_volume_changes_nothing(self, make_api):
+        # A stale detach: node B's slice still shows the volume it gave up.
+        node_a, node_b = make_api(NODE_A), make_api(NODE_B)
+        volume = make_api.create(node_a, "mongodb")
+        node_a.attach_volume(volume.volume_id, node_a.compute_instance_id())
+        path = wait_for_device(node_a, volume.volume_id)
+        held = node_a.get_volume(volume.volume_id)
+        for api in (node_a, node_b):
+            returned = api.detach_volume(volume.volume_id,
+                                         node_b.compute_instance_id())
+            assert returned.attached_to == node_a.compute_instance_id()
+        assert node_a.get_volume(volume.volume_id) == held
+        assert node_a.get_device_path(volume.volume_id) == path
+        assert node_b.get_device_path(volume.volume_id) is None
+
+    def test_detach_after_a_crash_half_way(self, make_api):
+        class Crash(Exception):
+            pass
+
+        def crash(seconds):
+            # The process dies while the detach is under way.
+            raise Crash()
+        api = make_api(NODE_A)
+        here = api.compute_instance_id()
+        volume = make_api.create(api, "mongodb")
+        crashing = make_api(NODE_A, sleep=crash)
+        api.attach_volume(volume.volume_id, here)
+        wait_for_device(api, volume.volume_id)
+        try:
+            crashing.detach_volume(volume.volume_id, here)
+        except Crash:
+            # A backend that waits was stopped in its wait, the detach
+            # asked for: it is still detaching, or done.
+            assert api.get_volume(volume.volume_id).attached_to in (
+                here, None)
+        else:
+            # One that detaches at once never paused.
+            assert api.get_volume(volume.volume_id).attached_to is None
+        assert api.detach_volume(volume.volume_id, here).attached_to is None
+        assert api.get_volume(volume.volume_id).attached_to is None
+        wait_for_no_device(api, volume.volume_id)
+        api.attach_volume(volume.volume_id, here)
+        wait_for_device(api, volume.volume_id)
+
+    def test_detach_ends_when_another_node_attaches_first(self, make_api):
+        """
+        The target attaches the volume before the source's detach wait
+        looks: the volume is never seen free, and the detach still ends at
+        once, leaving the volume where it went.
+        """
+        node_b = make_api(NODE_B)
+        volume = make_api.create(node_b, "mongodb")
+        raced = []
+
+        def target_attaches(seconds):
+            if not raced:
+                raced.append(seconds)
+                poll(lambda: True if node_b.get_volume(
+                    volume.volume_id).attached_to is None else None,
+                    DEVICE_DEADLINE, "volume %s to be free"
+                    % (volume.volume_id,), backoff=_BACKOFF)
+                node_b.attach_volume(volume.volume_id,
+                                     node_b.compute_instance_id())
+            time.sleep(seconds)
+        node_a = make_api(NODE_A)
+        node_a.attach_volume(volume.volume_id, node_a.compute_instance_id())
+        wait_for_device(node_a, volume.volume_id)
+        racing = make_api(NODE_A, sleep=target_attaches)
+        returned = racing.detach_volume(volume.volume_id,
+                                        node_a.compute_instance_id())
+        if not raced:
+            # A backend that detaches without waiting: B takes it now.
+            assert returned.attached_to is None
+            node_b.attach_volume(volume.volume_id,
+                                 node_b.compute_instance_id())
+        else:
+            assert returned.attached_to == node_b.compute_instance_id()
+        assert node_b.get_volume(volume.volume_id).attached_to == (
+            node_b.compute_instance_id())
+        wait_for_device(node_b, volume.volume_id)
+        wait_for_no_device(node_a, volume.volume_id)
 
     def test_move_keeps_data(self, make_api):
         node_a, node_b = make_api(NODE_A), make_api(NODE_B)
@@ -309,7 +406,8 @@ class BlockDeviceAPIConformance(object):
         marker = b"blockmover-" + uuid.uuid4().hex.encode("ascii")
         node_a.attach_volume(volume.volume_id, node_a.compute_instance_id())
         write_marker(wait_for_device(node_a, volume.volume_id), marker)
-        node_b.detach_volume(volume.volume_id)
+        # Any node's backend may detach on another's behalf.
+        node_b.detach_volume(volume.volume_id, node_a.compute_instance_id())
         wait_for_no_device(node_a, volume.volume_id)
         node_b.attach_volume(volume.volume_id, node_b.compute_instance_id())
         path = wait_for_device(node_b, volume.volume_id)
@@ -368,3 +466,31 @@ class BlockDeviceAPIConformance(object):
         assert raised.value.requested == unit
         assert "shrink" in str(raised.value)
         assert api.get_volume(volume.volume_id).size == 2 * unit
+
+    # --- optional abilities ----------------------------------------------
+
+    def test_lists_changes_when_declared(self, make_api):
+        api = make_api(NODE_A)
+        if not IListsChanges.providedBy(api):
+            pytest.skip("the backend does not declare IListsChanges")
+        assert verifyObject(IListsChanges, api)
+        old = make_api.create(api, "old")
+        changed = make_api.create(api, "changed")
+        since = datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%f")
+        assert api.list_changed_volumes(since) == []
+        api.set_metadata(changed.volume_id, {"note": "touched"})
+        assert [v.volume_id for v in api.list_changed_volumes(since)] == [
+            changed.volume_id]
+        assert sorted(v.volume_id for v in api.list_volumes()) == sorted(
+            [old.volume_id, changed.volume_id])
+
+    def test_reports_limits_when_declared(self, make_api):
+        api = make_api(NODE_A)
+        if not IReportsLimits.providedBy(api):
+            pytest.skip("the backend does not declare IReportsLimits")
+        assert verifyObject(IReportsLimits, api)
+        limits = api.limits()
+        assert isinstance(limits, Limits)
+        for value in (limits.region_volumes, limits.region_size):
+            assert value is None or value > 0

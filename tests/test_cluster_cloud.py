@@ -40,7 +40,12 @@ def test_configs_name_each_nodes_server(layout):
         agent = load_agent_config(yaml.safe_dump(agent_config(layout,
                                                               node)))
         assert agent.instance_id == ids[node.name]
-        assert agent.backend == deployment.backend
+        # The cluster's backend, seeing devices where the emulator links
+        # this node's server's.
+        assert agent.backend.name == deployment.backend.name
+        assert dict(agent.backend.options) == dict(
+            deployment.backend.options, device_root=os.path.join(
+                layout.backend_root, "by-id", ids[node.name]))
 
 
 def test_emulator_files_private_and_kept(layout):

@@ -156,3 +156,40 @@ def test_attach_error_returns_volume_to_available(cloud, volume_id):
     # The fault was used up: the next attach works.
     assert attach(cloud, volume_id)[0] == 200
     cloud.wait_for_status(volume_id, "in-use")
+
+
+def named_volume(cloud, name):
+    status, _, body = cloud.request("POST", "/v3/volumes",
+                                    {"volume": {"size": 1, "name": name}})
+    assert status == 202
+    cloud.wait_for_status(body["volume"]["id"], "available")
+    return body["volume"]["id"]
+
+
+def test_stuck_attach_of_one_volume_only(cloud):
+    """
+    A hang narrowed by name holds that volume's attach while another
+    volume's attach on the same server goes through.
+    """
+    slow = named_volume(cloud, "blockmover-demo-slowdb")
+    fast = named_volume(cloud, "blockmover-demo-web")
+    try:
+        assert cloud.admin("PUT", "/faults", {"stuck": [
+            {"operation": "attach", "seconds": 3.0,
+             "name": "*-slowdb", "server": "node1"}]})[0] == 200
+        assert attach(cloud, slow)[0] == 200
+        assert attach(cloud, fast)[0] == 200
+        cloud.wait_for_status(fast, "in-use")
+        assert cloud.volume_status(slow) == "attaching"
+        cloud.wait_for_status(slow, "in-use")
+    finally:
+        cloud.admin("DELETE", "/faults")
+        for volume_id in (slow, fast):
+            if cloud.volume_status(volume_id) != "available":
+                cloud.wait_for_status(volume_id, "in-use")
+                cloud.request("DELETE", "/compute/v2.1/servers/%s/"
+                              "os-volume_attachments/%s"
+                              % (cloud.servers["node1"], volume_id))
+                cloud.wait_for_status(volume_id, "available")
+            cloud.request("DELETE", "/v3/volumes/%s" % (volume_id,))
+            cloud.wait_for_status(volume_id, None)

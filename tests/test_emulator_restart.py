@@ -1,6 +1,7 @@
 """
-The emulator's state outlives a restart, lost loop devices come back, and
-``blockmover-cloud cleanup`` leaves nothing behind.
+The emulator's state outlives a restart, lost loop devices and their by-id
+links come back, links no attachment explains go, and ``blockmover-cloud
+cleanup`` leaves nothing behind.
 """
 
 import os
@@ -36,12 +37,21 @@ def test_restart_keeps_volumes_tokens_and_attachments():
         state_dir = os.path.realpath(cloud.state_dir)
         link = os.path.join(state_dir, "attachments", server, volume_id)
         [device] = devices_backing(link)
+        by_id = cloud.by_id_root("node1")
+        device_link = os.path.join(by_id, "virtio-" + volume_id[:20])
+        assert os.path.realpath(device_link) == device
 
         cloud.stop()
-        # The loop device is lost, as after a reboot of the host.
+        # The loop device is lost, as after a reboot of the host, and a
+        # crash left a link of a volume that is attached no more.
         run(["losetup", "-d", device])
         assert devices_backing(link) == []
+        stale = os.path.join(by_id, "virtio-0b0b0b0b-7b4d-4e8a-9")
+        os.symlink(device, stale)
         cloud.start()
+        assert not os.path.lexists(stale)
+        # Every server's directory is there to be watched, attached or not.
+        assert os.path.isdir(cloud.by_id_root("node2"))
 
         # The token issued before the restart is still good.
         status, _, body = cloud.request("GET", "/v3/volumes/%s"
@@ -53,10 +63,18 @@ def test_restart_keeps_volumes_tokens_and_attachments():
 
         def relinked():
             return devices_backing(link) or None
-        assert len(poll(relinked, 10, "loop device re-created")) == 1
-        # Re-made on the same hard link of the volume's file.
+        [again] = poll(relinked, 10, "loop device re-created")
+        # Re-made on the same hard link of the volume's file, and linked.
         assert os.path.samefile(
             link, os.path.join(state_dir, "volumes", volume_id))
+        poll(lambda: os.path.realpath(device_link) == again or None, 10,
+             "the by-id link to point at the new device")
+
+        cloud.request("DELETE", "/compute/v2.1/servers/%s/"
+                      "os-volume_attachments/%s" % (server, volume_id))
+        cloud.wait_for_status(volume_id, "available")
+        assert not os.path.lexists(device_link)
+        assert devices_backing(link) == []
     finally:
         state_dir = os.path.realpath(cloud.state_dir)
         cloud.cleanup()

@@ -40,9 +40,30 @@ def test_fault_pattern_must_match():
 def test_stuck_fault_by_operation_and_volume():
     faults = Faults({"stuck": [{"operation": "detach", "seconds": 5,
                                 "volume": "v1"}]})
-    assert faults.stuck("attach", "v1") == 0.0
-    assert faults.stuck("detach", "v2") == 0.0
-    assert faults.stuck("detach", "v1") == 5.0
+    assert faults.stuck("attach", {"id": "v1"}, "s1") == 0.0
+    assert faults.stuck("detach", {"id": "v2"}, "s1") == 0.0
+    assert faults.stuck("detach", {"id": "v1"}, "s1") == 5.0
+
+
+def test_stuck_fault_by_name_and_server():
+    faults = Faults({"stuck": [{"operation": "attach", "seconds": 5,
+                                "name": "demo-db*", "server": "node2",
+                                "count": 1}]}, servers={"s2": "node2"})
+    db = {"id": "v1", "name": "demo-db-volume"}
+    web = {"id": "v2", "name": "demo-web-volume"}
+    assert faults.stuck("attach", web, "s2") == 0.0
+    assert faults.stuck("attach", db, "s1") == 0.0
+    # Named by the server's name or its id; the count is used up once.
+    assert faults.stuck("attach", db, "s2") == 5.0
+    assert faults.stuck("attach", db, "s2") == 0.0
+    faults.replace({"attach_errors": [{"server": "s2"}]})
+    assert faults.attach_fails(web, "s2")
+    assert not faults.attach_fails(web, "s1")
+
+
+def test_fault_narrowing_must_be_text():
+    with pytest.raises(FaultError):
+        Faults({"stuck": [{"operation": "attach", "name": 3}]})
 
 
 def test_bad_fault_data_is_refused_and_keeps_the_old():

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from blockmover import identity
+from blockmover.blockdevice import device_size
 from blockmover.command import run
 from blockmover.poll import poll
 from blockmover.units import MiB
@@ -37,7 +38,7 @@ def test_make_filesystem_stamps_dataset(kind, size):
         found = filesystem.probe(device.path)
         assert (found.type, found.uuid, found.label) == (
             kind, dataset, identity.filesystem_label(dataset))
-        assert filesystem.device_size(device.path) == size
+        assert device_size(device.path) == size
         fs_size = filesystem.filesystem_size(device.path, kind)
         assert size * 0.9 < fs_size <= size
 

@@ -23,11 +23,12 @@ from hypothesis.stateful import (
 
 from blockmover.backends import loopdevice, make_backend
 from blockmover.backends.interface import (
-    AlreadyAttached, ShrinkRefused, UnknownVolume, VolumeInUse,
+    AlreadyAttached, NoInstanceId, ShrinkRefused, UnknownVolume, VolumeInUse,
 )
 from blockmover.backends.loopback import (
-    DEFAULT_ROOT, LoopbackBlockDeviceAPI, NoInstanceId,
+    DEFAULT_ROOT, LoopbackBlockDeviceAPI,
 )
+from blockmover.blockdevice import device_size
 from blockmover.command import run
 from blockmover.identity import volume_metadata
 from blockmover.units import MiB
@@ -37,7 +38,8 @@ from tests.conformance import BlockDeviceAPIConformance
 class TestLoopbackConformance(BlockDeviceAPIConformance):
     @pytest.fixture
     def backend_factory(self, loopback_root):
-        def make(instance_id, cluster_name):
+        def make(instance_id, cluster_name, sleep=None):
+            # Detaches at once under the lock: no wait to pause in.
             return LoopbackBlockDeviceAPI(loopback_root, cluster_name,
                                           instance_id)
         return make
@@ -80,7 +82,7 @@ def test_state_survives_restart(make_loopback):
     assert restarted.list_volumes() == [api.get_volume(volume.volume_id)]
     assert restarted.get_device_path(volume.volume_id) == path
     assert _create(restarted).volume_id == volume.volume_id
-    restarted.detach_volume(volume.volume_id)
+    restarted.detach_volume(volume.volume_id, "node1")
     restarted.destroy_volume(volume.volume_id)
 
 
@@ -112,8 +114,8 @@ def test_vanished_device_recreated(make_loopback):
     again = api.get_device_path(volume.volume_id)
     assert again is not None
     assert loopdevice.devices_backing(image) == [again]
-    assert loopdevice.device_size(again) == MiB
-    api.detach_volume(volume.volume_id)
+    assert device_size(again) == MiB
+    api.detach_volume(volume.volume_id, "node1")
     assert loopdevice.devices_backing(image) == []
     api.destroy_volume(volume.volume_id)
 
@@ -125,7 +127,7 @@ def test_attach_heals_missing_device(make_loopback):
     run(["losetup", "--detach", api.get_device_path(volume.volume_id)])
     api.attach_volume(volume.volume_id, "node1")
     assert len(loopdevice.devices_backing(_image(api, volume))) == 1
-    api.detach_volume(volume.volume_id)
+    api.detach_volume(volume.volume_id, "node1")
     api.destroy_volume(volume.volume_id)
 
 
@@ -144,7 +146,7 @@ def test_other_root_untouched(make_loopback):
     try:
         api.attach_volume(volume.volume_id, "node1")
         assert api.get_device_path(volume.volume_id) != device
-        api.detach_volume(volume.volume_id)
+        api.detach_volume(volume.volume_id, "node1")
         api.destroy_volume(volume.volume_id)
         assert loopdevice.devices_backing(stranger) == [device]
     finally:
@@ -166,7 +168,7 @@ def test_deleted_backing_file(make_loopback):
     os.unlink(image)
     assert loopdevice.devices_backing(image) == []
     assert loopdevice.devices_backing(image, include_deleted=True) == [stale]
-    api.detach_volume(volume.volume_id)
+    api.detach_volume(volume.volume_id, "node1")
     assert stale not in [d for d, _ in loopdevice.devices_under(api.root)]
     api.destroy_volume(volume.volume_id)
 
@@ -222,7 +224,7 @@ def test_concurrent_attach_one_wins(make_loopback):
     holder = api.get_volume(volume.volume_id).attached_to
     assert all(o[1] == holder for o in outcomes if o[0] == "refused")
     assert loopdevice.devices_backing(_image(api, volume)) == [winners[0][1]]
-    api.detach_volume(volume.volume_id)
+    api.detach_volume(volume.volume_id, holder)
     api.destroy_volume(volume.volume_id)
 
 
@@ -286,12 +288,12 @@ def test_detach_busy_device(make_loopback, monkeypatch):
     holder = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(loopdevice.LoopDeviceBusy) as raised:
-            api.detach_volume(volume.volume_id)
+            api.detach_volume(volume.volume_id, "node1")
         assert "unmount" in str(raised.value)
         assert api.get_volume(volume.volume_id).attached_to == "node1"
     finally:
         os.close(holder)
-    api.detach_volume(volume.volume_id)
+    api.detach_volume(volume.volume_id, "node1")
     assert api.get_volume(volume.volume_id).attached_to is None
     assert loopdevice.devices_backing(_image(api, volume)) == []
     api.destroy_volume(volume.volume_id)
@@ -304,7 +306,7 @@ def test_attach_of_lost_image(make_loopback):
     with pytest.raises(loopdevice.LoopDeviceError) as raised:
         api.attach_volume(volume.volume_id, "node1")
     assert "missing" in str(raised.value)
-    api.detach_volume(volume.volume_id)
+    api.detach_volume(volume.volume_id, "node1")
     api.destroy_volume(volume.volume_id)
 
 
@@ -314,7 +316,7 @@ def test_keyword_arguments(make_loopback):
     volume = api.create_volume(dataset_id=metadata["blockmover-dataset"],
                                size=MiB, metadata=metadata)
     api.attach_volume(volume_id=volume.volume_id, attach_to="node1")
-    api.detach_volume(volume_id=volume.volume_id)
+    api.detach_volume(volume_id=volume.volume_id, detach_from="node1")
     api.destroy_volume(volume_id=volume.volume_id)
     assert api.list_volumes() == []
 
@@ -344,7 +346,7 @@ def test_threads_attach_one_wins(make_loopback):
     assert sorted(outcomes) == ["refused"] * 3 + ["won"]
     winner = apis[outcomes.index("won")]
     assert len(loopdevice.devices_backing(_image(winner, volume))) == 1
-    winner.detach_volume(volume.volume_id)
+    winner.detach_volume(volume.volume_id, winner.instance_id)
     winner.destroy_volume(volume.volume_id)
 
 
@@ -371,7 +373,7 @@ for _ in range(6):
     if seen != marker:
         print("overwritten", seen)
     held += 1
-    api.detach_volume(volume_id)
+    api.detach_volume(volume_id, instance)
 print("held", held)
 """
 
@@ -411,7 +413,7 @@ sys.stdin.readline()
 while True:
     api.attach_volume(volume_id, "node1")
     api.get_device_path(volume_id)
-    api.detach_volume(volume_id)
+    api.detach_volume(volume_id, "node1")
 """
 
 
@@ -446,7 +448,7 @@ def test_killed_at_any_point_heals(make_loopback):
         assert holder == "node1" or devices == [], (holder, devices)
         api.attach_volume(volume.volume_id, "node1")
         assert api.get_device_path(volume.volume_id) is not None
-        api.detach_volume(volume.volume_id)
+        api.detach_volume(volume.volume_id, "node1")
         assert loopdevice.devices_backing(image, include_deleted=True) == []
     # A record write cut short leaves a temporary file the next create
     # removes.
@@ -513,10 +515,11 @@ class LoopbackModel(RuleBasedStateMachine):
     @rule(volume_id=volumes, node=st.sampled_from(NODES))
     def detach(self, volume_id, node):
         api = self.apis[node]
-        if self._expect_unknown(volume_id, api.detach_volume):
+        if self._expect_unknown(volume_id, api.detach_volume, node):
             return
-        api.detach_volume(volume_id)
-        self.model[volume_id]["attached_to"] = None
+        api.detach_volume(volume_id, node)
+        if self.model[volume_id]["attached_to"] == node:
+            self.model[volume_id]["attached_to"] = None
 
     @rule(volume_id=volumes, units=st.integers(1, 4))
     def grow(self, volume_id, units):
@@ -568,7 +571,7 @@ class LoopbackModel(RuleBasedStateMachine):
                 path = api.get_device_path(volume_id)
                 if node == expected["attached_to"]:
                     assert devices == [path]
-                    assert loopdevice.device_size(path) == expected["size"]
+                    assert device_size(path) == expected["size"]
                 else:
                     assert path is None
             if expected["attached_to"] is None:

@@ -102,7 +102,7 @@ def test_observe_ignores_volumes_of_other_nodes(context, make_loopback):
         state = observe(context, desired_for(context, volume))
         assert dict(state.devices) == {}
     finally:
-        other.detach_volume(volume.volume_id)
+        other.detach_volume(volume.volume_id, "node2")
 
 
 def test_observe_finds_a_dataset_mounted_from_another_device(context, top):

@@ -1,21 +1,16 @@
 """
 Finding a cloud volume's device on this node by its identity: the by-id
-links and serials a KVM guest has (on a directory laid out like /dev and
-/sys), and the emulator's loop devices backed by per-server links.
+links and serials a KVM guest has, on a directory laid out like /dev and
+/sys (the emulator's per-server by-id directories are such a root).
 """
 
 import os
-import shutil
-import tempfile
-import uuid
 
 import pytest
 
-from blockmover.backends import loopdevice
 from blockmover.backends.devices import find_cloud_device
 
 VOLUME = "3f2a1c9e-7b4d-4e8a-9c1f-0d5e6b7a8c9d"
-SERVER = "5b1e2f3a-0c4d-4e5f-8a9b-1c2d3e4f5a6b"
 
 
 @pytest.fixture
@@ -34,8 +29,8 @@ def roots(tmp_path):
             "scsi_hosts": str(scsi)}
 
 
-def find(volume_id, roots, server=SERVER):
-    return find_cloud_device(volume_id, server, **roots)
+def find(volume_id, roots):
+    return find_cloud_device(volume_id, **roots)
 
 
 def rescanned(roots):
@@ -72,48 +67,9 @@ def test_absent_device_is_none_and_asks_for_a_rescan(roots):
     assert rescanned(roots)
 
 
-@pytest.fixture
-def emulator_dir():
-    """
-    A directory laid out like the emulator's state; afterwards every loop
-    device backed by a file in it is removed.
-    """
-    directory = os.path.realpath(
-        tempfile.mkdtemp(prefix="blockmover-devices-"))
-    try:
-        yield directory
-    finally:
-        for _device, backing in loopdevice.devices_under(directory):
-            loopdevice.detach_all(backing)
-        shutil.rmtree(directory)
-
-
-def attachment(directory, server, volume_id):
-    link = os.path.join(directory, "attachments", server, volume_id)
-    os.makedirs(os.path.dirname(link), exist_ok=True)
-    with open(link, "wb") as f:
-        f.truncate(1024 * 1024)
-    return link, loopdevice.attach(link)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")
-def test_emulator_loop_device_of_this_server_only(roots, emulator_dir):
-    volume_id = str(uuid.uuid4())
-    link, device = attachment(emulator_dir, SERVER, volume_id)
-    assert find(volume_id, roots) == device
-    assert find(volume_id, roots, server=str(uuid.uuid4())) is None
-    # Gone once its link is unlinked, even while the device lingers.
-    os.remove(link)
-    assert find(volume_id, roots) is None
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")
-def test_loop_device_outside_an_attachments_directory_is_not_a_volume(
-        roots, emulator_dir):
-    volume_id = str(uuid.uuid4())
-    path = os.path.join(emulator_dir, "elsewhere", SERVER, volume_id)
-    os.makedirs(os.path.dirname(path))
-    with open(path, "wb") as f:
-        f.truncate(1024 * 1024)
-    loopdevice.attach(path)
-    assert find(volume_id, roots) is None
+def test_a_link_of_another_volume_is_not_this_one(roots, tmp_path):
+    device = tmp_path / "vdc"
+    device.write_text("")
+    os.symlink(str(device), os.path.join(
+        roots["by_id"], "virtio-" + "0b0b0b0b-7b4d-4e8a-9c1f"[:20]))
+    assert find(VOLUME, roots) is None

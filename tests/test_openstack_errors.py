@@ -96,7 +96,7 @@ class Failing(object):
 def backend(deadline, slept):
     return OpenStackBlockDeviceAPI(
         connection=None, cluster_name="c", instance_id="i", deadline=deadline,
-        backoff=Backoff(initial=0.5, factor=2.0, maximum=4.0),
+        retry_backoff=Backoff(initial=0.5, factor=2.0, maximum=4.0),
         sleep=slept.append)
 
 

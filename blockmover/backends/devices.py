@@ -4,35 +4,31 @@ never by the device path the cloud reports.
 
 On KVM a Cinder volume shows as ``/dev/disk/by-id/virtio-<first 20
 characters of its id>`` (or the SCSI and WWN forms) and
-``/sys/block/<dev>/serial`` holds the same 20 characters. Under the
-OpenStack emulator a volume attached to a server is a loop device whose
-backing file is ``.../attachments/<server id>/<volume id>``.
+``/sys/block/<dev>/serial`` holds the same 20 characters.
 
 The roots (``/dev/disk/by-id``, ``/sys/block``, ``/sys/class/scsi_host``)
-are parameters so that the lookups can be shown on a directory laid out the
+are parameters: a node whose links live elsewhere (the OpenStack emulator
+makes the same links in a directory per server) is configured with its
+own by-id root, and the lookups can be shown on a directory laid out the
 same way.
 """
 
 import glob
 import os
 
-from blockmover.backends import loopdevice
-
 
 BY_ID = "/dev/disk/by-id"
 SYS_BLOCK = "/sys/block"
 SCSI_HOSTS = "/sys/class/scsi_host"
-# The emulator's directory of per-server attachment links.
-_EMULATOR_ATTACHMENTS = "attachments"
 
 
-def _by_id_links(volume_id, by_id=BY_ID):
+def link_names(volume_id):
+    """
+    The names a volume's device has in a by-id directory.
+    """
     short = volume_id[:20]
-    return [
-        os.path.join(by_id, "virtio-" + short),
-        os.path.join(by_id, "scsi-0QEMU_QEMU_HARDDISK_" + short),
-        os.path.join(by_id, "wwn-0x" + volume_id.replace("-", "")),
-    ]
+    return ["virtio-" + short, "scsi-0QEMU_QEMU_HARDDISK_" + short,
+            "wwn-0x" + volume_id.replace("-", "")]
 
 
 def _by_serial(volume_id, sys_block=SYS_BLOCK):
@@ -45,16 +41,6 @@ def _by_serial(volume_id, sys_block=SYS_BLOCK):
             continue
         if serial and serial == short:
             return "/dev/" + serial_file.split("/")[-2]
-    return None
-
-
-def _by_emulator_loop(volume_id, instance_id):
-    # Exact parts: a device whose link was unlinked reads
-    # "<volume id> (deleted)" and is not the volume's any more.
-    wanted = [_EMULATOR_ATTACHMENTS, instance_id, volume_id]
-    for device, backing in loopdevice.backing_files():
-        if backing.split("/")[-3:] == wanted:
-            return device
     return None
 
 
@@ -73,18 +59,19 @@ def rescan_scsi(scsi_hosts=SCSI_HOSTS):
             continue
 
 
-def find_cloud_device(volume_id, instance_id, by_id=BY_ID,
-                      sys_block=SYS_BLOCK, scsi_hosts=SCSI_HOSTS):
+def find_cloud_device(volume_id, by_id=BY_ID, sys_block=SYS_BLOCK,
+                      scsi_hosts=SCSI_HOSTS):
     """
-    The device path of ``volume_id`` on this node (server ``instance_id``),
-    or None when it is not (yet) visible; then the SCSI hosts are asked to
-    rescan, so a later look may find it. Reads only this node.
+    The device path of ``volume_id`` on this node: a link in ``by_id``,
+    else the device whose serial is the volume's; or None when it is not
+    (yet) visible, and then the SCSI hosts are asked to rescan, so a later
+    look may find it. Reads only this node.
     """
-    for link in _by_id_links(volume_id, by_id):
+    for name in link_names(volume_id):
+        link = os.path.join(by_id, name)
         if os.path.exists(link):
             return os.path.realpath(link)
-    found = (_by_serial(volume_id, sys_block)
-             or _by_emulator_loop(volume_id, instance_id))
+    found = _by_serial(volume_id, sys_block)
     if found is None:
         rescan_scsi(scsi_hosts)
     return found

@@ -9,16 +9,12 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from blockmover.backends.interface import BlockDeviceError
+from blockmover.backends.interface import NoInstanceId
 from blockmover.command import CommandFailed, run
 
 METADATA_URL = "http://169.254.169.254/openstack/latest/meta_data.json"
 CONFIG_DRIVE = "/dev/disk/by-label/config-2"
 _META_DATA = os.path.join("openstack", "latest", "meta_data.json")
-
-
-class NoInstanceId(BlockDeviceError):
-    pass
 
 
 def _from_config_drive(device):

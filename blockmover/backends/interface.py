@@ -8,7 +8,7 @@ real devices for any implementation.
 """
 
 from twisted.internet.threads import deferToThreadPool
-from zope.interface import Interface
+from zope.interface import Interface, providedBy
 
 
 class BlockDeviceError(Exception):
@@ -40,15 +40,11 @@ class AlreadyAttached(BlockDeviceError):
             % (volume_id, attached_to))
 
 
-class UnattachedVolume(BlockDeviceError):
+class NoInstanceId(BlockDeviceError):
     """
-    The volume is not attached to this node.
+    The backend cannot tell which node it runs on: it was not told, and
+    (where the backend can look) found no answer.
     """
-    def __init__(self, volume_id, detail=None):
-        self.volume_id = volume_id
-        BlockDeviceError.__init__(
-            self, detail or "volume %s is not attached to this node"
-            % (volume_id,))
 
 
 class VolumeInUse(BlockDeviceError):
@@ -147,25 +143,43 @@ class IBlockDeviceAPI(Interface):
 
     def attach_volume(volume_id, attach_to):
         """
-        Attach the volume to the node ``attach_to``. Idempotent: attaching
-        a volume to the node that already holds it returns at once.
+        Attach the volume to the node ``attach_to``.
 
-        Returns once the backend reports the volume attached (waiting with
-        backoff under a deadline where the backend is asynchronous); the
-        node's block device may appear later, see ``get_device_path``.
+        Returns once the backend reports the volume attached to
+        ``attach_to`` (its attachment names that node, not merely a status),
+        waiting where the backend is asynchronous with backoff under a
+        deadline, woken early when the node's device appears if the backend
+        runs on ``attach_to``. The node's block device may appear later,
+        see ``get_device_path``.
+
+        Idempotent: a volume already attached to ``attach_to`` returns at
+        once; one on its way there (a retry after a crash) is waited for.
 
         :return: the attached ``Volume``.
         :raise UnknownVolume: no such volume.
-        :raise AlreadyAttached: attached to another node.
+        :raise AlreadyAttached: attached (or being attached) to another
+            node; nothing changed.
+        :raise BackendUnavailable: the deadline passed first.
         """
 
-    def detach_volume(volume_id):
+    def detach_volume(volume_id, detach_from):
         """
-        Detach the volume from whichever node holds it and wait until the
-        backend reports it free. Idempotent: a volume that is not attached
-        is left as it is. The caller unmounts first.
+        Detach the volume from the node ``detach_from`` and return once the
+        backend no longer reports it attached to that node, whatever
+        happens to it next: another node may attach it at once, so the
+        volume need never be seen free. Waits where the backend is
+        asynchronous with backoff under a deadline, woken early when the
+        node's device goes if the backend runs on ``detach_from``. The
+        caller unmounts first.
 
+        A volume that is free, or held (or being attached) by another node,
+        is left exactly as it is and the call returns at once: a stale or
+        repeated detach never pulls a volume from the node that holds it
+        now. Idempotent, and safe to repeat after a crash half-way.
+
+        :return: the ``Volume`` as the backend last reported it.
         :raise UnknownVolume: no such volume.
+        :raise BackendUnavailable: the deadline passed first.
         """
 
     def destroy_volume(volume_id):
@@ -197,19 +211,52 @@ class IBlockDeviceAPI(Interface):
         """
 
 
+class IListsChanges(Interface):
+    """
+    An optional ability: the backend can list only the volumes changed
+    since a time, so a cache of the whole listing is kept fresh cheaply.
+    """
+
+    def list_changed_volumes(since):
+        """
+        :param since: an ISO 8601 UTC time (``YYYY-MM-DDTHH:MM:SS.ffffff``).
+        :return: every volume of this cluster created or changed at or after
+            ``since``, all pages. A volume destroyed since then is absent:
+            only a whole ``list_volumes`` shows that it is gone.
+        """
+
+
+class IReportsLimits(Interface):
+    """
+    An optional ability: the backend knows the limits its cloud sets on
+    this cluster's volumes (a project's quotas).
+    """
+
+    def limits():
+        """
+        :return: a ``model.Limits`` (None in a field the cloud does not
+            limit), read from the backend now.
+        """
+
+
 class AsyncBlockDevice(object):
     """
     An ``IBlockDeviceAPI`` for code on the reactor: each method returns a
-    Deferred and runs the backend's blocking call in ``threadpool``.
+    Deferred and runs the backend's blocking call in ``threadpool``. The
+    methods of the optional abilities ``api`` declares are there too; check
+    them on ``api`` with ``providedBy``.
     """
 
     def __init__(self, api, reactor, threadpool):
         self.api = api
         self._reactor = reactor
         self._threadpool = threadpool
+        self._names = set(IBlockDeviceAPI.names())
+        for interface in providedBy(api).flattened():
+            self._names.update(interface.names())
 
     def __getattr__(self, name):
-        if name not in IBlockDeviceAPI.names():
+        if name.startswith("_") or name not in self._names:
             raise AttributeError(name)
         method = getattr(self.api, name)
 
@@ -221,6 +268,7 @@ class AsyncBlockDevice(object):
 
 __all__ = [
     "AlreadyAttached", "AsyncBlockDevice", "BackendUnavailable",
-    "BlockDeviceError", "IBlockDeviceAPI", "OverLimit", "ShrinkRefused",
-    "UnattachedVolume", "UnknownVolume", "VolumeInUse",
+    "BlockDeviceError", "IBlockDeviceAPI", "IListsChanges", "IReportsLimits",
+    "NoInstanceId", "OverLimit", "ShrinkRefused", "UnknownVolume",
+    "VolumeInUse",
 ]

@@ -9,8 +9,6 @@ only under the root's lock, is what keeps a volume on one node at a time.
 """
 
 import contextlib
-import functools
-import inspect
 import os
 import uuid
 
@@ -19,40 +17,13 @@ from zope.interface import implementer
 
 from blockmover.backends import loopdevice
 from blockmover.backends.interface import (
-    AlreadyAttached, BlockDeviceError, IBlockDeviceAPI, ShrinkRefused,
+    AlreadyAttached, IBlockDeviceAPI, NoInstanceId, ShrinkRefused,
     UnknownVolume, VolumeInUse,
 )
 from blockmover.backends.loopback_records import RecordStore, VolumeRecord
 from blockmover.units import MiB, round_up
 
 DEFAULT_ROOT = "/var/lib/blockmover/loopback"
-
-
-class NoInstanceId(BlockDeviceError):
-    """
-    The backend was made without the id of the node it runs on.
-    """
-    def __init__(self):
-        BlockDeviceError.__init__(
-            self, "this loopback backend does not know which node it runs "
-            "on; give the node's backend id (instance_id) when making it")
-
-
-def _logged(method):
-    """
-    Run a changing method inside an eliot action naming it, its volume (or
-    dataset) and this backend's cluster and node.
-    """
-    first = list(inspect.signature(method).parameters)[1]
-
-    @functools.wraps(method)
-    def logged(self, *args, **kwargs):
-        subject = args[0] if args else kwargs.get(first)
-        with start_action(action_type="blockmover:loopback:"
-                          + method.__name__, subject=subject,
-                          cluster=self.cluster_name, node=self.instance_id):
-            return method(self, *args, **kwargs)
-    return logged
 
 
 @implementer(IBlockDeviceAPI)
@@ -87,15 +58,17 @@ class LoopbackBlockDeviceAPI(object):
 
     def compute_instance_id(self):
         if self.instance_id is None:
-            raise NoInstanceId()
+            raise NoInstanceId(
+                "this loopback backend does not know which node it runs "
+                "on; give the node's backend id (instance_id) when making it")
         return self.instance_id
 
     # --- volumes ---------------------------------------------------------
 
-    @_logged
     def create_volume(self, dataset_id, size, metadata):
         size = round_up(size, self.allocation_unit())
-        with self._records.locked():
+        with self._changing("create_volume", dataset_id), \
+                self._records.locked():
             self._remove_leftovers()
             for record in self._records.read_all():
                 if (record.cluster == self.cluster_name
@@ -119,16 +92,16 @@ class LoopbackBlockDeviceAPI(object):
         return [record.to_volume() for record in self._records.read_all()
                 if record.cluster == self.cluster_name]
 
-    @_logged
     def set_metadata(self, volume_id, metadata):
-        with self._records.locked():
+        with self._changing("set_metadata", volume_id), \
+                self._records.locked():
             record = self._record(volume_id)
             self._records.write(record.set(
                 metadata=record.metadata.update(dict(metadata))))
 
-    @_logged
     def destroy_volume(self, volume_id):
-        with self._records.locked():
+        with self._changing("destroy_volume", volume_id), \
+                self._records.locked():
             record = self._record(volume_id)
             if record.attached_to is not None:
                 raise VolumeInUse(
@@ -143,9 +116,9 @@ class LoopbackBlockDeviceAPI(object):
                 os.unlink(image)
             self._records.remove(volume_id)
 
-    @_logged
     def grow_volume(self, volume_id, size):
-        with self._records.locked():
+        with self._changing("grow_volume", volume_id), \
+                self._records.locked():
             record = self._record(volume_id)
             if size < record.size:
                 raise ShrinkRefused(volume_id, record.size, size)
@@ -163,9 +136,9 @@ class LoopbackBlockDeviceAPI(object):
 
     # --- attachment ------------------------------------------------------
 
-    @_logged
     def attach_volume(self, volume_id, attach_to):
-        with self._records.locked():
+        with self._changing("attach_volume", volume_id), \
+                self._records.locked():
             record = self._record(volume_id)
             if record.attached_to not in (None, attach_to):
                 raise AlreadyAttached(volume_id, record.attached_to)
@@ -177,13 +150,20 @@ class LoopbackBlockDeviceAPI(object):
             loopdevice.attach(self._records.image_path(volume_id))
             return record.to_volume()
 
-    @_logged
-    def detach_volume(self, volume_id):
-        with self._records.locked():
+    def detach_volume(self, volume_id, detach_from):
+        # Synchronous under the lock: once it returns, the record no longer
+        # names ``detach_from``, and no other node could attach meanwhile.
+        with self._changing("detach_volume", volume_id), \
+                self._records.locked():
             record = self._record(volume_id)
+            if record.attached_to != detach_from:
+                return record.to_volume()
+            # Devices first: a crash before the record is written leaves it
+            # naming this node, and the retry ends the job.
             loopdevice.detach_all(self._records.image_path(volume_id))
-            if record.attached_to is not None:
-                self._records.write(record.set(attached_to=None))
+            record = record.set(attached_to=None)
+            self._records.write(record)
+            return record.to_volume()
 
     def get_device_path(self, volume_id):
         here = self.compute_instance_id()
@@ -202,6 +182,13 @@ class LoopbackBlockDeviceAPI(object):
             return loopdevice.attach(image)
 
     # --- helpers ---------------------------------------------------------
+
+    def _changing(self, change, subject):
+        # Each change is an eliot action naming it, the volume (or dataset)
+        # it changes, and this backend's cluster and node.
+        return start_action(action_type="blockmover:loopback:" + change,
+                            subject=subject, cluster=self.cluster_name,
+                            node=self.instance_id)
 
     def _remove_leftovers(self):
         for path in self._records.leftovers():

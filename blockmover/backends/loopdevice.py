@@ -156,12 +156,3 @@ def refresh_capacity(path):
     """
     for device in devices_backing(path):
         run(["losetup", "--set-capacity", device])
-
-
-def device_size(device):
-    """
-    The size in bytes of block device ``device`` (a path, symlinks allowed).
-    """
-    name = os.path.basename(os.path.realpath(device))
-    with open("/sys/class/block/%s/size" % (name,)) as f:
-        return int(f.read()) * 512

@@ -5,20 +5,29 @@ nodes' servers, through openstacksdk.
 Every call retries what may pass (5xx, a dropped connection, a 413 that asks
 to come back later) with backoff under a deadline, and maps the cloud's
 refusals onto the backend interface's errors with the cloud's own message.
+
+Waits for a volume's status back off (``STATUS_BACKOFF``); a wait for an
+attach to, or a detach from, the node this backend runs on also watches the
+node's by-id directory and looks again the moment the volume's device comes
+or goes, so it ends soon after the cloud is done, however long it took.
 """
 
+import contextlib
 import time
 
 import openstack
 from keystoneauth1 import exceptions as ks_exceptions
+from eliot import log_message
 from openstack import exceptions as os_exceptions
 from zope.interface import implementer
 
 from blockmover.backends import instance
-from blockmover.backends.devices import find_cloud_device
+from blockmover.backends.deviceevents import DeviceEvents
+from blockmover.backends.devices import BY_ID, find_cloud_device, link_names
 from blockmover.backends.interface import (
     AlreadyAttached, BackendUnavailable, BlockDeviceError, IBlockDeviceAPI,
-    OverLimit, ShrinkRefused, UnknownVolume, VolumeInUse,
+    IListsChanges, IReportsLimits, OverLimit, ShrinkRefused, UnknownVolume,
+    VolumeInUse,
 )
 from blockmover.identity import CLUSTER_KEY, DATASET_KEY, NAME_KEY
 from blockmover.model import Limits, Volume
@@ -31,12 +40,16 @@ _QUOTA_REFUSALS = ("VolumeLimitExceeded", "VolumeSizeExceedsAvailableQuota",
                    "exceeds allowed")
 _TRANSIENT_STATUS = (500, 502, 503, 504)
 _GONE = ("deleting", "error_deleting")
-# A status poll is one small GET: growing slowly to a short cap notices a
-# finished attach or detach soon (at most 2 s late) for a few more calls.
-STATUS_BACKOFF = Backoff(initial=0.2, factor=1.3, maximum=2.0)
+# A status poll is one small GET. Growing by 60 % from a tenth of a second
+# with a high cap, a 10-minute attach costs about 20 of them; the device's
+# event, where there is one, makes the wait look again at once.
+STATUS_BACKOFF = Backoff(initial=0.1, factor=1.6, maximum=120.0)
+# Retrying what may pass (a 5xx, a dropped connection) needs no long cap.
+RETRY_BACKOFF = Backoff(initial=0.2, factor=1.5, maximum=5.0)
 # Statuses a volume passes through on its way to being attached or
 # detached; a new attach or detach waits for them to end.
 _MOVING = ("reserved", "attaching", "detaching")
+_ATTACHING = ("reserved", "attaching")
 
 
 class Retry(Exception):
@@ -102,11 +115,19 @@ def translate(error, volume_id=None):
     return BlockDeviceError("the cloud refused: %s" % (detail,))
 
 
-def _to_volume(raw):
+def _holder(raw):
+    """
+    The server the volume's attachment names, or None.
+    """
     attached_to = None
     for attachment in raw.attachments or ():
         attached_to = attachment.get("server_id") or attachment.get(
             "serverId")
+    return attached_to
+
+
+def _to_volume(raw):
+    attached_to = _holder(raw)
     metadata = {str(k): str(v) for k, v in (raw.metadata or {}).items()}
     return Volume(volume_id=raw.id,
                   dataset_id=metadata.get(DATASET_KEY, ""),
@@ -115,24 +136,32 @@ def _to_volume(raw):
                   metadata=metadata)
 
 
-@implementer(IBlockDeviceAPI)
+@implementer(IBlockDeviceAPI, IListsChanges, IReportsLimits)
 class OpenStackBlockDeviceAPI(object):
     """
     Volumes of one cluster in Cinder, attached through Nova.
 
     :param connection: an ``openstack.connection.Connection``.
     :param deadline: seconds a call, or a wait for a status, may take at most.
+    :param backoff: pauses between two looks at a volume's status.
+    :param sleep: how a wait pauses when no device event can end it early.
     :param metadata_url, config_drive: where ``compute_instance_id`` looks
         for this server's id when ``instance_id`` is not given.
     :param page_size: volumes per page when listing (Cinder's ``limit``);
         None lets the cloud choose. Every page is read either way.
+    :param device_root: the node's by-id directory, where its volumes'
+        devices appear (``/dev/disk/by-id``; another directory laid out the
+        same way for an emulated cloud).
+    :param watch_devices: whether waits on this node's attach and detach
+        watch ``device_root`` for the volume's device (False: poll only).
     """
 
     def __init__(self, connection, cluster_name, instance_id=None,
                  availability_zone=None, volume_type=None, deadline=300.0,
-                 backoff=STATUS_BACKOFF,
+                 backoff=STATUS_BACKOFF, retry_backoff=RETRY_BACKOFF,
                  sleep=time.sleep, metadata_url=instance.METADATA_URL,
-                 config_drive=instance.CONFIG_DRIVE, page_size=None):
+                 config_drive=instance.CONFIG_DRIVE, page_size=None,
+                 device_root=BY_ID, watch_devices=True):
         self._cloud = connection
         self._cluster = cluster_name
         self._instance_id = instance_id
@@ -140,16 +169,22 @@ class OpenStackBlockDeviceAPI(object):
         self._volume_type = volume_type
         self._deadline = deadline
         self._backoff = backoff
+        self._retry_backoff = retry_backoff
         self._sleep = sleep
         self._metadata_url = metadata_url
         self._config_drive = config_drive
         self._page_size = page_size
+        self._device_root = device_root
+        self._watch_devices = watch_devices
 
     @classmethod
     def from_options(cls, options, cluster_name, instance_id=None):
         """
         Connect to the cloud named by ``options["cloud"]`` (a clouds.yaml
         entry; without it, ``OS_CLOUD`` and the usual ``OS_*`` variables).
+        Other options: ``region``, ``availability_zone``, ``volume_type``,
+        ``deadline`` (seconds), ``page_size``, ``device_root`` (the node's
+        by-id directory, default ``/dev/disk/by-id``).
         """
         connect = {}
         if options.get("cloud"):
@@ -168,7 +203,8 @@ class OpenStackBlockDeviceAPI(object):
                    availability_zone=options.get("availability_zone"),
                    volume_type=options.get("volume_type"),
                    deadline=float(options.get("deadline", 300)),
-                   page_size=int(page_size) if page_size else None)
+                   page_size=int(page_size) if page_size else None,
+                   device_root=options.get("device_root") or BY_ID)
 
     # --- calling the cloud ------------------------------------------------
 
@@ -190,7 +226,7 @@ class OpenStackBlockDeviceAPI(object):
                     raise error from None
                 delay = error.seconds
                 if delay is None:
-                    delay = self._backoff.delay(attempt)
+                    delay = self._retry_backoff.delay(attempt)
                 if time.monotonic() + delay > end:
                     raise BackendUnavailable(
                         "gave up to %s after %.0f seconds: %s"
@@ -198,19 +234,42 @@ class OpenStackBlockDeviceAPI(object):
                 self._sleep(delay)
                 attempt += 1
 
-    def _wait(self, volume_id, what, ready):
+    def _wait(self, volume_id, what, ready, wake=None):
         """
         Poll the volume until ``ready(raw_volume)`` is true and return it;
-        ``ready`` may raise to give up early.
+        ``ready`` may raise to give up early. ``wake``: see ``poll``.
         """
         def check():
             raw = self._get_raw(volume_id)
             return raw if ready(raw) else None
         try:
             return poll(check, self._deadline, what, backoff=self._backoff,
-                        sleep=self._sleep)
+                        sleep=self._sleep, wake=wake)
         except Timeout as e:
             raise BackendUnavailable(str(e)) from None
+
+    @contextlib.contextmanager
+    def _device_events(self, volume_id, node):
+        """
+        A wake source for waits on ``node``'s attachment of the volume: the
+        volume's links in this node's by-id directory when ``node`` is this
+        node, else None (the wait only polls).
+        """
+        if not self._watch_devices or node != self._instance_id:
+            yield None
+            return
+        try:
+            events = DeviceEvents(self._device_root, link_names(volume_id))
+            events.__enter__()
+        except OSError as e:
+            log_message(message_type="blockmover:openstack:no-device-events",
+                        directory=self._device_root, error=str(e))
+            yield None
+            return
+        try:
+            yield events
+        finally:
+            events.__exit__(None, None, None)
 
     def _get_raw(self, volume_id):
         raw = self._call("get volume %s" % (volume_id,),
@@ -230,13 +289,14 @@ class OpenStackBlockDeviceAPI(object):
         return self._call(what, lambda: list(
             self._cloud.block_storage.volumes(details=True, **query)))
 
-    def _settled(self, volume_id):
+    def _settled(self, volume_id, wake=None):
         """
         The volume once it is not between attached and detached.
         """
         return self._wait(volume_id, "volume %s to finish attaching or "
                           "detaching" % (volume_id,),
-                          lambda current: current.status not in _MOVING)
+                          lambda current: current.status not in _MOVING,
+                          wake)
 
     # --- IBlockDeviceAPI ---------------------------------------------------
 
@@ -249,15 +309,22 @@ class OpenStackBlockDeviceAPI(object):
                                                   self._config_drive)
         return self._instance_id
 
-    def list_volumes(self, changed_since=None):
+    def list_volumes(self):
         """
         This cluster's volumes, filtered by the cloud on the cluster's
-        metadata stamp, all pages. With ``changed_since`` (an ISO 8601 time)
-        only volumes updated since then: an incremental refresh.
+        metadata stamp, all pages.
         """
-        query = {"properties": repr({CLUSTER_KEY: self._cluster})}
-        if changed_since is not None:
-            query["updated_at"] = "gte:" + changed_since
+        return self._list_cluster({})
+
+    def list_changed_volumes(self, since):
+        """
+        This cluster's volumes updated at or after ``since``: Cinder's
+        ``updated_at=gte:`` filter.
+        """
+        return self._list_cluster({"updated_at": "gte:" + since})
+
+    def _list_cluster(self, query):
+        query = dict(query, properties=repr({CLUSTER_KEY: self._cluster}))
         raws = self._list("list volumes", query)
         return [_to_volume(raw) for raw in raws
                 if (raw.metadata or {}).get(CLUSTER_KEY) == self._cluster
@@ -319,71 +386,104 @@ class OpenStackBlockDeviceAPI(object):
                    volume_id=volume_id, **metadata)
 
     def attach_volume(self, volume_id, attach_to):
-        raw = self._get_raw(volume_id)
-        holder = _to_volume(raw).attached_to
-        if holder == attach_to and raw.status == "in-use":
-            return _to_volume(raw)
-        if holder is not None and holder != attach_to:
-            raise AlreadyAttached(volume_id, holder)
-        if raw.status == "detaching":
-            # A detach from this very node is under way: let it finish, then
-            # attach afresh.
-            raw = self._settled(volume_id)
-            holder = _to_volume(raw).attached_to
+        with self._device_events(volume_id, attach_to) as wake:
+            raw = self._get_raw(volume_id)
+            if _holder(raw) == attach_to and raw.status == "detaching":
+                # A detach from this very node is under way: let it end,
+                # then attach afresh.
+                raw = self._wait(volume_id, "volume %s to be detached from %s"
+                                 % (volume_id, attach_to),
+                                 lambda current: _holder(current) != attach_to,
+                                 wake)
+            if _holder(raw) is None and raw.status in _MOVING:
+                # Moving, for a node the cloud does not name yet.
+                raw = self._settled(volume_id)
+            holder = _holder(raw)
             if holder is not None and holder != attach_to:
                 raise AlreadyAttached(volume_id, holder)
-        if raw.status == "available":
-            try:
-                # Nova's 404 here is about the server, not the volume: no
-                # volume id, so it stays the cloud's refusal.
-                self._call("attach volume %s" % (volume_id,),
-                           self._cloud.compute.create_volume_attachment,
-                           attach_to, volume_id)
-            except BlockDeviceError as e:
-                # A retried attach that had gone through answers "already
-                # attached": only a holder other than us is a refusal.
-                holder = _to_volume(self._get_raw(volume_id)).attached_to
-                if holder is not None and holder != attach_to:
-                    raise AlreadyAttached(volume_id, holder, str(e))
-                if holder is None:
-                    raise
+            if holder is None:
+                self._request_attach(volume_id, attach_to)
 
-        def ready(current):
-            owner = _to_volume(current).attached_to
-            if owner is not None and owner != attach_to:
-                raise AlreadyAttached(volume_id, owner)
-            if current.status == "available" and owner is None:
-                raise BlockDeviceError(
-                    "the cloud could not attach volume %s to %s; it is "
-                    "available again" % (volume_id, attach_to))
-            if current.status.startswith("error"):
-                raise BlockDeviceError("attaching volume %s failed: status %s"
-                                       % (volume_id, current.status))
-            return current.status == "in-use" and owner == attach_to
-        return _to_volume(self._wait(volume_id, "volume %s to be attached"
-                                     % (volume_id,), ready))
+            def ready(current):
+                owner = _holder(current)
+                if owner is not None and owner != attach_to:
+                    raise AlreadyAttached(volume_id, owner)
+                if current.status == "available" and owner is None:
+                    raise BlockDeviceError(
+                        "the cloud could not attach volume %s to %s; it is "
+                        "available again" % (volume_id, attach_to))
+                if current.status.startswith("error"):
+                    raise BlockDeviceError(
+                        "attaching volume %s failed: status %s"
+                        % (volume_id, current.status))
+                return current.status == "in-use" and owner == attach_to
+            return _to_volume(self._wait(
+                volume_id, "volume %s to be attached to %s"
+                % (volume_id, attach_to), ready, wake))
 
-    def detach_volume(self, volume_id):
-        raw = self._get_raw(volume_id)
-        if raw.status in _MOVING:
-            # Nova refuses to detach mid-attach; an attach under way ends
-            # in-use (then detach it) or available (nothing to do).
-            raw = self._settled(volume_id)
-        holder = _to_volume(raw).attached_to
-        if holder is not None and raw.status == "in-use":
-            try:
-                self._call("detach volume %s" % (volume_id,),
-                           self._cloud.compute.delete_volume_attachment,
-                           holder, volume_id)
-            except BlockDeviceError:
-                # A retried detach that had gone through answers "not
-                # attached": success is the volume detaching or free.
-                current = self._get_raw(volume_id)
-                if current.status != "detaching" and current.attachments:
-                    raise
-        self._wait(volume_id, "volume %s to be detached" % (volume_id,),
-                   lambda current: current.status == "available"
-                   and not current.attachments)
+    def _request_attach(self, volume_id, attach_to):
+        try:
+            # Nova's 404 here is about the server, not the volume: no volume
+            # id, so it stays the cloud's refusal.
+            self._call("attach volume %s" % (volume_id,),
+                       self._cloud.compute.create_volume_attachment,
+                       attach_to, volume_id)
+        except BlockDeviceError as e:
+            # A retried attach that had gone through answers "already
+            # attached": only a holder other than us is a refusal.
+            holder = _holder(self._get_raw(volume_id))
+            if holder is not None and holder != attach_to:
+                raise AlreadyAttached(volume_id, holder, str(e))
+            if holder is None:
+                raise
+
+    def detach_volume(self, volume_id, detach_from):
+        with self._device_events(volume_id, detach_from) as wake:
+            raw = self._get_raw(volume_id)
+            if _holder(raw) is None and raw.status in _MOVING:
+                # Moving, for a node the cloud does not name yet: it may be
+                # ``detach_from``, so see where it ends.
+                raw = self._settled(volume_id)
+            if _holder(raw) != detach_from:
+                # Free, or another node's: a stale detach changes nothing.
+                return _to_volume(raw)
+            if raw.status in _ATTACHING:
+                # Nova refuses to detach mid-attach: let it end first.
+                raw = self._wait(
+                    volume_id, "volume %s to finish attaching" % (volume_id,),
+                    lambda current: current.status not in _ATTACHING
+                    or _holder(current) != detach_from, wake)
+                if _holder(raw) != detach_from:
+                    return _to_volume(raw)
+            if raw.status == "in-use":
+                self._request_detach(volume_id, detach_from)
+
+            def detached(current):
+                if _holder(current) != detach_from:
+                    return True
+                if current.status.startswith("error") or (
+                        current.status == "in-use"):
+                    raise BlockDeviceError(
+                        "the cloud could not detach volume %s from %s: "
+                        "status %s; detach again" % (volume_id, detach_from,
+                                                    current.status))
+                return False
+            return _to_volume(self._wait(
+                volume_id, "volume %s to be detached from %s"
+                % (volume_id, detach_from), detached, wake))
+
+    def _request_detach(self, volume_id, detach_from):
+        try:
+            self._call("detach volume %s" % (volume_id,),
+                       self._cloud.compute.delete_volume_attachment,
+                       detach_from, volume_id)
+        except BlockDeviceError:
+            # A retried detach that had gone through answers "not
+            # attached": success is the volume detaching or not ours.
+            current = self._get_raw(volume_id)
+            if (_holder(current) == detach_from
+                    and current.status != "detaching"):
+                raise
 
     def destroy_volume(self, volume_id):
         raw = self._get_raw(volume_id)
@@ -427,9 +527,9 @@ class OpenStackBlockDeviceAPI(object):
                                      % (volume_id,), ready))
 
     def get_device_path(self, volume_id):
-        return find_cloud_device(volume_id, self.compute_instance_id())
+        return find_cloud_device(volume_id, by_id=self._device_root)
 
-    # --- beyond the interface ----------------------------------------------
+    # --- IReportsLimits ------------------------------------------------------
 
     def limits(self):
         """

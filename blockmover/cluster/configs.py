@@ -8,6 +8,7 @@ import os
 import yaml
 
 from blockmover.cluster.cloud import cloud_name, server_id
+from blockmover.emulator.store import BY_ID_DIR
 from blockmover.files import write_atomically
 
 
@@ -62,6 +63,8 @@ def agent_config(layout, node):
     }
     if layout.backend == "openstack":
         config["instance_id"] = server_id(layout, node)
+        config["backend"]["device_root"] = os.path.join(
+            layout.backend_root, BY_ID_DIR, server_id(layout, node))
     return config
 
 

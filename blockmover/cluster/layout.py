@@ -9,12 +9,12 @@ import re
 
 from pyrsistent import PClass, field, pvector_field
 
+from blockmover.backends import BACKENDS
 from blockmover.cluster import ClusterError
 from blockmover.control import DEFAULT_PORT
 
 DEFAULT_NAME = "demo"
 DEFAULT_SUBNET = "10.77.0"
-BACKENDS = ("loopback", "openstack")
 # Like a slow real cloud (a healthy Cinder attach takes seconds).
 DEFAULT_LATENCY = 2.0
 DEFAULT_REFRESH_INTERVAL = 30.0

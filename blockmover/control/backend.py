@@ -4,18 +4,20 @@ off the reactor, and retried on the next listing if making it failed.
 """
 
 import datetime
-import inspect
 
 from twisted.internet.defer import succeed
 from twisted.internet.threads import deferToThreadPool
 
 from blockmover.backends import make_backend
-from blockmover.backends.interface import AsyncBlockDevice
+from blockmover.backends.interface import (
+    AsyncBlockDevice, IListsChanges, IReportsLimits,
+)
 from blockmover.control.errors import BackendError
+from blockmover.control.listing import ChangedVolumes
 
 
-# A backend that can list only the volumes changed since a time (Cinder's
-# ``updated_at=gte:``) is listed incrementally, with a full listing every
+# A backend that can list only the volumes changed since a time
+# (``IListsChanges``) is listed incrementally, with a full listing every
 # FULL_EVERY listings to see volumes that were deleted.
 FULL_EVERY = 10
 # How far back an incremental listing reaches before the previous one
@@ -54,7 +56,6 @@ class ControlBackend(object):
         self.api = None
         self._raw = None
         self.allocation_unit = None
-        self._known = None
         self._listings = 0
         self._last_started = None
 
@@ -90,19 +91,23 @@ class ControlBackend(object):
 
     def list_volumes(self):
         """
-        :return: a Deferred firing with every volume of the cluster: listed
-            whole, or (where the backend can) as the changes since the
-            previous listing merged into it.
+        The lister of the service's ``VolumeListing``, which keeps the one
+        cache of the listing.
+
+        :return: a Deferred firing with every volume of the cluster (a
+            list), or, where the backend lists changes and a listing of
+            this object succeeded before, with the ``ChangedVolumes`` since
+            then, to merge into that listing. The first listing is always
+            whole.
         """
         d = self.ready()
         d.addCallback(lambda _: self._list())
         return d
 
     def _incremental(self):
-        return (self._known is not None
+        return (self._last_started is not None
                 and self._listings % FULL_EVERY != 0
-                and "changed_since" in inspect.signature(
-                    self._raw.list_volumes).parameters)
+                and IListsChanges.providedBy(self._raw))
 
     def _list(self):
         started = datetime.datetime.now(datetime.timezone.utc)
@@ -111,16 +116,14 @@ class ControlBackend(object):
         if incremental:
             since = (self._last_started - SKEW).strftime(
                 "%Y-%m-%dT%H:%M:%S.%f")
-            d = self.api.list_volumes(changed_since=since)
+            d = self.api.list_changed_volumes(since)
+            d.addCallback(ChangedVolumes)
         else:
             d = self.api.list_volumes()
 
-        def listed(volumes):
-            known = dict(self._known) if incremental else {}
-            known.update((v.volume_id, v) for v in volumes)
-            self._known = known
+        def listed(result):
             self._last_started = started
-            return list(known.values())
+            return result
         d.addCallback(listed)
         return d
 
@@ -131,10 +134,9 @@ class ControlBackend(object):
             reports none; failing with ``BackendError``.
         """
         def read(_):
-            limits = getattr(self._raw, "limits", None)
-            if limits is None:
+            if not IReportsLimits.providedBy(self._raw):
                 return None
-            d = deferToThreadPool(self._reactor, self._threadpool, limits)
+            d = self.api.limits()
             d.addErrback(lambda failure: self._failed("read the limits of",
                                                       failure))
             return d

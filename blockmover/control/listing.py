@@ -2,10 +2,23 @@
 ONE cached, cluster-wide listing of the backend's volumes. Nothing that
 answers a request lists the backend: the listing is refreshed on a timer and
 on demand, and concurrent demands coalesce into at most one more listing.
+A backend that lists only what changed has its changes merged into the
+cache here, the only copy.
 """
 
 from eliot import log_message, write_failure
 from twisted.internet.defer import Deferred, maybeDeferred
+
+
+class ChangedVolumes(object):
+    """
+    What a lister returns when it listed only the volumes changed since
+    its previous good listing: each replaces the cached volume of the same
+    id, and the others stay.
+    """
+
+    def __init__(self, volumes):
+        self.volumes = list(volumes)
 
 
 class VolumeListing(object):
@@ -13,7 +26,8 @@ class VolumeListing(object):
     The last good listing of the backend's volumes.
 
     :ivar volumes: the volumes (``model.Volume``, sorted by volume id) of the
-        last good listing, or None before the first one.
+        last good listing (a whole one, or one with changes merged into
+        it), or None before the first one.
     :ivar listed_at: when that listing started (seconds since the epoch), or
         0.0 before the first one.
     :ivar refreshes: how many listings of the backend were started (or
@@ -30,6 +44,8 @@ class VolumeListing(object):
             listing; ``changed`` says whether the volumes differ from the
             previous listing.
         """
+        # Invariant: ``volumes`` is always a whole listing, or a whole
+        # listing with later changes merged in; never changes alone.
         self._clock = clock
         self._interval = interval
         self._on_listed = on_listed
@@ -50,7 +66,9 @@ class VolumeListing(object):
     def set_lister(self, lister, volumes=None, listed_at=0.0):
         """
         List with ``lister`` from now on: a callable returning a Deferred
-        that fires with a list of volumes (``AsyncBlockDevice.list_volumes``).
+        that fires with a list of every volume, or with the
+        ``ChangedVolumes`` since its previous good listing
+        (``ControlBackend.list_volumes``).
         ``volumes`` and ``listed_at`` seed the cache with a listing the
         caller already made with it, or leave it empty (None). A listing of
         the previous lister still running is discarded when it ends.
@@ -116,10 +134,21 @@ class VolumeListing(object):
         listing.addErrback(write_failure)
         listing.addBoth(lambda _: self._finished())
 
-    def _listed(self, volumes, lister, started):
+    def _listed(self, result, lister, started):
         if lister is not self._lister:
             return
-        volumes = _sorted(volumes)
+        if isinstance(result, ChangedVolumes):
+            if self.volumes is None:
+                self.failures += 1
+                self.last_error = (
+                    "the backend listed only changed volumes before any "
+                    "whole listing; the next whole listing fills the cache")
+                return
+            merged = {v.volume_id: v for v in self.volumes}
+            merged.update((v.volume_id, v) for v in result.volumes)
+            volumes = _sorted(merged.values())
+        else:
+            volumes = _sorted(result)
         changed = volumes != self.volumes
         self.volumes = volumes
         self.listed_at = started

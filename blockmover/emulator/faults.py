@@ -6,14 +6,28 @@ Injected faults: what goes wrong, set in the config at start or through
                     "fraction": 0.5}],
      "over_limit": [{"match": "GET *", "count": 2, "retry_after": 1}],
      "latency":   [{"match": "*", "seconds": 0.3}],
-     "stuck":     [{"operation": "detach", "seconds": 20, "count": 1}],
-     "attach_errors": [{"count": 1}]}
+     "stuck":     [{"operation": "detach", "seconds": 20, "count": 1},
+                   {"operation": "attach", "seconds": 600,
+                    "name": "blockmover-demo-mongodb*", "server": "node2"}],
+     "attach_errors": [{"count": 1, "volume": "<volume id>"}]}
 
 ``match`` is a shell-style pattern tried against the request's endpoint
 key (method and path template, as in the counters, e.g. ``GET
 /v3/{project}/volumes/detail``) and against its method and actual path.
 ``count`` makes a fault apply to the next N matching requests (or
 operations) only; without it, it applies until the faults are replaced.
+
+``stuck`` holds a volume in ``attaching`` or ``detaching`` for ``seconds``
+more; ``attach_errors`` makes an attach end in error. Both apply to every
+volume unless narrowed to one (or some) by any of:
+
+- ``volume``: the volume's id (or a shell-style pattern of ids);
+- ``name``: a shell-style pattern of the volume's name (blockmover names a
+  volume after its cluster and application, so this picks one dataset);
+- ``server``: the server attached to or detached from, by id or name.
+
+So one dataset's attach can hang while every other proceeds; a ``count``
+then counts only the operations that match.
 """
 
 import fnmatch
@@ -41,8 +55,13 @@ class Faults(object):
 
     KINDS = ("errors", "over_limit", "latency", "stuck", "attach_errors")
 
-    def __init__(self, data=None, rng=None):
+    def __init__(self, data=None, rng=None, servers=None):
+        """
+        :param servers: {server id: name}, so a fault may name a server
+            either way.
+        """
         self._random = rng or random.Random()
+        self._servers = dict(servers or {})
         self.replace(data or {})
 
     def replace(self, data):
@@ -75,6 +94,10 @@ class Faults(object):
                         "attach", "detach"):
                     raise FaultError("stuck fault %r: operation must be "
                                      "attach or detach" % (entry,))
+                for key in ("volume", "name", "server"):
+                    if key in entry and not isinstance(entry[key], str):
+                        raise FaultError("fault %r: %s must be a string"
+                                         % (entry, key))
                 if "count" in entry:
                     entry["count"] = _number(entry, "count", 0, int)
                 for key in ("fraction", "seconds", "retry_after"):
@@ -136,18 +159,31 @@ class Faults(object):
         entry = self._take("over_limit", self._matcher(keys))
         return entry.get("retry_after", 1) if entry else None
 
-    def stuck(self, operation, volume_id):
+    def _concerns(self, entry, volume, server_id):
+        # An entry narrowed by volume, name or server matches only those.
+        candidates = {
+            "volume": [volume.get("id") or ""],
+            "name": [volume.get("name") or ""],
+            "server": [server_id or "", self._servers.get(server_id, "")],
+        }
+        return all(any(fnmatch.fnmatchcase(value, entry[key])
+                       for value in values)
+                   for key, values in candidates.items() if key in entry)
+
+    def stuck(self, operation, volume, server_id):
         """
-        Extra seconds the volume stays in ``attaching``/``detaching``.
+        Extra seconds ``volume`` (its record) stays in ``attaching`` or
+        ``detaching`` while it is attached to or detached from
+        ``server_id``.
         """
         entry = self._take("stuck", lambda e: e["operation"] == operation
-                           and e.get("volume", volume_id) == volume_id)
+                           and self._concerns(e, volume, server_id))
         return entry.get("seconds", 0.0) if entry else 0.0
 
-    def attach_fails(self, volume_id):
+    def attach_fails(self, volume, server_id):
         """
-        Whether this attach is to end in error.
+        Whether this attach of ``volume`` (its record) to ``server_id`` is
+        to end in error.
         """
-        return self._take("attach_errors",
-                          lambda e: e.get("volume", volume_id) == volume_id
-                          ) is not None
+        return self._take("attach_errors", lambda e: self._concerns(
+            e, volume, server_id)) is not None

@@ -22,7 +22,7 @@ import yaml
 
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml, main as cloud_main
-from blockmover.emulator.store import URL_FILE
+from blockmover.emulator.store import BY_ID_DIR, URL_FILE
 from blockmover.poll import Backoff, poll
 
 CLOUD = "blockmover-cloud"
@@ -118,6 +118,15 @@ class RunningEmulator(object):
                 self.process.wait()
         self.process = None
         self._output.close()
+
+    def by_id_root(self, server):
+        """
+        The by-id directory of server ``server`` (its name): where the
+        emulator links the server's devices, the ``device_root`` of the
+        openstack backend on that node.
+        """
+        return os.path.join(os.path.realpath(self.state_dir), BY_ID_DIR,
+                            self.servers[server])
 
     def restart(self):
         self.stop()

@@ -3,7 +3,10 @@ How a volume moves through Cinder's statuses, each step taking the
 configured time (``reactor.callLater``), with the blocking work (sparse
 files, ``losetup``) in a thread pool. An attached volume's loop device is
 backed by a hard link ``attachments/<server id>/<volume id>`` of its file
-(see ``Store.attachment_path``):
+(see ``Store.attachment_path``), and the server sees it as a cloud's guest
+does, by a link ``by-id/<server id>/virtio-<id[:20]>`` to the device, made
+when the attach completes and removed first when the detach completes
+(``Store.device_link``):
 
     create   creating -> available (error if the file cannot be made)
     attach   reserved -> attaching -> in-use (back to available on failure)
@@ -50,10 +53,30 @@ def _grow(path, size_gib, link):
         loopdevice.refresh_capacity(link)
 
 
-def plug(path, link):
+def _point(device_link, device):
+    # Replaced in one rename: a watcher sees the link come once, whole.
+    os.makedirs(os.path.dirname(device_link), exist_ok=True)
+    temporary = os.path.join(os.path.dirname(device_link),
+                             "." + os.path.basename(device_link) + ".tmp")
+    if os.path.lexists(temporary):
+        os.remove(temporary)
+    os.symlink(device, temporary)
+    os.rename(temporary, device_link)
+
+
+def _unpoint(device_link):
+    try:
+        os.remove(device_link)
+    except FileNotFoundError:
+        # Already gone: a repeated or resumed detach.
+        return
+
+
+def plug(path, link, device_link):
     """
-    Hard-link the volume file ``path`` at ``link`` and return a loop device
-    backed by the link. Idempotent: an existing link of the same file and
+    Hard-link the volume file ``path`` at ``link``, make a loop device
+    backed by the link and point the server's by-id ``device_link`` at it;
+    return the device. Idempotent: an existing link of the same file and
     its device are kept.
     """
     os.makedirs(os.path.dirname(link), exist_ok=True)
@@ -62,16 +85,20 @@ def plug(path, link):
     except FileExistsError:
         if not os.path.samefile(path, link):
             # Left from a volume file that was replaced; never serve it.
-            unplug(link)
+            unplug(link, device_link)
             os.link(path, link)
-    return loopdevice.attach(link)
+    device = loopdevice.attach(link)
+    _point(device_link, device)
+    return device
 
 
-def unplug(link):
+def unplug(link, device_link):
     """
-    Remove the loop devices backed by ``link`` and the link itself; the
-    volume's file stays. Idempotent.
+    Remove the server's by-id ``device_link`` (first, as a guest's device
+    goes before the cloud says so), the loop devices backed by ``link``
+    and the link itself; the volume's file stays. Idempotent.
     """
+    _unpoint(device_link)
     loopdevice.detach_all(link)
     try:
         os.remove(link)
@@ -118,13 +145,21 @@ class Lifecycle(object):
             step(volume, *args)
         self.reactor.callLater(delay, fire)
 
-    def _link(self, volume):
-        # The attachment's link, while the volume has one.
+    def _links(self, volume):
+        # The attachment's hard link and by-id link, while it has one.
         attachment = volume.get("attachment")
         if not attachment:
-            return None
-        return self.store.attachment_path(attachment["server_id"],
-                                          volume["id"])
+            return None, None
+        return (self.store.attachment_path(attachment["server_id"],
+                                           volume["id"]),
+                self.store.device_link(attachment["server_id"],
+                                       volume["id"]))
+
+    def _link(self, volume):
+        return self._links(volume)[0]
+
+    def _server(self, volume):
+        return (volume.get("attachment") or {}).get("server_id")
 
     def _failed(self, failure, volume, what):
         log_message(message_type="blockmover:emulator:step-failed",
@@ -155,14 +190,14 @@ class Lifecycle(object):
     def _attaching(self, volume):
         self._set(volume, "attaching")
         delay = (self.latency["attach"] / 2
-                 + self.faults.stuck("attach", volume["id"]))
+                 + self.faults.stuck("attach", volume, self._server(volume)))
         self._later(delay, volume["id"], ("attaching",), self._finish_attach)
 
     def _finish_attach(self, volume):
-        if self.faults.attach_fails(volume["id"]):
+        if self.faults.attach_fails(volume, self._server(volume)):
             return self._attach_failed(None, volume)
         d = self._thread(plug, self.store.volume_path(volume["id"]),
-                         self._link(volume))
+                         *self._links(volume))
 
         def attached(device):
             attachment = dict(volume["attachment"], loop=device,
@@ -178,7 +213,7 @@ class Lifecycle(object):
             log_message(message_type="blockmover:emulator:injected-fault",
                         volume=volume["id"], fault="attach_error")
         # Nova drops the attachment and Cinder rolls the volume back.
-        d = self._thread(unplug, self._link(volume))
+        d = self._thread(unplug, *self._links(volume))
         d.addErrback(self._failed, volume, "attach-rollback")
         d.addCallback(lambda _: self._set(volume, "available",
                                           attachment=None))
@@ -187,18 +222,21 @@ class Lifecycle(object):
     # detach
     def detach(self, volume):
         delay = (self.latency["detach"]
-                 + self.faults.stuck("detach", volume["id"]))
+                 + self.faults.stuck("detach", volume, self._server(volume)))
         self._later(delay, volume["id"], ("detaching",),
                     self._finish_detach)
 
     def _finish_detach(self, volume):
-        d = self._thread(unplug, self._link(volume))
+        d = self._thread(unplug, *self._links(volume))
         d.addCallback(lambda _: self._set(volume, "available",
                                           attachment=None))
 
         def failed(failure):
             self._failed(failure, volume, "detach")
-            return self._set(volume, "in-use")
+            # Still attached: the server sees its device again.
+            saved = self._set(volume, "in-use")
+            saved.addCallback(lambda _: self._relink(volume))
+            return saved
         d.addErrback(failed)
         return d
 
@@ -245,7 +283,8 @@ class Lifecycle(object):
     def resume(self):
         """
         After a restart: finish the transitions that were under way and
-        re-create the loop devices of attached volumes that lost them.
+        re-create the loop devices and by-id links of attached volumes
+        (a device's number may have changed).
         """
         steps = {
             "creating": self._finish_create,
@@ -264,7 +303,7 @@ class Lifecycle(object):
 
     def _relink(self, volume):
         d = self._thread(plug, self.store.volume_path(volume["id"]),
-                         self._link(volume))
+                         *self._links(volume))
 
         def linked(device):
             volume["attachment"]["loop"] = device

@@ -16,7 +16,10 @@ DESCRIPTION = """\
 An OpenStack emulator (Keystone v3, Cinder v3, Nova volume attachments)
 whose volumes are sparse files under --state-dir and whose attachments are
 loop devices backed by <state-dir>/attachments/<server id>/<volume id>, a
-hard link of <state-dir>/volumes/<volume id>. Needs root for losetup.
+hard link of <state-dir>/volumes/<volume id>. Each server sees its devices
+as a cloud's guest does, by links <state-dir>/by-id/<server id>/virtio-<first
+20 characters of the volume id>: give that directory to the openstack
+backend on the node as its device_root. Needs root for losetup.
 
 URLs: auth_url is http://HOST:PORT/identity; Cinder is /v3/<project id>,
 Nova /compute/v2.1 (both in the token's catalog). The admin API under

@@ -43,7 +43,7 @@ class Emulator(object):
         self.reactor = reactor
         self.config = config
         self.store = Store(reactor, state_dir)
-        self.faults = Faults(config.faults)
+        self.faults = Faults(config.faults, servers=config.servers)
         self.counters = admin_api.Counters()
         self.lifecycle = Lifecycle(reactor, self.store, config.latency,
                                    self.faults)
@@ -59,6 +59,7 @@ class Emulator(object):
             config, self.store, self.lifecycle, reactor))
 
     def start(self):
+        self.store.prepare_by_id(self.config.servers)
         self.store.start()
         self.lifecycle.resume()
 

@@ -16,11 +16,13 @@ import shutil
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from blockmover.backends.devices import link_names
 from blockmover.files import write_atomically
 
 STATE_FILE = "state.json"
 VOLUMES_DIR = "volumes"
 ATTACHMENTS_DIR = "attachments"
+BY_ID_DIR = "by-id"
 URL_FILE = "url"
 
 
@@ -42,6 +44,7 @@ class Store(object):
         self.state_dir = os.path.realpath(state_dir)
         self.volumes_dir = os.path.join(self.state_dir, VOLUMES_DIR)
         self.attachments_dir = os.path.join(self.state_dir, ATTACHMENTS_DIR)
+        self.by_id_dir = os.path.join(self.state_dir, BY_ID_DIR)
         os.makedirs(self.volumes_dir, exist_ok=True)
         self.path = os.path.join(self.state_dir, STATE_FILE)
         self.state = self._load()
@@ -82,6 +85,43 @@ class Store(object):
         devices, and the shared inode keeps data and size in one place.
         """
         return os.path.join(self.attachments_dir, server_id, volume_id)
+
+    def by_id_root(self, server_id):
+        """
+        The server's by-id directory: what ``/dev/disk/by-id`` is on a
+        cloud's server, the ``device_root`` of the openstack backend on
+        that node.
+        """
+        return os.path.join(self.by_id_dir, server_id)
+
+    def device_link(self, server_id, volume_id):
+        """
+        The by-id link of the volume's device while it is attached to
+        ``server_id``, named as KVM names it (``virtio-<id[:20]>``).
+        """
+        return os.path.join(self.by_id_root(server_id),
+                            link_names(volume_id)[0])
+
+    def prepare_by_id(self, server_ids):
+        """
+        Make every server's by-id directory (so a node can watch it before
+        its first attach) and remove the links no attached volume explains
+        (a crash between a detach and its link's removal). Blocking: call
+        it before serving.
+        """
+        wanted = set()
+        for volume in self.volumes.values():
+            attachment = volume.get("attachment") or {}
+            if attachment.get("server_id") and volume["status"] == "in-use":
+                wanted.add(self.device_link(attachment["server_id"],
+                                            volume["id"]))
+        for server_id in server_ids:
+            os.makedirs(self.by_id_root(server_id), exist_ok=True)
+        for server_id in os.listdir(self.by_id_dir):
+            root = self.by_id_root(server_id)
+            for name in os.listdir(root):
+                if os.path.join(root, name) not in wanted:
+                    os.remove(os.path.join(root, name))
 
     def save(self):
         """
