@@ -16,6 +16,8 @@ def make_backend(name, options, cluster_name, instance_id=None):
     ``cluster_name``. ``instance_id`` is this node's backend id where the
     caller knows it (an agent); the control service passes None.
     """
+    # Late: a node imports only its own backend (openstacksdk is heavy, and
+    # a loopback cluster never needs it).
     if name == "loopback":
         from blockmover.backends.loopback import LoopbackBlockDeviceAPI
         return LoopbackBlockDeviceAPI.from_options(

@@ -42,6 +42,8 @@ The config (YAML, every key optional):
 
 
 def _serve(args):
+    # Late: only serving needs the reactor and the server; clouds-yaml and
+    # cleanup stay quick and never install a reactor.
     from twisted.internet import endpoints, reactor
 
     from blockmover.emulator.server import Emulator
@@ -102,6 +104,7 @@ def _clouds_yaml(args):
 
 
 def _cleanup(args):
+    # Late, as in _serve: each subcommand imports only what it runs.
     from blockmover.backends import loopdevice
     from blockmover.emulator.store import remove_state
 
