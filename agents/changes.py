@@ -215,16 +215,22 @@ class MountFilesystem(Change):
                          self.dataset_id)
 
 
-class StartApplication(Change):
+class _ApplicationChange(Change):
     """
-    Start the application, only where its volume is mounted.
+    A change of an application as ``app.yml`` describes it.
     """
-    kind = "start"
     application = field(type=Application, mandatory=True)
 
     @property
     def application_name(self):
         return self.application.name
+
+
+class StartApplication(_ApplicationChange):
+    """
+    Start the application, only where its volume is mounted.
+    """
+    kind = "start"
 
     def run(self, context):
         application = self.application
@@ -247,18 +253,13 @@ class StartApplication(Change):
                 % (self.application.name, self.dataset_id, mountpoint))
 
 
-class AwaitReady(Change):
+class AwaitReady(_ApplicationChange):
     """
     Wait, with backoff under the check's deadline, until the running
     application serves (its ready checks pass), then record it ready.
     """
     kind = "ready"
     waits_for = "the application to serve"
-    application = field(type=Application, mandatory=True)
-
-    @property
-    def application_name(self):
-        return self.application.name
 
     def run(self, context):
         application = self.application

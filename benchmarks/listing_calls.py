@@ -16,24 +16,20 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from benchmarks.measuring import (  # noqa: E402
+    benchmark_cluster, benchmark_log, needs_root,
+)
 from blockmover.cluster.calls import (  # noqa: E402
     DATABASE, count_calls, deploy_workload,
 )
 from blockmover.cluster.deploying import (  # noqa: E402
     ChangeTimes, deploy, write_configuration,
 )
-from blockmover.cluster.down import down  # noqa: E402
-from blockmover.cluster.layout import make_layout  # noqa: E402
-from blockmover.cluster.leftovers import leftovers  # noqa: E402
 from blockmover.cluster.mongo import wait_for_server  # noqa: E402
-from blockmover.cluster.namespaces import unused_subnet  # noqa: E402
-from blockmover.cluster.up import up  # noqa: E402
 
 
 def run_cluster(nodes, args, log, move):
@@ -42,21 +38,13 @@ def run_cluster(nodes, args, log, move):
     ``args.moves`` moves of MongoDB back and forth; take the cluster down.
     :return: (CallCounts, [(changes, total) of each move]).
     """
-    name = "b" + uuid.uuid4().hex[:6]
-    layout = make_layout(
-        name, nodes, unused_subnet("10.79"),
-        os.path.join(tempfile.gettempdir(), "blockmover-bench-" + name),
-        backend="openstack", attach_latency=args.latency,
-        detach_latency=args.latency, refresh_interval=args.refresh)
-
-    def echo(line):
-        log.write(line + "\n")
-        log.flush()
     moved = []
     print("%d nodes: bringing up, deploying, counting for %.0fs ..."
           % (nodes, args.window), flush=True)
-    try:
-        up(layout, echo=echo)
+    with benchmark_cluster(nodes, log, backend="openstack",
+                           attach_latency=args.latency,
+                           detach_latency=args.latency,
+                           refresh_interval=args.refresh) as layout:
         applications, placement = deploy_workload(layout, output=log)
         counts = count_calls(layout, args.window)
         for number in range(args.moves if move else 0):
@@ -67,11 +55,6 @@ def run_cluster(nodes, args, log, move):
                 total = deploy(layout, output=log)
             wait_for_server(target.address)
             moved.append((times.changes, total))
-    finally:
-        down(layout.state_file, echo=echo)
-    left = leftovers(layout)
-    if left:
-        print("LEFT BEHIND: %s" % (left,))
     return counts, moved
 
 
@@ -89,15 +72,13 @@ def main(argv=None):
                         help="moves of MongoDB to time, back and forth "
                         "(default %(default)s)")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("needs root (namespaces, loop devices, mounts)")
+    refused = needs_root()
+    if refused:
+        print(refused)
         return 2
-    log = tempfile.NamedTemporaryFile(
-        mode="w", prefix="blockmover-bench-", suffix=".log", delete=False)
-    with log:
+    with benchmark_log() as log:
         two, moved = run_cluster(2, args, log, move=True)
         four, _ = run_cluster(4, args, log, move=False)
-    os.unlink(log.name)
 
     print()
     print("converged cluster, window %.0fs, control refresh every %.0fs"

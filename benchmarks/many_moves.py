@@ -21,22 +21,17 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.measuring import messages_of  # noqa: E402
+from benchmarks.measuring import (  # noqa: E402
+    benchmark_cluster, benchmark_log, messages_of, needs_root,
+)
 from blockmover.cluster.deploying import (  # noqa: E402
     deploy, write_configuration,
 )
-from blockmover.cluster.down import down  # noqa: E402
-from blockmover.cluster.layout import make_layout  # noqa: E402
-from blockmover.cluster.leftovers import leftovers  # noqa: E402
-from blockmover.cluster.namespaces import unused_subnet  # noqa: E402
-from blockmover.cluster.up import up  # noqa: E402
 
 
 def small_application(mountpoint):
@@ -74,56 +69,38 @@ def main(argv=None):
                         help="the emulator's attach and detach latency "
                         "(default %(default)s)")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="moves of one application alone, the median "
-                        "kept (default %(default)s)")
+                        help="moves of one application alone, there and "
+                        "back, the median kept (default %(default)s)")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("needs root (namespaces, loop devices, mounts)")
+    refused = needs_root()
+    if refused:
+        print(refused)
         return 2
-    name = "n" + uuid.uuid4().hex[:6]
-    layout = make_layout(
-        name, 2, unused_subnet("10.79"),
-        os.path.join(tempfile.gettempdir(), "blockmover-bench-" + name),
-        backend="openstack", attach_latency=args.latency,
-        detach_latency=args.latency)
-    log = tempfile.NamedTemporaryFile(
-        mode="w", prefix="blockmover-bench-", suffix=".log", delete=False)
-
-    def echo(line):
-        log.write(line + "\n")
-        log.flush()
     names = ["app%02d" % (i,) for i in range(args.apps)]
-    applications = {app: small_application(
-        os.path.join(layout.state_dir, "data", app)) for app in names}
-    node1, node2 = layout.nodes[0].name, layout.nodes[1].name
-    placement = {app: node1 for app in names}
-    with log:
-        print("bringing up a 2-node cluster on the emulator (attach and "
-              "detach %.1fs), deploying %d applications on %s ..."
-              % (args.latency, args.apps, node1), flush=True)
-        try:
-            up(layout, echo=echo)
-            first = timed_deploy(layout, applications, placement, log)
-            print("  first deploy of %d: %.2fs" % (args.apps, first),
-                  flush=True)
-            alone = []
-            for _ in range(args.repeat):
-                for target in (node2, node1):
-                    placement[names[0]] = target
-                    alone.append(timed_deploy(layout, applications,
-                                              placement, log))
-                    print("  one to %s: %.2fs" % (target, alone[-1]),
-                          flush=True)
-            together = timed_deploy(layout, applications,
-                                    {app: node2 for app in names}, log)
-            print("  %d at once to %s: %.2fs" % (args.apps, node2, together),
-                  flush=True)
-        finally:
-            down(layout.state_file, echo=echo)
-    left = leftovers(layout)
-    if left:
-        print("LEFT BEHIND: %s" % (left,))
-    os.unlink(log.name)
+    print("bringing up a 2-node cluster on the emulator (attach and detach "
+          "%.1fs), deploying %d applications on node1 ..."
+          % (args.latency, args.apps), flush=True)
+    with benchmark_log() as log, benchmark_cluster(
+            2, log, backend="openstack", attach_latency=args.latency,
+            detach_latency=args.latency) as layout:
+        applications = {app: small_application(
+            os.path.join(layout.state_dir, "data", app)) for app in names}
+        node1, node2 = layout.nodes[0].name, layout.nodes[1].name
+        placement = {app: node1 for app in names}
+        first = timed_deploy(layout, applications, placement, log)
+        print("  first deploy of %d: %.2fs" % (args.apps, first), flush=True)
+        alone = []
+        for _ in range(args.repeat):
+            for target in (node2, node1):
+                placement[names[0]] = target
+                alone.append(timed_deploy(layout, applications, placement,
+                                          log))
+                print("  one to %s: %.2fs" % (target, alone[-1]),
+                      flush=True)
+        together = timed_deploy(layout, applications,
+                                {app: node2 for app in names}, log)
+        print("  %d at once to %s: %.2fs" % (args.apps, node2, together),
+              flush=True)
     one = statistics.median(alone)
     print()
     print("moves on the emulator, attach and detach %.1fs" % (args.latency,))

@@ -1,14 +1,24 @@
 """
-What the move benchmarks measure with, where it happens: the structured
-logs of the control service, the agents and the emulator (eliot JSON
-lines), and a probe inside a node that notes the moment a port first
-accepts a connection.
+What the benchmarks run on and measure with: a local cluster of their own
+(up, then down with nothing left behind), the structured logs of the
+control service, the agents and the emulator (eliot JSON lines) and a
+probe inside a node that notes the moment a port first accepts a
+connection: each figure measured where it happens.
 """
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import uuid
+from contextlib import contextmanager
+
+from blockmover.cluster.down import down
+from blockmover.cluster.layout import make_layout
+from blockmover.cluster.leftovers import leftovers
+from blockmover.cluster.namespaces import unused_subnet
+from blockmover.cluster.up import up
 
 # Connects every 2 ms until the port accepts, then prints when it did.
 _PROBE = """
@@ -110,3 +120,56 @@ def log_paths(layout):
     cloud = os.path.join(layout.logs_dir, "cloud.log") \
         if layout.backend == "openstack" else None
     return layout.control_log, agents, cloud
+
+
+def needs_root():
+    """
+    None as root, else the message a benchmark exits with.
+    """
+    if os.geteuid() != 0:
+        return "needs root (namespaces, loop devices, mounts)"
+    return None
+
+
+@contextmanager
+def benchmark_cluster(nodes, log, **layout_options):
+    """
+    A local cluster of ``nodes`` nodes of its own (its name and subnet
+    unused by anything else), up for the ``with`` block, then down; what
+    it left behind is printed. Its progress lines go to ``log``.
+    ``layout_options`` go to ``make_layout`` (backend, latencies ...).
+    """
+    name = "b" + uuid.uuid4().hex[:6]
+    layout = make_layout(
+        name, nodes, unused_subnet("10.79"),
+        os.path.join(tempfile.gettempdir(), "blockmover-bench-" + name),
+        **layout_options)
+
+    def echo(line):
+        log.write(line + "\n")
+        log.flush()
+    try:
+        up(layout, echo=echo)
+        yield layout
+    finally:
+        down(layout.state_file, echo=echo)
+    left = leftovers(layout)
+    if left:
+        print("LEFT BEHIND: %s" % (left,))
+
+
+@contextmanager
+def benchmark_log():
+    """
+    A file for the clusters' progress and the deploys' output, removed
+    afterwards unless the benchmark failed (then its path is printed).
+    """
+    log = tempfile.NamedTemporaryFile(
+        mode="w", prefix="blockmover-bench-", suffix=".log", delete=False)
+    try:
+        with log:
+            yield log
+    except BaseException:
+        print("the clusters' log: %s" % (log.name,))
+        raise
+    os.unlink(log.name)

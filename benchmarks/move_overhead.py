@@ -24,27 +24,21 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.measuring import (  # noqa: E402
-    PortProbe, action_durations, messages_of,
+    PortProbe, action_durations, benchmark_cluster, benchmark_log,
+    messages_of, needs_root,
 )
 from blockmover.cluster.deploying import (  # noqa: E402
     deploy, write_configuration,
 )
-from blockmover.cluster.down import down  # noqa: E402
-from blockmover.cluster.layout import make_layout  # noqa: E402
-from blockmover.cluster.leftovers import leftovers  # noqa: E402
 from blockmover.cluster.mongo import (  # noqa: E402
     PORT, application, wait_for_server,
 )
-from blockmover.cluster.namespaces import unused_subnet  # noqa: E402
-from blockmover.cluster.up import up  # noqa: E402
 
 DATABASE = "mongodb"
 PARTS = ("total", "application stop", "backend detach", "backend attach",
@@ -125,21 +119,12 @@ def run(backend, args, log):
     Bring up a 2-node cluster on ``backend``, deploy MongoDB on node1, move
     it ``args.moves`` times back and forth; take the cluster down.
     """
-    name = "m" + uuid.uuid4().hex[:6]
-    layout = make_layout(
-        name, 2, unused_subnet("10.79"),
-        os.path.join(tempfile.gettempdir(), "blockmover-bench-" + name),
-        backend=backend, attach_latency=args.latency,
-        detach_latency=args.latency)
-
-    def echo(line):
-        log.write(line + "\n")
-        log.flush()
     print("%s: bringing up a 2-node cluster, deploying %s ..."
           % (backend, DATABASE), flush=True)
     moves = []
-    try:
-        up(layout, echo=echo)
+    with benchmark_cluster(2, log, backend=backend,
+                           attach_latency=args.latency,
+                           detach_latency=args.latency) as layout:
         applications = {DATABASE: application(
             os.path.join(layout.state_dir, "data", DATABASE))}
         nodes = list(layout.nodes)
@@ -153,11 +138,6 @@ def run(backend, args, log):
                 number + 1, source.name, target.name, ", ".join(
                     "%s %.3fs" % (p, parts[p]) for p in PARTS)), flush=True)
             moves.append(parts)
-    finally:
-        down(layout.state_file, echo=echo)
-    left = leftovers(layout)
-    if left:
-        print("LEFT BEHIND: %s" % (left,))
     return moves
 
 
@@ -172,16 +152,14 @@ def main(argv=None):
     parser.add_argument("--backends", default="loopback,openstack",
                         help="comma-separated (default %(default)s)")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("needs root (namespaces, loop devices, mounts)")
+    refused = needs_root()
+    if refused:
+        print(refused)
         return 2
-    log = tempfile.NamedTemporaryFile(
-        mode="w", prefix="blockmover-bench-", suffix=".log", delete=False)
     results = {}
-    with log:
+    with benchmark_log() as log:
         for backend in args.backends.split(","):
             results[backend] = run(backend, args, log)
-    os.unlink(log.name)
     print()
     worst = 0.0
     for backend, moves in results.items():
