@@ -23,7 +23,8 @@ from hypothesis.stateful import (
 
 from blockmover.backends import loopdevice, make_backend
 from blockmover.backends.interface import (
-    AlreadyAttached, NoInstanceId, ShrinkRefused, UnknownVolume, VolumeInUse,
+    AlreadyAttached, IListsChanges, IReportsLimits, NoInstanceId,
+    ShrinkRefused, UnknownVolume, VolumeInUse,
 )
 from blockmover.backends.loopback import (
     DEFAULT_ROOT, LoopbackBlockDeviceAPI,
@@ -43,6 +44,16 @@ class TestLoopbackConformance(BlockDeviceAPIConformance):
             return LoopbackBlockDeviceAPI(loopback_root, cluster_name,
                                           instance_id)
         return make
+
+
+def test_loopback_declares_no_optional_ability(make_loopback):
+    """
+    Loopback lists whole (a directory is cheap to read) and has no limits
+    of its own: it declares neither ability, so nobody asks it for one.
+    """
+    api = make_loopback("node1")
+    assert not IListsChanges.providedBy(api)
+    assert not IReportsLimits.providedBy(api)
 
 
 def _create(api, application="mongodb", size=MiB):

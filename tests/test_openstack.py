@@ -25,7 +25,8 @@ from blockmover.identity import dataset_id, volume_metadata
 from blockmover.poll import Backoff
 from blockmover.units import GiB
 from tests.conformance import (
-    NODE_A, NODE_B, BlockDeviceAPIConformance, wait_for_device,
+    NODE_A, NODE_B, BlockDeviceAPIConformance, ListsChangesConformance,
+    ReportsLimitsConformance, wait_for_device,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -102,7 +103,9 @@ def make_api(cloud, conn, instance, cluster, **kwargs):
                                    **kwargs)
 
 
-class TestOpenStackConformance(BlockDeviceAPIConformance):
+class TestOpenStackConformance(BlockDeviceAPIConformance,
+                               ListsChangesConformance,
+                               ReportsLimitsConformance):
     @pytest.fixture
     def backend_factory(self, cloud, conn):
         def make(instance_id, cluster_name, sleep=None):
