@@ -41,8 +41,14 @@ class Sleep(object):
         return False
 
 
+# After an event, what it announced usually follows within milliseconds (a
+# cloud's status catching up with the device it just plugged): look again
+# soon, then back off as before.
+AFTER_EVENT = Backoff(initial=0.01, factor=2.0, maximum=5.0)
+
+
 def poll(check, deadline, what, backoff=Backoff(), clock=time.monotonic,
-         sleep=time.sleep, wake=None):
+         sleep=time.sleep, wake=None, after_event=AFTER_EVENT):
     """
     Call ``check()`` until it returns something other than None, pausing
     with ``backoff`` in between, and return that. Blocks: call it in a
@@ -53,14 +59,15 @@ def poll(check, deadline, what, backoff=Backoff(), clock=time.monotonic,
     :param wake: None to pause with ``sleep``; else an object whose
         ``wait(timeout)`` pauses at most ``timeout`` seconds and returns
         True when an event that may have made ``check`` true ended it
-        early: then ``check`` runs at once and the backoff starts again
-        from its first step, so a wait ends soon after its event however
-        long it has waited.
+        early: then ``check`` runs at once and the pauses start again from
+        ``after_event``'s first step (growing to ``backoff``'s), so a wait
+        ends soon after its event however long it has waited.
     :raise Timeout: ``check`` still returned None after ``deadline`` seconds.
     """
     pause = wake.wait if wake is not None else Sleep(sleep).wait
     end = clock() + deadline
     attempt = 0
+    since_event = None
     while True:
         result = check()
         if result is not None:
@@ -69,7 +76,12 @@ def poll(check, deadline, what, backoff=Backoff(), clock=time.monotonic,
         if remaining <= 0:
             raise Timeout("gave up waiting for %s after %.1f seconds"
                           % (what, deadline))
-        if pause(min(backoff.delay(attempt), remaining)):
-            attempt = 0
+        delay = backoff.delay(attempt)
+        if since_event is not None:
+            delay = min(delay, after_event.delay(since_event))
+        if pause(min(delay, remaining)):
+            attempt, since_event = 0, 0
         else:
             attempt += 1
+            if since_event is not None:
+                since_event += 1

@@ -79,7 +79,8 @@ def test_an_event_ends_the_wait_within_a_tenth(duration, lag):
     # ``lag`` seconds later.
     looks, overshoot = wait_for_status(duration + lag, event_at=duration)
     assert 0.0 <= overshoot <= max(0.1, 0.1 * (duration + lag)) + 1e-9
-    assert looks <= 22
+    # A few quick looks after the event, while the status catches up.
+    assert looks <= 25
 
 
 def test_without_events_the_overshoot_is_bounded_by_the_backoff():
@@ -94,7 +95,7 @@ def test_without_events_the_overshoot_is_bounded_by_the_backoff():
     assert worst > 0.1
 
 
-def test_an_event_restarts_the_backoff_from_its_first_step():
+def test_after_an_event_the_looks_come_quickly_then_back_off():
     clock = FakeClock()
     wake = FakeEvents(clock, [10.0])
     backoff = Backoff(initial=0.1, factor=2.0, maximum=100.0)
@@ -104,8 +105,9 @@ def test_an_event_restarts_the_backoff_from_its_first_step():
     before = [timeout for began, timeout in wake.waits if began < 10.0]
     after = [timeout for began, timeout in wake.waits if began >= 10.0]
     assert before == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
-    # The last wait before was cut short at 10 s; then the first step again.
-    assert after[:3] == [0.1, 0.2, 0.4]
+    # The last wait before was cut short at 10 s; then quick looks, growing
+    # again (never slower than the backoff's own steps).
+    assert after[:6] == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32]
 
 
 def test_without_a_wake_source_it_sleeps():
