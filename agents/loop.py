@@ -560,7 +560,13 @@ class ConvergenceLoop(object):
             if not self._running:
                 break
             if self._desired is not desired:
-                continue
+                # A slice came while we looked. The look holds for it when
+                # it names the same volume (the look found devices by it).
+                if _volume_id(self._desired, dataset) != \
+                        _volume_id(desired, dataset) or \
+                        self._discovered != self._desired.generation:
+                    continue
+                desired = self._desired
             state = self._merge(dataset, seen)
             changes = self._dataset_plan(desired, state, dataset)
             worker.waiting = list(self._dataset_waiting(desired, state,
@@ -698,6 +704,11 @@ class ConvergenceLoop(object):
         self._last_report, self._last_report_at = report, now
         self._changed_backend = False
         self._reporter.send(report)
+
+
+def _volume_id(desired, dataset):
+    volume = desired.volumes.get(dataset)
+    return volume.volume_id if volume is not None else None
 
 
 def _parts(desired):
