@@ -15,12 +15,12 @@ import uuid
 import pytest
 
 from acceptance.watcher import SafetyWatcher
-from blockmover.cluster.cloud import CloudAdmin
-from blockmover.cluster.down import down
-from blockmover.cluster.layout import make_layout
-from blockmover.cluster.leftovers import leftovers
-from blockmover.cluster.namespaces import unused_subnet
-from blockmover.cluster.up import up
+from blockmover.localcluster.cloud import CloudAdmin
+from blockmover.localcluster.down import down
+from blockmover.localcluster.layout import make_layout
+from blockmover.localcluster.leftovers import leftovers
+from blockmover.localcluster.namespaces import unused_subnet
+from blockmover.localcluster.up import up
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKENDS = ["loopback", "openstack"]

@@ -14,8 +14,8 @@ import pytest
 
 from acceptance.moving import MongoDB, wait_for_stop_on
 from acceptance.cloudfiles import cloud_secrets
-from blockmover.cluster import processes, state
-from blockmover.cluster.services import CONTROL, agent_key
+from blockmover.localcluster import processes, state
+from blockmover.localcluster.services import CONTROL, agent_key
 
 
 @pytest.fixture(scope="module")

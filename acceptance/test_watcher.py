@@ -10,8 +10,8 @@ import sys
 import uuid
 
 from acceptance.watcher import SafetyWatcher
-from blockmover.cluster import processes
-from blockmover.cluster.namespaces import nsenter_argv
+from blockmover.localcluster import processes
+from blockmover.localcluster.namespaces import nsenter_argv
 from blockmover.command import run
 
 

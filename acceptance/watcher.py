@@ -11,9 +11,9 @@ import os
 import threading
 import time
 
-from blockmover.cluster import processes
-from blockmover.cluster.mounts import mounts_of
-from blockmover.cluster.namespaces import nsenter_argv
+from blockmover.localcluster import processes
+from blockmover.localcluster.mounts import mounts_of
+from blockmover.localcluster.namespaces import nsenter_argv
 
 INTERVAL = 0.05
 

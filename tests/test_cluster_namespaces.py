@@ -10,16 +10,16 @@ import uuid
 
 import pytest
 
-from blockmover.cluster import processes, state
-from blockmover.cluster.devices import loop_devices_under
-from blockmover.cluster.down import down
-from blockmover.cluster.layout import make_layout
-from blockmover.cluster.leftovers import leftovers
-from blockmover.cluster.mounts import mounts_of, namespace_mounts
-from blockmover.cluster.namespaces import (
+from blockmover.localcluster import processes, state
+from blockmover.localcluster.devices import loop_devices_under
+from blockmover.localcluster.down import down
+from blockmover.localcluster.layout import make_layout
+from blockmover.localcluster.leftovers import leftovers
+from blockmover.localcluster.mounts import mounts_of, namespace_mounts
+from blockmover.localcluster.namespaces import (
     link_exists, nsenter_argv, unused_subnet,
 )
-from blockmover.cluster.up import up
+from blockmover.localcluster.up import up
 from blockmover.command import run
 from blockmover.poll import Backoff, poll
 

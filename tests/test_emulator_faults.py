@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from blockmover.emulator.harness import RunningEmulator
+from tests.emulator_process import RunningEmulator
 from blockmover.backends.loopdevice import devices_backing
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from blockmover.command import run
-from blockmover.emulator.harness import RunningEmulator
+from tests.emulator_process import RunningEmulator
 from blockmover.backends.loopdevice import devices_backing, devices_under
 from blockmover.poll import poll
 

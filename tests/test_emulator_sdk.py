@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from blockmover.emulator.harness import RunningEmulator
+from tests.emulator_process import RunningEmulator
 from blockmover.backends.loopdevice import devices_backing, devices_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,

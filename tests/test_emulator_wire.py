@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from blockmover.emulator.harness import RunningEmulator
+from tests.emulator_process import RunningEmulator
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")

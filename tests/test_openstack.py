@@ -19,7 +19,7 @@ from eliot import add_destinations, remove_destination
 from blockmover.backends import loopdevice, make_backend
 from blockmover.backends.interface import BlockDeviceError, OverLimit
 from blockmover.backends.openstack import OpenStackBlockDeviceAPI
-from blockmover.emulator.harness import RunningEmulator
+from tests.emulator_process import RunningEmulator
 from blockmover.identity import dataset_id, volume_metadata
 from blockmover.poll import Backoff
 from blockmover.units import GiB

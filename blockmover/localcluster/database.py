@@ -8,7 +8,7 @@ import hashlib
 import json
 import socket
 
-from blockmover.cluster.services import script
+from blockmover.localcluster.services import script
 from blockmover.poll import Backoff, poll
 
 PORT = 27017

@@ -1,5 +1,5 @@
 """
-A running emulator for tests and demos: ``RunningEmulator`` starts
+A running emulator for tests: ``RunningEmulator`` starts
 ``blockmover-cloud serve`` as a child process on a free loopback port with
 its own temporary state directory, hands out clients (openstacksdk, raw
 HTTP, admin) and, on ``cleanup()``, stops the process it started and

@@ -9,8 +9,8 @@ import os
 
 from pyrsistent import PClass, field, pmap_field, pvector_field
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.layout import ClusterLayout
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.layout import ClusterLayout
 from blockmover.files import write_atomically
 from blockmover.model import from_data, to_data
 

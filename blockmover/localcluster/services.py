@@ -10,9 +10,9 @@ import sys
 import urllib.error
 import urllib.request
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.namespaces import nsenter_argv
-from blockmover.cluster.processes import wait_until_ready
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.namespaces import nsenter_argv
+from blockmover.localcluster.processes import wait_until_ready
 
 CONTROL = "control"
 READY_TIMEOUT = 30.0

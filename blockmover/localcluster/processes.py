@@ -10,8 +10,8 @@ import os
 import signal
 import subprocess
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.state import ProcessRecord
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.state import ProcessRecord
 from blockmover.poll import Backoff, Timeout, poll
 from blockmover.proc import process_start
 

@@ -8,13 +8,13 @@ failed attempt.
 
 import shutil
 
-from blockmover.cluster import (
+from blockmover.localcluster import (
     ClusterError, cloud, namespaces, processes, state,
 )
-from blockmover.cluster.devices import (
+from blockmover.localcluster.devices import (
     detach_loop_devices_under, loop_devices_under,
 )
-from blockmover.cluster.mounts import (
+from blockmover.localcluster.mounts import (
     is_mountpoint, node_made_mounts, unmount_in_namespace,
 )
 from blockmover.command import CommandFailed

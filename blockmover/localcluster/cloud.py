@@ -16,9 +16,9 @@ import uuid
 
 import yaml
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.processes import wait_until_ready
-from blockmover.cluster.services import script
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.processes import wait_until_ready
+from blockmover.localcluster.services import script
 from blockmover.command import run
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml

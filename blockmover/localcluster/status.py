@@ -8,9 +8,9 @@ import os
 import urllib.error
 import urllib.request
 
-from blockmover.cluster import cloud, processes, state
-from blockmover.cluster.namespaces import netns_exists
-from blockmover.cluster.services import CONTROL, agent_key
+from blockmover.localcluster import cloud, processes, state
+from blockmover.localcluster.namespaces import netns_exists
+from blockmover.localcluster.services import CONTROL, agent_key
 
 
 def control_state(url, timeout=5.0):

@@ -9,7 +9,7 @@ import re
 
 from pyrsistent import PClass, field, pvector_field
 
-from blockmover.cluster import ClusterError
+from blockmover.localcluster import ClusterError
 from blockmover.control import DEFAULT_PORT
 
 DEFAULT_NAME = "demo"

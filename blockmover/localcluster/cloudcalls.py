@@ -8,9 +8,9 @@ the volumes for the whole cluster, so the list calls must not grow with N.
 import os
 import time
 
-from blockmover.cluster.cloud import CloudAdmin
-from blockmover.cluster.deploying import deploy, write_configuration
-from blockmover.cluster.mongo import application, wait_for_server
+from blockmover.localcluster.cloud import CloudAdmin
+from blockmover.localcluster.deploying import deploy, write_configuration
+from blockmover.localcluster.database import application, wait_for_server
 
 DATABASE = "mongodb"
 # The listing endpoints of Cinder, with and without the project in the

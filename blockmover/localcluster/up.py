@@ -5,13 +5,13 @@ missing, recording it in the state file before it exists.
 
 import os
 
-from blockmover.cluster import (
+from blockmover.localcluster import (
     ClusterError, cloud, namespaces, processes, state,
 )
-from blockmover.cluster.configs import (
+from blockmover.localcluster.configs import (
     agent_config, cluster_config, write_yaml,
 )
-from blockmover.cluster.services import (
+from blockmover.localcluster.services import (
     CONTROL, agent_argv, agent_key, control_argv, output_path, service_env,
     wait_for_control,
 )

@@ -7,7 +7,7 @@ import os
 
 import yaml
 
-from blockmover.cluster.cloud import cloud_name, server_id
+from blockmover.localcluster.cloud import cloud_name, server_id
 from blockmover.files import write_atomically
 
 

@@ -5,10 +5,10 @@ tests) to prove that nothing was left behind.
 
 import os
 
-from blockmover.cluster import processes
-from blockmover.cluster.devices import loop_devices_under
-from blockmover.cluster.mounts import mounts_of
-from blockmover.cluster.namespaces import link_exists, netns_exists
+from blockmover.localcluster import processes
+from blockmover.localcluster.devices import loop_devices_under
+from blockmover.localcluster.mounts import mounts_of
+from blockmover.localcluster.namespaces import link_exists, netns_exists
 
 
 def leftovers(layout, records=()):
