@@ -12,8 +12,8 @@ import threading
 import time
 
 from blockmover.localcluster import processes
-from blockmover.localcluster.mounts import mounts_of
 from blockmover.localcluster.namespaces import nsenter_argv
+from blockmover.mountinfo import process_mounts
 
 INTERVAL = 0.05
 
@@ -71,7 +71,7 @@ class SafetyWatcher(object):
         if not processes.is_running(sentinel):
             raise RuntimeError("the sentinel of %s died" % (node,))
         return any(m.mountpoint == self.mountpoint
-                   for m in mounts_of(sentinel.pid))
+                   for m in process_mounts(sentinel.pid))
 
     def running(self):
         """

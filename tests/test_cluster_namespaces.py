@@ -15,12 +15,13 @@ from blockmover.localcluster.devices import loop_devices_under
 from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
 from blockmover.localcluster.leftovers import leftovers
-from blockmover.localcluster.mounts import mounts_of, namespace_mounts
+from blockmover.localcluster.mounts import namespace_mounts
 from blockmover.localcluster.namespaces import (
     link_exists, nsenter_argv, unused_subnet,
 )
 from blockmover.localcluster.up import up
 from blockmover.command import run
+from blockmover.mountinfo import process_mounts
 from blockmover.poll import Backoff, poll
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -80,7 +81,7 @@ def test_mount_in_a_node_is_invisible_elsewhere(layout, tmp_path):
     assert target in [m.mountpoint for m in namespace_mounts(node1.mount_ns)]
     assert target not in [m.mountpoint
                           for m in namespace_mounts(node2.mount_ns)]
-    assert target not in [m.mountpoint for m in mounts_of()]
+    assert target not in [m.mountpoint for m in process_mounts()]
     # down unmounts what the node mounted, or its namespace file would not
     # be the last holder of the tmpfs.
     down(layout.state_file, echo=quiet)

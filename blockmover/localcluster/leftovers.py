@@ -7,8 +7,8 @@ import os
 
 from blockmover.localcluster import processes
 from blockmover.localcluster.devices import loop_devices_under
-from blockmover.localcluster.mounts import mounts_of
 from blockmover.localcluster.namespaces import link_exists, netns_exists
+from blockmover.mountinfo import process_mounts
 
 
 def leftovers(layout, records=()):
@@ -29,7 +29,7 @@ def leftovers(layout, records=()):
         found.append("bridge %s" % (layout.bridge,))
     if os.path.exists(layout.mount_ns_dir):
         found.append("directory %s" % (layout.mount_ns_dir,))
-    for mount in mounts_of():
+    for mount in process_mounts():
         if mount.mountpoint.startswith(layout.state_dir + "/") or \
                 mount.mountpoint.startswith(layout.mount_ns_dir):
             found.append("mount %s" % (mount.mountpoint,))

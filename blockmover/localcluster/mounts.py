@@ -1,61 +1,21 @@
 """
-Reading mount tables (``/proc/<pid>/mountinfo``) and clearing the mounts a
-node made inside its own mount namespace.
+The mounts of a local cluster's nodes, each in its own mount namespace
+(read by ``blockmover.mountinfo``), and clearing the mounts a node made
+there.
 """
 
 import os
 
-from pyrsistent import PClass, field
-
 from blockmover.command import run
-
-
-class MountEntry(PClass):
-    mountpoint = field(type=str, mandatory=True)
-    source = field(type=str, mandatory=True)
-    fstype = field(type=str, mandatory=True)
-
-
-def _unescape(text):
-    # mountinfo writes space, tab, newline and backslash as octal escapes.
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"),
-                       ("\\134", "\\")):
-        text = text.replace(code, char)
-    return text
-
-
-def parse_mountinfo(text):
-    """
-    The mounts of a ``mountinfo`` text, in the kernel's order (parents
-    before children).
-    """
-    entries = []
-    for line in text.splitlines():
-        fields = line.split(" ")
-        if "-" not in fields:
-            continue
-        dash = fields.index("-")
-        entries.append(MountEntry(
-            mountpoint=_unescape(fields[4]),
-            fstype=fields[dash + 1],
-            source=_unescape(fields[dash + 2]),
-        ))
-    return entries
-
-
-def mounts_of(pid="self"):
-    """
-    The mounts in the mount namespace of process ``pid``.
-
-    :raise OSError: the process is gone.
-    """
-    with open("/proc/%s/mountinfo" % (pid,)) as f:
-        return parse_mountinfo(f.read())
+from blockmover.mountinfo import parse_mountinfo, process_mounts
 
 
 def is_mountpoint(path, pid="self"):
+    """
+    Whether ``path`` is a mountpoint in the mount namespace of ``pid``.
+    """
     path = os.path.realpath(path)
-    return any(m.mountpoint == path for m in mounts_of(pid))
+    return any(m.mountpoint == path for m in process_mounts(pid))
 
 
 def namespace_mounts(mount_ns):
@@ -72,7 +32,7 @@ def node_made_mounts(mount_ns, loop_devices):
     have, or whose source is one of ``loop_devices``: what the node mounted
     itself, deepest first so they can be unmounted in order.
     """
-    host = set((m.mountpoint, m.source) for m in mounts_of())
+    host = set((m.mountpoint, m.source) for m in process_mounts())
     devices = set(loop_devices)
     made = [m for m in namespace_mounts(mount_ns)
             if m.source in devices or (m.mountpoint, m.source) not in host]
