@@ -86,7 +86,8 @@ def mounts_of(device, mounts=None):
 
 def mount_at(mountpoint, mounts=None):
     """
-    The topmost ``blockmover.mountinfo.MountEntry`` at ``mountpoint``, or None.
+    The topmost ``blockmover.mountinfo.MountEntry`` at ``mountpoint``, or
+    None.
     """
     if mounts is None:
         mounts = current_mounts()
