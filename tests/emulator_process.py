@@ -14,12 +14,12 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 import yaml
 
+from blockmover import proc
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml, main as cloud_main
 from blockmover.emulator.store import URL_FILE
@@ -74,18 +74,18 @@ class RunningEmulator(object):
         url_file = os.path.join(self.state_dir, URL_FILE)
         if os.path.exists(url_file):
             os.remove(url_file)
-        self._output = open(os.path.join(self.dir, "output"), "ab")
-        self.process = subprocess.Popen(
+        # In our session: a test run stopped with ^C takes it along.
+        self.process = proc.start(
             [sys.executable, "-m", "blockmover.emulator.main", "serve",
              "--listen", "tcp:0:interface=127.0.0.1",
              "--state-dir", self.state_dir, "--config", self.config_path,
              "--log", self.log_path],
-            stdout=self._output, stderr=subprocess.STDOUT)
+            os.path.join(self.dir, "output"), session=False)
 
         def listening():
-            if self.process.poll() is not None:
-                raise EmulatorDied("blockmover-cloud exited %s: %s" % (
-                    self.process.returncode, self.output()))
+            if not proc.is_running(self.process):
+                raise EmulatorDied("blockmover-cloud exited: %s"
+                                   % (self.output(),))
             try:
                 with open(url_file) as f:
                     return f.read().strip() or None
@@ -109,15 +109,8 @@ class RunningEmulator(object):
         """
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        proc.stop(self.process, timeout=10)
         self.process = None
-        self._output.close()
 
     def restart(self):
         self.stop()

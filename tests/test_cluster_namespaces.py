@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from blockmover import proc
 from blockmover.localcluster import processes, state
 from blockmover.localcluster.devices import loop_devices_under
 from blockmover.localcluster.down import down
@@ -66,7 +67,7 @@ def test_node_has_its_address_and_reaches_the_bridge(layout):
         with connection:
             assert peer[0] == node.address
             assert connection.recv(100) == b"hello from node1"
-        processes.stop(client)
+        proc.stop(client, timeout=10)
     finally:
         listener.close()
 
@@ -111,8 +112,8 @@ def test_down_after_a_crash_cleans_up(layout):
         "agent-node1", agent)))
     orphan = processes.start(nsenter_argv(node) + ["sleep", "601"],
                              os.path.join(layout.logs_dir, "orphan.out"))
-    processes.kill(agent)
-    assert processes.is_running(orphan)
+    proc.kill(agent)
+    assert proc.is_running(orphan)
     assert down(layout.state_file, echo=quiet)
     assert leftovers(layout, [agent, orphan]) == []
     assert not down(layout.state_file, echo=quiet)
@@ -154,7 +155,7 @@ def test_down_after_up_was_killed_half_way(layout):
              "cluster up to make its bridge",
              backoff=Backoff(initial=0.01, factor=1.0, maximum=0.01))
     finally:
-        processes.kill(started)
+        proc.kill(started)
         os.unlink(str(layout.state_dir) + ".out")
     assert state.load(layout.state_file) is not None
     assert down(layout.state_file, echo=quiet)

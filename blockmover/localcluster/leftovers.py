@@ -5,7 +5,7 @@ tests) to prove that nothing was left behind.
 
 import os
 
-from blockmover.localcluster import processes
+from blockmover import proc
 from blockmover.localcluster.devices import loop_devices_under
 from blockmover.localcluster.namespaces import link_exists, netns_exists
 from blockmover.mountinfo import process_mounts
@@ -36,7 +36,7 @@ def leftovers(layout, records=()):
     for device in loop_devices_under(layout.backend_root):
         found.append("loop device %s" % (device,))
     for record in records:
-        if processes.is_running(record):
+        if proc.is_running(record):
             found.append("process %d (%s)" % (record.pid,
                                               " ".join(record.argv)))
     if os.path.exists(layout.state_dir):

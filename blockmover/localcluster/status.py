@@ -8,7 +8,8 @@ import os
 import urllib.error
 import urllib.request
 
-from blockmover.localcluster import cloud, processes, state
+from blockmover import proc
+from blockmover.localcluster import cloud, state
 from blockmover.localcluster.namespaces import netns_exists
 from blockmover.localcluster.services import CONTROL, agent_key
 
@@ -30,7 +31,7 @@ def _process_line(current, key):
     record = current.processes.get(key)
     if record is None:
         return "not started"
-    if processes.is_running(record):
+    if proc.is_running(record):
         return "running (pid %d)" % (record.pid,)
     return "NOT RUNNING (was pid %d; `blockmover cluster up` restarts it)" \
         % (record.pid,)
