@@ -3,13 +3,12 @@
 file, the kernel and the control service.
 """
 
-import json
 import os
-import urllib.error
-import urllib.request
 
 from blockmover import proc
+from blockmover.client import ControlError, ControlUnreachable
 from blockmover.localcluster import cloud, state
+from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.namespaces import netns_exists
 from blockmover.localcluster.services import CONTROL, agent_key
 
@@ -20,10 +19,8 @@ def control_state(url, timeout=5.0):
     not answer.
     """
     try:
-        with urllib.request.urlopen(url + "/v1/state",
-                                    timeout=timeout) as response:
-            return json.load(response)
-    except (urllib.error.URLError, OSError, ValueError):
+        return ask_control(url, lambda client: client.get_state(), timeout)
+    except (ControlUnreachable, ControlError):
         return None
 
 
