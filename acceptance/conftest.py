@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from acceptance.watcher import SafetyWatcher
-from blockmover.localcluster.cloud import CloudAdmin
+from blockmover.localcluster.cloud import admin as cloud_admin
 from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
 from blockmover.localcluster.leftovers import leftovers
@@ -52,7 +52,7 @@ class Cluster(object):
         """
         The emulator's admin API (openstack backend only).
         """
-        return CloudAdmin(self.layout)
+        return cloud_admin(self.layout)
 
     def echo(self, line):
         with open(self.log_path, "a") as f:

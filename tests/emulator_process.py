@@ -2,12 +2,14 @@
 A running emulator for tests: ``RunningEmulator`` starts
 ``blockmover-cloud serve`` as a child process on a free loopback port with
 its own temporary state directory, hands out clients (openstacksdk, raw
-HTTP, admin) and, on ``cleanup()``, stops the process it started and
-removes its loop devices and files.
+HTTP for the wire protocol, ``EmulatorAdmin`` for its admin API) and, on
+``cleanup()``, stops the process it started and removes its loop devices
+and files.
 
     with RunningEmulator({"latency": {"attach": 0.2}}) as cloud:
         conn = cloud.connect()
         status, headers, body = cloud.request("GET", "/v3/volumes/detail")
+        cloud.admin.set_faults({"latency": [{"seconds": 0.5}]})
 """
 
 import http.client
@@ -20,6 +22,7 @@ import tempfile
 import yaml
 
 from blockmover import proc
+from blockmover.emulator.admin_client import EmulatorAdmin
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml, main as cloud_main
 from blockmover.emulator.store import URL_FILE
@@ -39,7 +42,8 @@ class RunningEmulator(object):
     An emulator child process configured by ``config`` (a dict, as the
     YAML file would hold). Attributes once started: ``url``, ``state_dir``,
     ``clouds_yaml`` (path of a clouds.yaml naming cloud ``CLOUD``),
-    ``project_id``, ``servers`` ({name: id}).
+    ``admin`` (an ``EmulatorAdmin``), ``project_id``, ``servers`` ({name:
+    id}).
     """
 
     def __init__(self, config=None, base_dir=None):
@@ -54,6 +58,7 @@ class RunningEmulator(object):
             yaml.safe_dump(self.config_data, f)
         self.process = None
         self.url = None
+        self.admin = None
         self._token = None
         user = next(iter(self.config.users.values()))
         self.project_id = self.config.projects[user["project"]]
@@ -93,6 +98,7 @@ class RunningEmulator(object):
                 return None
         self.url = poll(listening, timeout, "the emulator to listen",
                         Backoff(initial=0.05, maximum=0.5))
+        self.admin = EmulatorAdmin(self.url, token=self.config.admin_token)
         with open(self.clouds_yaml, "w") as f:
             f.write(clouds_yaml(self.config, self.url, CLOUD))
         os.chmod(self.clouds_yaml, 0o600)
@@ -181,14 +187,6 @@ class RunningEmulator(object):
                                    % (status, body))
             self._token = headers["x-subject-token"]
         return self._token
-
-    def admin(self, method, path, body=None):
-        """
-        A call to the admin API; returns (status, parsed body).
-        """
-        status, _, reply = self.request(method, "/admin" + path, body=body,
-                                        token=False)
-        return status, reply
 
     def volume_status(self, volume_id):
         status, _, body = self.request(

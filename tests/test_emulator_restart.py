@@ -8,9 +8,9 @@ import os
 import pytest
 
 from blockmover.command import run
-from tests.emulator_process import RunningEmulator
 from blockmover.backends.loopdevice import devices_backing, devices_under
 from blockmover.poll import poll
+from tests.emulator_process import RunningEmulator
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")

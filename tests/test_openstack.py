@@ -19,13 +19,13 @@ from eliot import add_destinations, remove_destination
 from blockmover.backends import loopdevice, make_backend
 from blockmover.backends.interface import BlockDeviceError, OverLimit
 from blockmover.backends.openstack import OpenStackBlockDeviceAPI
-from tests.emulator_process import RunningEmulator
 from blockmover.identity import dataset_id, volume_metadata
 from blockmover.poll import Backoff
 from blockmover.units import GiB
 from tests.conformance import (
     NODE_A, NODE_B, BlockDeviceAPIConformance, wait_for_device,
 )
+from tests.emulator_process import RunningEmulator
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")
@@ -89,7 +89,7 @@ def logged():
 @pytest.fixture(autouse=True)
 def no_faults(cloud, logged):
     yield
-    assert cloud.admin("DELETE", "/faults")[0] == 200
+    cloud.admin.clear_faults()
 
 
 def make_api(cloud, conn, instance, cluster, **kwargs):
@@ -149,7 +149,7 @@ def test_lists_this_cluster_only_on_every_page(cloud, clusters, logged):
     mine = {create(ours, "app-%d" % (i,)).volume_id for i in range(5)}
     for i in range(5):
         create(theirs, "app-%d" % (i,))
-    assert cloud.admin("POST", "/counters/reset")[0] == 200
+    cloud.admin.reset_counters()
     already = len(detail_requests(logged))
 
     listed = ours.list_volumes()
@@ -159,8 +159,7 @@ def test_lists_this_cluster_only_on_every_page(cloud, clusters, logged):
     # Three pages of at most two of our five volumes, plus the SDK's look
     # after the last marker (an empty page); the ten volumes unfiltered
     # would take six calls.
-    counters = cloud.admin("GET", "/counters")[1]["counters"]
-    assert counters == {"GET /v3/{project}/volumes/detail": 4}
+    assert cloud.admin.counters() == {"GET /v3/{project}/volumes/detail": 4}
     sent = detail_requests(logged)[already:]
     assert len(sent) == 4
     for line in sent:
@@ -198,9 +197,9 @@ def test_slow_attach_and_detach_wait_with_backoff(cloud, clusters):
     sleeps = Sleeps()
     api = clusters(sleep=sleeps)
     volume = create(api, "slow")
-    assert cloud.admin("PUT", "/faults", {"stuck": [
+    cloud.admin.set_faults({"stuck": [
         {"operation": "attach", "seconds": 2.0, "count": 1},
-        {"operation": "detach", "seconds": 2.0, "count": 1}]})[0] == 200
+        {"operation": "detach", "seconds": 2.0, "count": 1}]})
 
     started = time.monotonic()
     attached = api.attach_volume(volume.volume_id, api.compute_instance_id())
@@ -227,13 +226,13 @@ def test_attach_and_detach_ride_out_faults(cloud, clusters):
     api = clusters(sleep=sleeps)
     volume = create(api, "faulty")
     attachments = "POST /compute/v2.1/servers/*/os-volume_attachments"
-    assert cloud.admin("PUT", "/faults", {
+    cloud.admin.set_faults({
         "errors": [{"match": "* /v3/*", "status": 503, "fraction": 0.3},
                    {"match": "* /compute/*", "status": 503,
                     "fraction": 0.3}],
         "over_limit": [{"match": attachments, "count": 1, "retry_after": 1},
                        {"match": "DELETE /compute/*", "count": 1,
-                        "retry_after": 1}]})[0] == 200
+                        "retry_after": 1}]})
 
     attached = api.attach_volume(volume.volume_id, api.compute_instance_id())
     assert attached.attached_to == api.compute_instance_id()
@@ -242,9 +241,9 @@ def test_attach_and_detach_ride_out_faults(cloud, clusters):
     del sleeps.delays[:]
     api.detach_volume(volume.volume_id)
     assert 1.0 in sleeps.delays
-    assert cloud.admin("DELETE", "/faults")[0] == 200
+    cloud.admin.clear_faults()
     assert api.get_volume(volume.volume_id).attached_to is None
-    assert cloud.admin("GET", "/faults")[1]["faults"] == {}
+    assert cloud.admin.faults() == {}
 
 
 def test_quota_refusal_is_over_limit_with_the_cloud_message(clusters):
@@ -271,11 +270,10 @@ def test_device_limit_is_over_limit(clusters):
 
 def test_limits_come_from_cinder(cloud, clusters):
     api = clusters()
-    assert cloud.admin("POST", "/counters/reset")[0] == 200
+    cloud.admin.reset_counters()
     limits = api.limits()
     assert (limits.region_volumes, limits.region_size) == (100, 1000 * GiB)
-    counters = cloud.admin("GET", "/counters")[1]["counters"]
-    assert counters == {"GET /v3/{project}/limits": 1}
+    assert cloud.admin.counters() == {"GET /v3/{project}/limits": 1}
 
 
 def test_make_backend_from_clouds_yaml(cloud, monkeypatch):

@@ -8,7 +8,7 @@ the volumes for the whole cluster, so the list calls must not grow with N.
 import os
 import time
 
-from blockmover.localcluster.cloud import CloudAdmin
+from blockmover.localcluster import cloud
 from blockmover.localcluster.deploying import deploy, write_configuration
 from blockmover.localcluster.database import application, wait_for_server
 
@@ -83,7 +83,7 @@ def count_calls(layout, seconds, sleep=time.sleep):
 
     :return: ``CallCounts``.
     """
-    admin = CloudAdmin(layout)
+    admin = cloud.admin(layout)
     admin.reset_counters()
     started = time.monotonic()
     sleep(seconds)
