@@ -64,10 +64,6 @@ class Cluster(object):
         """
         return up(self.layout, echo=self.echo)
 
-    def tail(self, lines=40):
-        with open(self.log_path) as f:
-            return "".join(f.readlines()[-lines:])
-
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def cluster(request):

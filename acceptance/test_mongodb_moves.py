@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from acceptance.moving import MongoDB, wait_for_stop_on
 from acceptance.cloudfiles import cloud_secrets
+from acceptance.moving import MongoDB, wait_for_stop_on
 from blockmover import proc
 from blockmover.localcluster import state
 from blockmover.localcluster.services import CONTROL, agent_key

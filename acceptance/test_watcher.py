@@ -11,9 +11,9 @@ import uuid
 
 from acceptance.watcher import SafetyWatcher
 from blockmover import proc
+from blockmover.command import run
 from blockmover.localcluster import processes
 from blockmover.localcluster.namespaces import nsenter_argv
-from blockmover.command import run
 
 
 def probe_argv(marker):

@@ -13,8 +13,8 @@ import time
 
 from blockmover import proc
 from blockmover.localcluster import processes
-from blockmover.localcluster.state import ProcessRecord
 from blockmover.localcluster.namespaces import nsenter_argv
+from blockmover.localcluster.state import ProcessRecord
 from blockmover.mountinfo import process_mounts
 
 INTERVAL = 0.05

@@ -25,13 +25,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 from blockmover.localcluster.cloudcalls import (  # noqa: E402
     DATABASE, count_calls, deploy_workload,
 )
+from blockmover.localcluster.database import wait_for_server  # noqa: E402
 from blockmover.localcluster.deploying import (  # noqa: E402
     ChangeTimes, deploy, write_configuration,
 )
 from blockmover.localcluster.down import down  # noqa: E402
 from blockmover.localcluster.layout import make_layout  # noqa: E402
 from blockmover.localcluster.leftovers import leftovers  # noqa: E402
-from blockmover.localcluster.database import wait_for_server  # noqa: E402
 from blockmover.localcluster.namespaces import unused_subnet  # noqa: E402
 from blockmover.localcluster.up import up  # noqa: E402
 

@@ -7,12 +7,12 @@ import argparse
 import os
 import sys
 
+from blockmover.command import CommandFailed
 from blockmover.localcluster import ClusterError
 from blockmover.localcluster.layout import (
     BACKENDS, DEFAULT_LATENCY, DEFAULT_NAME, DEFAULT_SUBNET,
     default_state_dir, make_layout,
 )
-from blockmover.command import CommandFailed
 from blockmover.poll import Timeout
 
 DESCRIPTION = """\
@@ -59,6 +59,10 @@ def _backend(parser):
                             help="openstack: how long the emulator takes "
                             "to %s a volume (default %%(default)s)"
                             % (step,))
+
+
+# Each command imports late what it runs: `status` needs none of the code
+# that makes a cluster, and no command but `demo` needs the demo's.
 
 
 def _up(args):

@@ -110,6 +110,8 @@ class ControlClient(object):
 
     def __init__(self, base_url, reactor=None, agent=None, timeout=30.0):
         if reactor is None:
+            # Late: importing the global reactor installs it, and a caller
+            # with a reactor of its own wants no other.
             from twisted.internet import reactor
         self.base_url = base_url.rstrip("/")
         self._reactor = reactor

@@ -135,6 +135,8 @@ class RunningEmulator(object):
         """
         An openstacksdk connection to the emulator, from its clouds.yaml.
         """
+        # Late: openstacksdk takes seconds to import, and only the tests
+        # that connect need it.
         import openstack
         from openstack.config import loader
         cloud = loader.OpenStackConfig(

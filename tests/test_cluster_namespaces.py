@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from blockmover import proc
+from blockmover.command import run
 from blockmover.localcluster import processes, state
 from blockmover.localcluster.devices import loop_devices_under
 from blockmover.localcluster.down import down
@@ -21,7 +22,6 @@ from blockmover.localcluster.namespaces import (
     link_exists, nsenter_argv, unused_subnet,
 )
 from blockmover.localcluster.up import up
-from blockmover.command import run
 from blockmover.mountinfo import process_mounts
 from blockmover.poll import Backoff, poll
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from blockmover.command import run
 from blockmover.backends.loopdevice import devices_backing, devices_under
+from blockmover.command import run
 from blockmover.poll import poll
 from tests.emulator_process import RunningEmulator
 

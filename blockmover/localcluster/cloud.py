@@ -13,14 +13,14 @@ import uuid
 
 import yaml
 
-from blockmover.localcluster.processes import wait_until_ready
-from blockmover.localcluster.services import script
 from blockmover.command import run
 from blockmover.emulator.admin_client import EmulatorAdmin
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml
 from blockmover.emulator.store import URL_FILE
 from blockmover.files import write_atomically
+from blockmover.localcluster.processes import wait_until_ready
+from blockmover.localcluster.services import script
 
 CLOUD = "cloud"
 READY_TIMEOUT = 30.0

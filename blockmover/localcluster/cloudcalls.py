@@ -9,8 +9,8 @@ import os
 import time
 
 from blockmover.localcluster import cloud
-from blockmover.localcluster.deploying import deploy, write_configuration
 from blockmover.localcluster.database import application, wait_for_server
+from blockmover.localcluster.deploying import deploy, write_configuration
 
 DATABASE = "mongodb"
 # The listing endpoints of Cinder, with and without the project in the

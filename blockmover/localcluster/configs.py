@@ -7,8 +7,8 @@ import os
 
 import yaml
 
-from blockmover.localcluster.cloud import cloud_name, server_id
 from blockmover.files import write_atomically
+from blockmover.localcluster.cloud import cloud_name, server_id
 
 
 def backend_config(layout):

@@ -9,6 +9,7 @@ failed attempt.
 import shutil
 
 from blockmover import proc
+from blockmover.command import CommandFailed
 from blockmover.localcluster import (
     ClusterError, cloud, namespaces, processes, state,
 )
@@ -18,7 +19,6 @@ from blockmover.localcluster.devices import (
 from blockmover.localcluster.mounts import (
     is_mountpoint, node_made_mounts, unmount_in_namespace,
 )
-from blockmover.command import CommandFailed
 
 
 def _stop_services(current, echo):

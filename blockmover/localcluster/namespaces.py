@@ -8,8 +8,8 @@ idempotent: it makes (or removes) what is missing and leaves the rest.
 import os
 import random
 
-from blockmover.localcluster import ClusterError
 from blockmover.command import run
+from blockmover.localcluster import ClusterError
 from blockmover.localcluster.mounts import (
     is_mountpoint, namespace_mounts, unmount_in_namespace,
 )

@@ -9,9 +9,9 @@ import os
 
 from pyrsistent import PClass, field, pmap_field, pvector_field
 
+from blockmover.files import write_atomically
 from blockmover.localcluster import ClusterError
 from blockmover.localcluster.layout import ClusterLayout
-from blockmover.files import write_atomically
 from blockmover.model import from_data, to_data
 from blockmover.proc import Process
 

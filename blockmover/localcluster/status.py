@@ -3,8 +3,6 @@
 file, the kernel and the control service.
 """
 
-import os
-
 from blockmover import proc
 from blockmover.client import ControlError, ControlUnreachable
 from blockmover.localcluster import cloud, state
@@ -74,6 +72,3 @@ def status_lines(state_file):
                          ", ".join(app.get("mounted_on") or []) or "none"))
     return lines
 
-
-def default_state_file(state_dir):
-    return os.path.join(state_dir, "cluster.json")
