@@ -143,6 +143,22 @@ def test_a_node_never_pins_a_filesystem_mounted_on_the_host(layout, tmp_path):
     assert loop_devices_under(str(tmp_path)) == {}
 
 
+def _session(sid):
+    """
+    The live processes of the session ``sid``.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                inside = os.getsid(int(entry)) == sid
+            except ProcessLookupError:
+                continue
+            if inside and proc.find(int(entry)) is not None:
+                found.append(int(entry))
+    return found
+
+
 def test_down_after_up_was_killed_half_way(layout):
     # Kill `blockmover cluster up` as soon as it has made anything, then
     # take down whatever it left: nothing may remain.
@@ -156,6 +172,10 @@ def test_down_after_up_was_killed_half_way(layout):
              backoff=Backoff(initial=0.01, factor=1.0, maximum=0.01))
     finally:
         proc.kill(started)
+        # A command it ran (ip, mount) may still finish its work, as after
+        # a real crash: down runs once it has.
+        poll(lambda: None if _session(started.pid) else True, 30,
+             "the commands cluster up started to end")
         os.unlink(str(layout.state_dir) + ".out")
     assert state.load(layout.state_file) is not None
     assert down(layout.state_file, echo=quiet)
