@@ -8,7 +8,7 @@ import stat
 
 import yaml
 
-from blockmover.cluster.cloud import admin_token_path, config_path
+from blockmover.localcluster.cloud import admin_token_path, config_path
 
 
 def cloud_secrets(layout):

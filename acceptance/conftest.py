@@ -16,12 +16,12 @@ import pytest
 
 from acceptance.watcher import SafetyWatcher
 from blockmover.backends import BACKENDS
-from blockmover.cluster.cloud import CloudAdmin
-from blockmover.cluster.down import down
-from blockmover.cluster.layout import make_layout
-from blockmover.cluster.leftovers import leftovers
-from blockmover.cluster.namespaces import unused_subnet
-from blockmover.cluster.up import up
+from blockmover.localcluster.cloud import admin as cloud_admin
+from blockmover.localcluster.down import down
+from blockmover.localcluster.layout import make_layout
+from blockmover.localcluster.leftovers import leftovers
+from blockmover.localcluster.namespaces import unused_subnet
+from blockmover.localcluster.up import up
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Seconds the emulator takes to attach and to detach, like a slow cloud.
@@ -52,7 +52,7 @@ class Cluster(object):
         """
         The emulator's admin API (openstack backend only).
         """
-        return CloudAdmin(self.layout)
+        return cloud_admin(self.layout)
 
     def echo(self, line):
         with open(self.log_path, "a") as f:
@@ -63,10 +63,6 @@ class Cluster(object):
         Bring the cluster up, or restart whatever of it is not running.
         """
         return up(self.layout, echo=self.echo)
-
-    def tail(self, lines=40):
-        with open(self.log_path) as f:
-            return "".join(f.readlines()[-lines:])
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

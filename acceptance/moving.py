@@ -5,14 +5,14 @@ Moving MongoDB around the acceptance cluster and checking its data.
 import os
 import subprocess
 
-from blockmover.cluster.deploying import (
-    app_yml_path, deploy, write_configuration,
-)
-from blockmover.cluster.mongo import (
+from blockmover.localcluster.database import (
     application, checksum, missing_or_wrong, read_documents,
     refuses_connections, wait_for_server, write_documents,
 )
-from blockmover.cluster.services import script, service_env
+from blockmover.localcluster.deploying import (
+    app_yml_path, deploy, write_configuration,
+)
+from blockmover.localcluster.services import script, service_env
 from blockmover.poll import Backoff, poll
 
 APP = "mongodb"

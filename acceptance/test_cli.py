@@ -12,9 +12,9 @@ import tempfile
 import uuid
 
 from acceptance.cloudfiles import cloud_secrets
-from blockmover.cluster import state
-from blockmover.cluster.leftovers import leftovers
-from blockmover.cluster.namespaces import unused_subnet
+from blockmover.localcluster import state
+from blockmover.localcluster.leftovers import leftovers
+from blockmover.localcluster.namespaces import unused_subnet
 
 BLOCKMOVER = os.path.join(os.path.dirname(sys.executable), "blockmover")
 

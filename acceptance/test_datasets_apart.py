@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from blockmover.cluster.deploying import deploy, write_configuration
-from blockmover.cluster.status import control_state
+from blockmover.localcluster.deploying import deploy, write_configuration
+from blockmover.localcluster.status import control_state
 from blockmover.poll import Backoff, poll
 
 # How long the cloud holds the slow dataset's attach: far longer than a

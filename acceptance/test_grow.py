@@ -10,11 +10,11 @@ import subprocess
 
 import pytest
 
-from blockmover.cluster.deploying import (
+from blockmover.localcluster.deploying import (
     app_yml_path, deploy, write_configuration,
 )
-from blockmover.cluster.namespaces import nsenter_argv
-from blockmover.cluster.services import script, service_env
+from blockmover.localcluster.namespaces import nsenter_argv
+from blockmover.localcluster.services import script, service_env
 from blockmover.units import GiB, MiB
 
 # Sizes the backend can hold: the emulator counts whole GiB; xfs needs more

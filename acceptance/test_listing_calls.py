@@ -13,13 +13,13 @@ import uuid
 
 import pytest
 
-from blockmover.cluster import state
-from blockmover.cluster.calls import count_calls, deploy_workload
-from blockmover.cluster.down import down
-from blockmover.cluster.layout import make_layout
-from blockmover.cluster.leftovers import leftovers
-from blockmover.cluster.namespaces import unused_subnet
-from blockmover.cluster.up import up
+from blockmover.localcluster import state
+from blockmover.localcluster.cloudcalls import count_calls, deploy_workload
+from blockmover.localcluster.down import down
+from blockmover.localcluster.layout import make_layout
+from blockmover.localcluster.leftovers import leftovers
+from blockmover.localcluster.namespaces import unused_subnet
+from blockmover.localcluster.up import up
 
 REFRESH_INTERVAL = 2.0
 WINDOW = 20.0
@@ -32,8 +32,8 @@ SLACK = 2
 def converged_cluster(nodes, log):
     """
     A cluster of ``nodes`` nodes on the openstack backend with the
-    workload of ``blockmover.cluster.calls`` running; taken down after,
-    leaving nothing.
+    workload of ``blockmover.localcluster.cloudcalls`` running; taken down
+    after, leaving nothing.
     """
     name = "l" + uuid.uuid4().hex[:6]
     layout = make_layout(

@@ -12,10 +12,11 @@ import os
 
 import pytest
 
-from acceptance.moving import MongoDB, wait_for_stop_on
 from acceptance.cloudfiles import cloud_secrets
-from blockmover.cluster import processes, state
-from blockmover.cluster.services import CONTROL, agent_key
+from acceptance.moving import MongoDB, wait_for_stop_on
+from blockmover import proc
+from blockmover.localcluster import state
+from blockmover.localcluster.services import CONTROL, agent_key
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +102,11 @@ def test_move_survives_a_kill(cluster, mongodb, victim):
 
     mongodb.submit(target)
     wait_for_stop_on(cluster.watcher, source)
-    processes.kill(record)
+    proc.kill(record)
     # Killed in the middle: the server has stopped on the source and does
     # not run on the target yet.
     assert not cluster.watcher.running().get(target)
-    assert not processes.is_running(record)
+    assert not proc.is_running(record)
 
     cluster.up()
     assert recorded(cluster, key).pid != record.pid

@@ -10,9 +10,10 @@ import sys
 import uuid
 
 from acceptance.watcher import SafetyWatcher
-from blockmover.cluster import processes
-from blockmover.cluster.namespaces import nsenter_argv
+from blockmover import proc
 from blockmover.command import run
+from blockmover.localcluster import processes
+from blockmover.localcluster.namespaces import nsenter_argv
 
 
 def probe_argv(marker):
@@ -65,7 +66,7 @@ def test_watcher_sees_every_kind_of_breach(cluster):
     finally:
         watcher.stop()
         for record in started:
-            processes.stop(record)
+            proc.stop(record, processes.STOP_TIMEOUT)
         for node in mounted:
             run(["nsenter", "--mount=" + node.mount_ns, "--",
                  "umount", target])

@@ -11,9 +11,11 @@ import os
 import threading
 import time
 
-from blockmover.cluster import processes
-from blockmover.cluster.mounts import mounts_of
-from blockmover.cluster.namespaces import nsenter_argv
+from blockmover import proc
+from blockmover.localcluster import processes
+from blockmover.localcluster.namespaces import nsenter_argv
+from blockmover.localcluster.state import ProcessRecord
+from blockmover.mountinfo import process_mounts
 
 INTERVAL = 0.05
 
@@ -59,7 +61,7 @@ class SafetyWatcher(object):
         if self._thread is not None:
             self._thread.join(10)
         for record in self._sentinels.values():
-            processes.stop(record)
+            proc.stop(record, processes.STOP_TIMEOUT)
 
     # --- what is where -----------------------------------------------
 
@@ -68,10 +70,10 @@ class SafetyWatcher(object):
         Whether the watched mountpoint is mounted in ``node``'s namespace.
         """
         sentinel = self._sentinels[node]
-        if not processes.is_running(sentinel):
+        if not proc.is_running(sentinel):
             raise RuntimeError("the sentinel of %s died" % (node,))
         return any(m.mountpoint == self.mountpoint
-                   for m in mounts_of(sentinel.pid))
+                   for m in process_mounts(sentinel.pid))
 
     def running(self):
         """
@@ -90,12 +92,12 @@ class SafetyWatcher(object):
                 node = self._netns.get(_netns_id("/proc/%d/ns/net" % (pid,)))
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            started = processes.start_time(pid)
-            if node is None or started is None:
+            process = proc.find(pid)
+            if node is None or process is None:
                 continue
-            record = processes.ProcessRecord(pid=pid, start_time=started)
+            record = ProcessRecord(pid=pid, start_time=process.start_time)
             found.setdefault(node, []).append(record)
-            self.seen[(pid, started)] = record
+            self.seen[(pid, process.start_time)] = record
         return found
 
     # --- the checks --------------------------------------------------------
@@ -112,7 +114,7 @@ class SafetyWatcher(object):
             if self.mounted_on(mounted[0]):
                 self._breach("%s mounted on %s at once"
                              % (self.mountpoint, ", ".join(mounted)))
-        live = {node: [r for r in records if processes.is_running(r)]
+        live = {node: [r for r in records if proc.is_running(r)]
                 for node, records in running.items()}
         live = {node: records for node, records in live.items() if records}
         if len(live) > 1:
@@ -124,7 +126,7 @@ class SafetyWatcher(object):
                 # running before and after an unmounted look means it ran
                 # without its volume.
                 if not self.mounted_on(node) and any(
-                        processes.is_running(r) for r in records):
+                        proc.is_running(r) for r in records):
                     self._breach("%s runs on %s where %s is not mounted"
                                  % (self.marker, node, self.mountpoint))
         self.checks += 1

@@ -30,6 +30,7 @@ from twisted.python.threadpool import ThreadPool
 
 from agents.changes import NodeContext
 from agents.report import Reporter
+from agents.runtime import IApplicationExits
 from blockmover.client import ControlError, ControlUnreachable
 from blockmover.identity import dataset_id
 from blockmover.model import (
@@ -607,6 +608,8 @@ class ConvergenceLoop(object):
         exit wakes the worker at once.
         """
         if worker.exit_watch is not None and worker.exit_watch.open:
+            return
+        if not IApplicationExits.providedBy(context.runtime):
             return
         worker.close_exit_watch()
         names = [name for name in state.running

@@ -1,6 +1,6 @@
 """
-Mounts on this node: what is mounted where (from ``/proc/self/mountinfo``,
-so the mount namespace the agent runs in), mounting a dataset's filesystem
+Mounts on this node: what is mounted where (the mount namespace the agent
+runs in, read by ``blockmover.mountinfo``), mounting a dataset's filesystem
 only after checking its stamp, and unmounting that refuses while busy.
 
 Blocking: call from a thread, never on the reactor.
@@ -8,15 +8,12 @@ Blocking: call from a thread, never on the reactor.
 
 import os
 
-from pyrsistent import PClass, field
-
 from blockmover.command import CommandFailed, run
+from blockmover.mountinfo import process_mounts
 
 from blockmover.identity import stamped
 
 from agents.filesystem import FilesystemError, probe
-
-MOUNTINFO = "/proc/self/mountinfo"
 
 
 class WrongFilesystem(FilesystemError):
@@ -58,50 +55,11 @@ class FilesystemBusy(FilesystemError):
             % (mountpoint, who))
 
 
-class MountEntry(PClass):
-    """
-    One line of mountinfo: ``dev`` is the ``(major, minor)`` of the
-    mounted filesystem's device.
-    """
-    mountpoint = field(type=str, mandatory=True)
-    source = field(type=str, mandatory=True)
-    fstype = field(type=str, mandatory=True)
-    dev = field(type=tuple, mandatory=True)
-
-
-def _unescape(text):
-    # mountinfo writes space, tab, newline and backslash as octal escapes.
-    for escaped, plain in (("\\040", " "), ("\\011", "\t"),
-                           ("\\012", "\n"), ("\\134", "\\")):
-        text = text.replace(escaped, plain)
-    return text
-
-
-def parse_mountinfo(text):
-    """
-    The ``MountEntry`` list of a mountinfo file's ``text``, in mount order.
-    """
-    entries = []
-    for line in text.splitlines():
-        fields = line.split(" ")
-        if len(fields) < 10:
-            continue
-        separator = fields.index("-", 6)
-        major, minor = fields[2].split(":")
-        entries.append(MountEntry(
-            mountpoint=_unescape(fields[4]),
-            source=_unescape(fields[separator + 2]),
-            fstype=fields[separator + 1],
-            dev=(int(major), int(minor))))
-    return entries
-
-
 def current_mounts():
     """
     Every mount of this node's mount namespace, in mount order.
     """
-    with open(MOUNTINFO) as f:
-        return parse_mountinfo(f.read())
+    return process_mounts()
 
 
 def device_number(device):
@@ -130,7 +88,8 @@ def mounts_of(device, mounts=None):
 
 def mount_at(mountpoint, mounts=None):
     """
-    The topmost ``MountEntry`` at ``mountpoint``, or None.
+    The topmost ``blockmover.mountinfo.MountEntry`` at ``mountpoint``, or
+    None.
     """
     if mounts is None:
         mounts = current_mounts()

@@ -2,15 +2,15 @@
 How applications run on a node. ``ProcessRuntime`` runs each application's
 ``command`` as a process in its own session, so it outlives the agent, and
 keeps a record of it on disk, so a restarted agent finds what it started
-and neither orphans nor duplicates it.
+and neither orphans nor duplicates it. Processes are started, stopped and
+watched by ``blockmover.proc``: a stop returns the moment the application
+exits, and ``exit_fd`` tells the loop of an exit as it happens.
 
 Blocking: call from a thread, never on the reactor.
 """
 
 import json
 import os
-import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -19,10 +19,9 @@ from contextlib import suppress
 from eliot import log_message
 from zope.interface import Interface, implementer
 
+from blockmover import proc
 from blockmover.files import write_atomically
 from blockmover.model import RunningApplication
-from blockmover.poll import Backoff, Timeout, poll
-from blockmover.proc import process_start
 
 
 class ApplicationRuntimeError(Exception):
@@ -88,15 +87,22 @@ class IApplicationRuntime(Interface):
         Idempotent; one not running is left as it is.
         """
 
+
+class IApplicationExits(Interface):
+    """
+    An optional ability of a runtime: it tells the moment an application
+    exits, so the agent's loop learns of a crash by event, not by polling.
+    """
+
     def exit_fd(name):
         """
-        A file descriptor that becomes readable when the running
-        application ``name`` exits (a pidfd; the caller closes it), or None
-        when it does not run.
+        A file descriptor that becomes readable the moment the application
+        ``name`` exits, for the reactor to watch (``addReader``); the
+        caller closes it. Blocks briefly: call it in a thread.
+
+        :return: the descriptor, or None when ``name`` is not running.
         """
 
-
-_BACKOFF = Backoff(initial=0.02, factor=1.5, maximum=0.5)
 
 # Every process started carries its start's token in this variable, so a
 # start interrupted before its record was complete still finds its process.
@@ -118,14 +124,13 @@ def find_session_leader(variable, value):
             leader = os.getsid(int(entry)) == int(entry)
         except (OSError, ProcessLookupError):
             continue
-        if leader and wanted in environ:
-            found = process_start(int(entry))
-            if found is not None and found[1] not in "ZX":
-                return int(entry)
+        if leader and wanted in environ and \
+                proc.find(int(entry)) is not None:
+            return int(entry)
     return None
 
 
-@implementer(IApplicationRuntime)
+@implementer(IApplicationRuntime, IApplicationExits)
 class ProcessRuntime(object):
     """
     Applications as processes. ``state_dir`` holds ``apps/<name>.json``
@@ -141,8 +146,6 @@ class ProcessRuntime(object):
         self._logs = os.path.join(state_dir, "logs")
         os.makedirs(self._apps, exist_ok=True)
         os.makedirs(self._logs, exist_ok=True)
-        # The processes this object started, kept to reap them.
-        self._children = {}
         self._lock = threading.RLock()
 
     def _record_path(self, name):
@@ -167,20 +170,7 @@ class ProcessRuntime(object):
         with suppress(FileNotFoundError):
             os.unlink(self._record_path(name))
 
-    def _reap(self):
-        for name, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[name]
-
-    def _alive(self, record):
-        found = process_start(record["pid"])
-        if found is None:
-            return False
-        start_time, state = found
-        return start_time == record["start_time"] and state not in "ZX"
-
     def _live_record(self, name):
-        self._reap()
         record = self._read_record(name)
         if record is None:
             return None
@@ -188,7 +178,7 @@ class ProcessRuntime(object):
             record = self._finish_interrupted_start(name, record)
             if record is None:
                 return None
-        if not self._alive(record):
+        if not proc.is_running(_process(record)):
             self._remove_record(name)
             return None
         return record
@@ -199,11 +189,11 @@ class ProcessRuntime(object):
         pid = None
         if intent.get("token"):
             pid = find_session_leader(TOKEN_VARIABLE, intent["token"])
-        found = process_start(pid) if pid is not None else None
+        found = proc.find(pid) if pid is not None else None
         if found is None:
             self._remove_record(name)
             return None
-        record = dict(intent, pid=pid, start_time=found[0])
+        record = dict(intent, pid=pid, start_time=found.start_time)
         self._write_record(name, record)
         return record
 
@@ -227,21 +217,6 @@ class ProcessRuntime(object):
             if record is not None and not record.get("ready"):
                 self._write_record(name, dict(record, ready=True))
 
-    def exit_fd(self, name):
-        with self._lock:
-            record = self._live_record(name)
-            if record is None:
-                return None
-            try:
-                fd = os.pidfd_open(record["pid"])
-            except ProcessLookupError:
-                return None
-            # The pid may have been reused between the look and the open.
-            if not self._alive(record):
-                os.close(fd)
-                return None
-            return fd
-
     def start(self, application):
         if not application.command:
             raise CommandRequired(application.name)
@@ -264,59 +239,48 @@ class ProcessRuntime(object):
             self._write_record(application.name, record)
             log_path = os.path.join(self._logs, application.name + ".log")
             try:
-                with open(log_path, "ab") as log:
-                    child = subprocess.Popen(
-                        list(application.command), cwd=cwd, env=env,
-                        stdin=subprocess.DEVNULL, stdout=log,
-                        stderr=subprocess.STDOUT, close_fds=True,
-                        start_new_session=True)
+                process = proc.start(application.command, log_path, env=env,
+                                     cwd=cwd)
             except OSError as e:
                 self._remove_record(application.name)
                 raise StartFailed(
                     "cannot start %r: %s; check its command in app.yml"
                     % (application.name, e))
-            self._children[application.name] = child
-            start_time, _ = process_start(child.pid)
             self._write_record(application.name, dict(
-                record, pid=child.pid, start_time=start_time))
-            return RunningApplication(name=application.name, pid=child.pid)
-
-    def _gone(self, name, record):
-        def check():
-            child = self._children.get(name)
-            if child is not None and child.pid == record["pid"]:
-                return True if child.poll() is not None else None
-            return None if self._alive(record) else True
-        return check
-
-    def _signal(self, record, signum):
-        # The application leads its own session and process group, so the
-        # whole group gets the signal, its children included. A group that
-        # is gone already needs no signal.
-        with suppress(ProcessLookupError):
-            os.killpg(record["pid"], signum)
+                record, pid=process.pid, start_time=process.start_time))
+            return RunningApplication(name=application.name, pid=process.pid)
 
     def stop(self, name):
         with self._lock:
             record = self._live_record(name)
             if record is None:
                 return
-            self._signal(record, signal.SIGTERM)
+            # The application leads its own session and process group, so
+            # the whole group gets the signals, its children included.
             signalled = time.monotonic()
             try:
-                poll(self._gone(name, record), self.stop_timeout,
-                     "%s to stop after SIGTERM" % (name,), _BACKOFF)
-            except Timeout:
-                if self._alive(record):
-                    self._signal(record, signal.SIGKILL)
-                try:
-                    poll(self._gone(name, record), self.kill_timeout,
-                         "%s to die after SIGKILL" % (name,), _BACKOFF)
-                except Timeout as e:
-                    raise StopFailed(str(e))
+                proc.stop(_process(record), self.stop_timeout,
+                          self.kill_timeout, group=True)
+            except proc.StillRunning as e:
+                raise StopFailed("%s: %s" % (name, e))
             # The application's own time to stop, apart from ours.
             log_message(message_type="blockmover:agent:application-stopped",
                         application=name,
                         seconds=round(time.monotonic() - signalled, 4))
-            self._reap()
             self._remove_record(name)
+
+    def exit_fd(self, name):
+        """
+        See ``IApplicationExits``: a pidfd of the application's recorded
+        process, whether started here or adopted after a restart.
+        """
+        with self._lock:
+            record = self._live_record(name)
+            if record is None:
+                return None
+            return proc.exit_fd(_process(record))
+
+
+def _process(record):
+    # The process an application record names.
+    return proc.Process(pid=record["pid"], start_time=record["start_time"])

@@ -23,13 +23,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks.measuring import (  # noqa: E402
     benchmark_cluster, benchmark_log, needs_root,
 )
-from blockmover.cluster.calls import (  # noqa: E402
+from blockmover.localcluster.cloudcalls import (  # noqa: E402
     DATABASE, count_calls, deploy_workload,
 )
-from blockmover.cluster.deploying import (  # noqa: E402
+from blockmover.localcluster.deploying import (  # noqa: E402
     ChangeTimes, deploy, write_configuration,
 )
-from blockmover.cluster.mongo import wait_for_server  # noqa: E402
+from blockmover.localcluster.database import wait_for_server  # noqa: E402
 
 
 def run_cluster(nodes, args, log, move):

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks.measuring import (  # noqa: E402
     benchmark_cluster, benchmark_log, messages_of, needs_root,
 )
-from blockmover.cluster.deploying import (  # noqa: E402
+from blockmover.localcluster.deploying import (  # noqa: E402
     deploy, write_configuration,
 )
 

@@ -14,11 +14,11 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 
-from blockmover.cluster.down import down
-from blockmover.cluster.layout import make_layout
-from blockmover.cluster.leftovers import leftovers
-from blockmover.cluster.namespaces import unused_subnet
-from blockmover.cluster.up import up
+from blockmover.localcluster.down import down
+from blockmover.localcluster.layout import make_layout
+from blockmover.localcluster.leftovers import leftovers
+from blockmover.localcluster.namespaces import unused_subnet
+from blockmover.localcluster.up import up
 
 # Connects every 2 ms until the port accepts, then prints when it did.
 _PROBE = """

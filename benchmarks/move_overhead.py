@@ -33,10 +33,10 @@ from benchmarks.measuring import (  # noqa: E402
     PortProbe, action_durations, benchmark_cluster, benchmark_log,
     messages_of, needs_root,
 )
-from blockmover.cluster.deploying import (  # noqa: E402
+from blockmover.localcluster.deploying import (  # noqa: E402
     deploy, write_configuration,
 )
-from blockmover.cluster.mongo import (  # noqa: E402
+from blockmover.localcluster.database import (  # noqa: E402
     PORT, application, wait_for_server,
 )
 

@@ -7,12 +7,12 @@ import argparse
 import os
 import sys
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.layout import (
+from blockmover.command import CommandFailed
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.layout import (
     BACKENDS, DEFAULT_LATENCY, DEFAULT_NAME, DEFAULT_SUBNET,
     default_state_dir, make_layout,
 )
-from blockmover.command import CommandFailed
 from blockmover.poll import Timeout
 
 DESCRIPTION = """\
@@ -61,8 +61,12 @@ def _backend(parser):
                             % (step,))
 
 
+# Each command imports late what it runs: `status` needs none of the code
+# that makes a cluster, and no command but `demo` needs the demo's.
+
+
 def _up(args):
-    from blockmover.cluster.up import up
+    from blockmover.localcluster.up import up
     up(make_layout(args.name, args.nodes, args.subnet, _state_dir(args),
                    args.port, backend=args.backend,
                    attach_latency=args.attach_latency,
@@ -71,13 +75,13 @@ def _up(args):
 
 
 def _down(args):
-    from blockmover.cluster.down import down
+    from blockmover.localcluster.down import down
     down(os.path.join(_state_dir(args), "cluster.json"))
     return 0
 
 
 def _status(args):
-    from blockmover.cluster.status import status_lines
+    from blockmover.localcluster.status import status_lines
     for line in status_lines(os.path.join(_state_dir(args),
                                           "cluster.json")):
         print(line)
@@ -85,7 +89,7 @@ def _status(args):
 
 
 def _demo(args):
-    from blockmover.demo import demo
+    from blockmover.localcluster.demo import demo
     return demo(documents=args.documents, keep=args.keep,
                 backend=args.backend, attach_latency=args.attach_latency,
                 detach_latency=args.detach_latency)

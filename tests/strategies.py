@@ -3,6 +3,7 @@ Hypothesis strategies for blockmover's records, and the YAML that describes
 a Deployment, shared by the tests of every part.
 """
 
+import yaml
 from hypothesis import strategies as st
 
 from blockmover.identity import dataset_id
@@ -103,7 +104,6 @@ def deployment_yaml(deployment):
     """
     ``(cluster_yml, app_yml)`` texts describing ``deployment``.
     """
-    import yaml
     backend = dict(deployment.backend.options, name=deployment.backend.name)
     limits = {k: (format_size(v) if k.endswith("size") else v)
               for k, v in deployment.backend.limits._to_dict().items()

@@ -22,10 +22,10 @@ from twisted.internet.task import deferLater
 from agents.changes import NodeContext
 from agents.loop import STOP_GRACE, AgentThreadPool, ConvergenceLoop
 from blockmover.backends.loopback import LoopbackBlockDeviceAPI
-from blockmover.cluster.mounts import (
+from blockmover.localcluster.mounts import (
     is_mountpoint, namespace_mounts, unmount_in_namespace,
 )
-from blockmover.cluster.namespaces import (
+from blockmover.localcluster.namespaces import (
     make_mount_ns_dir, make_node_mount_ns, remove_mount_ns_dir,
     remove_node_mount_ns,
 )

@@ -11,11 +11,11 @@ import stat
 import pytest
 import yaml
 
-from blockmover.cluster import ClusterError, cloud
-from blockmover.cluster.configs import agent_config, cluster_config
-from blockmover.cluster.layout import make_layout
 from blockmover.config import load_agent_config, load_deployment
 from blockmover.emulator.config import load_config
+from blockmover.localcluster import ClusterError, cloud
+from blockmover.localcluster.configs import agent_config, cluster_config
+from blockmover.localcluster.layout import make_layout
 
 
 @pytest.fixture

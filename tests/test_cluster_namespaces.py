@@ -10,17 +10,19 @@ import uuid
 
 import pytest
 
-from blockmover.cluster import processes, state
-from blockmover.cluster.devices import loop_devices_under
-from blockmover.cluster.down import down
-from blockmover.cluster.layout import make_layout
-from blockmover.cluster.leftovers import leftovers
-from blockmover.cluster.mounts import mounts_of, namespace_mounts
-from blockmover.cluster.namespaces import (
+from blockmover import proc
+from blockmover.command import run
+from blockmover.localcluster import processes, state
+from blockmover.localcluster.devices import loop_devices_under
+from blockmover.localcluster.down import down
+from blockmover.localcluster.layout import make_layout
+from blockmover.localcluster.leftovers import leftovers
+from blockmover.localcluster.mounts import namespace_mounts
+from blockmover.localcluster.namespaces import (
     link_exists, nsenter_argv, unused_subnet,
 )
-from blockmover.cluster.up import up
-from blockmover.command import run
+from blockmover.localcluster.up import up
+from blockmover.mountinfo import process_mounts
 from blockmover.poll import Backoff, poll
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -65,7 +67,7 @@ def test_node_has_its_address_and_reaches_the_bridge(layout):
         with connection:
             assert peer[0] == node.address
             assert connection.recv(100) == b"hello from node1"
-        processes.stop(client)
+        proc.stop(client, timeout=10)
     finally:
         listener.close()
 
@@ -80,7 +82,7 @@ def test_mount_in_a_node_is_invisible_elsewhere(layout, tmp_path):
     assert target in [m.mountpoint for m in namespace_mounts(node1.mount_ns)]
     assert target not in [m.mountpoint
                           for m in namespace_mounts(node2.mount_ns)]
-    assert target not in [m.mountpoint for m in mounts_of()]
+    assert target not in [m.mountpoint for m in process_mounts()]
     # down unmounts what the node mounted, or its namespace file would not
     # be the last holder of the tmpfs.
     down(layout.state_file, echo=quiet)
@@ -110,8 +112,8 @@ def test_down_after_a_crash_cleans_up(layout):
         "agent-node1", agent)))
     orphan = processes.start(nsenter_argv(node) + ["sleep", "601"],
                              os.path.join(layout.logs_dir, "orphan.out"))
-    processes.kill(agent)
-    assert processes.is_running(orphan)
+    proc.kill(agent)
+    assert proc.is_running(orphan)
     assert down(layout.state_file, echo=quiet)
     assert leftovers(layout, [agent, orphan]) == []
     assert not down(layout.state_file, echo=quiet)
@@ -141,6 +143,22 @@ def test_a_node_never_pins_a_filesystem_mounted_on_the_host(layout, tmp_path):
     assert loop_devices_under(str(tmp_path)) == {}
 
 
+def _session(sid):
+    """
+    The live processes of the session ``sid``.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                inside = os.getsid(int(entry)) == sid
+            except ProcessLookupError:
+                continue
+            if inside and proc.find(int(entry)) is not None:
+                found.append(int(entry))
+    return found
+
+
 def test_down_after_up_was_killed_half_way(layout):
     # Kill `blockmover cluster up` as soon as it has made anything, then
     # take down whatever it left: nothing may remain.
@@ -153,7 +171,11 @@ def test_down_after_up_was_killed_half_way(layout):
              "cluster up to make its bridge",
              backoff=Backoff(initial=0.01, factor=1.0, maximum=0.01))
     finally:
-        processes.kill(started)
+        proc.kill(started)
+        # A command it ran (ip, mount) may still finish its work, as after
+        # a real crash: down runs once it has.
+        poll(lambda: None if _session(started.pid) else True, 30,
+             "the commands cluster up started to end")
         os.unlink(str(layout.state_dir) + ".out")
     assert state.load(layout.state_file) is not None
     assert down(layout.state_file, echo=quiet)

@@ -4,12 +4,16 @@ emulator.
 """
 
 import os
+import socket
 import time
 
 import pytest
 
-from blockmover.emulator.harness import RunningEmulator
 from blockmover.backends.loopdevice import devices_backing
+from blockmover.emulator.admin_client import (
+    AdminRefused, AdminUnreachable, EmulatorAdmin,
+)
+from tests.emulator_process import RunningEmulator
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")
@@ -29,7 +33,8 @@ def cloud():
 @pytest.fixture(autouse=True)
 def no_faults(cloud):
     yield
-    assert cloud.admin("DELETE", "/faults")[0] == 200
+    cloud.admin.clear_faults()
+    assert cloud.admin.faults() == {}
 
 
 @pytest.fixture
@@ -40,7 +45,7 @@ def volume_id(cloud):
     volume_id = body["volume"]["id"]
     cloud.wait_for_status(volume_id, "available")
     yield volume_id
-    cloud.admin("DELETE", "/faults")
+    cloud.admin.clear_faults()
     if cloud.volume_status(volume_id) != "available":
         cloud.request("DELETE", "/compute/v2.1/servers/%s/"
                       "os-volume_attachments/%s"
@@ -58,10 +63,9 @@ def attach(cloud, volume_id):
 
 
 def test_error_fraction_one_fails_every_matching_request(cloud):
-    status, _ = cloud.admin("PUT", "/faults", {"errors": [
+    assert cloud.admin.set_faults({"errors": [
         {"match": "GET /v3/{project}/volumes/detail", "status": 503,
-         "fraction": 1.0}]})
-    assert status == 200
+         "fraction": 1.0}]})["errors"]
     for _ in range(3):
         status, _, body = cloud.request(
             "GET", "/v3/%s/volumes/detail" % (cloud.project_id,))
@@ -73,13 +77,13 @@ def test_error_fraction_one_fails_every_matching_request(cloud):
 
 
 def test_error_fraction_zero_never_fails(cloud):
-    cloud.admin("PUT", "/faults", {"errors": [
+    cloud.admin.set_faults({"errors": [
         {"match": "*", "status": 500, "fraction": 0.0}]})
     assert cloud.request("GET", "/v3/volumes/detail")[0] == 200
 
 
 def test_over_limit_for_the_next_n_requests(cloud):
-    cloud.admin("PUT", "/faults", {"over_limit": [
+    cloud.admin.set_faults({"over_limit": [
         {"match": "GET /v3/*", "count": 2, "retry_after": 3}]})
     for _ in range(2):
         status, headers, body = cloud.request("GET", "/v3/volumes/detail")
@@ -90,7 +94,7 @@ def test_over_limit_for_the_next_n_requests(cloud):
 
 
 def test_added_latency(cloud):
-    cloud.admin("PUT", "/faults", {"latency": [
+    cloud.admin.set_faults({"latency": [
         {"match": "GET /v3/{project}/limits", "seconds": 0.5}]})
     started = time.monotonic()
     assert cloud.request("GET", "/v3/%s/limits" % (cloud.project_id,))[0] \
@@ -99,27 +103,26 @@ def test_added_latency(cloud):
 
 
 def test_counters_count_per_endpoint_template(cloud):
-    assert cloud.admin("POST", "/counters/reset")[0] == 200
+    cloud.admin.reset_counters()
     for _ in range(3):
         cloud.request("GET", "/v3/%s/volumes/detail" % (cloud.project_id,))
     cloud.request("GET", "/v3/volumes/detail")
-    status, body = cloud.admin("GET", "/counters")
-    assert status == 200
-    assert body["counters"] == {"GET /v3/{project}/volumes/detail": 3,
+    assert cloud.admin.counters() == {"GET /v3/{project}/volumes/detail": 3,
                                 "GET /v3/volumes/detail": 1}
 
 
 def test_bad_fault_data_is_400_and_changes_nothing(cloud):
-    cloud.admin("PUT", "/faults", {"latency": [{"seconds": 0.01}]})
-    status, body = cloud.admin("PUT", "/faults", {"nonsense": []})
-    assert status == 400
-    assert cloud.admin("GET", "/faults")[1]["faults"]["latency"]
+    cloud.admin.set_faults({"latency": [{"seconds": 0.01}]})
+    with pytest.raises(AdminRefused) as refused:
+        cloud.admin.set_faults({"nonsense": []})
+    assert refused.value.code == 400
+    assert cloud.admin.faults()["latency"]
 
 
 def test_stuck_detaching(cloud, volume_id):
     assert attach(cloud, volume_id)[0] == 200
     cloud.wait_for_status(volume_id, "in-use")
-    cloud.admin("PUT", "/faults", {"stuck": [
+    cloud.admin.set_faults({"stuck": [
         {"operation": "detach", "seconds": 1.5, "count": 1}]})
     started = time.monotonic()
     status, _, _ = cloud.request(
@@ -133,7 +136,7 @@ def test_stuck_detaching(cloud, volume_id):
 
 
 def test_attach_error_returns_volume_to_available(cloud, volume_id):
-    cloud.admin("PUT", "/faults", {"attach_errors": [{"count": 1}]})
+    cloud.admin.set_faults({"attach_errors": [{"count": 1}]})
     assert attach(cloud, volume_id)[0] == 200
     seen = set()
     deadline = time.monotonic() + 10
@@ -174,16 +177,16 @@ def test_stuck_attach_of_one_volume_only(cloud):
     slow = named_volume(cloud, "blockmover-demo-slowdb")
     fast = named_volume(cloud, "blockmover-demo-web")
     try:
-        assert cloud.admin("PUT", "/faults", {"stuck": [
+        cloud.admin.set_faults({"stuck": [
             {"operation": "attach", "seconds": 3.0,
-             "name": "*-slowdb", "server": "node1"}]})[0] == 200
+             "name": "*-slowdb", "server": "node1"}]})
         assert attach(cloud, slow)[0] == 200
         assert attach(cloud, fast)[0] == 200
         cloud.wait_for_status(fast, "in-use")
         assert cloud.volume_status(slow) == "attaching"
         cloud.wait_for_status(slow, "in-use")
     finally:
-        cloud.admin("DELETE", "/faults")
+        cloud.admin.clear_faults()
         for volume_id in (slow, fast):
             if cloud.volume_status(volume_id) != "available":
                 cloud.wait_for_status(volume_id, "in-use")
@@ -193,3 +196,22 @@ def test_stuck_attach_of_one_volume_only(cloud):
                 cloud.wait_for_status(volume_id, "available")
             cloud.request("DELETE", "/v3/volumes/%s" % (volume_id,))
             cloud.wait_for_status(volume_id, None)
+
+
+def test_admin_token_is_sent_and_required():
+    with RunningEmulator({"admin_token": "s3cret"}) as cloud:
+        assert cloud.admin.faults() == {}
+        with pytest.raises(AdminRefused) as refused:
+            EmulatorAdmin(cloud.url).faults()
+        assert refused.value.code == 403
+        with pytest.raises(AdminRefused) as refused:
+            EmulatorAdmin(cloud.url, token="wrong").reset_counters()
+        assert refused.value.code == 403
+
+
+def test_admin_api_not_answering():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = "http://127.0.0.1:%d" % (s.getsockname()[1],)
+        with pytest.raises(AdminUnreachable):
+            EmulatorAdmin(url, timeout=2.0).counters()

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from blockmover.command import run
-from blockmover.emulator.harness import RunningEmulator
 from blockmover.backends.loopdevice import devices_backing, devices_under
+from blockmover.command import run
 from blockmover.poll import poll
+from tests.emulator_process import RunningEmulator
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from blockmover.emulator.harness import RunningEmulator
 from blockmover.backends.loopdevice import devices_backing, devices_under
+from tests.emulator_process import RunningEmulator
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")

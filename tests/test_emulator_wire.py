@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from blockmover.emulator.harness import RunningEmulator
+from tests.emulator_process import RunningEmulator
+
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")
@@ -296,9 +297,7 @@ def test_extend_in_use_grows_the_loop_device(cloud, volume):
     volume_id = volume(size=1)
     assert attach(cloud, cloud.servers["node1"], volume_id)[0] == 200
     cloud.wait_for_status(volume_id, "in-use")
-    status, body = cloud.admin("GET", "/volumes")
-    assert status == 200
-    [mine] = [v for v in body["volumes"] if v["id"] == volume_id]
+    [mine] = [v for v in cloud.admin.volumes() if v["id"] == volume_id]
     assert mine["server_id"] == cloud.servers["node1"]
     loop = os.path.basename(mine["loop"])
     # In-use extend needs microversion 3.42.

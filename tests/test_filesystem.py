@@ -177,13 +177,3 @@ def test_grow_xfs_online():
         assert os.statvfs(mountpoint).f_blocks * \
             os.statvfs(mountpoint).f_frsize > before
         mounts.unmount(mountpoint)
-
-
-def test_parse_mountinfo_unescapes():
-    text = ("36 35 7:3 / /mnt/with\\040space rw,relatime shared:1 - ext4 "
-            "/dev/loop3 rw\n"
-            "37 35 0:5 / /proc rw - proc proc rw\n")
-    first, second = mounts.parse_mountinfo(text)
-    assert (first.mountpoint, first.source, first.fstype, first.dev) == (
-        "/mnt/with space", "/dev/loop3", "ext4", (7, 3))
-    assert (second.mountpoint, second.dev) == ("/proc", (0, 5))

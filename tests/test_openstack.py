@@ -20,7 +20,6 @@ from blockmover.backends.interface import BlockDeviceError, OverLimit
 from blockmover.backends.openstack import (
     STATUS_BACKOFF, OpenStackBlockDeviceAPI,
 )
-from blockmover.emulator.harness import RunningEmulator
 from blockmover.identity import dataset_id, volume_metadata
 from blockmover.poll import Backoff
 from blockmover.units import GiB
@@ -28,6 +27,7 @@ from tests.conformance import (
     NODE_A, NODE_B, BlockDeviceAPIConformance, ListsChangesConformance,
     ReportsLimitsConformance, wait_for_device,
 )
+from tests.emulator_process import RunningEmulator
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")
@@ -91,7 +91,7 @@ def logged():
 @pytest.fixture(autouse=True)
 def no_faults(cloud, logged):
     yield
-    assert cloud.admin("DELETE", "/faults")[0] == 200
+    cloud.admin.clear_faults()
 
 
 def make_api(cloud, conn, instance, cluster, **kwargs):
@@ -159,7 +159,7 @@ def test_lists_this_cluster_only_on_every_page(cloud, clusters, logged):
     mine = {create(ours, "app-%d" % (i,)).volume_id for i in range(5)}
     for i in range(5):
         create(theirs, "app-%d" % (i,))
-    assert cloud.admin("POST", "/counters/reset")[0] == 200
+    cloud.admin.reset_counters()
     already = len(detail_requests(logged))
 
     listed = ours.list_volumes()
@@ -169,8 +169,7 @@ def test_lists_this_cluster_only_on_every_page(cloud, clusters, logged):
     # Three pages of at most two of our five volumes, plus the SDK's look
     # after the last marker (an empty page); the ten volumes unfiltered
     # would take six calls.
-    counters = cloud.admin("GET", "/counters")[1]["counters"]
-    assert counters == {"GET /v3/{project}/volumes/detail": 4}
+    assert cloud.admin.counters() == {"GET /v3/{project}/volumes/detail": 4}
     sent = detail_requests(logged)[already:]
     assert len(sent) == 4
     for line in sent:
@@ -199,9 +198,9 @@ def test_waits_for_another_node_poll_with_backoff(cloud, clusters):
     api = clusters(instance=NODE_B, sleep=sleeps)
     node_a = cloud.servers[NODE_A]
     volume = create(api, "slow")
-    assert cloud.admin("PUT", "/faults", {"stuck": [
+    cloud.admin.set_faults({"stuck": [
         {"operation": "attach", "seconds": 2.0, "count": 1},
-        {"operation": "detach", "seconds": 2.0, "count": 1}]})[0] == 200
+        {"operation": "detach", "seconds": 2.0, "count": 1}]})
 
     attached = api.attach_volume(volume.volume_id, node_a)
     assert attached.attached_to == node_a
@@ -226,17 +225,17 @@ def test_waits_on_this_node_end_on_the_device_event(cloud, clusters):
     api = clusters(sleep=sleeps, backoff=STATUS_BACKOFF)
     here = api.compute_instance_id()
     volume = create(api, "evented")
-    assert cloud.admin("PUT", "/faults", {"stuck": [
+    cloud.admin.set_faults({"stuck": [
         {"operation": "attach", "seconds": 2.0, "count": 1},
-        {"operation": "detach", "seconds": 2.0, "count": 1}]})[0] == 200
+        {"operation": "detach", "seconds": 2.0, "count": 1}]})
     for change in (api.attach_volume, api.detach_volume):
         del sleeps.delays[:]
-        assert cloud.admin("POST", "/counters/reset")[0] == 200
+        cloud.admin.reset_counters()
         change(volume.volume_id, here)
         # Paused on the watch, never asleep; a look at the start, about
         # six while backing off, one or two once the device came or went.
         assert sleeps.delays == []
-        looks = cloud.admin("GET", "/counters")[1]["counters"][STATUS_CALLS]
+        looks = cloud.admin.counters()[STATUS_CALLS]
         assert 3 <= looks <= 12, looks
     assert cloud.volume_status(volume.volume_id) == "available"
     assert api.get_device_path(volume.volume_id) is None
@@ -247,13 +246,13 @@ def test_attach_and_detach_ride_out_faults(cloud, clusters):
     api = clusters(sleep=sleeps)
     volume = create(api, "faulty")
     attachments = "POST /compute/v2.1/servers/*/os-volume_attachments"
-    assert cloud.admin("PUT", "/faults", {
+    cloud.admin.set_faults({
         "errors": [{"match": "* /v3/*", "status": 503, "fraction": 0.3},
                    {"match": "* /compute/*", "status": 503,
                     "fraction": 0.3}],
         "over_limit": [{"match": attachments, "count": 1, "retry_after": 1},
                        {"match": "DELETE /compute/*", "count": 1,
-                        "retry_after": 1}]})[0] == 200
+                        "retry_after": 1}]})
 
     attached = api.attach_volume(volume.volume_id, api.compute_instance_id())
     assert attached.attached_to == api.compute_instance_id()
@@ -262,9 +261,9 @@ def test_attach_and_detach_ride_out_faults(cloud, clusters):
     del sleeps.delays[:]
     api.detach_volume(volume.volume_id, api.compute_instance_id())
     assert 1.0 in sleeps.delays
-    assert cloud.admin("DELETE", "/faults")[0] == 200
+    cloud.admin.clear_faults()
     assert api.get_volume(volume.volume_id).attached_to is None
-    assert cloud.admin("GET", "/faults")[1]["faults"] == {}
+    assert cloud.admin.faults() == {}
 
 
 def test_quota_refusal_is_over_limit_with_the_cloud_message(clusters):
@@ -291,11 +290,10 @@ def test_device_limit_is_over_limit(clusters):
 
 def test_limits_come_from_cinder(cloud, clusters):
     api = clusters()
-    assert cloud.admin("POST", "/counters/reset")[0] == 200
+    cloud.admin.reset_counters()
     limits = api.limits()
     assert (limits.region_volumes, limits.region_size) == (100, 1000 * GiB)
-    counters = cloud.admin("GET", "/counters")[1]["counters"]
-    assert counters == {"GET /v3/{project}/limits": 1}
+    assert cloud.admin.counters() == {"GET /v3/{project}/limits": 1}
 
 
 def test_make_backend_from_clouds_yaml(cloud, monkeypatch):

@@ -4,6 +4,7 @@ The process runtime with real processes.
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from blockmover.poll import poll
 from blockmover.proc import process_start
 
 from agents.runtime import (
-    TOKEN_VARIABLE, CommandRequired, IApplicationRuntime, ProcessRuntime,
-    StartFailed,
+    TOKEN_VARIABLE, CommandRequired, IApplicationExits, IApplicationRuntime,
+    ProcessRuntime, StartFailed,
 )
 from tests.scratch_devices import scratch_directory
 
@@ -131,13 +132,74 @@ def test_sigkill_after_stop_timeout(state_dir):
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "open(sys.argv[1], 'w').close()\ntime.sleep(120)", ready]))
     started.append(running.pid)
-    child = runtime._children["stubborn"]
     poll(lambda: True if os.path.exists(ready) else None, 10,
          "the application to ignore SIGTERM")
     began = time.monotonic()
     runtime.stop("stubborn")
     assert time.monotonic() - began >= 0.5
-    assert child.returncode == -signal.SIGKILL
+    assert not alive(running.pid)
+    assert runtime.running() == {}
+
+
+def _readable(fd, timeout):
+    return select.select([fd], [], [], timeout)[0] == [fd]
+
+
+def test_exit_fd_tells_of_an_exit(state_dir):
+    directory, started = state_dir
+    runtime = ProcessRuntime(directory)
+    assert IApplicationExits.providedBy(runtime)
+    assert runtime.exit_fd("app") is None
+    running = runtime.start(sleeper("app"))
+    started.append(running.pid)
+    fd = runtime.exit_fd("app")
+    try:
+        assert not _readable(fd, 0)
+        # A crash, not a stop.
+        os.kill(running.pid, signal.SIGKILL)
+        assert _readable(fd, 30)
+    finally:
+        os.close(fd)
+    assert runtime.running() == {}
+    assert runtime.exit_fd("app") is None
+
+
+def _orphan_session(token):
+    # A session leader that is not our child (its parent exits at once),
+    # as an application started by an agent before its restart is.
+    result = subprocess.run(
+        ["sh", "-c", "setsid sleep 120 >/dev/null 2>&1 & echo $!"],
+        stdout=subprocess.PIPE, check=True, text=True,
+        env=dict(os.environ, **{TOKEN_VARIABLE: token}))
+    return int(result.stdout)
+
+
+def test_adopted_application_is_watched_and_stopped(state_dir):
+    """
+    An application the runtime did not start itself (recorded by an agent
+    before its restart; not a child of this process): its exit is told by
+    ``exit_fd`` and ``stop`` ends it.
+    """
+    directory, started = state_dir
+    token = uuid.uuid4().hex
+    pid = _orphan_session(token)
+    started.append(pid)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    os.makedirs(os.path.join(directory, "apps"))
+    with open(os.path.join(directory, "apps", "app.json"), "w") as f:
+        json.dump({"token": token, "command": ["sleep", "120"]}, f)
+    runtime = ProcessRuntime(directory)
+    assert runtime.running() == {
+        "app": RunningApplication(name="app", pid=pid)}
+    fd = runtime.exit_fd("app")
+    try:
+        assert not _readable(fd, 0)
+        runtime.stop("app")
+        assert _readable(fd, 0)
+    finally:
+        os.close(fd)
+    assert not alive(pid)
     assert runtime.running() == {}
 
 
@@ -152,6 +214,7 @@ def test_reused_pid_is_not_the_application(state_dir):
             json.dump({"pid": stranger.pid, "start_time": start_time - 1,
                        "command": ["sleep", "120"]}, f)
         runtime = ProcessRuntime(directory)
+        assert runtime.exit_fd("app") is None
         assert runtime.running() == {}
         assert not os.path.exists(record)
         runtime.stop("app")

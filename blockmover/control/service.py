@@ -6,7 +6,6 @@ nodes' last reports.
 
 from eliot import current_action, log_message, write_failure
 from twisted.internet.defer import DeferredLock, inlineCallbacks
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from blockmover import identity
@@ -17,6 +16,7 @@ from blockmover.control.listing import VolumeListing
 from blockmover.control.scrub import scrub_yaml
 from blockmover.control.slices import Slices
 from blockmover.control.store import StoredConfiguration
+from blockmover.files import FileWriter
 from blockmover.model import to_data
 
 DEFAULT_REFRESH_INTERVAL = 30.0
@@ -79,10 +79,7 @@ class ControlService(object):
         self._make_backend = make_backend
         self._threadpool = ThreadPool(minthreads=0, maxthreads=4,
                                       name="blockmover-control-backend")
-        # One thread writes the store, so saves land in the order made and
-        # the reactor never waits for an fsync.
-        self._writer = ThreadPool(minthreads=0, maxthreads=1,
-                                  name="blockmover-control-store")
+        self._writer = FileWriter(reactor, "blockmover-control-store")
         self.listing = VolumeListing(reactor, refresh_interval, self._listed)
         self.slices = Slices()
         self.stored = None
@@ -132,8 +129,7 @@ class ControlService(object):
         """
         Write ``stored`` to the store off the reactor; a Deferred.
         """
-        return deferToThreadPool(self._reactor, self._writer,
-                                 self.store.save, stored)
+        return self._writer.run(self.store.save, stored)
 
     def _new_backend(self, deployment):
         kwargs = {}

@@ -8,9 +8,9 @@ the volumes for the whole cluster, so the list calls must not grow with N.
 import os
 import time
 
-from blockmover.cluster.cloud import CloudAdmin
-from blockmover.cluster.deploying import deploy, write_configuration
-from blockmover.cluster.mongo import application, wait_for_server
+from blockmover.localcluster import cloud
+from blockmover.localcluster.database import application, wait_for_server
+from blockmover.localcluster.deploying import deploy, write_configuration
 
 DATABASE = "mongodb"
 # The listing endpoints of Cinder, with and without the project in the
@@ -83,7 +83,7 @@ def count_calls(layout, seconds, sleep=time.sleep):
 
     :return: ``CallCounts``.
     """
-    admin = CloudAdmin(layout)
+    admin = cloud.admin(layout)
     admin.reset_counters()
     started = time.monotonic()
     sleep(seconds)

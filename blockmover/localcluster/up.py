@@ -5,13 +5,14 @@ missing, recording it in the state file before it exists.
 
 import os
 
-from blockmover.cluster import (
+from blockmover import proc
+from blockmover.localcluster import (
     ClusterError, cloud, namespaces, processes, state,
 )
-from blockmover.cluster.configs import (
+from blockmover.localcluster.configs import (
     agent_config, cluster_config, write_yaml,
 )
-from blockmover.cluster.services import (
+from blockmover.localcluster.services import (
     CONTROL, agent_argv, agent_key, control_argv, output_path, service_env,
     wait_for_control,
 )
@@ -92,7 +93,7 @@ def start_missing(current, echo):
         wanted.insert(0, (cloud.CLOUD, cloud.cloud_argv(layout)))
     for key, argv in wanted:
         record = current.processes.get(key)
-        if record is not None and processes.is_running(record):
+        if record is not None and proc.is_running(record):
             continue
         if key == cloud.CLOUD:
             cloud.forget_url(layout)
@@ -103,12 +104,12 @@ def start_missing(current, echo):
         echo("%s started (pid %d)" % (key, record.pid))
         if key == cloud.CLOUD:
             cloud.wait_for_cloud(layout,
-                                 lambda: processes.is_running(record),
+                                 lambda: proc.is_running(record),
                                  output_path(layout, key))
             echo("OpenStack emulator answers at %s" % (layout.cloud_url,))
         if key == CONTROL:
             wait_for_control(layout,
-                             lambda: processes.is_running(record))
+                             lambda: proc.is_running(record))
             echo("control service answers at %s" % (layout.control_url,))
     return current
 

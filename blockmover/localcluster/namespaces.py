@@ -8,9 +8,9 @@ idempotent: it makes (or removes) what is missing and leaves the rest.
 import os
 import random
 
-from blockmover.cluster import ClusterError
 from blockmover.command import run
-from blockmover.cluster.mounts import (
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.mounts import (
     is_mountpoint, namespace_mounts, unmount_in_namespace,
 )
 

@@ -8,33 +8,34 @@ failed attempt.
 
 import shutil
 
-from blockmover.cluster import (
+from blockmover import proc
+from blockmover.command import CommandFailed
+from blockmover.localcluster import (
     ClusterError, cloud, namespaces, processes, state,
 )
-from blockmover.cluster.devices import (
+from blockmover.localcluster.devices import (
     detach_loop_devices_under, loop_devices_under,
 )
-from blockmover.cluster.mounts import (
+from blockmover.localcluster.mounts import (
     is_mountpoint, node_made_mounts, unmount_in_namespace,
 )
-from blockmover.command import CommandFailed
 
 
 def _stop_services(current, echo):
     for key, record in sorted(current.processes.items()):
-        if processes.stop(record):
+        if proc.stop(record, processes.STOP_TIMEOUT):
             echo("%s stopped (pid %d)" % (key, record.pid))
     # A control service started by an ``up`` that crashed before recording
     # it: found by its state directory, which only this cluster uses.
     for record in processes.records_with_arguments(
             "--state-dir", current.layout.control_state_dir):
-        if processes.stop(record):
+        if proc.stop(record, processes.STOP_TIMEOUT):
             echo("unrecorded control service stopped (pid %d)"
                  % (record.pid,))
     # Likewise an emulator, by its state directory (the backend root).
     for record in processes.records_with_arguments(
             "--state-dir", current.layout.backend_root):
-        if processes.stop(record):
+        if proc.stop(record, processes.STOP_TIMEOUT):
             echo("unrecorded OpenStack emulator stopped (pid %d)"
                  % (record.pid,))
 
@@ -48,11 +49,11 @@ def _stop_applications(current, echo):
         for name, record in sorted(
                 processes.application_records(
                     node.agent_state_dir).items()):
-            if processes.stop(record):
+            if proc.stop(record, processes.STOP_TIMEOUT):
                 echo("%s: application %s stopped (pid %d)"
                      % (node.name, name, record.pid))
         for record in processes.records_in_netns(node.netns_path):
-            if processes.stop(record):
+            if proc.stop(record, processes.STOP_TIMEOUT):
                 echo("%s: process %d stopped" % (node.name, record.pid))
 
 
@@ -121,7 +122,8 @@ def down(state_file, echo=print):
                  _remove_network):
         try:
             step(current, echo)
-        except (CommandFailed, ClusterError, OSError) as e:
+        except (CommandFailed, ClusterError, OSError,
+                proc.StillRunning) as e:
             echo("could not finish %s: %s" % (step.__name__.strip("_")
                                               .replace("_", " "), e))
             failures.append(e)

@@ -7,12 +7,12 @@ mount namespace), each from the scripts installed next to this Python.
 import os
 import shutil
 import sys
-import urllib.error
-import urllib.request
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.namespaces import nsenter_argv
-from blockmover.cluster.processes import wait_until_ready
+from blockmover.client import ControlError, ControlUnreachable
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.blocking import ask_control
+from blockmover.localcluster.namespaces import nsenter_argv
+from blockmover.localcluster.processes import wait_until_ready
 
 CONTROL = "control"
 READY_TIMEOUT = 30.0
@@ -77,15 +77,16 @@ def output_path(layout, key):
 
 def control_answers(url, timeout=2.0):
     """
-    Whether the control service at ``url`` answers HTTP at all.
+    Whether the control service at ``url`` answers at all (a refusal is an
+    answer).
     """
     try:
-        with urllib.request.urlopen(url + "/v1/state", timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
+        ask_control(url, lambda client: client.get_state(), timeout)
+    except ControlError:
         return True
-    except (urllib.error.URLError, OSError):
+    except ControlUnreachable:
         return False
+    return True
 
 
 def wait_for_control(layout, still_running, deadline=READY_TIMEOUT):

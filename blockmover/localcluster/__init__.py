@@ -1,4 +1,9 @@
 """
+Tools for trying and testing blockmover, never imported by a production
+node or control service: a local cluster on one machine, its demo
+(``demo``, with the database client of ``database``) and the count of the
+calls it makes to its cloud (``cloudcalls``).
+
 A local cluster on one machine: each node is a network namespace on a
 Linux bridge with its own persistent mount namespace; the control service
 runs on the host and one agent runs inside each node. ``up`` and ``down``

@@ -3,14 +3,12 @@
 file, the kernel and the control service.
 """
 
-import json
-import os
-import urllib.error
-import urllib.request
-
-from blockmover.cluster import cloud, processes, state
-from blockmover.cluster.namespaces import netns_exists
-from blockmover.cluster.services import CONTROL, agent_key
+from blockmover import proc
+from blockmover.client import ControlError, ControlUnreachable
+from blockmover.localcluster import cloud, state
+from blockmover.localcluster.blocking import ask_control
+from blockmover.localcluster.namespaces import netns_exists
+from blockmover.localcluster.services import CONTROL, agent_key
 
 
 def control_state(url, timeout=5.0):
@@ -19,10 +17,8 @@ def control_state(url, timeout=5.0):
     not answer.
     """
     try:
-        with urllib.request.urlopen(url + "/v1/state",
-                                    timeout=timeout) as response:
-            return json.load(response)
-    except (urllib.error.URLError, OSError, ValueError):
+        return ask_control(url, lambda client: client.get_state(), timeout)
+    except (ControlUnreachable, ControlError):
         return None
 
 
@@ -30,7 +26,7 @@ def _process_line(current, key):
     record = current.processes.get(key)
     if record is None:
         return "not started"
-    if processes.is_running(record):
+    if proc.is_running(record):
         return "running (pid %d)" % (record.pid,)
     return "NOT RUNNING (was pid %d; `blockmover cluster up` restarts it)" \
         % (record.pid,)
@@ -81,6 +77,3 @@ def status_lines(state_file):
                          ", ".join(app.get("mounted_on") or []) or "none"))
     return lines
 
-
-def default_state_file(state_dir):
-    return os.path.join(state_dir, "cluster.json")

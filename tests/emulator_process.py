@@ -1,25 +1,28 @@
 """
-A running emulator for tests and demos: ``RunningEmulator`` starts
+A running emulator for tests: ``RunningEmulator`` starts
 ``blockmover-cloud serve`` as a child process on a free loopback port with
 its own temporary state directory, hands out clients (openstacksdk, raw
-HTTP, admin) and, on ``cleanup()``, stops the process it started and
-removes its loop devices and files.
+HTTP for the wire protocol, ``EmulatorAdmin`` for its admin API) and, on
+``cleanup()``, stops the process it started and removes its loop devices
+and files.
 
     with RunningEmulator({"latency": {"attach": 0.2}}) as cloud:
         conn = cloud.connect()
         status, headers, body = cloud.request("GET", "/v3/volumes/detail")
+        cloud.admin.set_faults({"latency": [{"seconds": 0.5}]})
 """
 
 import http.client
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 import yaml
 
+from blockmover import proc
+from blockmover.emulator.admin_client import EmulatorAdmin
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml, main as cloud_main
 from blockmover.emulator.store import BY_ID_DIR, URL_FILE
@@ -39,7 +42,8 @@ class RunningEmulator(object):
     An emulator child process configured by ``config`` (a dict, as the
     YAML file would hold). Attributes once started: ``url``, ``state_dir``,
     ``clouds_yaml`` (path of a clouds.yaml naming cloud ``CLOUD``),
-    ``project_id``, ``servers`` ({name: id}).
+    ``admin`` (an ``EmulatorAdmin``), ``project_id``, ``servers`` ({name:
+    id}).
     """
 
     def __init__(self, config=None, base_dir=None):
@@ -54,6 +58,7 @@ class RunningEmulator(object):
             yaml.safe_dump(self.config_data, f)
         self.process = None
         self.url = None
+        self.admin = None
         self._token = None
         user = next(iter(self.config.users.values()))
         self.project_id = self.config.projects[user["project"]]
@@ -74,18 +79,18 @@ class RunningEmulator(object):
         url_file = os.path.join(self.state_dir, URL_FILE)
         if os.path.exists(url_file):
             os.remove(url_file)
-        self._output = open(os.path.join(self.dir, "output"), "ab")
-        self.process = subprocess.Popen(
+        # In our session: a test run stopped with ^C takes it along.
+        self.process = proc.start(
             [sys.executable, "-m", "blockmover.emulator.main", "serve",
              "--listen", "tcp:0:interface=127.0.0.1",
              "--state-dir", self.state_dir, "--config", self.config_path,
              "--log", self.log_path],
-            stdout=self._output, stderr=subprocess.STDOUT)
+            os.path.join(self.dir, "output"), session=False)
 
         def listening():
-            if self.process.poll() is not None:
-                raise EmulatorDied("blockmover-cloud exited %s: %s" % (
-                    self.process.returncode, self.output()))
+            if not proc.is_running(self.process):
+                raise EmulatorDied("blockmover-cloud exited: %s"
+                                   % (self.output(),))
             try:
                 with open(url_file) as f:
                     return f.read().strip() or None
@@ -93,6 +98,7 @@ class RunningEmulator(object):
                 return None
         self.url = poll(listening, timeout, "the emulator to listen",
                         Backoff(initial=0.05, maximum=0.5))
+        self.admin = EmulatorAdmin(self.url, token=self.config.admin_token)
         with open(self.clouds_yaml, "w") as f:
             f.write(clouds_yaml(self.config, self.url, CLOUD))
         os.chmod(self.clouds_yaml, 0o600)
@@ -109,15 +115,8 @@ class RunningEmulator(object):
         """
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        proc.stop(self.process, timeout=10)
         self.process = None
-        self._output.close()
 
     def by_id_root(self, server):
         """
@@ -145,6 +144,8 @@ class RunningEmulator(object):
         """
         An openstacksdk connection to the emulator, from its clouds.yaml.
         """
+        # Late: openstacksdk takes seconds to import, and only the tests
+        # that connect need it.
         import openstack
         from openstack.config import loader
         cloud = loader.OpenStackConfig(
@@ -197,14 +198,6 @@ class RunningEmulator(object):
                                    % (status, body))
             self._token = headers["x-subject-token"]
         return self._token
-
-    def admin(self, method, path, body=None):
-        """
-        A call to the admin API; returns (status, parsed body).
-        """
-        status, _, reply = self.request(method, "/admin" + path, body=body,
-                                        token=False)
-        return status, reply
 
     def volume_status(self, volume_id):
         status, _, body = self.request(

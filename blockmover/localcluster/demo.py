@@ -7,17 +7,17 @@ checked on node2, the time of each step of the move printed.
 import os
 import time
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.deploying import (
-    ChangeTimes, deploy, write_configuration,
-)
-from blockmover.cluster.down import down
-from blockmover.cluster.layout import DEFAULT_LATENCY, make_layout
-from blockmover.cluster.mongo import (
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.database import (
     application, checksum, missing_or_wrong, read_documents,
     refuses_connections, wait_for_server, write_documents,
 )
-from blockmover.cluster.up import up
+from blockmover.localcluster.deploying import (
+    ChangeTimes, deploy, write_configuration,
+)
+from blockmover.localcluster.down import down
+from blockmover.localcluster.layout import DEFAULT_LATENCY, make_layout
+from blockmover.localcluster.up import up
 from blockmover.poll import Timeout
 
 DATA_ROOT = "/var/lib/blockmover/demo-data"
@@ -99,6 +99,7 @@ def demo(documents=10000, keep=False, backend="loopback",
     step("bringing up cluster %s with 2 nodes on the %s backend"
          % (layout.name, backend))
     up(layout)
+    # Late, like every use of pymongo: it comes with the demo extra only.
     from pymongo.errors import PyMongoError
     try:
         run_demo(layout, documents)

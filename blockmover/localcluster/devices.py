@@ -6,7 +6,7 @@ file under the backend's root, so no other loop device is ever touched.
 import os
 
 from blockmover.backends import loopdevice
-from blockmover.cluster import ClusterError
+from blockmover.localcluster import ClusterError
 
 
 def loop_devices_under(root):

@@ -7,23 +7,20 @@ asked about faults and counters, and cleaned up. Secrets are read from
 those files and never printed.
 """
 
-import json
 import os
 import secrets
-import urllib.error
-import urllib.request
 import uuid
 
 import yaml
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.processes import wait_until_ready
-from blockmover.cluster.services import script
 from blockmover.command import run
+from blockmover.emulator.admin_client import EmulatorAdmin
 from blockmover.emulator.config import EmulatorConfig
 from blockmover.emulator.main import clouds_yaml
 from blockmover.emulator.store import URL_FILE
 from blockmover.files import write_atomically
+from blockmover.localcluster.processes import wait_until_ready
+from blockmover.localcluster.services import script
 
 CLOUD = "cloud"
 READY_TIMEOUT = 30.0
@@ -140,56 +137,10 @@ def cleanup(layout):
              layout.backend_root])
 
 
-class CloudAdmin(object):
+def admin(layout):
     """
     The running emulator's admin API (faults, counters), authorised with
     the cluster's admin token.
     """
-
-    def __init__(self, layout, timeout=10.0):
-        self.url = layout.cloud_url + "/admin"
-        self.timeout = timeout
-        with open(admin_token_path(layout)) as f:
-            self._token = f.read().strip()
-
-    def _call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method,
-            headers={"X-Admin-Token": self._token,
-                     "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request,
-                                        timeout=self.timeout) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as e:
-            raise ClusterError("the emulator's admin API refused %s %s: "
-                               "HTTP %d" % (method, path, e.code))
-        except (urllib.error.URLError, OSError) as e:
-            raise ClusterError("the emulator's admin API at %s does not "
-                               "answer: %s" % (self.url, e))
-
-    def set_faults(self, faults):
-        """
-        Put ``faults`` (see ``blockmover.emulator.faults``) in force.
-        """
-        return self._call("PUT", "/faults", faults)["faults"]
-
-    def faults(self):
-        """
-        The faults in force, with the counts they have left.
-        """
-        return self._call("GET", "/faults")["faults"]
-
-    def clear_faults(self):
-        self._call("DELETE", "/faults")
-
-    def counters(self):
-        """
-        ``{"GET /v3/{project}/volumes/detail": N, ...}``: requests per
-        endpoint since the last reset.
-        """
-        return self._call("GET", "/counters")["counters"]
-
-    def reset_counters(self):
-        self._call("POST", "/counters/reset")
+    with open(admin_token_path(layout)) as f:
+        return EmulatorAdmin(layout.cloud_url, token=f.read().strip())

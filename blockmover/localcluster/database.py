@@ -8,7 +8,7 @@ import hashlib
 import json
 import socket
 
-from blockmover.cluster.services import script
+from blockmover.localcluster.services import script
 from blockmover.poll import Backoff, poll
 
 PORT = 27017
@@ -35,6 +35,8 @@ def application(mountpoint, size="1G", filesystem="ext4"):
 
 
 def _client(address, timeout=5.0):
+    # Late: pymongo comes with the demo extra (setup.py), so only the calls
+    # that talk to the database need it.
     import pymongo
     return pymongo.MongoClient(
         address, PORT, serverSelectionTimeoutMS=int(timeout * 1000),
@@ -45,7 +47,7 @@ def wait_for_server(address, deadline=120.0):
     """
     Wait until the server at ``address`` answers a ping.
     """
-    import pymongo.errors
+    import pymongo.errors  # Late: see _client.
 
     def answers():
         with _client(address, timeout=2.0) as client:

@@ -7,9 +7,9 @@ import os
 
 import yaml
 
-from blockmover.cluster.cloud import cloud_name, server_id
 from blockmover.emulator.store import BY_ID_DIR
 from blockmover.files import write_atomically
+from blockmover.localcluster.cloud import cloud_name, server_id
 
 
 def backend_config(layout):

@@ -5,10 +5,10 @@ tests) to prove that nothing was left behind.
 
 import os
 
-from blockmover.cluster import processes
-from blockmover.cluster.devices import loop_devices_under
-from blockmover.cluster.mounts import mounts_of
-from blockmover.cluster.namespaces import link_exists, netns_exists
+from blockmover import proc
+from blockmover.localcluster.devices import loop_devices_under
+from blockmover.localcluster.namespaces import link_exists, netns_exists
+from blockmover.mountinfo import process_mounts
 
 
 def leftovers(layout, records=()):
@@ -29,14 +29,14 @@ def leftovers(layout, records=()):
         found.append("bridge %s" % (layout.bridge,))
     if os.path.exists(layout.mount_ns_dir):
         found.append("directory %s" % (layout.mount_ns_dir,))
-    for mount in mounts_of():
+    for mount in process_mounts():
         if mount.mountpoint.startswith(layout.state_dir + "/") or \
                 mount.mountpoint.startswith(layout.mount_ns_dir):
             found.append("mount %s" % (mount.mountpoint,))
     for device in loop_devices_under(layout.backend_root):
         found.append("loop device %s" % (device,))
     for record in records:
-        if processes.is_running(record):
+        if proc.is_running(record):
             found.append("process %d (%s)" % (record.pid,
                                               " ".join(record.argv)))
     if os.path.exists(layout.state_dir):

@@ -9,20 +9,19 @@ import os
 
 from pyrsistent import PClass, field, pmap_field, pvector_field
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.layout import ClusterLayout
 from blockmover.files import write_atomically
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.layout import ClusterLayout
 from blockmover.model import from_data, to_data
+from blockmover.proc import Process
 
 
-class ProcessRecord(PClass):
+class ProcessRecord(Process):
     """
-    A process the cluster started: its pid and the start time the kernel
-    gives it (``/proc/<pid>/stat`` field 22), so a reused pid is never
-    mistaken for it.
+    A process of the cluster (a ``blockmover.proc.Process``: its pid and
+    start time, so a reused pid is never mistaken for it), with the
+    command it runs and the file its output goes to.
     """
-    pid = field(type=int, mandatory=True)
-    start_time = field(type=int, mandatory=True)
     argv = pvector_field(str)
     output = field(type=str, mandatory=True, initial="")
 

@@ -9,10 +9,10 @@ import subprocess
 import threading
 import time
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.configs import cluster_config, write_yaml
-from blockmover.cluster.services import script, service_env
-from blockmover.cluster.status import control_state
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.configs import cluster_config, write_yaml
+from blockmover.localcluster.services import script, service_env
+from blockmover.localcluster.status import control_state
 
 DEPLOY_TIMEOUT = 300.0
 

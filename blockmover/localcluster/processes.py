@@ -1,40 +1,22 @@
 """
-The one place that starts and stops the local cluster's background
-processes. A process is known by its pid AND its start time, so a pid the
-kernel reused for something else is never signalled.
+The local cluster's background processes: started (by
+``blockmover.proc``, which also stops and watches them) and recorded, and
+found again by what only this cluster's processes have: an agent's
+application records, a node's network namespace, a state directory on the
+command line.
 """
 
 import json
 import glob
 import os
-import signal
-import subprocess
 
-from blockmover.cluster import ClusterError
-from blockmover.cluster.state import ProcessRecord
+from blockmover import proc
+from blockmover.localcluster import ClusterError
+from blockmover.localcluster.state import ProcessRecord
 from blockmover.poll import Backoff, Timeout, poll
-from blockmover.proc import process_start
 
+# Seconds a service is given to stop after SIGTERM before SIGKILL.
 STOP_TIMEOUT = 20.0
-
-
-def start_time(pid):
-    """
-    The start time (clock ticks since boot) of process ``pid``, or None
-    when no such process runs (a zombie counts as gone).
-    """
-    found = process_start(pid)
-    if found is None or found[1] == "Z":
-        return None
-    return found[0]
-
-
-def is_running(record):
-    """
-    Whether the process ``record`` describes still runs (the same process,
-    not a reuse of its pid).
-    """
-    return start_time(record.pid) == record.start_time
 
 
 def start(argv, output, env=None):
@@ -43,16 +25,8 @@ def start(argv, output, env=None):
     command that started it), with stdout and stderr appended to
     ``output``, and return its ``ProcessRecord``.
     """
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    with open(output, "ab") as out:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-            close_fds=True, env=env)
-    started = start_time(process.pid)
-    # A process that died at once keeps its pid until reaped: record the
-    # pid with a start time that matches nothing.
-    return ProcessRecord(pid=process.pid, start_time=started or -1,
+    process = proc.start(argv, output, env=env)
+    return ProcessRecord(pid=process.pid, start_time=process.start_time,
                          argv=list(argv), output=output)
 
 
@@ -76,55 +50,6 @@ def wait_until_ready(ready, still_running, deadline, what, output):
                                                     maximum=1.0))
     except Timeout as e:
         raise ClusterError("%s; see %s" % (e, output))
-
-
-def _reap(pid):
-    # Our own child turns into a zombie until waited for; anyone else's
-    # is reaped by its parent.
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return
-
-
-def stop(record, timeout=STOP_TIMEOUT):
-    """
-    Stop the process ``record`` describes: SIGTERM, then SIGKILL after
-    ``timeout`` seconds. A process already gone is fine. Returns True when
-    it had to be signalled.
-    """
-    if not is_running(record):
-        _reap(record.pid)
-        return False
-    os.kill(record.pid, signal.SIGTERM)
-
-    def gone():
-        _reap(record.pid)
-        return True if not is_running(record) else None
-    try:
-        poll(gone, timeout, "process %d to exit" % (record.pid,),
-             backoff=Backoff(initial=0.05, maximum=0.5))
-    except Timeout:
-        if is_running(record):
-            os.kill(record.pid, signal.SIGKILL)
-        poll(gone, 10.0, "process %d to die" % (record.pid,),
-             backoff=Backoff(initial=0.05, maximum=0.5))
-    return True
-
-
-def kill(record):
-    """
-    SIGKILL the process ``record`` describes at once, as a crash would;
-    return when it is gone.
-    """
-    if is_running(record):
-        os.kill(record.pid, signal.SIGKILL)
-
-    def gone():
-        _reap(record.pid)
-        return True if not is_running(record) else None
-    poll(gone, 10.0, "process %d to die" % (record.pid,),
-         backoff=Backoff(initial=0.02, maximum=0.2))
 
 
 def application_records(agent_state_dir):
@@ -171,9 +96,10 @@ def records_in_netns(netns_path):
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             # The process ended while we looked.
             continue
-        started = start_time(pid)
-        if inside and started is not None:
-            records.append(ProcessRecord(pid=pid, start_time=started))
+        found = proc.find(pid)
+        if inside and found is not None:
+            records.append(ProcessRecord(pid=pid,
+                                         start_time=found.start_time))
     return records
 
 
@@ -195,8 +121,8 @@ def records_with_arguments(*arguments):
         except (FileNotFoundError, ProcessLookupError):
             # The process ended while we looked.
             continue
-        started = start_time(int(entry))
-        if wanted in cmdline and started is not None:
-            records.append(ProcessRecord(pid=int(entry),
-                                         start_time=started))
+        found = proc.find(int(entry))
+        if wanted in cmdline and found is not None:
+            records.append(ProcessRecord(pid=found.pid,
+                                         start_time=found.start_time))
     return records

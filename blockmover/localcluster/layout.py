@@ -10,8 +10,8 @@ import re
 from pyrsistent import PClass, field, pvector_field
 
 from blockmover.backends import BACKENDS
-from blockmover.cluster import ClusterError
 from blockmover.control import DEFAULT_PORT
+from blockmover.localcluster import ClusterError
 
 DEFAULT_NAME = "demo"
 DEFAULT_SUBNET = "10.77.0"
