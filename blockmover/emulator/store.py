@@ -13,11 +13,9 @@ import json
 import os
 import shutil
 
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 
 from blockmover.backends.devices import link_names
-from blockmover.files import write_atomically
+from blockmover.files import FileWriter, write_atomically
 
 STATE_FILE = "state.json"
 VOLUMES_DIR = "volumes"
@@ -48,8 +46,7 @@ class Store(object):
         os.makedirs(self.volumes_dir, exist_ok=True)
         self.path = os.path.join(self.state_dir, STATE_FILE)
         self.state = self._load()
-        self._writer = ThreadPool(minthreads=1, maxthreads=1,
-                                  name="emulator-state-writer")
+        self._writer = FileWriter(reactor, "emulator-state-writer")
 
     def _load(self):
         try:
@@ -130,8 +127,7 @@ class Store(object):
         """
         text = json.dumps(copy.deepcopy(self.state), indent=1,
                           sort_keys=True)
-        return deferToThreadPool(self.reactor, self._writer,
-                                 write_atomically, self.path, text)
+        return self._writer.write_atomically(self.path, text)
 
     def save_now(self):
         """
