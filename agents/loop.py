@@ -251,7 +251,7 @@ class ConvergenceLoop(object):
         self._in_flight = 0
         self._stopped_deferreds = []
         self._done = False
-        self._ended = []
+        self._all_ended = None
         # The deploy's eliot task, continued for the slice it changed: the
         # changes made for that slice are its children.
         self._task = None
@@ -319,19 +319,31 @@ class ConvergenceLoop(object):
         return self._in_flight
 
     def _wait_for_workers(self):
-        end = self._reactor.seconds() + STOP_GRACE
+        """
+        Stop once no change runs any more, or ``STOP_GRACE`` seconds from
+        now, whichever comes first.
+        """
+        settled = Deferred()
+        self._all_ended = settled
+        grace = self._reactor.callLater(STOP_GRACE, self._changes_ended)
+        if not self._in_flight:
+            self._changes_ended()
 
-        def check():
-            if self._in_flight and self._reactor.seconds() < end:
-                self._reactor.callLater(0.05, check)
-                return
+        def ended(_):
+            if grace.active():
+                grace.cancel()
             if self._in_flight:
                 log_message(message_type="blockmover:agent:stopped-mid-change",
                             node=self._node, changes=self._in_flight)
-            d = self._follower
-            d.addBoth(lambda _: self._reporter.flush())
-            d.addBoth(self._stopped)
-        check()
+            return self._follower
+        settled.addCallback(ended)
+        settled.addBoth(lambda _: self._reporter.flush())
+        settled.addBoth(self._stopped)
+
+    def _changes_ended(self):
+        settled, self._all_ended = self._all_ended, None
+        if settled is not None:
+            settled.callback(None)
 
     def _stopped(self, _):
         self._end_task()
@@ -665,6 +677,8 @@ class ConvergenceLoop(object):
             ok = True
         finally:
             self._in_flight -= 1
+            if not self._in_flight and not self._running:
+                self._changes_ended()
         if change.touches_backend:
             self._changed_backend = True
         worker.running = None
