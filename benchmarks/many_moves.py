@@ -82,7 +82,8 @@ def main(argv=None):
           % (args.latency, args.apps), flush=True)
     with benchmark_log() as log, benchmark_cluster(
             2, log, backend="openstack", attach_latency=args.latency,
-            detach_latency=args.latency) as layout:
+            detach_latency=args.latency,
+            volume_quota=max(10, args.apps)) as layout:
         applications = {app: small_application(
             os.path.join(layout.state_dir, "data", app)) for app in names}
         node1, node2 = layout.nodes[0].name, layout.nodes[1].name

@@ -63,7 +63,8 @@ def _write_private(path, text):
 def emulator_config(layout, password, admin_token):
     """
     The emulator's config as data: one user with ``password``, a server
-    per node, the layout's attach and detach latencies, ``admin_token``.
+    per node, the layout's attach and detach latencies and volume quota,
+    ``admin_token``.
     """
     return {
         "users": {"blockmover": {"password": password,
@@ -73,6 +74,7 @@ def emulator_config(layout, password, admin_token):
                     for node in layout.nodes},
         "latency": {"attach": layout.attach_latency,
                     "detach": layout.detach_latency},
+        "quotas": {"volumes": layout.volume_quota},
         "admin_token": admin_token,
     }
 

@@ -18,6 +18,8 @@ DEFAULT_SUBNET = "10.77.0"
 # Like a slow real cloud (a healthy Cinder attach takes seconds).
 DEFAULT_LATENCY = 2.0
 DEFAULT_REFRESH_INTERVAL = 30.0
+# Cinder's own default quota of volumes per project.
+DEFAULT_VOLUME_QUOTA = 10
 STATE_ROOT = "/var/lib/blockmover/cluster"
 # Network-namespace files and the mount-namespace files live under /run so
 # that a reboot forgets them, as the kernel forgets the namespaces.
@@ -77,6 +79,9 @@ class ClusterLayout(PClass):
                            initial=DEFAULT_LATENCY)
     refresh_interval = field(type=float, mandatory=True,
                              initial=DEFAULT_REFRESH_INTERVAL)
+    # openstack: how many volumes the emulated project may hold.
+    volume_quota = field(type=int, mandatory=True,
+                         initial=DEFAULT_VOLUME_QUOTA)
 
     @property
     def control_url(self):
@@ -144,14 +149,16 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
                 state_dir=None, control_port=DEFAULT_PORT,
                 backend="loopback", attach_latency=DEFAULT_LATENCY,
                 detach_latency=DEFAULT_LATENCY,
-                refresh_interval=DEFAULT_REFRESH_INTERVAL):
+                refresh_interval=DEFAULT_REFRESH_INTERVAL,
+                volume_quota=DEFAULT_VOLUME_QUOTA):
     """
     The layout of the cluster ``name`` with ``nodes`` nodes, named
     ``node1`` ... ``nodeN``, node k at ``<subnet>.(10 + k)`` and the host's
     bridge at ``<subnet>.1``, on ``backend`` (loopback, or openstack: an
     emulated cloud whose attach and detach take the latencies given, in
     seconds). The control service lists the backend every
-    ``refresh_interval`` seconds when nothing asks sooner.
+    ``refresh_interval`` seconds when nothing asks sooner. The emulated
+    project may hold ``volume_quota`` volumes.
 
     :raise ClusterError: a name, subnet, node count, backend or latency
         that cannot work.
@@ -169,6 +176,9 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     if not refresh_interval > 0:
         raise ClusterError("the refresh interval must be more than 0 "
                            "seconds, not %r" % (refresh_interval,))
+    if not 1 <= volume_quota <= 10000:
+        raise ClusterError("the volume quota is 1 to 10000 volumes, not %r"
+                           % (volume_quota,))
     if not 1 <= nodes <= MAX_NODES:
         raise ClusterError("a local cluster has 1 to %d nodes, not %d"
                            % (MAX_NODES, nodes))
@@ -208,6 +218,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
         attach_latency=float(attach_latency),
         detach_latency=float(detach_latency),
         refresh_interval=float(refresh_interval),
+        volume_quota=int(volume_quota),
     )
     for iface in [layout.bridge] + [n.veth for n in layout.nodes]:
         assert len(iface) <= IFNAMSIZ, iface
