@@ -22,7 +22,7 @@ from blockmover.localcluster.layout import make_layout
 def layout(tmp_path):
     return make_layout("files", 3, "10.99.0", str(tmp_path / "state"),
                        backend="openstack", attach_latency=1.5,
-                       detach_latency=0.5)
+                       detach_latency=0.5, volume_quota=25)
 
 
 def test_configs_name_each_nodes_server(layout):
@@ -63,6 +63,7 @@ def test_emulator_files_private_and_kept(layout):
                               for node in layout.nodes}
     assert config.latency["attach"] == 1.5
     assert config.latency["detach"] == 0.5
+    assert config.quotas["volumes"] == 25
     with open(layout.clouds_yaml) as f:
         entry = yaml.safe_load(f)["clouds"][cloud.cloud_name(layout)]
     assert entry["auth"]["auth_url"] == layout.cloud_url + "/identity"
@@ -80,7 +81,8 @@ def test_server_ids_differ_between_clusters(layout, tmp_path):
 
 
 @pytest.mark.parametrize("arguments", [
-    {"backend": "gce"}, {"attach_latency": -1}, {"refresh_interval": 0}])
+    {"backend": "gce"}, {"attach_latency": -1}, {"refresh_interval": 0},
+    {"volume_quota": 0}])
 def test_unusable_layouts_refused(tmp_path, arguments):
     with pytest.raises(ClusterError):
         make_layout("bad", 2, "10.99.2", str(tmp_path), **arguments)
