@@ -430,8 +430,9 @@ class ConvergenceLoop(object):
         if self._needs_discovery(previous, desired):
             self._discovery.wake()
             return
-        # The same node, the same datasets: only the workers whose part of
-        # the slice changed have anything new to look at.
+        # The same node: only the workers whose part of the slice changed
+        # have anything new to look at, and datasets new to this node get
+        # a worker that looks at them.
         self._discovered = desired.generation
         before, after = _parts(previous), _parts(desired)
         for worker in list(self._workers.values()):
@@ -440,22 +441,19 @@ class ConvergenceLoop(object):
                 worker.alarm.wake()
             else:
                 worker.settled_on = desired.generation
+        for dataset in sorted(_named(desired) - set(self._workers)):
+            self._start_worker(dataset)
         self._report()
 
     def _needs_discovery(self, previous, desired):
         """
         Whether ``desired`` needs a new look at the whole node: the first
-        slice, another cluster or node id, or datasets no worker has.
+        slice, another cluster or node id, or a look that has not ended.
         """
-        if previous is None or self._context is None or \
-                self._discovered != previous.generation or \
-                (previous.cluster_name, previous.backend_id) != \
-                (desired.cluster_name, desired.backend_id):
-            return True
-        named = set(desired.datasets) | set(desired.volumes) | {
-            dataset_id(desired.cluster_name, name)
-            for name in desired.applications}
-        return not named <= set(self._workers)
+        return (previous is None or self._context is None
+                or self._discovered != previous.generation
+                or (previous.cluster_name, previous.backend_id)
+                != (desired.cluster_name, desired.backend_id))
 
     def _end_task(self):
         if self._task is not None:
@@ -721,6 +719,16 @@ class ConvergenceLoop(object):
         self._last_report, self._last_report_at = report, now
         self._changed_backend = False
         self._reporter.send(report)
+
+
+def _named(desired):
+    """
+    The datasets ``desired`` names: wanted here, listed here, or of an
+    application wanted here.
+    """
+    return set(desired.datasets) | set(desired.volumes) | {
+        dataset_id(desired.cluster_name, name)
+        for name in desired.applications}
 
 
 def _volume_id(desired, dataset):

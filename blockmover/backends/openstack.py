@@ -19,6 +19,7 @@ import openstack
 from keystoneauth1 import exceptions as ks_exceptions
 from eliot import log_message
 from openstack import exceptions as os_exceptions
+from openstack.compute.v2.server import Server
 from zope.interface import implementer
 
 from blockmover.backends import instance
@@ -124,6 +125,15 @@ def _holder(raw):
         attached_to = attachment.get("server_id") or attachment.get(
             "serverId")
     return attached_to
+
+
+def _server(server_id):
+    """
+    The server ``server_id`` as openstacksdk's own type: given a bare id,
+    its detach first asks Nova for the server to tell which argument is
+    which.
+    """
+    return Server(id=server_id)
 
 
 def _to_volume(raw):
@@ -476,7 +486,7 @@ class OpenStackBlockDeviceAPI(object):
         try:
             self._call("detach volume %s" % (volume_id,),
                        self._cloud.compute.delete_volume_attachment,
-                       detach_from, volume_id)
+                       _server(detach_from), volume_id)
         except BlockDeviceError:
             # A retried detach that had gone through answers "not
             # attached": success is the volume detaching or not ours.
