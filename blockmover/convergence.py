@@ -83,7 +83,7 @@ def application_placed(app, wanted_on, state):
 def pending(deployment, state, slice_generations):
     """
     The reasons the cluster has not converged yet on ``deployment``; empty
-    once every application runs where it should and every node holding a
+    once every application serves where it should and every node holding a
     slice reported itself converged on it.
 
     :param slice_generations: node -> the generation of its slice when the

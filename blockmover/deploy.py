@@ -1,7 +1,7 @@
 """
 ``blockmover-deploy``: validate ``cluster.yml`` and ``app.yml`` locally,
 send them to the control service, print what will change on each node, and
-with ``--wait`` follow the convergence until every application runs where
+with ``--wait`` follow the convergence until every application serves where
 it should.
 """
 
@@ -31,7 +31,7 @@ EXIT_CONTROL = 3
 _EPILOG = """\
 exit status:
   0  the configuration was accepted (and, with --wait, every application
-     runs where it should and every node converged)
+     runs and serves where it should and every node converged)
   1  convergence failed: a node reports a persistent error, or --timeout
      passed first
   2  bad input: a configuration file is missing or malformed (nothing was
@@ -72,8 +72,8 @@ def parse_args(argv):
                         help="only show what would change; change nothing")
     parser.add_argument("--wait", action="store_true",
                         help="follow the convergence with a live progress "
-                             "display until every application runs where "
-                             "it should")
+                             "display until every application runs and "
+                             "serves (is ready) where it should")
     parser.add_argument("--timeout", metavar="SECONDS", type=float,
                         default=600.0,
                         help="with --wait, give up after this long "
@@ -232,7 +232,7 @@ def deploy(reactor, args, deployment, cluster_yml, app_yml, url, out):
                       % (answer.get("generation"),))
             if args.wait:
                 yield _follow(reactor, client, args, deployment, out)
-                out.write("converged: every application runs where it "
+                out.write("converged: every application serves where it "
                           "should\n")
             return EXIT_OK
     except Abort as e:
