@@ -71,9 +71,10 @@ def status_lines(state_file):
             if progress.get("errors") else ""))
     for name, app in sorted(answer.get("applications", {}).items()):
         lines.append("  application %s: wanted on %s, running on %s, "
-                     "mounted on %s" % (
+                     "serving on %s, mounted on %s" % (
                          name, app.get("wanted_on") or "no node",
                          ", ".join(app.get("running_on") or []) or "none",
+                         ", ".join(app.get("ready_on") or []) or "none",
                          ", ".join(app.get("mounted_on") or []) or "none"))
     return lines
 
