@@ -12,8 +12,11 @@ from urllib.parse import urlsplit
 from blockmover.units import BadSize, parse_size
 from blockmover.yamlsource import describe, join
 
-# Names end up in volume names, metadata and URLs: keep them plain.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Names end up in volume names, metadata, URLs and certificates: keep them
+# plain.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+NAME_RULE = ("use up to 63 letters, digits, '_', '.' or '-', starting with "
+             "a letter or digit")
 
 
 def mapping(src, key, value, known, required=(), empty_ok=False):
@@ -59,14 +62,22 @@ def string(src, key, value, what="a string"):
     return value
 
 
+def is_plain_name(value):
+    """
+    Whether ``value`` is a usable name of a cluster, node, application or
+    user: letters, digits, ``_.-``, and nothing after them (not even a
+    newline, which a ``$`` would let through).
+    """
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 def name(src, key, value, what):
     """
     A name of a cluster, node or application: letters, digits, ``_.-``.
     """
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise src.error(key, "%s %r is not a usable name; use up to 63 "
-                        "letters, digits, '_', '.' or '-', starting with a "
-                        "letter or digit" % (what, value))
+    if not is_plain_name(value):
+        raise src.error(key, "%s %r is not a usable name; %s"
+                        % (what, value, NAME_RULE))
     return value
 
 

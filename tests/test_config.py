@@ -241,6 +241,9 @@ def test_round_trip(deployment):
     # keys must be names
     (CLUSTER, APP + "  [a]: {image: x}\n", "app.yml", 11, "applications",
      "a key must be a plain name"),
+    # a name is plain to its end: a newline after it is not
+    (edit(CLUSTER, "  name: demo", '  name: "demo\\n"'), APP, "cluster.yml",
+     3, "cluster.name", "cluster 'demo\\n' is not a usable name"),
 ])
 def test_errors(cluster, app, file, line, key, words):
     """
