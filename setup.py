@@ -19,7 +19,7 @@ setup(
         "eliot>=1.14,<2",
         "treq>=23.11,<27",
         "PyYAML>=6.0,<7",
-        "cryptography>=41,<51",
+        "cryptography>=42,<51",
     ],
     extras_require={
         "test": [
