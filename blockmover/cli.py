@@ -1,21 +1,20 @@
 """
-``blockmover``: run a local cluster of namespace nodes on this machine,
-show it, and demonstrate a move of MongoDB between its nodes.
+``blockmover``: keep the cluster's CA and its certificates (``ca``); run a
+local cluster of namespace nodes on this machine, show it, and demonstrate
+a move of MongoDB between its nodes.
 """
 
 import argparse
 import os
 import sys
 
+from blockmover import ca_command
 from blockmover.command import CommandFailed
-from blockmover.localcluster import ClusterError
-from blockmover.localcluster.layout import (
-    BACKENDS, DEFAULT_LATENCY, DEFAULT_NAME, DEFAULT_SUBNET,
-    default_state_dir, make_layout,
-)
 from blockmover.poll import Timeout
 
 DESCRIPTION = """\
+Keep the cluster's certificate authority and certificates (blockmover ca).
+
 Run a local blockmover cluster on this machine (as root). Each node is a
 network namespace on a Linux bridge with its own persistent mount
 namespace; the control service runs on the host, one agent per node runs
@@ -26,6 +25,7 @@ emulator on the host (blockmover-cloud, with slow attach and detach).
 
 EPILOG = """\
 examples:
+  blockmover ca init --cluster demo   # see: blockmover ca --help
   blockmover cluster up --nodes 2     # node1 at 10.77.0.11, node2 at .12
   blockmover status
   blockmover-deploy --control http://10.77.0.1:4523 --wait \\
@@ -37,35 +37,60 @@ examples:
 
 
 def _state_dir(args):
+    from blockmover.localcluster.layout import default_state_dir
     return os.path.abspath(args.state_dir or default_state_dir(args.name))
 
 
-def _common(parser):
-    parser.add_argument("--name", default=DEFAULT_NAME,
+def _common(parser, layout):
+    parser.add_argument("--name", default=layout.DEFAULT_NAME,
                         help="the cluster's name (default %(default)s)")
     parser.add_argument("--state-dir", default=None,
                         help="where the cluster keeps its state, logs and "
                         "volumes (default /var/lib/blockmover/cluster/NAME)")
 
 
-def _backend(parser):
-    parser.add_argument("--backend", default="loopback", choices=BACKENDS,
+def _backend(parser, layout):
+    parser.add_argument("--backend", default="loopback",
+                        choices=layout.BACKENDS,
                         help="the block-storage backend: loopback, or "
                         "openstack on an OpenStack emulator run on this "
                         "machine (default %(default)s)")
     for step in ("attach", "detach"):
         parser.add_argument("--%s-latency" % (step,), type=float,
-                            default=DEFAULT_LATENCY, metavar="SECONDS",
+                            default=layout.DEFAULT_LATENCY,
+                            metavar="SECONDS",
                             help="openstack: how long the emulator takes "
                             "to %s a volume (default %%(default)s)"
                             % (step,))
 
 
-# Each command imports late what it runs: `status` needs none of the code
-# that makes a cluster, and no command but `demo` needs the demo's.
+def _local_cluster(run):
+    """
+    ``run`` as a local-cluster command: it needs root, and the errors of
+    the local cluster are printed as one line each.
+    """
+    def checked(args):
+        # Imported late, as all of the local cluster: see below.
+        from blockmover.localcluster import ClusterError
+        if os.geteuid() != 0:
+            print("blockmover: a local cluster needs root (namespaces, loop "
+                  "devices, mounts); run it as root", file=sys.stderr)
+            return 2
+        try:
+            return run(args)
+        except (ClusterError, CommandFailed, Timeout) as e:
+            print("blockmover: %s" % (e,), file=sys.stderr)
+            return 1
+    return checked
+
+
+# Each command imports late what it runs: `ca` needs nothing of the local
+# cluster (it runs where there is none), `status` none of the code that
+# makes one, and no command but `demo` needs the demo's.
 
 
 def _up(args):
+    from blockmover.localcluster.layout import make_layout
     from blockmover.localcluster.up import up
     up(make_layout(args.name, args.nodes, args.subnet, _state_dir(args),
                    args.port, backend=args.backend,
@@ -95,64 +120,75 @@ def _demo(args):
                 detach_latency=args.detach_latency)
 
 
-def parser():
+def _local_cluster_options(cluster, status, demo):
+    """
+    Give the local-cluster commands their actions and options, whose
+    defaults are the local cluster's.
+    """
+    from blockmover.localcluster import layout
+    actions = cluster.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    up = actions.add_parser(
+        "up", help="make the cluster (safe to run again: it makes what "
+        "is missing and restarts services that died)")
+    _common(up, layout)
+    up.add_argument("--nodes", type=int, default=2,
+                    help="how many nodes (default %(default)s)")
+    up.add_argument("--subnet", default=layout.DEFAULT_SUBNET,
+                    help="first three octets of the cluster's /24: the "
+                    "host is .1, node k is .(10+k) (default %(default)s)")
+    up.add_argument("--port", type=int, default=4523,
+                    help="the control service's port (default "
+                    "%(default)s)")
+    _backend(up, layout)
+    up.set_defaults(run=_local_cluster(_up))
+    down = actions.add_parser(
+        "down", help="remove everything the cluster made: processes, "
+        "applications, mounts, loop devices, namespaces, bridge, state")
+    _common(down, layout)
+    down.set_defaults(run=_local_cluster(_down))
+
+    _common(status, layout)
+    status.set_defaults(run=_local_cluster(_status))
+
+    demo.add_argument("--keep", action="store_true",
+                      help="leave the cluster running afterwards")
+    demo.add_argument("--documents", type=int, default=10000,
+                      help="how many documents to write (default "
+                      "%(default)s)")
+    _backend(demo, layout)
+    demo.set_defaults(run=_local_cluster(_demo))
+
+
+def parser(local_cluster=True):
+    """
+    The command line's parser. Without ``local_cluster`` the local-cluster
+    commands are listed but take no options: their defaults come from the
+    local cluster's code, which ``blockmover ca`` does not load.
+    """
     top = argparse.ArgumentParser(
         prog="blockmover", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    ca_command.add_parser(commands)
     cluster = commands.add_parser(
         "cluster", help="bring a local cluster up or down",
         description="Bring a local cluster of namespace nodes up or down.")
-    actions = cluster.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
-    up = actions.add_parser(
-        "up", help="make the cluster (safe to run again: it makes what "
-        "is missing and restarts services that died)")
-    _common(up)
-    up.add_argument("--nodes", type=int, default=2,
-                    help="how many nodes (default %(default)s)")
-    up.add_argument("--subnet", default=DEFAULT_SUBNET,
-                    help="first three octets of the cluster's /24: the "
-                    "host is .1, node k is .(10+k) (default %(default)s)")
-    up.add_argument("--port", type=int, default=4523,
-                    help="the control service's port (default "
-                    "%(default)s)")
-    _backend(up)
-    up.set_defaults(run=_up)
-    down = actions.add_parser(
-        "down", help="remove everything the cluster made: processes, "
-        "applications, mounts, loop devices, namespaces, bridge, state")
-    _common(down)
-    down.set_defaults(run=_down)
-
     status = commands.add_parser(
         "status", help="show the nodes, services and applications")
-    _common(status)
-    status.set_defaults(run=_status)
-
     demo = commands.add_parser(
         "demo", help="bring up 2 nodes, run MongoDB on node1 with data, "
         "move it to node2, verify every document, take the cluster down")
-    demo.add_argument("--keep", action="store_true",
-                      help="leave the cluster running afterwards")
-    demo.add_argument("--documents", type=int, default=10000,
-                      help="how many documents to write (default "
-                      "%(default)s)")
-    _backend(demo)
-    demo.set_defaults(run=_demo)
+    if local_cluster:
+        _local_cluster_options(cluster, status, demo)
     return top
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
-    if os.geteuid() != 0:
-        print("blockmover: a local cluster needs root (namespaces, loop "
-              "devices, mounts); run it as root", file=sys.stderr)
-        return 2
-    try:
-        return args.run(args)
-    except (ClusterError, CommandFailed, Timeout) as e:
-        print("blockmover: %s" % (e,), file=sys.stderr)
-        return 1
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(local_cluster=argv[:1] != ["ca"]).parse_args(argv)
+    if args.command == "ca":
+        return ca_command.run(args, sys.stderr)
+    return args.run(args)

@@ -1,7 +1,8 @@
 """
 The cluster's CA: the identities its certificates carry, real TLS between
 holders of its certificates (and refusal of others), revocation by name
-seen without a restart, its files and their modes.
+seen without a restart, its files and their modes, and ``blockmover ca``
+run as a user runs it.
 """
 
 import datetime
@@ -9,6 +10,8 @@ import os
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -23,7 +26,9 @@ from blockmover.certificates import (
     BadAddress, BadName, CertificateError, CertificateRefused, Identity,
     NotAnIdentity,
 )
+from tests.test_product_imports import imported_after, tools_in
 
+BLOCKMOVER = os.path.join(os.path.dirname(sys.executable), "blockmover")
 NOW = datetime.datetime.now(datetime.timezone.utc)
 PLAIN_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
                             fullmatch=True)
@@ -515,3 +520,122 @@ def test_a_ca_certificate_is_no_identity(authority):
         certificates.check(authority.certificate, authority.certificate,
                            frozenset(), NOW)
 
+
+# --- the command -----------------------------------------------------------
+
+def blockmover_ca(directory, *args):
+    """
+    ``blockmover ca ARGS`` run in ``directory``: (exit status, stdout,
+    stderr).
+    """
+    result = subprocess.run([BLOCKMOVER, "ca"] + list(args), cwd=directory,
+                            capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_the_command_end_to_end(workdir):
+    ca_dir = os.path.join(workdir, "ca")
+    where = ["--dir", ca_dir]
+    code, out, err = blockmover_ca(workdir, "init", "--cluster", "demo",
+                                   *where)
+    assert (code, err) == (0, "")
+    assert "made the CA of cluster demo" in out
+    assert mode(ca_dir) == 0o700
+    assert mode(os.path.join(ca_dir, "ca.key")) == 0o600
+
+    code, out, err = blockmover_ca(workdir, "control", "--address",
+                                   "10.77.0.1", "--address", "localhost",
+                                   *where)
+    assert (code, err) == (0, "")
+    assert "./control.key  copy to /etc/blockmover/control.key" in out
+    code, out, err = blockmover_ca(workdir, "node", "node1", *where)
+    assert (code, err) == (0, "")
+    assert "copy to /etc/blockmover/agent.crt on node node1" in out
+    os.mkdir(os.path.join(workdir, "alice"))
+    code, out, err = blockmover_ca(workdir, "user", "alice", "--out",
+                                   "alice", *where)
+    assert (code, err) == (0, "")
+    assert mode(os.path.join(workdir, "alice", "user-alice.key")) == 0o600
+    node1 = certificate_at(os.path.join(workdir, "node-node1.crt"))
+    assert certificates.identity_of(node1) == Identity(
+        cluster="demo", kind="node", name="node1")
+
+    code, out, err = blockmover_ca(workdir, "revoke", "node", "node1",
+                                   *where)
+    assert (code, err) == (0, "")
+    assert "revoked 1 certificate of node node1: %x" % (
+        node1.serial_number,) in out
+    code, out, err = blockmover_ca(workdir, "list", *where)
+    assert code == 0
+    lines = {line.split()[0] + " " + line.split()[1]: line
+             for line in out.splitlines()[2:]}
+    assert lines["node node1"].endswith("revoked %s" % (
+        datetime.datetime.now(datetime.timezone.utc).date(),))
+    assert lines["user alice"].endswith("valid")
+    assert out.splitlines()[2].startswith("control ")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["init", "--cluster", "demo"], "already holds a CA"),
+    (["node", "bad name"], "node name 'bad name' is not a usable name"),
+    (["node", "node1"], "node-node1.crt exists; move it away"),
+    (["control", "--address", "a b"], "neither an IP address nor a DNS name"),
+    (["revoke", "user", "nobody"], "no certificate was ever issued"),
+    (["user", "bob", "--out", "missing"],
+     "the output directory missing does not exist"),
+])
+def test_a_refusal_is_one_line_saying_what_to_do(workdir, args, words):
+    ca_dir = os.path.join(workdir, "ca")
+    assert blockmover_ca(workdir, "init", "--cluster", "demo", "--dir",
+                         ca_dir)[0] == 0
+    assert blockmover_ca(workdir, "node", "node1", "--dir", ca_dir)[0] == 0
+    with open(os.path.join(ca_dir, "issued.json")) as f:
+        index = f.read()
+    code, out, err = blockmover_ca(workdir, *(args + ["--dir", ca_dir]))
+    assert code == 1
+    assert err.startswith("blockmover ca: ") and err.count("\n") == 1
+    assert words in err
+    with open(os.path.join(ca_dir, "issued.json")) as f:
+        assert f.read() == index
+
+
+def test_no_ca_where_asked_says_how_to_make_one(workdir):
+    code, out, err = blockmover_ca(workdir, "list", "--dir",
+                                   os.path.join(workdir, "nowhere"))
+    assert code == 1
+    assert "holds no CA; make one with 'blockmover ca init" in err
+
+
+@pytest.mark.parametrize("args", [["revoke", "node"],
+                                  ["revoke", "control", "x"],
+                                  ["user", "alice", "--days", "0"],
+                                  ["control"]])
+def test_a_bad_command_line_exits_2(workdir, args):
+    code, out, err = blockmover_ca(workdir, *args)
+    assert code == 2
+    assert "usage: blockmover ca" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("action, words", [
+    ("control", "/etc/blockmover/control.key"),
+    ("node", "/etc/blockmover/agent.key"),
+    ("user", "~/.config/blockmover/user.key"),
+    ("init", "/etc/blockmover/ca.crt"),
+    ("revoke", "/etc/blockmover/crl.pem"),
+])
+def test_help_says_where_each_file_goes(workdir, action, words):
+    code, out, err = blockmover_ca(workdir, action, "--help")
+    assert code == 0
+    assert words in out
+    assert "exit status:" in out
+
+
+def test_the_ca_command_loads_no_local_cluster(workdir):
+    modules = imported_after(
+        "from blockmover.cli import main\n"
+        "assert main(['ca', 'init', '--cluster', 'demo', '--dir', %r]) == 0\n"
+        % (os.path.join(workdir, "ca"),))
+    assert "blockmover.ca" in modules
+    assert [m for m in tools_in(modules)
+            if m.startswith("blockmover.localcluster")] == []
