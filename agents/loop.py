@@ -29,12 +29,13 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from agents.changes import NodeContext
+from agents.identity import NodeIdentity, SliceRefused, check_slice
 from agents.report import Reporter
 from agents.runtime import IApplicationExits
 from blockmover.client import ControlError, ControlUnreachable
 from blockmover.identity import dataset_id
 from blockmover.model import (
-    FinishedStep, NodeReport, Progress, RunningStep, StepError,
+    FinishedStep, NodeReport, NodeState, Progress, RunningStep, StepError,
 )
 from blockmover.poll import Backoff
 
@@ -447,13 +448,14 @@ class ConvergenceLoop(object):
 
     def _needs_discovery(self, previous, desired):
         """
-        Whether ``desired`` needs a new look at the whole node: the first
-        slice, another cluster or node id, or a look that has not ended.
+        Whether ``desired`` needs a new look at the whole node (and its
+        context made, which checks that the slice is this node's): the
+        first slice, another node, cluster or backend id than the slice
+        accepted before, or a look that has not ended.
         """
         return (previous is None or self._context is None
                 or self._discovered != previous.generation
-                or (previous.cluster_name, previous.backend_id)
-                != (desired.cluster_name, desired.backend_id))
+                or _identity(previous) != _identity(desired))
 
     def _end_task(self):
         if self._task is not None:
@@ -479,6 +481,16 @@ class ConvergenceLoop(object):
                 context = yield self._in_thread(self._context_for, desired)
                 state = yield self._in_thread(self._observe, context,
                                               desired)
+            except SliceRefused as e:
+                # Not this node's: nothing acts on it; a new slice is looked
+                # at again, this one after a while.
+                log_message(message_type="blockmover:agent:slice-refused",
+                            node=self._node, reason=str(e))
+                self._trouble = str(e)
+                self._report()
+                yield self._discovery.sleep(self._recheck.delay(attempt))
+                attempt += 1
+                continue
             except Exception as e:
                 # Looking at the node (or making its backend) failed: say so
                 # with the last state seen, and try again with backoff.
@@ -503,9 +515,13 @@ class ConvergenceLoop(object):
             self._report()
 
     def _context_for(self, desired):
-        if isinstance(self._context_source, NodeContext):
-            return self._context_source
-        return self._context_source(desired)
+        source = self._context_source
+        if isinstance(source, NodeContext):
+            check_slice(NodeIdentity(node=source.node,
+                                     cluster=source.cluster_name,
+                                     instance_id=source.backend_id), desired)
+            return source
+        return source(desired)
 
     def _in_thread(self, f, *args):
         return deferToThreadPool(self._reactor, self._threadpool, f, *args)
@@ -696,8 +712,13 @@ class ConvergenceLoop(object):
 
     def _report(self):
         desired = self._desired
-        if desired is None or self._state is None:
+        if desired is None:
             return
+        if self._state is None:
+            if self._trouble is None:
+                return
+            # Trouble before the first look: say so, with nothing seen yet.
+            self._state = NodeState(node=self._node, backend_id="")
         workers = [self._workers[d] for d in sorted(self._workers)]
         converged = self._converged()
         if converged:
@@ -719,6 +740,10 @@ class ConvergenceLoop(object):
         self._last_report, self._last_report_at = report, now
         self._changed_backend = False
         self._reporter.send(report)
+
+
+def _identity(desired):
+    return (desired.node, desired.cluster_name, desired.backend_id)
 
 
 def _named(desired):

@@ -10,6 +10,7 @@ from eliot import log_message
 from twisted.internet.task import react
 
 from agents.changes import NodeContext
+from agents.identity import NodeIdentity, check_slice
 from agents.loop import AgentThreadPool, ConvergenceLoop
 from agents.runtime import ProcessRuntime
 from blockmover.backends import make_backend
@@ -57,6 +58,11 @@ class ContextFactory(object):
         return None
 
     def __call__(self, desired):
+        """
+        :raise SliceRefused: ``desired`` is not this node's.
+        """
+        # Before anything is made for it: the slice must be this node's.
+        check_slice(self.identity(), desired)
         with self._lock:
             if desired.cluster_name != self._cluster_name:
                 log_message(message_type="blockmover:agent:backend",
@@ -67,10 +73,22 @@ class ContextFactory(object):
                     dict(self._config.backend.options),
                     desired.cluster_name, self.instance_id())
                 self._cluster_name = desired.cluster_name
+            # And its instance as the backend knows this node (an openstack
+            # node may learn its server id from the metadata service).
+            check_slice(self.identity().set(
+                instance_id=self._backend.compute_instance_id()), desired)
             return NodeContext(node=self._config.node,
                                backend_id=desired.backend_id,
                                cluster_name=desired.cluster_name,
                                backend=self._backend, runtime=self._runtime)
+
+    def identity(self):
+        """
+        This node as its own configuration says: ``agents.identity``.
+        """
+        return NodeIdentity(node=self._config.node,
+                            cluster=self._config.cluster,
+                            instance_id=self.instance_id())
 
 
 def parse_args(argv):

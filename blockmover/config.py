@@ -382,6 +382,8 @@ class AgentConfig(PClass):
     """
     node = field(type=str, mandatory=True)
     control = field(type=str, mandatory=True)
+    # The cluster this node belongs to; a slice of another is refused.
+    cluster = optional(str)
     state_dir = field(type=str, mandatory=True, initial=DEFAULT_STATE_DIR)
     log = field(type=str, mandatory=True, initial="-")
     instance_id = optional(str)
@@ -402,15 +404,18 @@ def load_agent_config(text, path="agent.yml"):
     data = src.data
     configfields.version(src, data)
     configfields.mapping(src, None, data,
-                         ("version", "node", "control", "state_dir", "log",
-                          "instance_id", "backend"),
+                         ("version", "node", "cluster", "control",
+                          "state_dir", "log", "instance_id", "backend"),
                          ("node", "control"))
     log = data.get("log", "-")
     if log != "-":
         configfields.absolute_path(src, "log", log)
     instance_id = data.get("instance_id")
+    cluster = data.get("cluster")
     return AgentConfig(
         node=configfields.name(src, "node", data["node"], "node"),
+        cluster=None if cluster is None else configfields.name(
+            src, "cluster", cluster, "cluster"),
         control=configfields.url(src, "control", data["control"]),
         state_dir=configfields.absolute_path(
             src, "state_dir", data.get("state_dir", DEFAULT_STATE_DIR)),

@@ -113,8 +113,8 @@ def pending(deployment, state, slice_generations):
 class ErrorWatch(object):
     """
     Tells a persistent error from a passing one: an error a node keeps
-    reporting for the same change of the same dataset for ``patience``
-    seconds is persistent.
+    reporting for the same change of the same dataset (or trouble of the
+    node itself) for ``patience`` seconds is persistent.
     """
 
     def __init__(self, patience):
@@ -129,11 +129,17 @@ class ErrorWatch(object):
         seen = {}
         for node, node_info in sorted(state.get("nodes", {}).items()):
             progress = (node_info or {}).get("progress") or {}
-            for error in progress.get("errors", []):
-                step = error["step"]
-                key = (node, step["dataset_id"], step["kind"])
+            found = [((step["dataset_id"], step["kind"]), error["message"])
+                     for error in progress.get("errors", [])
+                     for step in [error["step"]]]
+            if progress.get("trouble"):
+                # The node itself is in trouble (cannot look at itself,
+                # refuses its slice): as persistent as any error.
+                found.append((("", "trouble"), progress["trouble"]))
+            for (dataset, kind), message in found:
+                key = (node, dataset, kind)
                 seen[key] = (self._first_seen.get(key, (now, None))[0],
-                             error["message"])
+                             message)
         self._first_seen = seen
         for (node, _, _), (first, message) in sorted(seen.items()):
             if now - first >= self.patience:

@@ -89,7 +89,8 @@ class AgentProcess(object):
     inside ``namespace`` (a ``NodeNamespace``).
     """
 
-    def __init__(self, directory, control_url, loopback_root, namespace):
+    def __init__(self, directory, control_url, loopback_root, namespace,
+                 extra=""):
         self.directory = directory
         self.node = namespace.name
         self.namespace = namespace
@@ -98,9 +99,9 @@ class AgentProcess(object):
         self.config = os.path.join(directory, self.node + ".yml")
         with open(self.config, "w") as f:
             f.write("version: 1\nnode: %s\ncontrol: %s\nstate_dir: %s\n"
-                    "log: %s\nbackend:\n  name: loopback\n  root: %s\n"
+                    "log: %s\nbackend:\n  name: loopback\n  root: %s\n%s"
                     % (self.node, control_url, self.state_dir, self.log,
-                       loopback_root))
+                       loopback_root, extra))
         self.process = None
 
     def start(self):
@@ -621,30 +622,134 @@ def test_agent_help_and_bad_config(workdir):
     assert line.startswith(config) and "control" in line
 
 
+class FakeBackend(object):
+    def __init__(self, instance_id):
+        self.instance_id = instance_id
+
+    def compute_instance_id(self):
+        return self.instance_id
+
+
+def _agent_config(extra=""):
+    from blockmover.config import load_agent_config
+    return load_agent_config(
+        "version: 1\nnode: node1\ncontrol: http://127.0.0.1:1\n"
+        "backend: {name: loopback, root: /nonexistent}\n" + extra)
+
+
+def _node1_slice(generation):
+    return slice_(generation).set(node="node1", backend_id="node1")
+
+
 def test_context_factory_makes_backend_per_cluster():
     """
     The backend is made once per cluster name, with the node's name as
     the loopback instance id, and made again when the cluster changes.
     """
     from agents.main import ContextFactory
-    from blockmover.config import load_agent_config
-    config = load_agent_config(
-        "version: 1\nnode: node1\ncontrol: http://127.0.0.1:1\n"
-        "backend: {name: loopback, root: /nonexistent}\n")
     made = []
 
     def backend_factory(name, options, cluster_name, instance_id):
         made.append((name, options, cluster_name, instance_id))
-        return object()
-    contexts = ContextFactory(config, runtime=None,
+        return FakeBackend(instance_id)
+    contexts = ContextFactory(_agent_config(), runtime=None,
                               backend_factory=backend_factory)
-    first = contexts(slice_(1))
-    assert contexts(slice_(2)).backend is first.backend
-    other = contexts(slice_(3).set(cluster_name="other"))
+    first = contexts(_node1_slice(1))
+    assert contexts(_node1_slice(2)).backend is first.backend
+    other = contexts(_node1_slice(3).set(cluster_name="other"))
     assert other.backend is not first.backend
     assert made == [("loopback", {"root": "/nonexistent"}, "c", "node1"),
                     ("loopback", {"root": "/nonexistent"}, "other", "node1")]
-    assert first.node == "node1" and first.backend_id == "n1"
+    assert first.node == "node1" and first.backend_id == "node1"
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("node", "node2", "node 'node2', not this node 'node1'"),
+    ("backend_id", "i-other", "backend instance 'i-other', not this "
+     "node's 'node1'"),
+    ("cluster_name", "other", "cluster 'other', not this node's cluster "
+     "'c'"),
+])
+def test_context_factory_refuses_another_nodes_slice(field, value, named):
+    """
+    A slice naming another node, another backend instance or (when
+    agent.yml names its cluster) another cluster is refused before any
+    backend is made for it.
+    """
+    from agents.identity import SliceRefused
+    from agents.main import ContextFactory
+    made = []
+
+    def backend_factory(name, options, cluster_name, instance_id):
+        made.append(cluster_name)
+        return FakeBackend(instance_id)
+    contexts = ContextFactory(_agent_config("cluster: c\n"), runtime=None,
+                              backend_factory=backend_factory)
+    with pytest.raises(SliceRefused) as refused:
+        contexts(_node1_slice(7).set(**{field: value}))
+    assert named in str(refused.value)
+    assert "generation 7" in str(refused.value)
+    assert made == []
+
+
+def test_loop_acts_on_no_slice_of_another_node():
+    """
+    The loop refuses a slice that names another node: none of its changes
+    run, the refusal is reported as the node's trouble; the next slice that
+    is its own is acted on.
+    """
+    client = FakeClient()
+    hostile, own = FakeStep("d"), FakeStep("d")
+    client.push(slice_(1).set(node="n2"))
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        yield _until(reactor, lambda: any(
+            "node 'n2', not this node 'n1'" in (r.progress.trouble or "")
+            for r in client.reports), "the refusal reported")
+        assert hostile.attempts == []
+        client.push(slice_(2))
+        yield _until(reactor, lambda: own.done, "its own slice acted on")
+    run_loop(client, {1: {"d": [hostile]}, 2: {"d": [own]}}, scenario)
+    assert hostile.attempts == []
+
+
+def test_agent_refuses_a_slice_of_another_instance(workdir, loopback_root,
+                                                   namespaces):
+    """
+    A real agent whose node cluster.yml gives another backend instance id
+    than its own: it refuses the slice, makes no volume and starts
+    nothing, and blockmover-deploy --wait ends naming the refusal.
+    """
+    ns1 = namespaces("node1")
+    control = started_control(workdir)
+    name = "r%d" % (os.getpid(),)
+    agent = AgentProcess(workdir, control.url, loopback_root, ns1,
+                         extra="cluster: %s\n" % (name,))
+    try:
+        cluster, apps = write_configuration(
+            workdir, control.url, name, placed=APP, command=APP_COMMAND,
+            root=loopback_root)
+        with open(cluster) as f:
+            text = f.read()
+        with open(cluster, "w") as f:
+            f.write(text.replace("node1: {address: 127.0.0.1}",
+                                 "node1: {address: 127.0.0.1, "
+                                 "instance_id: i-elsewhere}"))
+        agent.start()
+        result = deploy(cluster, apps, "--error-patience", "2")
+        assert result.returncode == 1, result.stdout + result.stderr
+        [reason] = result.stderr.splitlines()
+        assert "refusing the slice" in reason, reason
+        assert "backend instance 'i-elsewhere'" in reason, reason
+        assert LoopbackBlockDeviceAPI(loopback_root, name,
+                                      "node1").list_volumes() == []
+        assert agent.app_pid() is None
+        assert any(m.get("message_type") == "blockmover:agent:slice-refused"
+                   for m in read_log(agent.log))
+    finally:
+        agent.terminate()
+        control.stop()
 
 
 def test_deploy_gives_up_on_persistent_error(workdir, loopback_root,

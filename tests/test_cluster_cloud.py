@@ -40,6 +40,7 @@ def test_configs_name_each_nodes_server(layout):
         agent = load_agent_config(yaml.safe_dump(agent_config(layout,
                                                               node)))
         assert agent.instance_id == ids[node.name]
+        assert agent.cluster == layout.name
         # The cluster's backend, seeing devices where the emulator links
         # this node's server's.
         assert agent.backend.name == deployment.backend.name

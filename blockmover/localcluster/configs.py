@@ -56,6 +56,7 @@ def agent_config(layout, node):
     config = {
         "version": 1,
         "node": node.name,
+        "cluster": layout.name,
         "control": layout.control_url,
         "state_dir": node.agent_state_dir,
         "log": node.agent_log,
