@@ -83,7 +83,7 @@ def test_examples_load():
     assert prod.applications["web"].environment["MONGO_PORT"] == "27017"
     agent = load_agent_file(path("agent.yml"))
     assert agent == AgentConfig(
-        node="node1", control="https://10.77.0.1:4523",
+        node="node1", cluster="demo", control="https://10.77.0.1:4523",
         backend={"name": "loopback",
                  "options": {"root": "/var/lib/blockmover/loopback"}})
     # Other examples (clouds.yaml) may sit beside these.
