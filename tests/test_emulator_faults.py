@@ -37,22 +37,41 @@ def no_faults(cloud):
     assert cloud.admin.faults() == {}
 
 
-@pytest.fixture
-def volume_id(cloud):
+def new_volume(cloud, name=None):
+    """
+    A 1 GiB volume of the emulator's first user, once it is available.
+    """
+    volume = {"size": 1}
+    if name is not None:
+        volume["name"] = name
     status, _, body = cloud.request("POST", "/v3/volumes",
-                                    {"volume": {"size": 1}})
+                                    {"volume": volume})
     assert status == 202
-    volume_id = body["volume"]["id"]
-    cloud.wait_for_status(volume_id, "available")
-    yield volume_id
-    cloud.admin.clear_faults()
+    cloud.wait_for_status(body["volume"]["id"], "available")
+    return body["volume"]["id"]
+
+
+def remove_volume(cloud, volume_id):
+    """
+    Detach the volume from node1 if it is attached (once it settled), and
+    delete it.
+    """
     if cloud.volume_status(volume_id) != "available":
+        cloud.wait_for_status(volume_id, "in-use")
         cloud.request("DELETE", "/compute/v2.1/servers/%s/"
                       "os-volume_attachments/%s"
                       % (cloud.servers["node1"], volume_id))
         cloud.wait_for_status(volume_id, "available")
     cloud.request("DELETE", "/v3/volumes/%s" % (volume_id,))
     cloud.wait_for_status(volume_id, None)
+
+
+@pytest.fixture
+def volume_id(cloud):
+    volume_id = new_volume(cloud)
+    yield volume_id
+    cloud.admin.clear_faults()
+    remove_volume(cloud, volume_id)
 
 
 def attach(cloud, volume_id):
@@ -161,21 +180,13 @@ def test_attach_error_returns_volume_to_available(cloud, volume_id):
     cloud.wait_for_status(volume_id, "in-use")
 
 
-def named_volume(cloud, name):
-    status, _, body = cloud.request("POST", "/v3/volumes",
-                                    {"volume": {"size": 1, "name": name}})
-    assert status == 202
-    cloud.wait_for_status(body["volume"]["id"], "available")
-    return body["volume"]["id"]
-
-
 def test_stuck_attach_of_one_volume_only(cloud):
     """
     A hang narrowed by name holds that volume's attach while another
     volume's attach on the same server goes through.
     """
-    slow = named_volume(cloud, "blockmover-demo-slowdb")
-    fast = named_volume(cloud, "blockmover-demo-web")
+    slow = new_volume(cloud, "blockmover-demo-slowdb")
+    fast = new_volume(cloud, "blockmover-demo-web")
     try:
         cloud.admin.set_faults({"stuck": [
             {"operation": "attach", "seconds": 3.0,
@@ -188,14 +199,7 @@ def test_stuck_attach_of_one_volume_only(cloud):
     finally:
         cloud.admin.clear_faults()
         for volume_id in (slow, fast):
-            if cloud.volume_status(volume_id) != "available":
-                cloud.wait_for_status(volume_id, "in-use")
-                cloud.request("DELETE", "/compute/v2.1/servers/%s/"
-                              "os-volume_attachments/%s"
-                              % (cloud.servers["node1"], volume_id))
-                cloud.wait_for_status(volume_id, "available")
-            cloud.request("DELETE", "/v3/volumes/%s" % (volume_id,))
-            cloud.wait_for_status(volume_id, None)
+            remove_volume(cloud, volume_id)
 
 
 def test_admin_token_is_sent_and_required():
