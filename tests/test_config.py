@@ -4,6 +4,7 @@ cluster.yml, app.yml and agent.yml: what loads, and what each mistake says.
 
 import os
 import textwrap
+import tracemalloc
 
 import pytest
 import yaml
@@ -274,7 +275,62 @@ def test_missing_file(tmp_path):
 
 def test_recursive_alias_refused():
     e = error(app="version: 1\napplications: &a\n  x: *a\n")
-    assert "refers to itself" in e.message
+    assert (e.file, e.line) == ("app.yml", 2)
+    assert "anchor &a is not supported" in e.message
+
+
+# Nine levels of nine aliases each: 9**9 strings once expanded, in 350 bytes.
+BILLION_LAUGHS = "version: 1\napplications:\n  a: &a [\"lol\"]\n" + "".join(
+    "  %s: &%s [%s]\n" % (name, name, ", ".join(["*" + previous] * 9))
+    for previous, name in zip("abcdefgh", "bcdefghi")) + \
+    "  x: {command: [*i]}\n"
+
+
+def test_billion_laughs_refused_with_little_memory():
+    """
+    Aliases nested nine deep are refused at the first anchor, before any is
+    expanded: the error names the file and line, and reading the file takes
+    no more memory than a small file does.
+    """
+    tracemalloc.start()
+    try:
+        e = error(app=BILLION_LAUGHS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (e.file, e.line, e.key) == ("app.yml", 3, None)
+    assert "anchor &a is not supported" in e.message
+    assert "write the value out" in e.message
+    assert peak < 2 * MiB
+
+
+@pytest.mark.parametrize("cluster,app,file,line,words", [
+    # an anchor alone is refused, though nothing refers to it
+    (edit(CLUSTER, "  node1: {address", "  node1: &n {address"), APP,
+     "cluster.yml", 8, "anchor &n"),
+    # an alias of a scalar
+    (CLUSTER, edit(APP, '[secantusd-py, --port, "27017"]',
+                   '[&p secantusd-py, *p]'), "app.yml", 4, "anchor &p"),
+    (CLUSTER, edit(APP, '    command: [secantusd-py, --port, "27017"]',
+                   '    command: &cmd [secantusd-py]\n    image: *cmd'),
+     "app.yml", 4, "anchor &cmd"),
+])
+def test_anchors_and_aliases_refused(cluster, app, file, line, words):
+    e = error(cluster, app)
+    assert (e.file, e.line) == (file, line)
+    assert words in e.message
+
+
+def test_alias_without_anchor_refused():
+    e = error(app="version: 1\napplications: *nowhere\n")
+    assert (e.file, e.line) == ("app.yml", 2)
+    assert "alias *nowhere is not supported" in e.message
+
+
+def test_deep_nesting_refused():
+    e = error(app="version: 1\napplications: " + "[" * 5000 + "]" * 5000)
+    assert e.file == "app.yml"
+    assert "nested too deeply" in e.message
 
 
 def test_secret_not_echoed():
