@@ -20,14 +20,15 @@ from blockmover.poll import Backoff, poll
 from tests.test_control_api import APP, CLUSTER
 
 
-def serve(state_dir, body, timeout=60.0):
+def serve(state_dir, body, timeout=60.0, store=None):
     """
-    Run a ControlService and its API on a fresh reactor; call
+    Run a ControlService (keeping its configuration in ``store``, or a
+    ``FileStore`` of ``state_dir``) and its API on a fresh reactor; call
     ``body(port, service, reactor)`` in another thread and stop when it
     returns. Re-raises what ``body`` raised.
     """
     reactor = SelectReactor()
-    service = ControlService(FileStore(state_dir), reactor,
+    service = ControlService(store or FileStore(state_dir), reactor,
                              refresh_interval=3600)
     outcome = []
 

@@ -15,7 +15,7 @@ from twisted.web.server import NOT_DONE_YET
 from blockmover.control import limits
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.service import (
-    BadReport, ConfigurationRejected, NoConfiguration, UnknownNode,
+    BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
 )
 from blockmover.logs import TASK_HEADER
 from blockmover.model import NodeReport, to_data
@@ -52,7 +52,7 @@ _TIMED_OUT = _TimedOut()
 _CLIENT_ERRORS = [
     (BadRequest, 400), (BadReport, 400), (BackendError, 400),
     (NoConfiguration, 404), (UnknownNode, 404), (TooLarge, 413),
-    (TooManyPolls, 429),
+    (TooManyPolls, 429), (Busy, 503),
     # The service's own failure, with a message that says what to check.
     (StoreError, 500),
 ]
@@ -137,7 +137,7 @@ class _Endpoint(Resource):
             return (400, {"errors": failure.value.errors})
         for kind, code in _CLIENT_ERRORS:
             if failure.check(kind):
-                if code == 429:
+                if code in (429, 503):
                     request.setHeader(b"Retry-After",
                                       b"%d" % (limits.RETRY_AFTER,))
                 if code == 413:

@@ -21,6 +21,9 @@ from blockmover.files import FileWriter
 from blockmover.model import to_data
 
 DEFAULT_REFRESH_INTERVAL = 30.0
+# Configurations being read or applied at once; more are refused (503), so
+# a flood of large ones cannot queue without bound in memory.
+MAX_PENDING_CONFIGURATIONS = 4
 
 
 class ConfigurationRejected(Exception):
@@ -54,6 +57,13 @@ def _parse(cluster_yml, app_yml, cluster_path, app_path):
                                  app_path)
     return _Parsed(deployment, {"cluster_yml": scrub_yaml(cluster_yml),
                                 "app_yml": scrub_yaml(app_yml)})
+
+
+class Busy(Exception):
+    """
+    The service takes no more configurations now; the client may try
+    again later.
+    """
 
 
 class NoConfiguration(Exception):
@@ -117,6 +127,7 @@ class ControlService(object):
         self._reports = {}
         self._shown = None
         self._configuring = DeferredLock()
+        self._pending = 0
         # Held while slices are computed, their counter saved and they are
         # handed out: one change of the slices at a time.
         self._slicing = DeferredLock()
@@ -192,7 +203,12 @@ class ControlService(object):
             [LINE, ...]}}``, or failing with ``ConfigurationRejected`` (and
             nothing changed), or with ``StoreError`` when it could not be
             saved (and nothing changed).
+        :raise Busy: ``MAX_PENDING_CONFIGURATIONS`` are pending already.
         """
+        if self._pending >= MAX_PENDING_CONFIGURATIONS:
+            raise Busy("%d configurations are being read or applied now, the"
+                       " most the service takes at once; send yours again "
+                       "once they are done" % (self._pending,))
         # The caller's action, read now while it is current: its task
         # travels to the agents with the slices this configuration changes.
         action = current_action()
@@ -207,6 +223,12 @@ class ControlService(object):
         d.addCallback(lambda parsed: self._configuring.run(
             self._configure, parsed, cluster_yml, app_yml, cluster_path,
             app_path, dry_run, action))
+        self._pending += 1
+
+        def done(result):
+            self._pending -= 1
+            return result
+        d.addBoth(done)
         return d
 
     @inlineCallbacks
