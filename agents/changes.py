@@ -162,9 +162,11 @@ class AttachVolume(Change):
 class MakeFilesystem(Change):
     """
     Make a filesystem stamped with the dataset id on the volume's device,
-    only when the device holds none, then mark the volume formatted. A
-    device that already holds this dataset's filesystem is only marked; one
-    holding any other filesystem is refused.
+    only when the device holds none and the backend marks the volume as
+    created blank by blockmover (``identity.NEW``), then mark the volume
+    formatted. A device that already holds this dataset's filesystem is
+    only marked; one holding any other filesystem, or a blank one of a
+    volume not marked new, is refused.
     """
     kind = "mkfs"
     touches_backend = True
@@ -184,14 +186,26 @@ class MakeFilesystem(Change):
                 raise filesystem.FilesystemPresent(device, found.signature)
             else:
                 volume = context.backend.get_volume(self.volume_id)
-                if volume.metadata.get(identity.FORMAT_KEY) == \
-                        identity.FORMATTED:
+                mark = volume.metadata.get(identity.FORMAT_KEY)
+                if mark == identity.FORMATTED:
                     # A formatted volume showing a blank device is not the
                     # volume we think, or lost its data: never paper over it.
                     raise filesystem.FilesystemError(
                         "volume %s is marked formatted but %s is blank; "
                         "check which device belongs to the volume"
                         % (self.volume_id, device))
+                if mark != identity.NEW:
+                    # The planner checks this too; a filesystem is made only
+                    # on a volume blockmover itself created blank, whatever
+                    # asked for it.
+                    raise filesystem.FilesystemError(
+                        "volume %s is not marked as created blank by "
+                        "blockmover (its %s is %s, not %r), so no filesystem "
+                        "is made on %s; if it is really new and empty, set "
+                        "that metadata to %r in the backend"
+                        % (self.volume_id, identity.FORMAT_KEY,
+                           "missing" if mark is None else repr(mark),
+                           identity.NEW, device, identity.NEW))
                 filesystem.make_filesystem(device, self.filesystem,
                                            self.dataset_id)
                 action.add_success_fields(made=True)

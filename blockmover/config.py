@@ -6,11 +6,11 @@ Every mistake is a ``ConfigError`` naming the file, line and key, raised
 before anything changes.
 """
 
-import posixpath
+import re
 
 from pyrsistent import PClass, field
 
-from blockmover import configfields
+from blockmover import configfields, mountpoints
 from blockmover.backends import BACKENDS
 from blockmover.model import (
     DEFAULT_READY_DEADLINE, Application, BackendConfig, Deployment,
@@ -36,6 +36,13 @@ _FLOCKER_IGNORED = ("links", "restart_policy", "mem_limit", "cpu_shares")
 _APPLICATION_KEYS = ("command", "image", "ports", "environment",
                      "volume", "ready") + _FLOCKER_IGNORED
 _READY_KEYS = ("tcp", "command", "deadline")
+_CLUSTER_KEYS = ("name", "control", "backend", "mountpoints_under",
+                 "allow_loader_environment")
+
+# Variables that change which code a program loads (the dynamic loader's,
+# glibc's iconv modules, Python's module path): refused in an
+# application's environment unless the cluster allows them.
+_LOADER_VARIABLE = re.compile(r"LD_.*|GCONV_PATH|PYTHONPATH|PYTHONHOME")
 
 
 def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
@@ -51,6 +58,8 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
     nodes = _read_nodes(cluster_src)
     placement = _read_placement(cluster_src, nodes, applications, app_path)
     _check_mountpoints(app_src, placement, applications)
+    _check_places(app_src, cluster, applications)
+    _check_environment(app_src, cluster, applications)
     _check_ports(app_src, placement, applications)
     return Deployment(cluster_name=cluster["name"],
                       control_url=cluster["control"],
@@ -84,8 +93,7 @@ def _read_cluster(src):
     configfields.mapping(src, None, data, ("version", "cluster", "nodes",
                                            "deployment"), ("cluster", "nodes"))
     cluster = configfields.mapping(src, "cluster", data["cluster"],
-                                   ("name", "control", "backend"),
-                                   ("name", "control"))
+                                   _CLUSTER_KEYS, ("name", "control"))
     return {
         "name": configfields.name(src, "cluster.name", cluster["name"],
                                   "cluster"),
@@ -93,7 +101,30 @@ def _read_cluster(src):
                                     cluster["control"]),
         "backend": _read_backend(src, "cluster.backend",
                                  cluster.get("backend"), limits=True),
+        "mountpoints_under": _read_mountpoints_under(
+            src, "cluster.mountpoints_under",
+            cluster.get("mountpoints_under")),
+        "allow_loader_environment": configfields.boolean(
+            src, "cluster.allow_loader_environment",
+            cluster.get("allow_loader_environment", False)),
     }
+
+
+def _read_mountpoints_under(src, key, value):
+    """
+    The directories volumes may be mounted in (a path or a list of paths),
+    normalized; None when the cluster does not restrict them.
+    """
+    if value is None:
+        return None
+    paths = value if isinstance(value, list) else [value]
+    if not paths:
+        raise src.error(key, "is an empty list; name the directories "
+                        "volumes may be mounted in, such as /srv/data, or "
+                        "remove the key")
+    return [mountpoints.normalize(configfields.absolute_path(
+        src, join(key, i) if isinstance(value, list) else key, path,
+        root_ok=True)) for i, path in enumerate(paths)]
 
 
 def _read_backend(src, key, value, limits):
@@ -324,12 +355,72 @@ def _read_volume(src, key, value):
                         "supported; use one of %s"
                         % (filesystem, ", ".join(FILESYSTEMS)))
     size = value.get("maximum_size")
+    written = configfields.absolute_path(src, join(key, "mountpoint"),
+                                         value["mountpoint"])
+    mountpoint = _check_mountpoint(src, join(key, "mountpoint"), written)
     return VolumeSpec(
-        mountpoint=posixpath.normpath(configfields.absolute_path(
-            src, join(key, "mountpoint"), value["mountpoint"])),
+        mountpoint=mountpoint,
         size=DEFAULT_VOLUME_SIZE if size is None
         else configfields.size(src, join(key, "maximum_size"), size),
         filesystem=filesystem)
+
+
+def _check_mountpoint(src, key, written, protected=()):
+    """
+    ``written`` (a mountpoint as the file has it) normalized, unless it is
+    a system directory or blockmover's state (see ``mountpoints``).
+    """
+    refused = mountpoints.refusal(written, protected)
+    if refused is not None:
+        raise src.error(key, "mountpoint %r is refused: %s; mount the volume"
+                        " in a directory of its own, such as /data/db"
+                        % (written, refused))
+    return mountpoints.normalize(written)
+
+
+def _check_places(app_src, cluster, applications):
+    """
+    Every volume is mounted where the cluster allows: not on its loopback
+    backend's own directory, and inside ``mountpoints_under`` if set.
+    """
+    backend = cluster["backend"]
+    protected = ()
+    if backend.name == "loopback" and "root" in backend.options:
+        protected = (backend.options["root"],)
+    allowed = cluster["mountpoints_under"]
+    for app in sorted(applications):
+        volume = applications[app].volume
+        if volume is None:
+            continue
+        key = join(join("applications", app), "volume.mountpoint")
+        _check_mountpoint(app_src, key, volume.mountpoint, protected)
+        if allowed is not None and not any(
+                mountpoints.is_within(volume.mountpoint, directory)
+                for directory in allowed):
+            raise app_src.error(
+                key, "%s is outside %s, the directories cluster.yml's "
+                "cluster.mountpoints_under allows; mount the volume inside "
+                "one of them, or add its directory there"
+                % (volume.mountpoint, ", ".join(allowed)))
+
+
+def _check_environment(app_src, cluster, applications):
+    """
+    No application's environment changes which code its programs load,
+    unless the cluster allows it.
+    """
+    if cluster["allow_loader_environment"]:
+        return
+    for app in sorted(applications):
+        for variable in sorted(applications[app].environment):
+            if _LOADER_VARIABLE.fullmatch(variable):
+                raise app_src.error(
+                    join(join(join("applications", app), "environment"),
+                         variable),
+                    "%s changes which code the application's programs load,"
+                    " and is refused unless cluster.yml allows it; remove "
+                    "it, or set cluster.allow_loader_environment: true in "
+                    "cluster.yml if it is meant" % (variable,))
 
 
 def _check_ports(src, placement, applications):

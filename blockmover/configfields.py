@@ -108,6 +108,13 @@ def absolute_path(src, key, value, root_ok=False):
     return value
 
 
+def boolean(src, key, value):
+    if not isinstance(value, bool):
+        raise src.error(key, "must be true or false, not %s"
+                        % (describe(value),))
+    return value
+
+
 def integer(src, key, value, low=1, high=None, example="10"):
     if (not isinstance(value, int) or isinstance(value, bool)
             or value < low or (high is not None and value > high)):

@@ -4,12 +4,16 @@ configuration error can name its file, line and key.
 
 PyYAML's loader forgets lines and silently keeps the last of two equal keys;
 here the text is composed into nodes (which carry marks) and built into
-plain dicts, lists and scalars by hand, refusing duplicate keys, non-string
-keys and recursive aliases on the way.
+plain dicts, lists and scalars by hand, refusing duplicate keys and
+non-string keys on the way. Anchors and aliases are refused while the text
+is composed: a few hundred bytes of nested aliases expand to gigabytes
+("billion laughs"), and a configuration gains nothing from them that
+writing the value out does not give.
 """
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent
 
 
 class ConfigError(Exception):
@@ -35,6 +39,28 @@ class ConfigError(Exception):
         parts = [where] + ([self.key] if self.key else []) + [self.message]
         # One line whatever the message quotes.
         return ": ".join(parts).replace("\n", " ")
+
+
+class _AnchorFound(Exception):
+    """
+    The text uses an anchor or an alias; ``event`` is the first.
+    """
+    def __init__(self, event):
+        Exception.__init__(self, event)
+        self.event = event
+
+
+class _Loader(yaml.SafeLoader):
+    """
+    PyYAML's safe loader, stopping at the first anchor (``&name``) or alias
+    (``*name``) before anything is built from it.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, AliasEvent) or event.anchor is not None:
+            raise _AnchorFound(event)
+        return yaml.SafeLoader.compose_node(self, parent, index)
 
 
 def join(key, name):
@@ -84,7 +110,20 @@ class Source(object):
                                   "not UTF-8 text (%s); save it as UTF-8"
                                   % (e.reason,))
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=_Loader)
+        except _AnchorFound as e:
+            alias = isinstance(e.event, AliasEvent)
+            raise ConfigError(
+                path, e.event.start_mark.line + 1, None,
+                "%s %s%s is not supported: anchors and aliases are refused "
+                "(they can make a small file expand without bound); write "
+                "the value out in full" % (
+                    "alias" if alias else "anchor", "*" if alias else "&",
+                    e.event.anchor))
+        except RecursionError:
+            raise ConfigError(path, None, None, "nested too deeply to read; "
+                              "write it with fewer levels of lists and "
+                              "mappings")
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             raise ConfigError(path, mark.line + 1 if mark else None, None,
@@ -95,7 +134,12 @@ class Source(object):
                               "it" % (chr(e.character),))
         except yaml.YAMLError as e:
             raise ConfigError(path, None, None, "not valid YAML: %s" % (e,))
-        self.data = None if root is None else self._build(root, "", set())
+        try:
+            self.data = None if root is None else self._build(root, "")
+        except RecursionError:
+            raise ConfigError(path, None, None, "nested too deeply to read; "
+                              "write it with fewer levels of lists and "
+                              "mappings")
 
     def line(self, key):
         """
@@ -121,21 +165,17 @@ class Source(object):
                            line if line is not None else self.line(key),
                            key or None, message)
 
-    def _build(self, node, key, active):
+    def _build(self, node, key):
         line = node.start_mark.line + 1
         self._lines.setdefault(key, line)
-        if id(node) in active:
-            raise self.error(key, "an alias refers to itself; write the "
-                             "value out", line)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, key, line)
-        active = active | {id(node)}
         if isinstance(node, yaml.SequenceNode):
-            return [self._build(item, join(key, i), active)
+            return [self._build(item, join(key, i))
                     for i, item in enumerate(node.value)]
-        return self._mapping(node, key, active)
+        return self._mapping(node, key)
 
-    def _mapping(self, node, key, active):
+    def _mapping(self, node, key):
         result = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -153,7 +193,7 @@ class Source(object):
                                  line)
             # A nested mapping or list starts below its key: point at the key.
             self._lines[path] = line
-            result[name] = self._build(value_node, path, active)
+            result[name] = self._build(value_node, path)
         return result
 
     def _scalar(self, node, key, line):

@@ -19,10 +19,12 @@ class ControlProcess(object):
     """
     One ``blockmover-control`` listening on a port of 127.0.0.1 the kernel
     picks (read back from its "listening on" line, so no race for a free
-    port), with its state in ``state_dir`` and its eliot log in ``log``.
+    port), with its state in ``state_dir`` and its eliot log in ``log``;
+    ``args`` are more of its options.
     """
 
-    def __init__(self, state_dir, log, refresh_interval=3600):
+    def __init__(self, state_dir, log, refresh_interval=3600, args=()):
+        self.args = list(args)
         self.state_dir = state_dir
         self.log = log
         self.stderr_path = log + ".stderr"
@@ -40,7 +42,8 @@ class ControlProcess(object):
                 [os.path.join(VENV_BIN, "blockmover-control"),
                  "--listen", "tcp:0:interface=127.0.0.1",
                  "--state-dir", self.state_dir, "--log", self.log,
-                 "--refresh-interval", str(self.refresh_interval)],
+                 "--refresh-interval", str(self.refresh_interval)]
+                + self.args,
                 stdout=subprocess.DEVNULL, stderr=stderr)
         self.port = poll(self._port, 20, "blockmover-control to listen",
                          Backoff(initial=0.02, maximum=0.2))

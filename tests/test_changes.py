@@ -177,6 +177,33 @@ def test_make_filesystem_refuses_a_formatted_volume_gone_blank(make_context):
     DetachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
 
 
+@pytest.mark.parametrize("mark", [None, "", "imported"])
+def test_make_filesystem_refuses_a_volume_not_marked_new(make_context, mark):
+    """
+    A blank volume the backend does not mark as created blank by blockmover
+    (no mark, or another one) gets no filesystem and no mark.
+    """
+    context = make_context("node1")
+    dataset = identity.dataset_id(context.cluster_name, "db")
+    metadata = identity.volume_metadata(context.cluster_name, "db")
+    del metadata[identity.FORMAT_KEY]
+    if mark is not None:
+        metadata[identity.FORMAT_KEY] = mark
+    volume_id = context.backend.create_volume(dataset, 64 * MiB,
+                                              metadata).volume_id
+    AttachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+    with pytest.raises(filesystem.FilesystemError) as info:
+        MakeFilesystem(dataset_id=dataset, volume_id=volume_id,
+                       filesystem="ext4").run(context)
+    assert "is not marked as created blank by blockmover" in str(
+        info.value)
+    assert filesystem.probe(
+        context.backend.get_device_path(volume_id)).blank
+    assert context.backend.get_volume(volume_id).metadata.get(
+        identity.FORMAT_KEY) == mark
+    DetachVolume(dataset_id=dataset, volume_id=volume_id).run(context)
+
+
 def test_mount_refuses_another_datasets_filesystem(make_context, top):
     context = make_context("node1")
     dataset, volume_id = new_volume(context, "db")

@@ -4,6 +4,7 @@ cluster.yml, app.yml and agent.yml: what loads, and what each mistake says.
 
 import os
 import textwrap
+import tracemalloc
 
 import pytest
 import yaml
@@ -274,7 +275,62 @@ def test_missing_file(tmp_path):
 
 def test_recursive_alias_refused():
     e = error(app="version: 1\napplications: &a\n  x: *a\n")
-    assert "refers to itself" in e.message
+    assert (e.file, e.line) == ("app.yml", 2)
+    assert "anchor &a is not supported" in e.message
+
+
+# Nine levels of nine aliases each: 9**9 strings once expanded, in 350 bytes.
+BILLION_LAUGHS = "version: 1\napplications:\n  a: &a [\"lol\"]\n" + "".join(
+    "  %s: &%s [%s]\n" % (name, name, ", ".join(["*" + previous] * 9))
+    for previous, name in zip("abcdefgh", "bcdefghi")) + \
+    "  x: {command: [*i]}\n"
+
+
+def test_billion_laughs_refused_with_little_memory():
+    """
+    Aliases nested nine deep are refused at the first anchor, before any is
+    expanded: the error names the file and line, and reading the file takes
+    no more memory than a small file does.
+    """
+    tracemalloc.start()
+    try:
+        e = error(app=BILLION_LAUGHS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (e.file, e.line, e.key) == ("app.yml", 3, None)
+    assert "anchor &a is not supported" in e.message
+    assert "write the value out" in e.message
+    assert peak < 2 * MiB
+
+
+@pytest.mark.parametrize("cluster,app,file,line,words", [
+    # an anchor alone is refused, though nothing refers to it
+    (edit(CLUSTER, "  node1: {address", "  node1: &n {address"), APP,
+     "cluster.yml", 8, "anchor &n"),
+    # an alias of a scalar
+    (CLUSTER, edit(APP, '[secantusd-py, --port, "27017"]',
+                   '[&p secantusd-py, *p]'), "app.yml", 4, "anchor &p"),
+    (CLUSTER, edit(APP, '    command: [secantusd-py, --port, "27017"]',
+                   '    command: &cmd [secantusd-py]\n    image: *cmd'),
+     "app.yml", 4, "anchor &cmd"),
+])
+def test_anchors_and_aliases_refused(cluster, app, file, line, words):
+    e = error(cluster, app)
+    assert (e.file, e.line) == (file, line)
+    assert words in e.message
+
+
+def test_alias_without_anchor_refused():
+    e = error(app="version: 1\napplications: *nowhere\n")
+    assert (e.file, e.line) == ("app.yml", 2)
+    assert "alias *nowhere is not supported" in e.message
+
+
+def test_deep_nesting_refused():
+    e = error(app="version: 1\napplications: " + "[" * 5000 + "]" * 5000)
+    assert e.file == "app.yml"
+    assert "nested too deeply" in e.message
 
 
 def test_secret_not_echoed():
@@ -421,3 +477,159 @@ def test_unusual_yaml(text, line, words):
     e = error(cluster=text)
     assert (e.file, e.line) == ("cluster.yml", line)
     assert words in e.message
+
+
+# --- where volumes may be mounted ------------------------------------------
+
+def _mounted_at(mountpoint, cluster=CLUSTER):
+    return load_deployment(cluster, edit(APP, "mountpoint: /data/db",
+                                         "mountpoint: %s" % (mountpoint,)))
+
+
+@pytest.mark.parametrize("mountpoint,why", [
+    ("/etc", "/etc is a system directory"),
+    ("/etc/", "/etc is a system directory"),
+    ("/etc/mongodb", "/etc is a system directory"),
+    ("/data/../etc", "/etc is a system directory"),
+    ("/data/db/../../etc/ssl", "/etc is a system directory"),
+    ("//etc", "/etc is a system directory"),
+    ("/./usr/./lib", "/usr is a system directory"),
+    ("/usr/local/data", "/usr is a system directory"),
+    ("/boot", "/boot is a system directory"),
+    ("/dev/shm/x", "/dev is a system directory"),
+    ("/proc/1", "/proc is a system directory"),
+    ("/sys/fs/cgroup", "/sys is a system directory"),
+    ("/run/x", "/run is a system directory"),
+    ("/var/run/x", "/var/run is a system directory"),
+    ("/bin", "/bin is a system directory"),
+    ("/sbin/x", "/sbin is a system directory"),
+    ("/lib", "/lib is a system directory"),
+    ("/lib64/x", "/lib64 is a system directory"),
+    ("/libx32", "/libx32 is a system directory"),
+    ("/var", "/var holds the system's or blockmover's state"),
+    ("/var/lib", "/var/lib holds"),
+    ("/var/lib/blockmover", "/var/lib/blockmover holds"),
+    ("/var/lib/blockmover/agent", "/var/lib/blockmover/agent is "
+     "blockmover's own state"),
+    ("/var/lib/blockmover/agent/x", "/var/lib/blockmover/agent is"),
+    ("/var/lib/blockmover/demo-data/../control/x",
+     "/var/lib/blockmover/control is"),
+    ("/var/lib/blockmover/loopback", "/var/lib/blockmover/loopback is"),
+])
+def test_system_and_state_mountpoints_refused(mountpoint, why):
+    with pytest.raises(ConfigError) as info:
+        _mounted_at(mountpoint)
+    e = info.value
+    assert (e.file, e.line, e.key) == (
+        "app.yml", 8, "applications.mongodb.volume.mountpoint")
+    assert e.message.startswith("mountpoint %r is refused: " % (mountpoint,))
+    assert why in e.message
+    assert "mount the volume in a directory of its own" in e.message
+
+
+@pytest.mark.parametrize("mountpoint,loaded", [
+    ("/data/db/", "/data/db"),
+    ("/tmp/blockmover-test/data", "/tmp/blockmover-test/data"),
+    ("/library/db", "/library/db"),
+    ("/srv//data/./db", "/srv/data/db"),
+    # the demo's and the local cluster's data directories
+    ("/var/lib/blockmover/demo-data/mongodb",
+     "/var/lib/blockmover/demo-data/mongodb"),
+    ("/var/lib/blockmover/cluster/demo/data/mongodb",
+     "/var/lib/blockmover/cluster/demo/data/mongodb"),
+])
+def test_other_mountpoints_load_normalized(mountpoint, loaded):
+    deployment = _mounted_at(mountpoint)
+    assert deployment.applications["mongodb"].volume.mountpoint == loaded
+
+
+def test_loopback_root_is_no_mountpoint():
+    cluster = edit(CLUSTER, "name: loopback", "name: loopback\n    root: "
+                   "/srv/blockmover/loopback")
+    for mountpoint in ("/srv/blockmover/loopback/x", "/srv/blockmover",
+                       "/srv"):
+        with pytest.raises(ConfigError) as info:
+            _mounted_at(mountpoint, cluster)
+        assert "/srv/blockmover/loopback is blockmover's own state" in \
+            info.value.message
+    assert _mounted_at("/srv/data", cluster)
+
+
+def test_mountpoints_under_restricts_mountpoints():
+    cluster = edit(CLUSTER, "  name: demo", "  name: demo\n"
+                   "  mountpoints_under: /srv/data/")
+    assert _mounted_at("/srv/data/db", cluster)
+    for mountpoint in ("/srv/database", "/srv/data/../db", "/data/db"):
+        with pytest.raises(ConfigError) as info:
+            _mounted_at(mountpoint, cluster)
+        e = info.value
+        assert (e.file, e.line, e.key) == (
+            "app.yml", 8, "applications.mongodb.volume.mountpoint")
+        assert "is outside /srv/data, the directories cluster.yml's " \
+            "cluster.mountpoints_under allows" in e.message
+    listed = edit(CLUSTER, "  name: demo", "  name: demo\n"
+                  "  mountpoints_under: [/srv/a, /srv/b]")
+    assert _mounted_at("/srv/b/db", listed)
+    with pytest.raises(ConfigError) as info:
+        _mounted_at("/srv/c/db", listed)
+    assert "outside /srv/a, /srv/b" in info.value.message
+
+
+@pytest.mark.parametrize("value,words", [
+    ("data", "is not an absolute path"),
+    ("[]", "is an empty list"),
+    ("[/srv, 3]", "must be an absolute path"),
+])
+def test_bad_mountpoints_under(value, words):
+    e = error(edit(CLUSTER, "  name: demo", "  name: demo\n"
+                   "  mountpoints_under: %s" % (value,)))
+    assert (e.file, e.line) == ("cluster.yml", 4)
+    assert e.key.startswith("cluster.mountpoints_under")
+    assert words in e.message
+
+
+# --- environment that changes what programs load ---------------------------
+
+@pytest.mark.parametrize("variable", [
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_BIND_NOW",
+    "GCONV_PATH", "PYTHONPATH", "PYTHONHOME"])
+def test_loader_environment_refused_unless_allowed(variable):
+    app = edit(APP, "environment: {}", "environment: {%s: /tmp/x}"
+               % (variable,))
+    e = error(app=app)
+    assert (e.file, e.line, e.key) == (
+        "app.yml", 6, "applications.mongodb.environment." + variable)
+    assert e.message == (
+        "%s changes which code the application's programs load, and is "
+        "refused unless cluster.yml allows it; remove it, or set "
+        "cluster.allow_loader_environment: true in cluster.yml if it is "
+        "meant" % (variable,))
+    allowed = edit(CLUSTER, "  name: demo", "  name: demo\n"
+                   "  allow_loader_environment: true")
+    deployment = load_deployment(allowed, app)
+    assert deployment.applications["mongodb"].environment == {
+        variable: "/tmp/x"}
+
+
+def test_other_environment_loads():
+    app = edit(APP, "environment: {}", "environment: {LDFLAGS: x, "
+               "LANG: C.UTF-8, MY_LD_PRELOAD: x}")
+    assert load_deployment(CLUSTER, app).applications[
+        "mongodb"].environment["LANG"] == "C.UTF-8"
+
+
+def test_allow_loader_environment_is_a_boolean():
+    e = error(edit(CLUSTER, "  name: demo", "  name: demo\n"
+                   "  allow_loader_environment: yes please"))
+    assert (e.file, e.line, e.key) == (
+        "cluster.yml", 4, "cluster.allow_loader_environment")
+    assert "must be true or false" in e.message
+
+
+def test_state_directories_are_blockmovers_defaults():
+    from blockmover import mountpoints
+    from blockmover.backends.loopback import DEFAULT_ROOT
+    from blockmover.config import DEFAULT_STATE_DIR
+    from blockmover.control.main import DEFAULT_STATE_DIR as CONTROL_STATE
+    assert set(mountpoints.STATE_DIRECTORIES) == {
+        DEFAULT_STATE_DIR, CONTROL_STATE, DEFAULT_ROOT}

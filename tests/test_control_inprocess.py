@@ -11,6 +11,7 @@ import threading
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.selectreactor import SelectReactor
+from twisted.web.http import HTTPChannel
 
 from blockmover.control.api import make_site
 from blockmover.control.service import ControlService
@@ -19,14 +20,15 @@ from blockmover.poll import Backoff, poll
 from tests.test_control_api import APP, CLUSTER
 
 
-def serve(state_dir, body, timeout=60.0):
+def serve(state_dir, body, timeout=60.0, store=None):
     """
-    Run a ControlService and its API on a fresh reactor; call
+    Run a ControlService (keeping its configuration in ``store``, or a
+    ``FileStore`` of ``state_dir``) and its API on a fresh reactor; call
     ``body(port, service, reactor)`` in another thread and stop when it
     returns. Re-raises what ``body`` raised.
     """
     reactor = SelectReactor()
-    service = ControlService(FileStore(state_dir), reactor,
+    service = ControlService(store or FileStore(state_dir), reactor,
                              refresh_interval=3600)
     outcome = []
 
@@ -70,6 +72,16 @@ def serve(state_dir, body, timeout=60.0):
         raise outcome[0]
 
 
+def timers(reactor):
+    """
+    The reactor's timers, less the idle timeouts of HTTP connections (a
+    connection the client just closed may keep its own a moment longer).
+    """
+    return [call for call in reactor.getDelayedCalls()
+            if not isinstance(getattr(call.func, "__self__", None),
+                              HTTPChannel)]
+
+
 def put_configuration(port, cluster):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -88,7 +100,7 @@ def test_disconnected_long_poll_leaves_nothing_behind(tmp_path,
     def body(port, service, reactor):
         generation = put_configuration(port,
                                        CLUSTER.format(root=loopback_root))
-        timers = len(reactor.getDelayedCalls())
+        before = len(timers(reactor))
         clients = []
         for _ in range(5):
             client = socket.create_connection(("127.0.0.1", port))
@@ -97,12 +109,12 @@ def test_disconnected_long_poll_leaves_nothing_behind(tmp_path,
             clients.append(client)
         poll(lambda: service.slices.waiting() == 5 or None, 10,
              "five long polls to wait", Backoff(initial=0.01, maximum=0.1))
-        assert len(reactor.getDelayedCalls()) == timers + 5
+        assert len(timers(reactor)) == before + 5
         for client in clients:
             client.close()
         poll(lambda: service.slices.waiting() == 0 or None, 10,
              "the long polls to end", Backoff(initial=0.01, maximum=0.1))
-        poll(lambda: len(reactor.getDelayedCalls()) <= timers or None, 10,
+        poll(lambda: len(timers(reactor)) <= before or None, 10,
              "their timers to go", Backoff(initial=0.01, maximum=0.1))
         assert service.listing.refreshes == 1
 

@@ -263,3 +263,21 @@ def test_live_lines_redraw_on_tty_and_append_otherwise():
     out = tty.getvalue()
     assert out.count("\x1b[2A") == 1
     assert out.endswith("\r\x1b[2Ka 2\n\r\x1b[2K\n")
+
+
+def test_aliases_refused_locally_and_nothing_sent(workdir):
+    """
+    The billion laughs in app.yml: exit 2 at once, one line naming the file
+    and the line of the first anchor; the (unreachable) control service is
+    never tried.
+    """
+    from tests.test_config import BILLION_LAUGHS
+    url = "http://127.0.0.1:%d" % (free_port(),)
+    cluster, apps = write_configuration(workdir, url, "laughs")
+    with open(apps, "w") as f:
+        f.write(BILLION_LAUGHS)
+    result = deploy(cluster, apps)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [message] = result.stderr.splitlines()
+    assert message.startswith("%s:3: anchor &a is not supported" % (apps,))

@@ -101,3 +101,15 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path):
         f.write("[Service]\nKilMode=process\n")
     result = verify(copy)
     assert "KilMode" in result.stderr
+
+
+def test_room_for_thousands_of_agents():
+    """
+    The control service queues thousands of agents reconnecting at once and
+    may hold a connection for each; both units may open that many files.
+    """
+    for path in (CONTROL, AGENT):
+        assert int(parse(path)["Service"]["LimitNOFILE"]) >= 65536, path
+    control = parse(CONTROL)["Service"]["ExecStart"].split()
+    listen = control[control.index("--listen") + 1]
+    assert "backlog=4096" in listen.split(":")

@@ -15,7 +15,14 @@ continues that task so a deploy reads as one tree across processes.
     against the cached listing (limits, shrinks). 200 ``{"generation": N,
     "plan": {NODE: [LINE, ...]}}`` where ``plan`` says, per node, what will
     change; with ``dry_run`` nothing is stored and ``generation`` is the
-    current one. 400 ``{"errors": [MESSAGE, ...]}`` and nothing changes.
+    current one. 400 ``{"errors": [MESSAGE, ...]}`` and nothing changes:
+    also for what ``README.rst`` lists as refused (YAML aliases, system
+    mountpoints, loader environment variables) and for a new cluster name
+    while the backend holds volumes of the current one. 413 for a body
+    over 4 MiB; 503 (``Retry-After``) while four configurations are being
+    read or applied already; 500 when the configuration cannot be saved
+    (nothing changes, and no slice is handed out). The texts are read in
+    a thread of their own: a large one never holds up other requests.
 
 ``GET /v1/configuration``
     200 ``{"generation": N, "cluster_yml": TEXT, "app_yml": TEXT,
@@ -42,10 +49,13 @@ continues that task so a deploy reads as one tree across processes.
     slice's ``generation`` is greater than ``after`` (or ``after`` is
     missing), else as soon as it changes, else after ``timeout`` seconds
     (default 30, at most 120) with 204 and no body. 404 for a node the
-    configuration does not name, and before the first configuration.
+    configuration does not name, and before the first configuration. 429
+    (``Retry-After``) for a client address that holds 64 long polls already
+    (``blockmover-control --max-polls-per-client``).
     Generations come from one counter and only grow, also across restarts
     of the service (which renumber every slice above any handed out
-    before). No slice is handed out before the first good listing.
+    before): the counter is saved before any slice of a new generation is
+    handed out. No slice is handed out before the first good listing.
 
 ``PUT /v1/nodes/{node}/state``
     Body: a ``NodeReport``. 200 ``{}``. A report with ``changed_backend``
@@ -59,7 +69,13 @@ continues that task so a deploy reads as one tree across processes.
 
 Errors are JSON ``{"errors": [MESSAGE, ...]}``: 400 for a malformed
 request, 404 for an unknown path or node, 405 for a method a path does not
-take, 500 when the service itself failed (its log says why).
+take, 413 for a body over its bound (4 MiB for ``PUT /v1/configuration``,
+256 KiB for any other), answered as soon as ``Content-Length`` says so,
+before the body is read, 429 for too many long polls of one client, 500
+when the service itself failed (the message or its log says why), 503 when
+it holds as many connections as it takes (``--max-connections``, 16384)
+or configurations as it reads at once. 429 and 503 carry ``Retry-After``.
+See ``blockmover.control.limits``.
 """
 
 # The port the control service listens on unless told otherwise.

@@ -10,11 +10,12 @@ from urllib.parse import unquote
 from eliot import Action, start_action, write_failure
 from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import NOT_DONE_YET
 
-from blockmover.control.errors import BackendError
+from blockmover.control import limits
+from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.service import (
-    BadReport, ConfigurationRejected, NoConfiguration, UnknownNode,
+    BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
 )
 from blockmover.logs import TASK_HEADER
 from blockmover.model import NodeReport, to_data
@@ -29,6 +30,18 @@ class BadRequest(Exception):
     """
 
 
+class TooLarge(Exception):
+    """
+    The request body is larger than its bound (413).
+    """
+
+
+class TooManyPolls(Exception):
+    """
+    The client holds as many long polls as it may (429).
+    """
+
+
 class _TimedOut(object):
     pass
 
@@ -38,7 +51,10 @@ _TIMED_OUT = _TimedOut()
 # Exceptions a client can cause, and the status each answers with.
 _CLIENT_ERRORS = [
     (BadRequest, 400), (BadReport, 400), (BackendError, 400),
-    (NoConfiguration, 404), (UnknownNode, 404),
+    (NoConfiguration, 404), (UnknownNode, 404), (TooLarge, 413),
+    (TooManyPolls, 429), (Busy, 503),
+    # The service's own failure, with a message that says what to check.
+    (StoreError, 500),
 ]
 
 
@@ -61,6 +77,8 @@ def _query(request, name):
 
 
 def _body(request):
+    if request.too_large:
+        raise TooLarge(limits.too_large_message(request.body_limit))
     try:
         data = json.loads(request.content.read().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
@@ -94,6 +112,10 @@ class _Endpoint(Resource):
                 result = maybeDeferred(lambda: (405, {"errors": [
                     "%s is not allowed here; use %s"
                     % (method, " or ".join(allowed))]}))
+            elif request.too_large:
+                # A body that grew past its bound while it came (chunked);
+                # one announced too large was answered by the channel.
+                result = maybeDeferred(_body, request)
             else:
                 result = maybeDeferred(handler, request)
         gone = []
@@ -103,18 +125,24 @@ class _Endpoint(Resource):
             gone.append(True)
             result.cancel()
         request.notifyFinish().addErrback(disconnected)
-        result.addErrback(self._error, action)
+        result.addErrback(self._error, action, request)
         result.addCallback(self._write, request, action, gone)
         result.addErrback(write_failure)
         return NOT_DONE_YET
 
-    def _error(self, failure, action):
+    def _error(self, failure, action, request):
         if failure.check(CancelledError):
             return None
         if failure.check(ConfigurationRejected):
             return (400, {"errors": failure.value.errors})
         for kind, code in _CLIENT_ERRORS:
             if failure.check(kind):
+                if code in (429, 503):
+                    request.setHeader(b"Retry-After",
+                                      b"%d" % (limits.RETRY_AFTER,))
+                if code == 413:
+                    # What is left of the body is not worth reading.
+                    request.setHeader(b"Connection", b"close")
                 return (code, {"errors": [str(failure.value)]})
         with action.context():
             write_failure(failure)
@@ -192,7 +220,23 @@ class _Desired(_Endpoint):
         if not 0 <= timeout < float("inf"):
             raise BadRequest("timeout must be zero or more seconds")
         timeout = min(timeout, MAX_POLL_TIMEOUT)
-        d = self.service.wait_desired(self.node, after)
+        polls = request.site.polls
+        client = limits.client_of(request.getClientAddress())
+        if not polls.take(client):
+            raise TooManyPolls(
+                "%s holds %d long polls already, the most one client may "
+                "hold; end one before starting another (an agent needs only "
+                "one)" % (client, polls.limit))
+        try:
+            d = self.service.wait_desired(self.node, after)
+        except BaseException:
+            polls.give_back(client)
+            raise
+
+        def given_back(result):
+            polls.give_back(client)
+            return result
+        d.addBoth(given_back)
         d.addTimeout(timeout, self.reactor,
                      onTimeoutCancel=lambda result, seconds: _TIMED_OUT)
         d.addCallback(self._answer)
@@ -275,11 +319,15 @@ def make_root(service, reactor):
     return root
 
 
-def make_site(service, reactor):
+def make_site(service, reactor,
+              max_connections=limits.DEFAULT_MAX_CONNECTIONS,
+              polls_per_client=limits.DEFAULT_POLLS_PER_CLIENT):
     """
-    A quiet ``Site`` serving the API.
+    A quiet ``Site`` serving the API within ``blockmover.control.limits``.
     """
-    site = Site(make_root(service, reactor))
+    site = limits.LimitedSite(make_root(service, reactor), reactor,
+                              max_connections=max_connections,
+                              polls_per_client=polls_per_client)
     site.displayTracebacks = False
     site.noisy = False
     return site

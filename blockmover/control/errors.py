@@ -5,7 +5,7 @@ Errors of the control service a user can meet, each saying what to do.
 
 class StoreError(Exception):
     """
-    The stored configuration cannot be read.
+    The stored configuration cannot be read, or a new one cannot be saved.
     """
 
 

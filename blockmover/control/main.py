@@ -12,6 +12,7 @@ from twisted.internet.task import react
 
 from blockmover.control import DEFAULT_PORT
 from blockmover.control.api import make_site
+from blockmover.control import limits
 from blockmover.control.errors import StoreError
 from blockmover.control.service import (
     ControlService, DEFAULT_REFRESH_INTERVAL,
@@ -20,7 +21,11 @@ from blockmover.control.store import FileStore
 from blockmover.logs import start_logging
 
 DEFAULT_STATE_DIR = "/var/lib/blockmover/control"
-DEFAULT_LISTEN = "tcp:%d" % (DEFAULT_PORT,)
+# Thousands of agents reconnect at once when the service restarts: a
+# backlog of 4096 (the kernel caps it at net.core.somaxconn) keeps their
+# connections queued instead of refused while the service takes them.
+DEFAULT_BACKLOG = 4096
+DEFAULT_LISTEN = "tcp:%d:backlog=%d" % (DEFAULT_PORT, DEFAULT_BACKLOG)
 
 _DESCRIPTION = """\
 Run the blockmover control service: it keeps the cluster's configuration
@@ -32,8 +37,13 @@ state over a REST API (see the blockmover.control module).
 _EPILOG = """\
 examples:
   blockmover-control --state-dir /var/lib/blockmover/control
-  blockmover-control --listen tcp:4523:interface=10.77.0.1 --log -
+  blockmover-control --listen tcp:4523:interface=10.77.0.1:backlog=4096 --log -
   blockmover-control --listen ssl:4523:privateKey=key.pem:certKey=cert.pem
+
+Add backlog=4096 (or more) to your own --listen endpoint when thousands of
+agents may reconnect at once; the kernel caps it at net.core.somaxconn.
+--max-connections must stay below the open files the service may have
+(systemd's LimitNOFILE).
 
 SIGTERM or SIGINT stops the service cleanly; the configuration survives in
 the state directory and the service picks it up when started again.
@@ -47,6 +57,16 @@ def _positive(text):
         raise argparse.ArgumentTypeError("%r is not a number" % (text,))
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % (text,))
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
@@ -71,6 +91,16 @@ def parser():
         type=_positive, metavar="S",
         help="seconds between listings of the backend's volumes when "
              "nothing asks for one sooner (default: %(default)s)")
+    p.add_argument(
+        "--max-connections", default=limits.DEFAULT_MAX_CONNECTIONS,
+        type=_count, metavar="N",
+        help="connections open at once; one more is answered 503 and closed "
+             "(default: %(default)s)")
+    p.add_argument(
+        "--max-polls-per-client", default=limits.DEFAULT_POLLS_PER_CLIENT,
+        type=_count, metavar="N",
+        help="long polls one client address may hold at once; one more is "
+             "answered 429 (default: %(default)s)")
     return p
 
 
@@ -87,7 +117,9 @@ def _run(reactor, options):
         raise SystemExit(1)
     try:
         port = yield serverFromString(reactor, options.listen).listen(
-            make_site(service, reactor))
+            make_site(service, reactor,
+                      max_connections=options.max_connections,
+                      polls_per_client=options.max_polls_per_client))
     except Exception as e:
         service.stop()
         sys.stderr.write("blockmover-control: cannot listen on %s: %s; "

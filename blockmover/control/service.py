@@ -6,6 +6,7 @@ nodes' last reports.
 
 from eliot import current_action, log_message, write_failure
 from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from blockmover import identity
@@ -20,6 +21,9 @@ from blockmover.files import FileWriter
 from blockmover.model import to_data
 
 DEFAULT_REFRESH_INTERVAL = 30.0
+# Configurations being read or applied at once; more are refused (503), so
+# a flood of large ones cannot queue without bound in memory.
+MAX_PENDING_CONFIGURATIONS = 4
 
 
 class ConfigurationRejected(Exception):
@@ -29,6 +33,37 @@ class ConfigurationRejected(Exception):
     def __init__(self, errors):
         self.errors = list(errors)
         Exception.__init__(self, "; ".join(self.errors))
+
+
+class _Parsed(object):
+    """
+    A configuration read off the reactor: its ``Deployment`` and its texts
+    as ``GET /v1/configuration`` shows them.
+    """
+
+    def __init__(self, deployment, shown):
+        self.deployment = deployment
+        self.shown = shown
+
+
+def _parse(cluster_yml, app_yml, cluster_path, app_path):
+    """
+    Read a configuration: YAML and every check of ``load_deployment``, and
+    the texts with their secrets redacted. Blocks: run it in a thread.
+
+    :raise ConfigError: the configuration is refused.
+    """
+    deployment = load_deployment(cluster_yml, app_yml, cluster_path,
+                                 app_path)
+    return _Parsed(deployment, {"cluster_yml": scrub_yaml(cluster_yml),
+                                "app_yml": scrub_yaml(app_yml)})
+
+
+class Busy(Exception):
+    """
+    The service takes no more configurations now; the client may try
+    again later.
+    """
 
 
 class NoConfiguration(Exception):
@@ -79,6 +114,10 @@ class ControlService(object):
         self._make_backend = make_backend
         self._threadpool = ThreadPool(minthreads=0, maxthreads=4,
                                       name="blockmover-control-backend")
+        # Configurations are read here, so a large or hostile one never
+        # holds up the reactor, nor the backend's calls.
+        self._parsing = ThreadPool(minthreads=0, maxthreads=2,
+                                   name="blockmover-control-parse")
         self._writer = FileWriter(reactor, "blockmover-control-store")
         self.listing = VolumeListing(reactor, refresh_interval, self._listed)
         self.slices = Slices()
@@ -86,7 +125,15 @@ class ControlService(object):
         self.deployment = None
         self._backend = None
         self._reports = {}
+        self._shown = None
         self._configuring = DeferredLock()
+        self._pending = 0
+        # Held while slices are computed, their counter saved and they are
+        # handed out: one change of the slices at a time.
+        self._slicing = DeferredLock()
+        # A change of the slices whose save failed: the next listing
+        # computes them again even if the volumes stayed the same.
+        self._unsaved = False
 
     # --- life ------------------------------------------------------------
 
@@ -97,22 +144,23 @@ class ControlService(object):
         :raise StoreError: the stored configuration cannot be used.
         """
         self._threadpool.start()
+        self._parsing.start()
         self._writer.start()
         stored = self.store.load()
         if stored is not None:
             try:
-                deployment = load_deployment(
-                    stored.cluster_yml, stored.app_yml, stored.cluster_path,
-                    stored.app_path)
+                parsed = _parse(stored.cluster_yml, stored.app_yml,
+                                stored.cluster_path, stored.app_path)
             except ConfigError as e:
                 raise StoreError(
                     "the configuration stored in %s no longer loads (%s); "
                     "remove that file and deploy a corrected configuration"
                     % (self.store.path, e))
             self.stored = stored
-            self.deployment = deployment
+            self.deployment = parsed.deployment
+            self._shown = parsed.shown
             self.slices = Slices(stored.counter)
-            self._backend = self._new_backend(deployment)
+            self._backend = self._new_backend(parsed.deployment)
             self.listing.set_lister(self._backend.list_volumes)
         self.listing.start()
 
@@ -123,11 +171,15 @@ class ControlService(object):
         self.listing.stop()
         self.slices.cancel_all()
         self._threadpool.stop()
+        self._parsing.stop()
         self._writer.stop()
 
     def _save(self, stored):
         """
-        Write ``stored`` to the store off the reactor; a Deferred.
+        Write ``stored`` to the store off the reactor, durably.
+
+        :return: a Deferred firing once it is on disk, or failing (with
+            ``StoreError`` when the store says why).
         """
         return self._writer.run(self.store.save, stored)
 
@@ -144,25 +196,46 @@ class ControlService(object):
                   app_path="app.yml", dry_run=False):
         """
         Validate and, unless ``dry_run``, store and apply a configuration.
-        One at a time.
+        The texts are read in a thread, several at once; the rest happens
+        one configuration at a time.
 
         :return: a Deferred firing with ``{"generation": N, "plan": {NODE:
-            [LINE, ...]}}``, or failing with ``ConfigurationRejected``.
+            [LINE, ...]}}``, or failing with ``ConfigurationRejected`` (and
+            nothing changed), or with ``StoreError`` when it could not be
+            saved (and nothing changed).
+        :raise Busy: ``MAX_PENDING_CONFIGURATIONS`` are pending already.
         """
+        if self._pending >= MAX_PENDING_CONFIGURATIONS:
+            raise Busy("%d configurations are being read or applied now, the"
+                       " most the service takes at once; send yours again "
+                       "once they are done" % (self._pending,))
         # The caller's action, read now while it is current: its task
         # travels to the agents with the slices this configuration changes.
-        return self._configuring.run(self._configure, cluster_yml, app_yml,
-                                     cluster_path, app_path, dry_run,
-                                     current_action())
+        action = current_action()
+
+        def refused(failure):
+            failure.trap(ConfigError)
+            raise ConfigurationRejected([str(failure.value)])
+
+        d = deferToThreadPool(self._reactor, self._parsing, _parse,
+                              cluster_yml, app_yml, cluster_path, app_path)
+        d.addErrback(refused)
+        d.addCallback(lambda parsed: self._configuring.run(
+            self._configure, parsed, cluster_yml, app_yml, cluster_path,
+            app_path, dry_run, action))
+        self._pending += 1
+
+        def done(result):
+            self._pending -= 1
+            return result
+        d.addBoth(done)
+        return d
 
     @inlineCallbacks
-    def _configure(self, cluster_yml, app_yml, cluster_path, app_path,
-                   dry_run, action):
-        try:
-            deployment = load_deployment(cluster_yml, app_yml, cluster_path,
-                                         app_path)
-        except ConfigError as e:
-            raise ConfigurationRejected([str(e)])
+    def _configure(self, parsed, cluster_yml, app_yml, cluster_path,
+                   app_path, dry_run, action):
+        deployment = parsed.deployment
+        yield self._check_cluster_name(deployment)
         try:
             backend, volumes, listed_at = yield self._listing_for(deployment)
         except BackendError as e:
@@ -187,33 +260,94 @@ class ControlService(object):
         if dry_run:
             current = self.stored.generation if self.stored else 0
             return {"generation": current, "plan": plan}
-        # Durable before anything changes: a crash now restarts with it. A
-        # listing that renumbered slices during the write takes it again.
-        generation = None
-        while generation is None or self.slices.counter >= generation:
-            generation = self.slices.counter + 1
-            stored = StoredConfiguration(
-                generation=generation, counter=generation,
-                cluster_yml=cluster_yml, app_yml=app_yml,
-                cluster_path=cluster_path, app_path=app_path)
-            yield self._save(stored)
-        self.stored = stored
-        self.deployment = deployment
         tasks = {}
         if action is not None:
             tasks = {node: action.serialize_task_id().decode("ascii")
                      for node in sorted(deployment.nodes)}
-        if backend is not self._backend:
-            # The new backend was just listed: that listing seeds the cache.
-            self._backend = backend
-            self.listing.set_lister(backend.list_volumes, volumes, listed_at)
-            self._recompute(generation, tasks)
-        else:
-            self._recompute(generation, tasks)
-            self.listing.refresh()
+        generation = yield self._slicing.run(
+            self._store, parsed, backend, volumes, listed_at, tasks,
+            StoredConfiguration(cluster_yml=cluster_yml, app_yml=app_yml,
+                                cluster_path=cluster_path, app_path=app_path,
+                                generation=0, counter=0))
         log_message(message_type="blockmover:control:configured",
                     generation=generation, cluster=deployment.cluster_name)
         return {"generation": generation, "plan": plan}
+
+    @inlineCallbacks
+    def _store(self, parsed, backend, volumes, listed_at, tasks, stored):
+        """
+        Save a checked configuration, then take it and hand out the slices
+        it changes; with ``_slicing`` held. A failed save changes nothing.
+
+        :return: a Deferred firing with its generation.
+        """
+        deployment = parsed.deployment
+        generation = self.slices.counter + 1
+        stored = stored.set(generation=generation, counter=generation)
+        same_backend = backend is self._backend
+        if same_backend:
+            # The cache may have been refreshed since the checks: the
+            # slices come from its latest listing.
+            volumes, listed_at = self.listing.volumes, self.listing.listed_at
+        change = self.slices.propose(
+            _placement().desired_slices(deployment, volumes,
+                                        backend.allocation_unit,
+                                        listed_at=listed_at),
+            generation, tasks)
+        # Durable before anything changes: a crash now restarts with it.
+        yield self._save(stored)
+        self.stored = stored
+        self.deployment = deployment
+        self._shown = parsed.shown
+        if not same_backend:
+            # The new backend was just listed: that listing seeds the cache.
+            self._backend = backend
+            self.listing.set_lister(backend.list_volumes, volumes, listed_at)
+        self._commit(change)
+        if same_backend:
+            self.listing.refresh()
+        return generation
+
+    @inlineCallbacks
+    def _check_cluster_name(self, deployment):
+        """
+        Refuse a new cluster name while the backend holds volumes of the
+        current one: dataset ids come from the cluster's name, so under a
+        new name every application would start on a new, blank volume.
+        """
+        current = self.deployment
+        if current is None or current.cluster_name == deployment.cluster_name:
+            return
+        if self.listing.volumes is None:
+            yield self.listing.refresh()
+        if self.listing.volumes is None:
+            raise ConfigurationRejected([
+                "cluster.yml renames the cluster from %r to %r, and whether "
+                "the %s backend still holds volumes of cluster %r cannot be "
+                "told (%s); keep cluster.name: %s, or deploy again once the "
+                "backend can be listed"
+                % (current.cluster_name, deployment.cluster_name,
+                   current.backend.name, current.cluster_name,
+                   self.listing.last_error, current.cluster_name)])
+        owned = [v.metadata.get(identity.NAME_KEY, v.volume_id)
+                 for v in self.listing.volumes
+                 if v.metadata.get(identity.CLUSTER_KEY,
+                                   current.cluster_name)
+                 == current.cluster_name]
+        if owned:
+            raise ConfigurationRejected([
+                "cluster.yml renames the cluster from %r to %r, but the "
+                "backend holds %d volume(s) of cluster %r (%s): volumes "
+                "belong to their cluster by name, so under the new name "
+                "every application would stop and start again on a new, "
+                "blank volume. Keep cluster.name: %s; or first deploy with "
+                "no applications on any node, remove those volumes, then "
+                "deploy the new name"
+                % (current.cluster_name, deployment.cluster_name,
+                   len(owned), current.cluster_name,
+                   ", ".join(sorted(owned)[:5])
+                   + (", ..." if len(owned) > 5 else ""),
+                   current.cluster_name)])
 
     @inlineCallbacks
     def _listing_for(self, deployment):
@@ -253,45 +387,57 @@ class ControlService(object):
         """
         if self.stored is None:
             raise NoConfiguration()
+        # Redacted once, when it was read: never a whole YAML file's
+        # scrubbing per request on the reactor.
         return {"generation": self.stored.generation,
-                "cluster_yml": scrub_yaml(self.stored.cluster_yml),
-                "app_yml": scrub_yaml(self.stored.app_yml),
+                "cluster_yml": self._shown["cluster_yml"],
+                "app_yml": self._shown["app_yml"],
                 "cluster_path": self.stored.cluster_path,
                 "app_path": self.stored.app_path}
 
     # --- slices ------------------------------------------------------------
 
     def _listed(self, changed):
-        if changed:
-            self._recompute()
+        if changed or self._unsaved:
+            self._slicing.run(self._recompute).addErrback(self._not_handed_out)
         else:
-            self.slices.touch(self.listing.listed_at)
+            self._slicing.run(self.slices.touch, self.listing.listed_at)
 
-    def _recompute(self, generation=None, tasks=None):
+    def _not_handed_out(self, failure):
+        # The slices were not handed out (their counter could not be saved,
+        # most likely): the next listing computes them again.
+        self._unsaved = True
+        write_failure(failure)
+
+    @inlineCallbacks
+    def _recompute(self):
         """
-        Compute every node's slice from the deployment and the listing, and
-        give changed slices a new generation (``generation`` for a new
-        configuration).
+        Compute every node's slice from the deployment and the listing; give
+        changed slices a new generation, save the counter, then hand them
+        out. With ``_slicing`` held.
         """
         backend = self._backend
         if (self.deployment is None or self.listing.volumes is None
                 or backend is None or backend.allocation_unit is None):
             return
-        computed = _placement().desired_slices(
+        change = self.slices.propose(_placement().desired_slices(
             self.deployment, self.listing.volumes, backend.allocation_unit,
-            listed_at=self.listing.listed_at)
-        before = self.slices.counter
-        changed = self.slices.update(computed, generation, tasks)
-        if changed:
+            listed_at=self.listing.listed_at))
+        if change.counter != self.slices.counter:
+            # Saved before any slice of the new generation is handed out,
+            # so a restart never hands out the same generation twice.
+            stored = self.stored.set(counter=change.counter)
+            yield self._save(stored)
+            self.stored = stored
+        self._commit(change)
+
+    def _commit(self, change):
+        self.slices.commit(change)
+        self._unsaved = False
+        if change.changed:
             log_message(message_type="blockmover:control:slices",
                         generation=self.slices.counter,
-                        nodes=sorted(changed))
-        if generation is None and self.slices.counter != before:
-            self.stored = self.stored.set(counter=self.slices.counter)
-            # A failed save is only logged: the counter is saved again with
-            # the next change, and a restart before then renumbers every
-            # slice above it anyway.
-            self._save(self.stored).addErrback(write_failure)
+                        nodes=sorted(change.changed))
 
     def check_node(self, node):
         """

@@ -6,6 +6,20 @@ polls of agents waiting for their slice to change.
 from twisted.internet.defer import Deferred
 
 
+class SliceChange(object):
+    """
+    New slices computed but not yet handed out (``Slices.propose``):
+    ``counter`` is the counter they need saved first, ``changed`` the nodes
+    whose slice changes or goes away.
+    """
+
+    def __init__(self, base, slices, counter, changed):
+        self.base = base
+        self.slices = slices
+        self.counter = counter
+        self.changed = changed
+
+
 def _content(desired):
     # What makes two slices the same for an agent: not when they were made.
     return desired.set(generation=0, listed_at=0.0, task_id=None)
@@ -37,16 +51,25 @@ class Slices(object):
 
     def update(self, computed, generation=None, tasks=None):
         """
-        Replace every slice with ``computed`` (node -> ``NodeDesired``, its
-        generation a placeholder). Slices whose content differs from before
-        take a new generation: ``generation`` when given (which must exceed
-        the counter), else the counter plus one. Unchanged ones keep theirs
-        but take the new ``listed_at``. Nodes no longer named lose their
-        slice. Wakes whoever waits for a changed or removed slice.
-        ``tasks`` (node -> serialized eliot task id) stamps changed slices
-        with the task that changed them; unchanged ones keep theirs.
+        ``propose`` and ``commit`` at once, for a caller that keeps no
+        counter anywhere.
 
         :return: the set of nodes whose slice changed or went away.
+        """
+        change = self.propose(computed, generation, tasks)
+        self.commit(change)
+        return change.changed
+
+    def propose(self, computed, generation=None, tasks=None):
+        """
+        The ``SliceChange`` replacing every slice with ``computed`` (node ->
+        ``NodeDesired``, its generation a placeholder), handing nothing out
+        yet. Slices whose content differs from before take a new
+        generation: ``generation`` when given (which must exceed the
+        counter), else the counter plus one. Unchanged ones keep theirs but
+        take the new ``listed_at``. Nodes no longer named lose their slice.
+        ``tasks`` (node -> serialized eliot task id) stamps changed slices
+        with the task that changed them; unchanged ones keep theirs.
         """
         if generation is not None and generation <= self.counter:
             raise ValueError("generation %d does not exceed %d"
@@ -66,17 +89,31 @@ class Slices(object):
                     task_id=(tasks or {}).get(node))
                 changed.add(node)
         changed |= set(self._slices) - set(slices)
-        if changed or generation is not None:
-            self.counter = new_generation
-        self._slices = slices
-        for node in changed:
+        counter = (new_generation if changed or generation is not None
+                   else self.counter)
+        return SliceChange(self._slices, slices, counter, changed)
+
+    def commit(self, change):
+        """
+        Hand out ``change``'s slices: take its counter and wake whoever waits
+        for a changed or removed slice. The caller saves the counter first,
+        so a restart never hands out a generation twice.
+
+        :raise ValueError: the slices changed since ``change`` was proposed.
+        """
+        if change.base is not self._slices:
+            raise ValueError("the slices changed since this change was "
+                             "proposed; propose it again")
+        self.counter = change.counter
+        self._slices = change.slices
+        for node in change.changed:
             self._wake(node)
-        return changed
 
     def touch(self, listed_at):
         """
         Note that a listing taken at ``listed_at`` found nothing new: every
-        slice takes that ``listed_at`` and keeps its generation.
+        slice takes that ``listed_at`` and keeps its generation. (A change
+        proposed before cannot be committed after.)
         """
         self._slices = {node: desired.set(listed_at=listed_at)
                         for node, desired in self._slices.items()}

@@ -89,11 +89,18 @@ class FileStore(object):
         temporary file in the same directory, fsync it, rename it over the
         old one, fsync the directory. Readable by the owner only, since a
         cluster.yml may hold backend options that are secrets.
+
+        :raise StoreError: it could not be saved; the old one stays.
         """
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         data = dict(version=FORMAT_VERSION, generation=stored.generation,
                     counter=stored.counter, cluster_yml=stored.cluster_yml,
                     app_yml=stored.app_yml, cluster_path=stored.cluster_path,
                     app_path=stored.app_path)
-        write_atomically(self.path, json.dumps(data, indent=1,
-                                               sort_keys=True), mode=0o600)
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            write_atomically(self.path, json.dumps(data, indent=1,
+                                                   sort_keys=True), mode=0o600)
+        except OSError as e:
+            raise StoreError("cannot save the configuration in %s: %s; check "
+                             "the disk and the state directory, then deploy "
+                             "again" % (self.path, e.strerror or e))

@@ -74,5 +74,16 @@ def write_yaml(path, data):
     Write ``data`` as YAML to ``path`` atomically.
     """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomically(path, yaml.safe_dump(data, default_flow_style=False,
-                                          sort_keys=False))
+    write_atomically(path, yaml.dump(data, Dumper=_PlainDumper,
+                                     default_flow_style=False,
+                                     sort_keys=False))
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """
+    Writes a value used twice out twice: blockmover refuses YAML anchors
+    and aliases.
+    """
+
+    def ignore_aliases(self, data):
+        return True
