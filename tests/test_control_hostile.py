@@ -16,7 +16,6 @@ from blockmover import identity
 from blockmover.backends.loopback import LoopbackBlockDeviceAPI
 from blockmover.poll import Backoff, poll
 from blockmover.units import GiB, MiB
-from tests.control_process import ControlProcess
 from tests.test_config import BILLION_LAUGHS
 from tests.test_control_api import APP, CLUSTER, Control, configured, report
 
