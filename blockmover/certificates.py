@@ -273,25 +273,35 @@ def make_ca(cluster, key, now, days):
         raise BadName("cluster name %r is not a usable name; %s"
                       % (cluster, NAME_RULE))
     name = _name(cluster, _CA_COMMON_NAME)
-    public = key.public_key()
+    return _builder(name, name, key.public_key(), now,
+                    now + datetime.timedelta(days=days),
+                    ca=True).sign(key, hashes.SHA256())
+
+
+def _builder(subject, issuer, public_key, now, not_after, ca):
+    """
+    What every certificate of the cluster has: its names, key, a random
+    serial, its validity (from a little before ``now``, for clocks that
+    differ), whether it is the CA (which alone signs certificates and
+    revocation lists), and its key's identifier.
+    """
     return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0),
-                       critical=True)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(
+            ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, content_commitment=False,
             key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=True, crl_sign=True,
+            key_agreement=False, key_cert_sign=ca, crl_sign=ca,
             encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public),
-                       critical=False)
-        .sign(key, hashes.SHA256()))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(
+            public_key), critical=False))
 
 
 def issue(ca_certificate, ca_key, holder, public_key, now, days,
@@ -335,28 +345,13 @@ def issue(ca_certificate, ca_key, holder, public_key, now, days,
                   ExtendedKeyUsageOID.SERVER_AUTH]
     else:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    ca_public = ca_key.public_key()
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cluster, holder.common_name))
-        .issuer_name(ca_certificate.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None),
-                       critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
+        _builder(_name(cluster, holder.common_name), ca_certificate.subject,
+                 public_key, now, not_after, ca=False)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
-                       critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public),
-            critical=False))
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False))
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names),
                                         critical=False)
