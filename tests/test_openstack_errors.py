@@ -16,6 +16,7 @@ from blockmover.backends.interface import (
 from blockmover.backends.openstack import (
     OpenStackBlockDeviceAPI, Retry, translate,
 )
+from blockmover.identity import CLUSTER_KEY, DATASET_KEY
 from blockmover.poll import Backoff
 
 
@@ -146,3 +147,58 @@ def test_identity_outage_is_retried():
     from keystoneauth1 import exceptions as ks_exceptions
     error = translate(ks_exceptions.ServiceUnavailable("down"))
     assert isinstance(error, Retry)
+
+
+class Statuses(object):
+    """
+    A cloud whose volume ``v`` shows ``statuses`` one look after another
+    (the last one from then on), attached to ``holder`` until it shows
+    ``available``; a detach request is recorded.
+    """
+    def __init__(self, statuses, holder="node2"):
+        self.statuses = list(statuses)
+        self.holder = holder
+        self.detached = []
+        self.block_storage = self
+        self.compute = self
+
+    def get_volume(self, volume_id):
+        status = self.statuses.pop(0) if len(self.statuses) > 1 \
+            else self.statuses[0]
+        attachments = [] if status == "available" else [
+            {"server_id": self.holder}]
+        return _Raw(id=volume_id, status=status, size=1,
+                    metadata={CLUSTER_KEY: "c", DATASET_KEY: "d"},
+                    attachments=attachments)
+
+    def delete_volume_attachment(self, server, volume_id):
+        self.detached.append((server.id, volume_id))
+
+
+class _Raw(object):
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def detaching_backend(cloud):
+    return OpenStackBlockDeviceAPI(
+        connection=cloud, cluster_name="c", instance_id="node1",
+        deadline=60, backoff=Backoff(initial=0.1, factor=1.0, maximum=0.1),
+        sleep=lambda seconds: None)
+
+
+def test_detach_waits_while_nova_has_not_begun():
+    # Nova answers 202 and begins later: in-use before detaching is no
+    # failure.
+    cloud = Statuses(["in-use", "in-use", "in-use", "detaching",
+                      "available"])
+    volume = detaching_backend(cloud).detach_volume("v", "node2")
+    assert volume.attached_to is None
+    assert cloud.detached == [("node2", "v")]
+
+
+def test_detach_rolled_back_is_an_error():
+    cloud = Statuses(["in-use", "detaching", "in-use"])
+    with pytest.raises(BlockDeviceError) as raised:
+        detaching_backend(cloud).detach_volume("v", "node2")
+    assert "could not detach volume v from node2" in str(raised.value)

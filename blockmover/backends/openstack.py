@@ -468,11 +468,17 @@ class OpenStackBlockDeviceAPI(object):
             if raw.status == "in-use":
                 self._request_detach(volume_id, detach_from)
 
+            seen = set()
+
             def detached(current):
                 if _holder(current) != detach_from:
                     return True
+                # Nova starts a detach after answering 202: in-use before
+                # detaching is the detach not begun yet; in-use after it,
+                # the cloud rolled the detach back.
+                seen.add(current.status)
                 if current.status.startswith("error") or (
-                        current.status == "in-use"):
+                        current.status == "in-use" and "detaching" in seen):
                     raise BlockDeviceError(
                         "the cloud could not detach volume %s from %s: "
                         "status %s; detach again" % (volume_id, detach_from,
