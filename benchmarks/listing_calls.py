@@ -12,7 +12,6 @@ over the moves. Needs root; leaves nothing behind.
     .venv/bin/python benchmarks/listing_calls.py [--window 60] [--moves 5]
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -21,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.measuring import (  # noqa: E402
-    benchmark_cluster, benchmark_log, needs_root,
+    benchmark_cluster, benchmark_log, benchmark_parser, needs_root,
 )
 from blockmover.localcluster.cloudcalls import (  # noqa: E402
     DATABASE, count_calls, deploy_workload,
@@ -59,14 +58,11 @@ def run_cluster(nodes, args, log, move):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--window", type=float, default=60.0,
                         help="seconds to count calls (default %(default)s)")
     parser.add_argument("--refresh", type=float, default=10.0,
                         help="the control service's refresh interval "
-                        "(default %(default)s)")
-    parser.add_argument("--latency", type=float, default=2.0,
-                        help="the emulator's attach and detach latency "
                         "(default %(default)s)")
     parser.add_argument("--moves", type=int, default=5,
                         help="moves of MongoDB to time, back and forth "

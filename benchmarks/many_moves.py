@@ -17,7 +17,6 @@ The last line reads ``many_moves_ratio=X``: the time for all divided by
 the time for one.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -27,7 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.measuring import (  # noqa: E402
-    benchmark_cluster, benchmark_log, messages_of, needs_root,
+    benchmark_cluster, benchmark_log, benchmark_parser, messages_of,
+    needs_root,
 )
 from blockmover.localcluster.deploying import (  # noqa: E402
     deploy, write_configuration,
@@ -61,13 +61,10 @@ def timed_deploy(layout, applications, placement, log):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--apps", type=int, default=20,
                         help="applications moved at once (default "
                         "%(default)s)")
-    parser.add_argument("--latency", type=float, default=2.0,
-                        help="the emulator's attach and detach latency "
-                        "(default %(default)s)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="moves of one application alone, there and "
                         "back, the median kept (default %(default)s)")

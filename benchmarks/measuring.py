@@ -6,6 +6,7 @@ probe inside a node that notes the moment a port first accepts a
 connection: each figure measured where it happens.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -120,6 +121,18 @@ def log_paths(layout):
     cloud = os.path.join(layout.logs_dir, "cloud.log") \
         if layout.backend == "openstack" else None
     return layout.control_log, agents, cloud
+
+
+def benchmark_parser(doc):
+    """
+    The command line of a benchmark described by ``doc`` (its first
+    paragraph is the description), with the emulator's ``--latency``.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=2.0,
+                        help="the emulator's attach and detach latency "
+                        "(default %(default)s)")
+    return parser
 
 
 def needs_root():

@@ -20,7 +20,6 @@ The last line reads ``overhead_median_s=X``: the worse of the two
 backends' median of blockmover's own part.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.measuring import (  # noqa: E402
     PortProbe, action_durations, benchmark_cluster, benchmark_log,
-    messages_of, needs_root,
+    benchmark_parser, messages_of, needs_root,
 )
 from blockmover.localcluster.deploying import (  # noqa: E402
     deploy, write_configuration,
@@ -142,13 +141,10 @@ def run(backend, args, log):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--moves", type=int, default=5,
                         help="moves back and forth per backend (default "
                         "%(default)s)")
-    parser.add_argument("--latency", type=float, default=2.0,
-                        help="the emulator's attach and detach latency "
-                        "(default %(default)s)")
     parser.add_argument("--backends", default="loopback,openstack",
                         help="comma-separated (default %(default)s)")
     args = parser.parse_args(argv)
