@@ -3,6 +3,7 @@
 """
 
 import argparse
+import datetime
 import sys
 import threading
 
@@ -13,7 +14,9 @@ from agents.changes import NodeContext
 from agents.identity import NodeIdentity, check_slice
 from agents.loop import AgentThreadPool, ConvergenceLoop
 from agents.runtime import ProcessRuntime
+from blockmover import tls
 from blockmover.backends import make_backend
+from blockmover.certificates import NODE
 from blockmover.client import ControlClient, printable_url
 from blockmover.config import ConfigError, load_agent_file
 from blockmover.logs import start_logging
@@ -27,6 +30,12 @@ backend. Each dataset (a volume and the application using it) converges
 on its own, side by side. SIGTERM stops the agent within seconds: changes
 still running are cut short and resumed when the agent starts again; the
 applications keep running, and a restarted agent finds them.
+
+The agent talks to the control service with mutual TLS only. Its
+certificate (from 'blockmover ca node NAME') says which node of which
+cluster it is; agent.yml's tls: names the files (directory, or ca,
+certificate and key), else they are looked up in /etc/blockmover as
+ca.crt, agent.crt and agent.key (or node-NAME.crt and node-NAME.key).
 """
 
 # One blocking change per dataset may run at once (a slow attach holds its
@@ -100,20 +109,53 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run_agent(reactor, config):
+def load_credentials(config, now):
+    """
+    The agent's ``tls.Credentials``, and ``config`` with the cluster its
+    certificate names: the certificate must be node ``config.node``'s, of
+    ``config.cluster`` if agent.yml names one.
+
+    :raise tls.TLSError: if the files cannot be used or name another
+        holder.
+    """
+    settings = config.tls
+    files = tls.find_files(tls.agent_stems(config.node),
+                           directory=settings.directory, ca=settings.ca,
+                           certificate=settings.certificate,
+                           key=settings.key)
+    credentials = tls.Credentials.load(files, now)
+    holder = credentials.identity
+    if holder.kind != NODE or holder.name != config.node:
+        raise tls.TLSError(
+            "%s is the certificate of %s, but agent.yml says this is node "
+            "%s; issue this node's with 'blockmover ca node %s'"
+            % (files.certificate, holder, config.node, config.node))
+    if config.cluster is not None and holder.cluster != config.cluster:
+        raise tls.TLSError(
+            "%s is a certificate of cluster %s, but agent.yml says this "
+            "node is of cluster %s" % (files.certificate, holder.cluster,
+                                       config.cluster))
+    return credentials, config.set(cluster=holder.cluster)
+
+
+def run_agent(reactor, config, credentials):
     """
     Run the agent described by ``config`` (an ``AgentConfig``) until the
-    reactor shuts down. :return: a Deferred firing once the loop stopped.
+    reactor shuts down, talking to the control service with
+    ``credentials`` (``tls.Credentials``). :return: a Deferred firing once
+    the loop stopped.
     """
     threadpool = AgentThreadPool(minthreads=1, maxthreads=MAX_THREADS,
                                  name="blockmover-agent")
     threadpool.start()
     runtime = ProcessRuntime(config.state_dir)
-    client = ControlClient(config.control, reactor)
+    client = ControlClient(config.control, reactor, credentials=credentials)
     loop = ConvergenceLoop(reactor, client, ContextFactory(config, runtime),
                            threadpool, node=config.node)
     log_message(message_type="blockmover:agent:start", node=config.node,
-                control=printable_url(config.control))
+                cluster=config.cluster,
+                control=printable_url(config.control),
+                certificate=credentials.files.certificate)
     # SIGTERM stops the reactor; stop the loop before it does.
     reactor.addSystemEventTrigger("before", "shutdown", loop.stop)
     done = loop.start()
@@ -139,5 +181,11 @@ def main(argv=None):
     except ConfigError as e:
         sys.stderr.write("%s\n" % (e,))
         sys.exit(2)
+    try:
+        credentials, config = load_credentials(
+            config, datetime.datetime.now(datetime.timezone.utc))
+    except tls.TLSError as e:
+        sys.stderr.write("blockmover-agent: %s\n" % (e,))
+        sys.exit(2)
     start_logging(config.log)
-    react(run_agent, (config,))
+    react(run_agent, (config, credentials))

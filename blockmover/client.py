@@ -10,12 +10,14 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import treq
 from eliot import current_action
+from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, succeed
 from twisted.internet.error import (
     ConnectError, ConnectingCancelledError, ConnectionRefusedError,
     DNSLookupError,
 )
-from twisted.web.iweb import IBodyProducer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 from twisted.web.client import (
     Agent, HTTPConnectionPool, ResponseFailed, ResponseNeverReceived,
@@ -23,6 +25,7 @@ from twisted.web.client import (
 
 from blockmover.logs import TASK_HEADER
 from blockmover.model import NodeDesired, to_data
+from blockmover.tls import ClientTLS, ServiceNotTrusted
 
 # How much longer than the server's long-poll timeout a request may take
 # before the client gives up on it.
@@ -50,6 +53,13 @@ def printable_url(url):
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc="***@" + host))
+
+
+class InsecureURL(ValueError):
+    """
+    A control service URL that is not ``https://``: every client speaks
+    mutual TLS with the control service.
+    """
 
 
 class ControlUnreachable(Exception):
@@ -89,6 +99,26 @@ class _Body(object):
         pass
 
 
+@implementer(IAgentEndpointFactory)
+class _TLSEndpoints(object):
+    """
+    The TLS endpoints of the control service, on ``reactor`` in all their
+    parts: TLS's own timers included (by default they run on the global
+    reactor, which a caller passing its own may not run).
+    """
+
+    def __init__(self, reactor, policy):
+        self._reactor = reactor
+        self._policy = policy
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("idna")
+        return wrapClientTLS(
+            self._policy.creatorForNetloc(uri.host, uri.port),
+            HostnameEndpoint(self._reactor, host, uri.port),
+            clock=self._reactor)
+
+
 def _headers():
     headers = {"Content-Type": ["application/json"]}
     action = current_action()
@@ -100,15 +130,25 @@ def _headers():
 class ControlClient(object):
     """
     A client of one control service at ``base_url`` (e.g.
-    ``http://10.77.0.1:4523``).
+    ``https://10.77.0.1:4523``), presenting the certificate of
+    ``credentials`` (``blockmover.tls.Credentials``) and believing only its
+    cluster's control service.
 
     :param reactor: the reactor to use (the global one by default).
     :param agent: an ``IAgent`` to send requests with; by default one with
         its own persistent connection pool, closed by ``close()``.
     :param timeout: seconds a request other than a long poll may take.
+    :param insecure_plain_http: allow an ``http://`` URL and no
+        credentials: only for tests of the HTTP layer against a service run
+        with ``--insecure-plain-http-for-tests``.
+
+    :raise InsecureURL: for a URL other than ``https://`` (unless
+        ``insecure_plain_http``), or an ``https://`` one without
+        credentials.
     """
 
-    def __init__(self, base_url, reactor=None, agent=None, timeout=30.0):
+    def __init__(self, base_url, reactor=None, agent=None, timeout=30.0,
+                 credentials=None, insecure_plain_http=False):
         if reactor is None:
             # Late: importing the global reactor installs it, and a caller
             # passing its own must be free to choose another.
@@ -117,8 +157,27 @@ class ControlClient(object):
         self._reactor = reactor
         self._pool = None
         if agent is None:
+            scheme = urlsplit(self.base_url).scheme
+            if scheme == "https" and credentials is not None:
+                policy = ClientTLS(credentials)
+            elif scheme == "http" and insecure_plain_http:
+                policy = None
+            elif scheme == "https":
+                raise InsecureURL(
+                    "no certificate to present to the control service at "
+                    "%s; give this client's TLS files" % (
+                        printable_url(base_url),))
+            else:
+                raise InsecureURL(
+                    "the control service's URL %s is not https://; "
+                    "blockmover speaks only mutual TLS with it"
+                    % (printable_url(base_url),))
             self._pool = HTTPConnectionPool(reactor, persistent=True)
-            agent = Agent(reactor, pool=self._pool)
+            if policy is None:
+                agent = Agent(reactor, pool=self._pool)
+            else:
+                agent = Agent.usingEndpointFactory(
+                    reactor, _TLSEndpoints(reactor, policy), pool=self._pool)
         self._http = treq.client.HTTPClient(agent)
         self._timeout = timeout
 
@@ -221,7 +280,10 @@ class ControlClient(object):
                      ConnectingCancelledError, ResponseFailed,
                      ResponseNeverReceived)
         error = failure.value
-        if isinstance(error, ConnectionRefusedError):
+        tls_reason = _tls_reason(error)
+        if tls_reason is not None:
+            reason = tls_reason
+        elif isinstance(error, ConnectionRefusedError):
             reason = "connection refused"
         elif isinstance(error, (CancelledError, ConnectingCancelledError)) \
                 or (isinstance(error, (ResponseFailed, ResponseNeverReceived))
@@ -254,3 +316,26 @@ class ControlClient(object):
             raise ControlError(code, [str(e) for e in data["errors"]])
         raise ControlError(code, ["%s %s: the control service answered %d"
                                   % (method, path, code)])
+
+
+def _tls_reason(error):
+    """
+    What went wrong with TLS, said for a person, if that is why ``error``
+    (a failure to connect or to get an answer) happened; else None.
+    """
+    reasons = getattr(error, "reasons", None) or []
+    for reason in reasons:
+        if reason.check(ServiceNotTrusted):
+            return "TLS refused: %s" % (reason.value,)
+        if reason.check(SSL.Error):
+            alerts = [str(part) for args in reason.value.args
+                      for entry in (args if isinstance(args, list) else [args])
+                      for part in (entry if isinstance(entry, tuple)
+                                   else (entry,))
+                      if "alert" in str(part) or "certificate" in str(part)]
+            text = "; ".join(alerts) or str(reason.value)
+            return ("TLS refused: the control service did not accept this "
+                    "client's certificate (%s); check that it was issued by "
+                    "the cluster's CA, is valid now and is not revoked"
+                    % (text,))
+    return None

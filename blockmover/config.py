@@ -465,6 +465,17 @@ def _check_mountpoints(app_src, placement, applications):
 
 # --- agent.yml -----------------------------------------------------------
 
+class TLSConfig(PClass):
+    """
+    Where an agent's TLS files are (``blockmover.tls``): each path given,
+    or else looked up in ``directory``, or else in the standard places.
+    """
+    directory = optional(str)
+    ca = optional(str)
+    certificate = optional(str)
+    key = optional(str)
+
+
 class AgentConfig(PClass):
     """
     One node's ``agent.yml``: which node this is, where the control service
@@ -480,6 +491,7 @@ class AgentConfig(PClass):
     instance_id = optional(str)
     backend = field(type=BackendConfig, mandatory=True,
                     initial=BackendConfig(name=DEFAULT_BACKEND))
+    tls = field(type=TLSConfig, mandatory=True, initial=TLSConfig())
 
     @property
     def control_url(self):
@@ -496,7 +508,8 @@ def load_agent_config(text, path="agent.yml"):
     configfields.version(src, data)
     configfields.mapping(src, None, data,
                          ("version", "node", "cluster", "control",
-                          "state_dir", "log", "instance_id", "backend"),
+                          "state_dir", "log", "instance_id", "backend",
+                          "tls"),
                          ("node", "control"))
     log = data.get("log", "-")
     if log != "-":
@@ -514,7 +527,18 @@ def load_agent_config(text, path="agent.yml"):
         instance_id=None if instance_id is None else configfields.string(
             src, "instance_id", instance_id, "a backend instance id"),
         backend=_read_backend(src, "backend", data.get("backend"),
-                              limits=False))
+                              limits=False),
+        tls=_read_tls(src, "tls", data.get("tls")))
+
+
+def _read_tls(src, key, value):
+    if value is None:
+        return TLSConfig()
+    configfields.mapping(src, key, value,
+                         ("directory", "ca", "certificate", "key"))
+    return TLSConfig(**{
+        name: configfields.absolute_path(src, join(key, name), path)
+        for name, path in value.items()})
 
 
 def load_agent_file(path):

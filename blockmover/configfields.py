@@ -83,7 +83,7 @@ def name(src, key, value, what):
 
 def url(src, key, value):
     """
-    An http or https URL with a host.
+    An https URL with a host (the control service's: it speaks only TLS).
     """
     string(src, key, value, "a URL such as https://10.0.0.1:4523")
     try:
@@ -92,10 +92,11 @@ def url(src, key, value):
     except ValueError as e:
         raise src.error(key, "not a URL (%s); write one such as "
                         "https://10.0.0.1:4523" % (e,))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme != "https" or not parts.hostname:
         # The URL is not quoted back: it may carry a password.
-        raise src.error(key, "not an http or https URL with a host; write "
-                        "one such as https://10.0.0.1:4523")
+        raise src.error(key, "not an https URL with a host; the control "
+                        "service speaks only mutual TLS: write one such as "
+                        "https://10.0.0.1:4523")
     return value
 
 

@@ -14,8 +14,10 @@ from eliot import log_message, start_action
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater, react
 
+from blockmover import tls
 from blockmover.client import (
-    ControlClient, ControlError, ControlUnreachable, printable_url,
+    ControlClient, ControlError, ControlUnreachable, InsecureURL,
+    printable_url,
 )
 from blockmover.config import ConfigError, load_deployment
 from blockmover.convergence import ErrorWatch, application_line, pending
@@ -34,8 +36,8 @@ exit status:
      runs and serves where it should and every node converged)
   1  convergence failed: a node reports a persistent error, or --timeout
      passed first
-  2  bad input: a configuration file is missing or malformed (nothing was
-     sent)
+  2  bad input: a configuration file is missing or malformed, or this
+     operator's TLS files cannot be used (nothing was sent)
   3  the control service could not be reached or refused the configuration
 """
 
@@ -85,6 +87,7 @@ def parse_args(argv):
                              "%(default)s)")
     parser.add_argument("--log", metavar="PATH",
                         help="append the deploy's structured log to PATH")
+    tls.add_arguments(parser, "the operator")
     return parser.parse_args(argv)
 
 
@@ -139,15 +142,17 @@ def _send(client, args, cluster_yml, app_yml):
 
 @inlineCallbacks
 def _slice_generations(client, deployment):
-    generations = {}
-    for node in sorted(deployment.nodes):
-        try:
-            desired = yield client.get_desired(node, after=None, timeout=0)
-        except ControlError:
-            continue
-        if desired is not None:
-            generations[node] = desired.generation
-    return generations
+    """
+    The generation of each node's slice once this configuration was
+    taken, from the state (an operator does not read the nodes' slices).
+    """
+    try:
+        state = yield client.get_state()
+    except (ControlUnreachable, ControlError):
+        return {}
+    nodes = state.get("nodes", {})
+    return {node: nodes[node]["generation"] for node in deployment.nodes
+            if node in nodes and nodes[node].get("generation") is not None}
 
 
 @inlineCallbacks
@@ -208,15 +213,17 @@ def _progress_of(state):
 
 
 @inlineCallbacks
-def deploy(reactor, args, deployment, cluster_yml, app_yml, url, out):
+def deploy(reactor, args, deployment, cluster_yml, app_yml, url, out,
+           credentials):
     """
     Send the configuration to the control service at ``url`` and, with
     ``args.wait``, follow the convergence. The whole deploy is one eliot
-    action whose task id travels with every request.
+    action whose task id travels with every request, made with
+    ``credentials`` (``tls.Credentials``).
 
     :return: a Deferred firing with the exit status.
     """
-    client = ControlClient(url, reactor)
+    client = ControlClient(url, reactor, credentials=credentials)
     try:
         with start_action(action_type="blockmover:deploy",
                           control=printable_url(url),
@@ -255,13 +262,22 @@ def main(argv=None):
     except ConfigError as e:
         sys.stderr.write("%s\n" % (e,))
         sys.exit(EXIT_BAD_INPUT)
+    url = args.control or deployment.control_url
+    try:
+        credentials = tls.user_credentials(args)
+        if not url.startswith("https://"):
+            raise InsecureURL("the control service's URL %s is not "
+                              "https://; blockmover speaks only mutual TLS "
+                              "with it" % (printable_url(url),))
+    except (tls.TLSError, InsecureURL) as e:
+        sys.stderr.write("blockmover-deploy: %s\n" % (e,))
+        sys.exit(EXIT_BAD_INPUT)
     if args.log:
         start_logging(args.log)
-    url = args.control or deployment.control_url
 
     def run(reactor):
         d = deploy(reactor, args, deployment, cluster_yml, app_yml, url,
-                   sys.stdout)
+                   sys.stdout, credentials)
         d.addCallback(_exit)
         return d
     react(run)

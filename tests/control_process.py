@@ -1,6 +1,7 @@
 """
 ``blockmover-control`` as a real child process on 127.0.0.1, for tests that
-talk to it over HTTP.
+talk to it over HTTPS with mutual TLS (certificates of
+``tests.cluster_ca``).
 """
 
 import http.client
@@ -9,8 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+from urllib.parse import unquote
 
+from blockmover.certificates import NODE, USER
 from blockmover.poll import Backoff, poll
+from tests.cluster_ca import OPERATOR, cluster_ca
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -19,11 +23,17 @@ class ControlProcess(object):
     """
     One ``blockmover-control`` listening on a port of 127.0.0.1 the kernel
     picks (read back from its "listening on" line, so no race for a free
-    port), with its state in ``state_dir`` and its eliot log in ``log``;
-    ``args`` are more of its options.
+    port), with its state in ``state_dir`` and its eliot log in ``log``,
+    serving ``cluster`` with that cluster's test CA; ``args`` are more of
+    its options.
     """
 
-    def __init__(self, state_dir, log, refresh_interval=3600, args=()):
+    def __init__(self, state_dir, log, refresh_interval=3600, args=(),
+                 cluster="demo", insecure_plain_http=False):
+        self.ca = cluster_ca(cluster)
+        self.cluster = cluster
+        # For tests of what the service does whatever its clients' names.
+        self.insecure_plain_http = insecure_plain_http
         self.args = list(args)
         self.state_dir = state_dir
         self.log = log
@@ -34,13 +44,20 @@ class ControlProcess(object):
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % (self.port,)
+        scheme = "http" if self.insecure_plain_http else "https"
+        return "%s://127.0.0.1:%d" % (scheme, self.port)
+
+    def _security_args(self):
+        if self.insecure_plain_http:
+            return ["--insecure-plain-http-for-tests"]
+        return ["--tls-dir", self.ca.control_dir(), "--crl", self.ca.crl]
 
     def start(self):
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
                 [os.path.join(VENV_BIN, "blockmover-control"),
                  "--listen", "tcp:0:interface=127.0.0.1",
+                 *self._security_args(),
                  "--state-dir", self.state_dir, "--log", self.log,
                  "--refresh-interval", str(self.refresh_interval)]
                 + self.args,
@@ -76,12 +93,23 @@ class ControlProcess(object):
                 self.process.kill()
                 self.process.wait()
 
-    def request(self, method, path, body=None, headers=None, timeout=30):
+    def request(self, method, path, body=None, headers=None, timeout=30,
+                kind=None, name=None):
         """
+        Make a request as ``kind`` ``name``: by default the node a
+        ``/v1/nodes/NODE/...`` path names, else the operator.
+
         :return: (status, decoded JSON body or None).
         """
-        connection = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                timeout=timeout)
+        if kind is None:
+            kind, name = owner(path)
+        if self.insecure_plain_http:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                    timeout=timeout)
+        else:
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=timeout,
+                context=self.ca.ssl_context(kind, name))
         try:
             data = None if body is None else (
                 body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -92,6 +120,20 @@ class ControlProcess(object):
             return response.status, (json.loads(raw) if raw else None)
         finally:
             connection.close()
+
+
+    def credentials(self, kind=USER, name=OPERATOR):
+        """
+        The ``tls.Credentials`` of ``kind`` ``name`` for a ``ControlClient``.
+        """
+        return self.ca.credentials(kind, name)
+
+
+def owner(path):
+    parts = path.split("?")[0].strip("/").split("/")
+    if len(parts) >= 3 and parts[:2] == ["v1", "nodes"]:
+        return NODE, unquote(parts[2])
+    return USER, OPERATOR
 
 
 def started_control(directory, **kwargs):

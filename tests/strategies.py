@@ -71,7 +71,7 @@ def deployments(draw, min_nodes=1, max_nodes=4, max_applications=6,
         if node is not None:
             placement[name] = node
     return Deployment(cluster_name=draw(names),
-                      control_url="http://127.0.0.1:4523",
+                      control_url="https://127.0.0.1:4523",
                       backend=BackendConfig(name="loopback",
                                             limits=draw(limits)),
                       nodes=nodes, applications=apps, placement=placement)

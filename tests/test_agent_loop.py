@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+import yaml
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 
@@ -35,6 +36,8 @@ from blockmover.model import (
     Application, NodeDesired, NodeState, RunningApplication,
     Step as ModelStep,
 )
+from blockmover.certificates import USER
+from tests.cluster_ca import OPERATOR, cluster_ca, node_tls
 from tests.control_process import started_control
 from tests.reactors import run_reactor
 from tests.test_client import (
@@ -90,7 +93,7 @@ class AgentProcess(object):
     """
 
     def __init__(self, directory, control_url, loopback_root, namespace,
-                 extra=""):
+                 cluster, extra=""):
         self.directory = directory
         self.node = namespace.name
         self.namespace = namespace
@@ -99,9 +102,11 @@ class AgentProcess(object):
         self.config = os.path.join(directory, self.node + ".yml")
         with open(self.config, "w") as f:
             f.write("version: 1\nnode: %s\ncontrol: %s\nstate_dir: %s\n"
-                    "log: %s\nbackend:\n  name: loopback\n  root: %s\n%s"
+                    "log: %s\nbackend:\n  name: loopback\n  root: %s\n"
+                    "tls: %s\n%s"
                     % (self.node, control_url, self.state_dir, self.log,
-                       loopback_root, extra))
+                       loopback_root,
+                       json.dumps(node_tls(cluster, self.node)), extra))
         self.process = None
 
     def start(self):
@@ -163,9 +168,17 @@ def read_log(path):
 
 
 def deploy(cluster, apps, *extra, timeout=120):
+    """
+    ``blockmover-deploy --wait`` as the operator of the cluster
+    ``cluster`` (a cluster.yml) names.
+    """
+    with open(cluster) as f:
+        name = yaml.safe_load(f)["cluster"]["name"]
+    operator = cluster_ca(name).files(USER, OPERATOR)
     return subprocess.run(
         [os.path.join(VENV_BIN, "blockmover-deploy"), "--wait",
-         "--timeout", "90", *extra, cluster, apps],
+         "--timeout", "90", "--tls-dir", os.path.dirname(operator.certificate),
+         *extra, cluster, apps],
         capture_output=True, text=True, timeout=timeout)
 
 
@@ -205,9 +218,11 @@ def test_agent_moves_application_between_nodes(workdir, loopback_root,
     """
     cluster_name = "a%d" % (os.getpid(),)
     ns1, ns2 = namespaces("node1"), namespaces("node2")
-    control = started_control(workdir)
-    agent = AgentProcess(workdir, control.url, loopback_root, ns1)
-    agent2 = AgentProcess(workdir, control.url, loopback_root, ns2)
+    control = started_control(workdir, cluster=cluster_name)
+    agent = AgentProcess(workdir, control.url, loopback_root, ns1,
+                         cluster_name)
+    agent2 = AgentProcess(workdir, control.url, loopback_root, ns2,
+                          cluster_name)
     mountpoint = os.path.join(workdir, "mnt", APP)
     alive_file = os.path.join(mountpoint, "alive")
     marker = os.path.join(mountpoint, "marker")
@@ -633,7 +648,7 @@ class FakeBackend(object):
 def _agent_config(extra=""):
     from blockmover.config import load_agent_config
     return load_agent_config(
-        "version: 1\nnode: node1\ncontrol: http://127.0.0.1:1\n"
+        "version: 1\nnode: node1\ncontrol: https://127.0.0.1:1\n"
         "backend: {name: loopback, root: /nonexistent}\n" + extra)
 
 
@@ -722,9 +737,9 @@ def test_agent_refuses_a_slice_of_another_instance(workdir, loopback_root,
     nothing, and blockmover-deploy --wait ends naming the refusal.
     """
     ns1 = namespaces("node1")
-    control = started_control(workdir)
     name = "r%d" % (os.getpid(),)
-    agent = AgentProcess(workdir, control.url, loopback_root, ns1,
+    control = started_control(workdir, cluster=name)
+    agent = AgentProcess(workdir, control.url, loopback_root, ns1, name,
                          extra="cluster: %s\n" % (name,))
     try:
         cluster, apps = write_configuration(
@@ -760,11 +775,12 @@ def test_deploy_gives_up_on_persistent_error(workdir, loopback_root,
     gives up with exit 1 naming the node and the failing change.
     """
     ns1 = namespaces("node1")
-    control = started_control(workdir)
-    agent = AgentProcess(workdir, control.url, loopback_root, ns1)
+    name = "e%d" % (os.getpid(),)
+    control = started_control(workdir, cluster=name)
+    agent = AgentProcess(workdir, control.url, loopback_root, ns1, name)
     try:
         cluster, apps = write_configuration(
-            workdir, control.url, "e%d" % (os.getpid(),), placed=APP,
+            workdir, control.url, name, placed=APP,
             command="/nonexistent/%s" % (APP,), root=loopback_root)
         agent.start()
         result = deploy(cluster, apps, "--error-patience", "2")

@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from blockmover.certificates import NODE
 from blockmover.client import (
     ControlClient, ControlError, ControlUnreachable, printable_url,
 )
@@ -77,8 +78,9 @@ def with_recorder(answers, use):
     @inlineCallbacks
     def start(reactor):
         port = reactor.listenTCP(0, Site(recorder), interface="127.0.0.1")
+        # A test of the HTTP layer alone, against a recorder.
         client = ControlClient("http://127.0.0.1:%d/" % (
-            port.getHost().port,), reactor)
+            port.getHost().port,), reactor, insecure_plain_http=True)
         try:
             return (yield use(client))
         finally:
@@ -173,7 +175,7 @@ def test_connection_refused_is_unreachable():
     url = "http://127.0.0.1:%d" % (free_port(),)
 
     def start(reactor):
-        client = ControlClient(url, reactor)
+        client = ControlClient(url, reactor, insecure_plain_http=True)
         d = client.get_state()
         d.addErrback(lambda f: f.trap(ControlUnreachable) and f.value)
         d.addCallback(lambda v: client.close().addCallback(lambda _: v))
@@ -252,13 +254,18 @@ def test_real_service_round_trip(control, workdir):
     decode; a bad configuration is a ControlError with file and line; an
     unknown node's slice is a 404 ControlError.
     """
-    cluster, apps = write_configuration(
-        workdir, control.url, "c%d" % (os.getpid(),))
+    cluster, apps = write_configuration(workdir, control.url, "demo")
     cluster_yml, app_yml = open(cluster).read(), open(apps).read()
 
     @inlineCallbacks
     def use(reactor):
-        client = ControlClient(control.url, reactor)
+        operator = ControlClient(control.url, reactor,
+                                 credentials=control.credentials())
+        node1 = ControlClient(control.url, reactor,
+                              credentials=control.credentials(NODE, "node1"))
+        node9 = ControlClient(control.url, reactor,
+                              credentials=control.credentials(NODE, "node9"))
+        client = operator
         try:
             dry = yield client.put_configuration(
                 cluster_yml, app_yml, "cluster.yml", "app.yml", dry_run=True)
@@ -271,9 +278,9 @@ def test_real_service_round_trip(control, workdir):
             real = yield client.put_configuration(
                 cluster_yml, app_yml, "cluster.yml", "app.yml")
             stored = yield client.get_configuration()
-            desired = yield client.get_desired("node1", after=None,
-                                               timeout=5)
-            unchanged = yield client.get_desired(
+            desired = yield node1.get_desired("node1", after=None,
+                                              timeout=5)
+            unchanged = yield node1.get_desired(
                 "node1", after=desired.generation, timeout=0.5)
             state = yield client.get_state()
             volumes = yield client.get_volumes()
@@ -285,14 +292,15 @@ def test_real_service_round_trip(control, workdir):
             except ControlError as e:
                 refused = e
             try:
-                yield client.get_desired("node9", timeout=1)
+                yield node9.get_desired("node9", timeout=1)
                 unknown = None
             except ControlError as e:
                 unknown = e
             return (dry, stored_after_dry_run, real, stored, desired,
                     unchanged, state, volumes, refused, unknown)
         finally:
-            yield client.close()
+            for each in (operator, node1, node9):
+                yield each.close()
 
     (dry, stored_after_dry_run, real, stored, desired, unchanged, state,
      volumes, refused, unknown) = run_reactor(use)

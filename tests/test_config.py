@@ -220,7 +220,7 @@ def test_round_trip(deployment):
      "cluster.backend.limits.volumes_per_node", "at least 1"),
     # control URL
     (edit(CLUSTER, "https://10.77.0.1:4523", "10.77.0.1"), APP,
-     "cluster.yml", 4, "cluster.control", "not an http or https URL"),
+     "cluster.yml", 4, "cluster.control", "not an https URL"),
     # two applications mounting one path on one node
     (edit(CLUSTER, "node1: [mongodb]", "node1: [mongodb, other]"),
      APP + "  other:\n    command: [x]\n"
@@ -344,7 +344,7 @@ def test_secret_not_echoed():
 
 # --- agent.yml -------------------------------------------------------------
 
-AGENT = "version: 1\nnode: node1\ncontrol: http://10.77.0.1:4523\n"
+AGENT = "version: 1\nnode: node1\ncontrol: https://10.77.0.1:4523\n"
 
 
 def test_agent_defaults():
@@ -353,7 +353,7 @@ def test_agent_defaults():
     assert agent.log == "-"
     assert agent.instance_id is None
     assert agent.backend.name == "loopback"
-    assert agent.control_url == "http://10.77.0.1:4523"
+    assert agent.control_url == "https://10.77.0.1:4523"
 
 
 def test_agent_options():
@@ -365,6 +365,18 @@ def test_agent_options():
     assert agent.backend.options == {"cloud": "c1"}
 
 
+def test_agent_tls_files():
+    """
+    agent.yml's tls: names the agent's TLS files; without it they are
+    looked up in the standard places.
+    """
+    assert load_agent_config(AGENT).tls.directory is None
+    agent = load_agent_config(
+        AGENT + "tls: {directory: /etc/bm, key: /root/agent.key}\n")
+    assert (agent.tls.directory, agent.tls.key, agent.tls.certificate) == (
+        "/etc/bm", "/root/agent.key", None)
+
+
 @pytest.mark.parametrize("text,line,key,words", [
     ("version: 1\ncontrol: http://h\n", 1, None, "'node' is missing"),
     (AGENT + "stat_dir: /x\n", 4, "stat_dir", "unknown key 'stat_dir'"),
@@ -373,6 +385,11 @@ def test_agent_options():
     (AGENT + "backend: {name: loopback, limits: {max_size: 1G}}\n", 4,
      "backend.limits", "must be a word or number"),
     (AGENT + "node: node2\n", 4, "node", "appears twice"),
+    ("version: 1\nnode: n\ncontrol: http://10.77.0.1:4523\n", 3,
+     "control", "not an https URL"),
+    (AGENT + "tls: {directory: relative}\n", 4, "tls.directory",
+     "not an absolute path"),
+    (AGENT + "tls: {cert: /x}\n", 4, "tls.cert", "unknown key 'cert'"),
 ])
 def test_agent_errors(text, line, key, words):
     with pytest.raises(ConfigError) as info:

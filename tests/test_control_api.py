@@ -26,7 +26,7 @@ CLUSTER = """\
 version: 1
 cluster:
   name: demo
-  control: http://127.0.0.1:4523
+  control: https://127.0.0.1:4523
   backend:
     name: loopback
     root: {root}
@@ -381,21 +381,22 @@ def test_sigterm_stops_cleanly_with_long_polls_waiting(tmp_path, root):
         control.stop(signal.SIGKILL)
 
 
-def test_a_new_cluster_name_lists_that_clusters_volumes(control, root):
+def test_a_cluster_name_other_than_the_certificates_is_refused(control,
+                                                               root):
+    """
+    The service serves its CA's cluster: a configuration naming another is
+    refused with a message saying so, and nothing changes.
+    """
     cluster, generation = configured(control, root)
-    other = LoopbackBlockDeviceAPI(root, "other")
-    dataset = identity.dataset_id("other", "mongodb")
-    volume = other.create_volume(dataset, GiB,
-                                 identity.volume_metadata("other", "mongodb"))
-    status, listing = control.request("GET", "/v1/volumes")
-    assert listing["volumes"] == []
+    status, before = control.request("GET", "/v1/configuration")
     status, answer = control.configure(cluster.replace("name: demo",
                                                        "name: other"))
-    assert status == 200, answer
-    status, listing = control.request("GET", "/v1/volumes")
-    assert [v["volume_id"] for v in listing["volumes"]] == [volume.volume_id]
+    assert status == 400
+    assert "serves cluster 'demo'" in answer["errors"][0]
+    status, after = control.request("GET", "/v1/configuration")
+    assert after == before
     status, desired = control.request("GET", "/v1/nodes/node1/desired")
-    assert desired["cluster_name"] == "other"
-    assert desired["volumes"][dataset]["volume_id"] == volume.volume_id
+    assert desired["cluster_name"] == "demo"
+    assert desired["generation"] == generation
     status, answer = control.request("GET", "/v1/nodes/node1")
     assert status == 404 and answer["errors"]

@@ -17,6 +17,7 @@ from blockmover.backends.loopback import LoopbackBlockDeviceAPI
 from blockmover.poll import Backoff, poll
 from blockmover.units import GiB, MiB
 from tests.test_config import BILLION_LAUGHS
+from tests.control_process import owner
 from tests.test_control_api import APP, CLUSTER, Control, configured, report
 
 
@@ -52,13 +53,26 @@ def unchanged(control, generation, cluster, app=APP):
         == (generation, cluster, app)
 
 
-def raw_request(port, head, body=b"", source="127.0.0.1"):
+def tls_connection(control, path, source="127.0.0.1", timeout=30):
     """
-    Send ``head`` (and ``body``) on a new connection and read the answer
-    to its end. :return: (status, headers, decoded JSON body).
+    A new TLS connection to ``control``, as the client a request of
+    ``path`` is by default (``ControlProcess.request``).
     """
-    client = socket.create_connection(("127.0.0.1", port), timeout=30,
+    kind, name = owner(path)
+    client = socket.create_connection(("127.0.0.1", control.port),
+                                      timeout=timeout,
                                       source_address=(source, 0))
+    return control.ca.ssl_context(kind, name).wrap_socket(
+        client, server_hostname="127.0.0.1")
+
+
+def raw_request(control, head, body=b"", source="127.0.0.1"):
+    """
+    Send ``head`` (and ``body``) on a new TLS connection and read the
+    answer to its end. :return: (status, headers, decoded JSON body).
+    """
+    path = head.split(b" ")[1].decode("ascii")
+    client = tls_connection(control, path, source)
     try:
         client.sendall(head + body)
         response = http.client.HTTPResponse(client)
@@ -86,7 +100,7 @@ def test_announced_large_body_refused_before_it_is_read(
     """
     cluster, generation = configured(control, root)
     status, headers, answer = raw_request(
-        control.port, b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        control, b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
         b"Content-Type: application/json\r\n\r\n" % (path, length))
     assert status == 413
     assert headers["Connection"] == "close"
@@ -117,7 +131,7 @@ def test_chunked_body_over_its_bound_refused(control, root):
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk)
                       for _ in range(5)) + b"0\r\n\r\n"
     status, _, answer = raw_request(
-        control.port, b"PUT /v1/nodes/node1/state HTTP/1.1\r\nHost: x\r\n"
+        control, b"PUT /v1/nodes/node1/state HTTP/1.1\r\nHost: x\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n", chunks)
     assert status == 413
     assert "larger than 256 KiB" in answer["errors"][0]
@@ -149,8 +163,9 @@ def test_slow_configuration_does_not_hold_up_other_requests(control, root):
     sent = threading.Event()
 
     def put():
-        connection = http.client.HTTPConnection("127.0.0.1", control.port,
-                                                timeout=120)
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", control.port, timeout=120,
+            context=control.ca.ssl_context())
         try:
             connection.request("PUT", "/v1/configuration", json.dumps(
                 {"cluster_yml": cluster, "app_yml": hostile}))
@@ -199,7 +214,21 @@ def test_hostile_configuration_refused(control, root, app, words):
     unchanged(control, generation, cluster)
 
 
-def test_renaming_a_cluster_that_owns_volumes_refused(control, root):
+def test_renaming_a_cluster_that_owns_volumes_refused(tmp_path, root):
+    """
+    A service with TLS refuses any name but its CA's cluster's; one
+    without (which takes any name) still refuses to rename a cluster that
+    owns volumes.
+    """
+    control = Control(str(tmp_path / "state"), str(tmp_path / "control.log"),
+                      insecure_plain_http=True).start()
+    try:
+        renaming_refused(control, root)
+    finally:
+        assert control.stop() in (0, None)
+
+
+def renaming_refused(control, root):
     cluster, generation = configured(control, root)
     volume = LoopbackBlockDeviceAPI(root, "demo").create_volume(
         identity.dataset_id("demo", "mongodb"), GiB,
@@ -230,12 +259,12 @@ def test_renaming_a_cluster_that_owns_volumes_refused(control, root):
 
 # --- long polls per client and connections ------------------------------
 
-def poll_status(port, generation, source="127.0.0.1"):
+def poll_status(control, generation, source="127.0.0.1"):
     """
     A long poll that waits no time: 204 when taken, 429 when refused.
     """
     status, headers, answer = raw_request(
-        port, b"GET /v1/nodes/node1/desired?after=%d&timeout=0 HTTP/1.1\r\n"
+        control, b"GET /v1/nodes/node1/desired?after=%d&timeout=0 HTTP/1.1\r\n"
         b"Host: x\r\nConnection: close\r\n\r\n" % (generation,),
         source=source)
     return status, headers, answer
@@ -247,14 +276,14 @@ def test_long_polls_per_client_are_bounded(tmp_path, root):
     try:
         cluster, generation = configured(control, root)
         for _ in range(3):
-            client = socket.create_connection(("127.0.0.1", control.port))
+            client = tls_connection(control, "/v1/nodes/node1/desired")
             waiting.append(client)
             client.sendall(b"GET /v1/nodes/node1/desired?after=%d&timeout=60"
                            b" HTTP/1.1\r\nHost: x\r\n\r\n" % (generation,))
         # Once the three wait, a fourth of the same address is refused.
         status, headers, answer = poll(
             lambda: (lambda r: r if r[0] == 429 else None)(
-                poll_status(control.port, generation)),
+                poll_status(control, generation)),
             10, "a fourth long poll to be refused", Backoff(initial=0.02))
         assert headers["Retry-After"] == "5"
         assert answer == {"errors": [
@@ -262,12 +291,12 @@ def test_long_polls_per_client_are_bounded(tmp_path, root):
             "hold; end one before starting another (an agent needs only "
             "one)"]}
         # Another address is another client.
-        assert poll_status(control.port, generation,
+        assert poll_status(control, generation,
                            source="127.0.0.2")[0] == 204
         # Other requests of the same address are served.
         assert control.request("GET", "/v1/state")[0] == 200
         waiting.pop().close()
-        poll(lambda: poll_status(control.port, generation)[0] == 204 or None,
+        poll(lambda: poll_status(control, generation)[0] == 204 or None,
              10, "a long poll to be taken again", Backoff(initial=0.02))
     finally:
         for client in waiting:
@@ -283,7 +312,7 @@ def test_connections_are_bounded(tmp_path, root):
             idle.append(socket.create_connection(("127.0.0.1", control.port)))
         status, headers, answer = poll(
             lambda: (lambda r: r if r[0] == 503 else None)(raw_request(
-                control.port, b"GET /v1/state HTTP/1.1\r\nHost: x\r\n\r\n")),
+                control, b"GET /v1/state HTTP/1.1\r\nHost: x\r\n\r\n")),
             10, "a fifth connection to be refused", Backoff(initial=0.02))
         assert headers["Retry-After"] == "5"
         assert "as many connections open as it takes" in answer["errors"][0]

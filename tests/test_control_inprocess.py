@@ -49,7 +49,7 @@ def serve(state_dir, body, timeout=60.0, store=None):
     def start():
         service.start()
         d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-            make_site(service, reactor))
+            make_site(service, reactor, None))
         d.addCallback(started)
         d.addErrback(lambda f: (outcome.append(f.value), reactor.stop()))
 

@@ -22,7 +22,7 @@ cluster:
     private_key: |
       -----BEGIN KEY-----
       bXlrZXk=
-  control: http://10.77.0.1:4523
+  control: https://10.77.0.1:4523
 nodes:
   node1: {address: 10.77.0.11}
 """
@@ -41,7 +41,7 @@ def test_secret_values_are_redacted_and_the_rest_kept():
                                   "tokenless": REDACTED}
     assert backend["credentials"] == {"user": REDACTED, "key": REDACTED}
     assert backend["cloud"] == "mycloud"
-    assert data["cluster"]["control"] == "http://10.77.0.1:4523"
+    assert data["cluster"]["control"] == "https://10.77.0.1:4523"
     assert data["nodes"] == {"node1": {"address": "10.77.0.11"}}
 
 

@@ -9,24 +9,27 @@ import io
 import json
 import os
 import subprocess
-import urllib.error
-import urllib.request
-
-
+from blockmover.certificates import USER
 from blockmover.config import load_deployment
 from blockmover.convergence import (
     ErrorWatch, application_line, application_placed, pending,
 )
 from blockmover.display import LiveLines
 from blockmover.identity import dataset_id
+from tests.cluster_ca import OPERATOR, cluster_ca
 from tests.test_client import (
     VENV_BIN, free_port, write_configuration,
 )
 
 
-def deploy(*args, timeout=60):
+def deploy(*args, timeout=60, cluster="demo"):
+    """
+    ``blockmover-deploy`` as the operator of ``cluster``.
+    """
+    operator = cluster_ca(cluster).files(USER, OPERATOR)
     return subprocess.run(
-        [os.path.join(VENV_BIN, "blockmover-deploy")] + list(args),
+        [os.path.join(VENV_BIN, "blockmover-deploy"), "--tls-dir",
+         os.path.dirname(operator.certificate)] + list(args),
         capture_output=True, text=True, timeout=timeout)
 
 
@@ -44,7 +47,7 @@ def test_bad_file_is_one_line_and_nothing_sent(workdir):
     A placement naming an unknown node: exit 2 and one line naming the
     file and line; the (unreachable) control service is never tried.
     """
-    url = "http://127.0.0.1:%d" % (free_port(),)
+    url = "https://127.0.0.1:%d" % (free_port(),)
     cluster, apps = write_configuration(workdir, url, "bad")
     with open(cluster) as f:
         text = f.read().replace("node2: []", "node3: [demo]")
@@ -60,7 +63,7 @@ def test_bad_file_is_one_line_and_nothing_sent(workdir):
 
 
 def test_missing_file_is_bad_input(workdir):
-    url = "http://127.0.0.1:%d" % (free_port(),)
+    url = "https://127.0.0.1:%d" % (free_port(),)
     cluster, _ = write_configuration(workdir, url, "missing")
     missing = os.path.join(workdir, "nope.yml")
     result = deploy(cluster, missing)
@@ -73,7 +76,7 @@ def test_unreachable_control(workdir):
     """
     Nothing listens at cluster.control: exit 3 and a message naming it.
     """
-    url = "http://127.0.0.1:%d" % (free_port(),)
+    url = "https://127.0.0.1:%d" % (free_port(),)
     cluster, apps = write_configuration(workdir, url, "gone")
     result = deploy(cluster, apps)
     assert result.returncode == 3
@@ -82,28 +85,20 @@ def test_unreachable_control(workdir):
     assert "Traceback" not in result.stderr
 
 
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
-
-
 def test_dry_run_changes_nothing(control, workdir):
     """
     --dry-run prints the plan per node, and the service stores nothing:
     no configuration, no applications wanted anywhere.
     """
-    cluster, apps = write_configuration(workdir, control.url, "dry")
+    cluster, apps = write_configuration(workdir, control.url, "demo")
     result = deploy("--dry-run", cluster, apps)
     assert result.returncode == 0, result.stderr
     assert "node1:\n  demo: create a " in result.stdout
     assert "node2: nothing to change" in result.stdout
     assert "dry run: nothing was changed" in result.stdout
-    code, _ = _get(control.url + "/v1/configuration")
+    code, _ = control.request("GET", "/v1/configuration")
     assert code == 404
-    code, state = _get(control.url + "/v1/state")
+    code, state = control.request("GET", "/v1/state")
     assert code == 200 and not state.get("applications")
 
 
@@ -113,7 +108,7 @@ def test_refused_configuration(control, workdir):
     service refuses it, the deploy exits 3 with its reasons, and nothing
     is stored.
     """
-    cluster, apps = write_configuration(workdir, control.url, "big")
+    cluster, apps = write_configuration(workdir, control.url, "demo")
     with open(cluster) as f:
         text = f.read()
     with open(cluster, "w") as f:
@@ -126,7 +121,7 @@ def test_refused_configuration(control, workdir):
     assert lines[0] == ("blockmover-deploy: the control service refused "
                         "the configuration:")
     assert any("demo" in line and "max_size" in line for line in lines[1:])
-    assert _get(control.url + "/v1/configuration")[0] == 404
+    assert control.request("GET", "/v1/configuration")[0] == 404
 
 
 def test_wait_times_out_without_agents_and_task_travels(control, workdir):
@@ -135,7 +130,7 @@ def test_wait_times_out_without_agents_and_task_travels(control, workdir):
     the reason; the configuration was stored; the deploy's eliot task id
     reached the control service's log.
     """
-    cluster, apps = write_configuration(workdir, control.url, "lonely")
+    cluster, apps = write_configuration(workdir, control.url, "demo")
     log = os.path.join(workdir, "deploy.log")
     result = deploy("--wait", "--timeout", "1.5", "--log", log, cluster,
                     apps)
@@ -143,7 +138,7 @@ def test_wait_times_out_without_agents_and_task_travels(control, workdir):
     assert "timed out after 1.5 seconds" in result.stderr
     assert "demo does not run and serve where it should yet" in result.stderr
     assert "demo -> node1 [not running]" in result.stdout
-    code, stored = _get(control.url + "/v1/configuration")
+    code, stored = control.request("GET", "/v1/configuration")
     assert code == 200 and stored["generation"] >= 1
     with open(log) as f:
         tasks = {m["task_uuid"] for m in map(json.loads, f)
@@ -157,7 +152,7 @@ def test_wait_times_out_without_agents_and_task_travels(control, workdir):
 
 CLUSTER = """\
 version: 1
-cluster: {name: c, control: "http://127.0.0.1:1"}
+cluster: {name: c, control: "https://127.0.0.1:1"}
 nodes: {n1: {address: 10.0.0.1}, n2: {address: 10.0.0.2}}
 deployment: {n1: [], n2: [db]}
 """
@@ -272,7 +267,7 @@ def test_aliases_refused_locally_and_nothing_sent(workdir):
     never tried.
     """
     from tests.test_config import BILLION_LAUGHS
-    url = "http://127.0.0.1:%d" % (free_port(),)
+    url = "https://127.0.0.1:%d" % (free_port(),)
     cluster, apps = write_configuration(workdir, url, "laughs")
     with open(apps, "w") as f:
         f.write(BILLION_LAUGHS)

@@ -19,7 +19,7 @@ from tests.strategies import deployments, listings
 
 CLUSTER = """\
 version: 1
-cluster: {name: demo, control: "http://127.0.0.1:4523"}
+cluster: {name: demo, control: "https://127.0.0.1:4523"}
 nodes:
   node1: {address: 10.0.0.1}
   node2: {address: 10.0.0.2, instance_id: i-2}

@@ -7,12 +7,13 @@ continuing the caller's task when it sent ``TASK_HEADER``.
 import json
 from urllib.parse import unquote
 
-from eliot import Action, start_action, write_failure
+from eliot import Action, log_message, start_action, write_failure
 from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from blockmover.control import limits
+from blockmover.certificates import CertificateError
+from blockmover.control import access, limits
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.service import (
     BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
@@ -51,6 +52,7 @@ _TIMED_OUT = _TimedOut()
 # Exceptions a client can cause, and the status each answers with.
 _CLIENT_ERRORS = [
     (BadRequest, 400), (BadReport, 400), (BackendError, 400),
+    (access.Refused, 403),
     (NoConfiguration, 404), (UnknownNode, 404), (TooLarge, 413),
     (TooManyPolls, 429), (Busy, 503),
     # The service's own failure, with a message that says what to check.
@@ -58,10 +60,11 @@ _CLIENT_ERRORS = [
 ]
 
 
-def _request_action(request):
+def _request_action(request, client):
     fields = dict(action_type="blockmover:control:request",
                   method=request.method.decode("ascii", "replace"),
-                  path=request.path.decode("utf-8", "replace"))
+                  path=request.path.decode("utf-8", "replace"),
+                  client=client)
     task = request.getHeader(TASK_HEADER)
     if task:
         try:
@@ -88,6 +91,37 @@ def _body(request):
     return data
 
 
+def _identify(request, method):
+    """
+    The ``Identity`` of the client making ``request``, once it is known to
+    be allowed to; None when the site serves without TLS (tests of the HTTP
+    layer alone).
+
+    :raise access.Refused: if the client is not to be believed or may not.
+    """
+    authority = request.site.authority
+    if authority is None:
+        return None
+    try:
+        identity = authority.identify(request.transport)
+    except CertificateError as e:
+        # The service's own revocation list is unreadable: everyone is
+        # refused until it is mended, and the log says so.
+        log_message(message_type="blockmover:control:revocations-unreadable",
+                    reason=str(e))
+        raise access.Refused("the control service cannot read its "
+                             "revocation list, so it refuses every "
+                             "request; its log says why")
+    parts = [part.decode("utf-8", "replace")
+             for part in request.prepath + request.postpath]
+    access.check(identity, method, parts)
+    return identity
+
+
+def _raise(error):
+    raise error
+
+
 class _Endpoint(Resource):
     """
     A leaf answering JSON. Subclasses define ``GET``/``PUT`` methods taking
@@ -102,11 +136,20 @@ class _Endpoint(Resource):
         self.reactor = reactor
 
     def render(self, request):
-        action = _request_action(request)
         method = request.method.decode("ascii", "replace")
+        refusal = None
+        try:
+            request.identity = _identify(request, method)
+        except access.Refused as e:
+            request.identity = None
+            refusal = e
+        action = _request_action(
+            request, str(request.identity) if request.identity else None)
         handler = getattr(self, method, None) if method.isupper() else None
         with action.context():
-            if handler is None:
+            if refusal is not None:
+                result = maybeDeferred(_raise, refusal)
+            elif handler is None:
                 allowed = [m for m in ("GET", "PUT") if hasattr(self, m)]
                 request.setHeader(b"Allow", ", ".join(allowed).encode())
                 result = maybeDeferred(lambda: (405, {"errors": [
@@ -164,6 +207,8 @@ class _Endpoint(Resource):
             request.write(body)
             request.finish()
         action.add_success_fields(code=code)
+        if code >= 400 and isinstance(data, dict):
+            action.add_success_fields(errors=data.get("errors"))
         action.finish()
 
 
@@ -319,15 +364,19 @@ def make_root(service, reactor):
     return root
 
 
-def make_site(service, reactor,
+def make_site(service, reactor, authority,
               max_connections=limits.DEFAULT_MAX_CONNECTIONS,
               polls_per_client=limits.DEFAULT_POLLS_PER_CLIENT):
     """
-    A quiet ``Site`` serving the API within ``blockmover.control.limits``.
+    A quiet ``Site`` serving the API within ``blockmover.control.limits``,
+    to the clients ``authority`` (``access.Authority``) identifies and
+    allows. ``authority`` None serves everyone, unauthenticated: only for
+    tests of the HTTP layer itself, over plain HTTP.
     """
     site = limits.LimitedSite(make_root(service, reactor), reactor,
                               max_connections=max_connections,
                               polls_per_client=polls_per_client)
+    site.authority = authority
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -3,14 +3,20 @@
 """
 
 import argparse
+import datetime
+import os
 import sys
 
 from eliot import log_message
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import react
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from blockmover import tls
+from blockmover.certificates import CertificateError, RevocationFile
 from blockmover.control import DEFAULT_PORT
+from blockmover.control.access import Authority
 from blockmover.control.api import make_site
 from blockmover.control import limits
 from blockmover.control.errors import StoreError
@@ -38,7 +44,15 @@ _EPILOG = """\
 examples:
   blockmover-control --state-dir /var/lib/blockmover/control
   blockmover-control --listen tcp:4523:interface=10.77.0.1:backlog=4096 --log -
-  blockmover-control --listen ssl:4523:privateKey=key.pem:certKey=cert.pem
+  blockmover-control --tls-dir /etc/blockmover/control-tls
+
+TLS: the service always speaks TLS and asks every client for a certificate
+issued by the cluster's CA (see 'blockmover ca --help'). It reads, from
+--tls-dir (default /etc/blockmover): ca.crt (the CA's certificate),
+control.crt and control.key (its own, from 'blockmover ca control'), and
+crl.pem (the CA's revocation list, read again whenever it is replaced, so
+that 'blockmover ca revoke' counts without a restart). --ca,
+--certificate, --key and --crl name the files one by one instead.
 
 Add backlog=4096 (or more) to your own --listen endpoint when thousands of
 agents may reconnect at once; the kernel caps it at net.core.somaxconn.
@@ -79,6 +93,25 @@ def parser():
         help="where to listen, as a Twisted server endpoint string, so TLS "
              "is a matter of configuration (default: %(default)s)")
     p.add_argument(
+        "--tls-dir", default=None, metavar="DIR",
+        help="directory holding ca.crt, control.crt, control.key and "
+             "crl.pem (default: $%s, else %s)"
+             % (tls.ENVIRONMENT, tls.SYSTEM_DIRECTORY))
+    p.add_argument("--ca", metavar="PATH",
+                   help="the cluster CA's certificate")
+    p.add_argument("--certificate", metavar="PATH",
+                   help="the control service's certificate")
+    p.add_argument("--key", metavar="PATH",
+                   help="the control service's key")
+    p.add_argument("--crl", metavar="PATH",
+                   help="the CA's revocation list (default: crl.pem beside "
+                        "the CA's certificate)")
+    p.add_argument(
+        "--insecure-plain-http-for-tests", action="store_true",
+        help="DANGEROUS: no TLS and no authentication at all; anyone who "
+             "reaches the port may deploy commands that run as root on "
+             "every node. Only for tests of the HTTP layer itself")
+    p.add_argument(
         "--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
         help="directory keeping the configuration between runs (default: "
              "%(default)s)")
@@ -104,11 +137,65 @@ def parser():
     return p
 
 
+_INSECURE_WARNING = """\
+blockmover-control: WARNING: --insecure-plain-http-for-tests: no TLS, no
+authentication. Anyone who reaches this port may deploy a configuration,
+and a configuration runs commands as root on every node. Never use this
+outside a test of the HTTP layer.
+"""
+
+
+def _security(options, reactor):
+    """
+    The ``(authority, wrap)`` the options ask for: who clients are, and how
+    to wrap the site's factory in TLS.
+
+    :raise tls.TLSError: if the TLS files cannot be used.
+    """
+    if options.insecure_plain_http_for_tests:
+        return None, lambda factory: factory
+    files = tls.find_files(tls.CONTROL_STEMS, directory=options.tls_dir,
+                           ca=options.ca, certificate=options.certificate,
+                           key=options.key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    credentials = tls.Credentials.load(files, now)
+    if credentials.identity.kind != "control":
+        raise tls.TLSError("%s is the certificate of %s, not of the control "
+                           "service; issue one with 'blockmover ca control'"
+                           % (files.certificate, credentials.identity))
+    crl = options.crl or tls.revocation_path(os.path.dirname(files.ca))
+    revocations = RevocationFile(crl, credentials.ca_certificate)
+    # Read once now: a service that cannot read it would refuse everyone.
+    revocations.revoked()
+    server = tls.ServerTLS(credentials)
+    return (Authority(credentials.ca_certificate, revocations),
+            lambda factory: TLSMemoryBIOFactory(server, False, factory,
+                                                clock=reactor))
+
+
 @inlineCallbacks
 def _run(reactor, options):
     start_logging(options.log)
-    service = ControlService(FileStore(options.state_dir), reactor,
-                             refresh_interval=options.refresh_interval)
+    if options.listen.split(":", 1)[0] != "tcp":
+        sys.stderr.write("blockmover-control: --listen must be a tcp: "
+                         "endpoint; the service adds TLS itself (see "
+                         "--tls-dir)\n")
+        raise SystemExit(2)
+    try:
+        authority, wrap = _security(options, reactor)
+    except CertificateError as e:
+        sys.stderr.write("blockmover-control: %s\n" % (e,))
+        raise SystemExit(2)
+    except tls.TLSError as e:
+        sys.stderr.write("blockmover-control: %s\n" % (e,))
+        raise SystemExit(2)
+    if authority is None:
+        sys.stderr.write(_INSECURE_WARNING)
+        log_message(message_type="blockmover:control:insecure-plain-http")
+    service = ControlService(
+        FileStore(options.state_dir), reactor,
+        refresh_interval=options.refresh_interval,
+        cluster=authority.cluster if authority is not None else None)
     try:
         service.start()
     except StoreError as e:
@@ -116,10 +203,10 @@ def _run(reactor, options):
         sys.stderr.write("blockmover-control: %s\n" % (e,))
         raise SystemExit(1)
     try:
-        port = yield serverFromString(reactor, options.listen).listen(
-            make_site(service, reactor,
+        port = yield serverFromString(reactor, options.listen).listen(wrap(
+            make_site(service, reactor, authority,
                       max_connections=options.max_connections,
-                      polls_per_client=options.max_polls_per_client))
+                      polls_per_client=options.max_polls_per_client)))
     except Exception as e:
         service.stop()
         sys.stderr.write("blockmover-control: cannot listen on %s: %s; "
@@ -128,6 +215,9 @@ def _run(reactor, options):
     address = port.getHost()
     log_message(message_type="blockmover:control:listening",
                 host=address.host, port=address.port)
+    sys.stderr.write("blockmover-control serving %s\n" % (
+        "cluster %s with mutual TLS" % (authority.cluster,)
+        if authority is not None else "INSECURE plain HTTP"))
     sys.stderr.write("blockmover-control listening on %s:%d\n"
                      % (address.host, address.port))
     sys.stderr.flush()

@@ -108,7 +108,14 @@ class ControlService(object):
     """
 
     def __init__(self, store, reactor,
-                 refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None):
+                 refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None,
+                 cluster=None):
+        """
+        :param cluster: the name of the cluster this service serves (its
+            CA's): a configuration naming another is refused. None takes
+            any (a service without TLS, for tests of the HTTP layer).
+        """
+        self.cluster = cluster
         self.store = store
         self._reactor = reactor
         self._make_backend = make_backend
@@ -156,6 +163,14 @@ class ControlService(object):
                     "the configuration stored in %s no longer loads (%s); "
                     "remove that file and deploy a corrected configuration"
                     % (self.store.path, e))
+            name = parsed.deployment.cluster_name
+            if self.cluster is not None and name != self.cluster:
+                raise StoreError(
+                    "the configuration stored in %s is cluster %r's, but "
+                    "this service's certificates are cluster %r's; start it "
+                    "with cluster %r's certificates, or with another "
+                    "--state-dir" % (self.store.path, name, self.cluster,
+                                     name))
             self.stored = stored
             self.deployment = parsed.deployment
             self._shown = parsed.shown
@@ -311,10 +326,19 @@ class ControlService(object):
     @inlineCallbacks
     def _check_cluster_name(self, deployment):
         """
-        Refuse a new cluster name while the backend holds volumes of the
-        current one: dataset ids come from the cluster's name, so under a
+        Refuse a cluster name other than the one this service serves, and a
+        new cluster name while the backend holds volumes of the current
+        one: dataset ids come from the cluster's name, so under a
         new name every application would start on a new, blank volume.
         """
+        if self.cluster is not None and \
+                deployment.cluster_name != self.cluster:
+            raise ConfigurationRejected([
+                "cluster.yml names cluster %r, but this control service "
+                "serves cluster %r (its CA's certificates say so, and its "
+                "agents refuse slices of another cluster); set cluster.name:"
+                " %s" % (deployment.cluster_name, self.cluster,
+                         self.cluster)])
         current = self.deployment
         if current is None or current.cluster_name == deployment.cluster_name:
             return

@@ -70,18 +70,20 @@ def stop():
 atexit.register(stop)
 
 
-def ask_control(url, question, timeout):
+def ask_control(url, question, timeout, credentials):
     """
     Ask the control service at ``url`` ``question(client)`` (a
     ``ControlClient`` method call, e.g. ``lambda c: c.get_state()``) with
-    requests of at most ``timeout`` seconds, and return its answer; the
-    client's connections are closed after.
+    requests of at most ``timeout`` seconds, presenting ``credentials``
+    (``tls.Credentials``), and return its answer; the client's connections
+    are closed after.
 
     :raise blockmover.client.ControlUnreachable: it does not answer.
     :raise blockmover.client.ControlError: it refused.
     """
     def ask(reactor):
-        client = ControlClient(url, reactor=reactor, timeout=timeout)
+        client = ControlClient(url, reactor=reactor, timeout=timeout,
+                               credentials=credentials)
         d = question(client)
         d.addBoth(lambda answer: client.close().addCallback(
             lambda _: answer))

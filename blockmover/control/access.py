@@ -1,0 +1,178 @@
+"""
+Who may do what with the control service's API. Both answers come from the
+client's certificate alone, never from the URL or the body: ``Authority``
+says who the client is (checked against the CA and its revocation list on
+every request, so a revocation counts at once), ``decide`` whether that
+identity may make a request, by one table, ``RULES``.
+
+- A user puts and reads the configuration and reads the state and the
+  volume listing.
+- A node reads only its own desired slice, writes only its own state, and
+  asks for the cloud calls of only its own volumes.
+- The control service's and the metrics scraper's certificates open
+  nothing here.
+"""
+
+import datetime
+import time
+
+from pyrsistent import PClass, field
+
+from blockmover import certificates
+from blockmover.certificates import NODE, USER
+
+# The one placeholder of a path: the node whose objects they are.
+NODE_PART = "{node}"
+
+
+class Refused(Exception):
+    """
+    The request is not allowed (403); the message names the identity and
+    what it tried.
+    """
+
+
+class Rule(PClass):
+    """
+    ``method`` on the path ``parts`` (``NODE_PART`` matching any node's
+    name) is allowed to identities of ``kind``; with ``own``, only to the
+    node the path names.
+    """
+    method = field(type=str, mandatory=True)
+    parts = field(type=tuple, mandatory=True)
+    kind = field(type=str, mandatory=True)
+    own = field(type=bool, mandatory=True, initial=False)
+    why = field(type=str, mandatory=True)
+
+    def node_of(self, parts):
+        """
+        The node ``parts`` names if they match this rule's path (ignoring
+        the method), "" for a match naming none, or None for no match.
+        """
+        if len(parts) != len(self.parts):
+            return None
+        node = ""
+        for pattern, part in zip(self.parts, parts):
+            if pattern == NODE_PART:
+                node = part
+            elif pattern != part:
+                return None
+        return node
+
+
+RULES = (
+    Rule(method="GET", parts=("v1", "configuration"), kind=USER,
+         why="the configuration is the operators'"),
+    Rule(method="PUT", parts=("v1", "configuration"), kind=USER,
+         why="only an operator deploys a configuration"),
+    Rule(method="GET", parts=("v1", "state"), kind=USER,
+         why="the cluster's state is the operators'"),
+    Rule(method="GET", parts=("v1", "volumes"), kind=USER,
+         why="the volume listing is the operators'"),
+    Rule(method="GET", parts=("v1", "nodes", NODE_PART, "desired"),
+         kind=NODE, own=True, why="a node reads only its own slice"),
+    Rule(method="PUT", parts=("v1", "nodes", NODE_PART, "state"),
+         kind=NODE, own=True, why="a node reports only its own state"),
+    Rule(method="POST",
+         parts=("v1", "nodes", NODE_PART, "volumes", "create"),
+         kind=NODE, own=True,
+         why="a node asks for only its own volumes"),
+    Rule(method="POST",
+         parts=("v1", "nodes", NODE_PART, "volumes", "resize"),
+         kind=NODE, own=True,
+         why="a node asks for only its own volumes"),
+    Rule(method="POST",
+         parts=("v1", "nodes", NODE_PART, "volumes", "attach"),
+         kind=NODE, own=True,
+         why="a node attaches volumes only to itself"),
+    Rule(method="POST",
+         parts=("v1", "nodes", NODE_PART, "volumes", "detach"),
+         kind=NODE, own=True,
+         why="a node detaches volumes only from itself"),
+    Rule(method="GET",
+         parts=("v1", "nodes", NODE_PART, "volumes"),
+         kind=NODE, own=True,
+         why="a node reads only its own volumes"),
+)
+
+
+def allowed(identity, method, parts):
+    """
+    Whether ``identity`` may make the request ``method`` ``parts`` (the
+    path's segments): exactly when a rule of ``RULES`` allows it. A path no
+    rule names is allowed (its answer is a 404 or 405, which tells nothing).
+    """
+    return decide(identity, method, parts) is None
+
+
+def decide(identity, method, parts):
+    """
+    None if ``identity`` may make the request, else the reason why not.
+    """
+    parts = tuple(parts)
+    matching = [(rule, rule.node_of(parts)) for rule in RULES]
+    matching = [(rule, node) for rule, node in matching if node is not None]
+    if not matching:
+        return None
+    rules = [(rule, node) for rule, node in matching
+             if rule.method == method]
+    if not rules:
+        # A known path, another method: the 405 says which are allowed.
+        return None
+    for rule, node in rules:
+        if identity.kind == rule.kind and (not rule.own
+                                           or identity.name == node):
+            return None
+    return "%s may not %s /%s: %s" % (identity, method, "/".join(parts),
+                                      rules[0][0].why)
+
+
+def check(identity, method, parts):
+    """
+    :raise Refused: if ``identity`` may not make the request.
+    """
+    reason = decide(identity, method, parts)
+    if reason is not None:
+        raise Refused(reason)
+
+
+class Authority(object):
+    """
+    Who a client is: the identity its certificate names, once the
+    certificate is checked against the cluster's CA and the revocation list
+    read now (``certificates.RevocationFile``).
+
+    :param ca_certificate: the cluster CA's certificate (``cryptography``).
+    :param revocations: a ``certificates.RevocationFile``.
+    :param clock: a callable returning seconds since the epoch.
+    """
+
+    def __init__(self, ca_certificate, revocations, clock=time.time):
+        self.ca_certificate = ca_certificate
+        self.cluster = certificates.cluster_of(ca_certificate)
+        self._revocations = revocations
+        self._clock = clock
+
+    def identify(self, transport):
+        """
+        The ``Identity`` of the client on ``transport`` (an
+        ``ISSLTransport``).
+
+        :raise Refused: if it showed no certificate, or one not to believe
+            now (revoked since the connection was made, say).
+        """
+        peer = getattr(transport, "getPeerCertificate", lambda: None)()
+        if peer is None:
+            raise Refused("this connection has no client certificate; "
+                          "connect with TLS and a certificate of cluster "
+                          "%s's CA" % (self.cluster,))
+        now = datetime.datetime.fromtimestamp(self._clock(),
+                                              datetime.timezone.utc)
+        # The service's own file: a failure to read it is not the
+        # client's, and refuses everyone until it is mended.
+        revoked = self._revocations.revoked()
+        try:
+            return certificates.check(peer.to_cryptography(),
+                                      self.ca_certificate, revoked, now)
+        except certificates.CertificateError as e:
+            raise Refused("the client certificate is refused: %s" % (e,))
