@@ -18,7 +18,11 @@ from blockmover import tls
 from blockmover.backends import make_backend
 from blockmover.certificates import NODE
 from blockmover.client import ControlClient, printable_url
-from blockmover.config import ConfigError, load_agent_file
+from blockmover.backends.devices import BY_ID
+from blockmover.backends.relayed import RelayedBlockDeviceAPI
+from blockmover.config import (
+    CALLS_OPTION, CALLS_THROUGH_CONTROL, ConfigError, load_agent_file,
+)
 from blockmover.logs import start_logging
 
 _DESCRIPTION = """\
@@ -138,6 +142,23 @@ def load_credentials(config, now):
     return credentials, config.set(cluster=holder.cluster)
 
 
+def backend_factory(config, client, reactor):
+    """
+    How this node makes its backend: ``make_backend``, or, for a node whose
+    cloud calls go through the control service (``calls: control``), a
+    ``RelayedBlockDeviceAPI`` asking ``client``.
+    """
+    options = config.backend.options
+    if options.get(CALLS_OPTION) != CALLS_THROUGH_CONTROL:
+        return make_backend
+
+    def relayed(name, options, cluster_name, instance_id):
+        return RelayedBlockDeviceAPI(
+            client, reactor, config.node, instance_id,
+            device_root=options.get("device_root") or BY_ID)
+    return relayed
+
+
 def run_agent(reactor, config, credentials):
     """
     Run the agent described by ``config`` (an ``AgentConfig``) until the
@@ -150,8 +171,11 @@ def run_agent(reactor, config, credentials):
     threadpool.start()
     runtime = ProcessRuntime(config.state_dir)
     client = ControlClient(config.control, reactor, credentials=credentials)
-    loop = ConvergenceLoop(reactor, client, ContextFactory(config, runtime),
-                           threadpool, node=config.node)
+    loop = ConvergenceLoop(
+        reactor, client,
+        ContextFactory(config, runtime, backend_factory(config, client,
+                                                        reactor)),
+        threadpool, node=config.node)
     log_message(message_type="blockmover:agent:start", node=config.node,
                 cluster=config.cluster,
                 control=printable_url(config.control),

@@ -249,6 +249,32 @@ class ControlClient(object):
         d.addCallback(lambda _: None)
         return d
 
+    # --- cloud calls for a node without cloud credentials --------------
+
+    def node_volume_call(self, node, call, timeout, **body):
+        """
+        Ask the service to make cloud call ``call`` (``create``, ``attach``,
+        ``detach``, ``grow``, ``formatted``) for ``node``, with ``body``'s
+        fields (``dataset_id``, ``volume_id``, ``size``), waiting up to
+        ``timeout`` seconds (an attach waits for the cloud).
+
+        :return: Deferred firing with the volume as plain data.
+        """
+        d = self._request("POST", "/v1/nodes/%s/volumes/%s" % (node, call),
+                          body=body, timeout=timeout)
+        d.addCallback(lambda answer: answer["volume"])
+        return d
+
+    def node_volume(self, node, volume_id):
+        """
+        :return: Deferred firing with the volume ``volume_id`` as the
+            backend says now, as plain data, for ``node``.
+        """
+        d = self._request("GET", "/v1/nodes/%s/volumes" % (node,),
+                          {"volume_id": volume_id})
+        d.addCallback(lambda answer: answer["volume"])
+        return d
+
     def get_volumes(self):
         """
         :return: Deferred firing with ``{"listed_at": T, "volumes":

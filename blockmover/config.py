@@ -526,9 +526,38 @@ def load_agent_config(text, path="agent.yml"):
         log=log,
         instance_id=None if instance_id is None else configfields.string(
             src, "instance_id", instance_id, "a backend instance id"),
-        backend=_read_backend(src, "backend", data.get("backend"),
-                              limits=False),
+        backend=_check_calls(src, _read_backend(
+            src, "backend", data.get("backend"), limits=False)),
         tls=_read_tls(src, "tls", data.get("tls")))
+
+
+# A node's backend option saying its cloud calls go through the control
+# service (it holds no cloud credentials): ``calls: control``.
+CALLS_OPTION = "calls"
+CALLS_THROUGH_CONTROL = "control"
+# The backends whose attach is a cloud's, and can be asked for remotely.
+_RELAYABLE = ("openstack",)
+
+
+def _check_calls(src, backend):
+    calls = backend.options.get(CALLS_OPTION)
+    if calls is None:
+        return backend
+    key = join("backend", CALLS_OPTION)
+    if calls != CALLS_THROUGH_CONTROL:
+        raise src.error(key, "must be %r (the node's cloud calls go through "
+                        "the control service) or left out"
+                        % (CALLS_THROUGH_CONTROL,))
+    if backend.name not in _RELAYABLE:
+        raise src.error(key, "the %s backend attaches on the node itself; "
+                        "only %s nodes make their calls through the control "
+                        "service" % (backend.name, ", ".join(_RELAYABLE)))
+    stray = sorted(set(backend.options) & {"cloud", "region"})
+    if stray:
+        raise src.error(key, "a node whose calls go through the control "
+                        "service holds no cloud credentials: remove %s"
+                        % (", ".join(stray),))
+    return backend
 
 
 def _read_tls(src, key, value):

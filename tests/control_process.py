@@ -29,11 +29,13 @@ class ControlProcess(object):
     """
 
     def __init__(self, state_dir, log, refresh_interval=3600, args=(),
-                 cluster="demo", insecure_plain_http=False):
+                 cluster="demo", insecure_plain_http=False, env=None):
         self.ca = cluster_ca(cluster)
         self.cluster = cluster
         # For tests of what the service does whatever its clients' names.
         self.insecure_plain_http = insecure_plain_http
+        # More environment variables (say OS_CLIENT_CONFIG_FILE).
+        self.env = dict(env or {})
         self.args = list(args)
         self.state_dir = state_dir
         self.log = log
@@ -61,7 +63,8 @@ class ControlProcess(object):
                  "--state-dir", self.state_dir, "--log", self.log,
                  "--refresh-interval", str(self.refresh_interval)]
                 + self.args,
-                stdout=subprocess.DEVNULL, stderr=stderr)
+                stdout=subprocess.DEVNULL, stderr=stderr,
+                env=dict(os.environ, **self.env))
         self.port = poll(self._port, 20, "blockmover-control to listen",
                          Backoff(initial=0.02, maximum=0.2))
         return self

@@ -131,3 +131,55 @@ def test_a_seeded_listing_counts_and_the_timer_follows_it():
     assert listing.refreshes == 1 and listing.listed_at == 3.0
     clock.advance(30)
     assert listing.refreshes == 2 and len(lister.pending) == 1
+
+
+def test_clients_start_at_most_one_listing_a_second():
+    """
+    However many clients ask, and however often, the listings they cause
+    start at least a second apart; an ask within that second is answered
+    by one listing at its end, not dropped.
+    """
+    clock, listing, lister, calls = make(interval=3600.0)
+    starts = []
+    original = lister.__call__
+
+    def counting():
+        starts.append(clock.seconds())
+        return original()
+    listing.set_lister(counting)
+    listing.request()
+    assert starts == [1000.0]
+    lister.answer([volume(1)])
+    for _ in range(10):
+        for _ in range(100):
+            listing.request()
+        clock.advance(0.25)
+        while lister.pending:
+            lister.answer([volume(1)])
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) >= 3
+    assert all(gap >= 1.0 for gap in gaps), gaps
+    # The last asks are answered by one listing within the second...
+    clock.advance(1)
+    while lister.pending:
+        lister.answer([volume(1)])
+    assert starts[-1] >= 1000.0 + 2.5
+    # ...and with nothing asked since, nothing more is listed.
+    count = len(starts)
+    clock.advance(5)
+    assert len(starts) == count and not lister.pending
+    listing.stop()
+
+
+def test_a_listing_asked_for_while_one_runs_still_waits_its_second():
+    clock, listing, lister, calls = make(interval=3600.0)
+    listing.refresh()
+    listing.request()
+    assert listing.refreshes == 1
+    clock.advance(0.5)
+    lister.answer([volume(1)])
+    assert listing.refreshes == 1
+    clock.advance(0.5)
+    assert listing.refreshes == 2
+    lister.answer([volume(1)])
+    listing.stop()

@@ -60,7 +60,7 @@ class Rule(PClass):
         return node
 
 
-RULES = (
+RULES = tuple([
     Rule(method="GET", parts=("v1", "configuration"), kind=USER,
          why="the configuration is the operators'"),
     Rule(method="PUT", parts=("v1", "configuration"), kind=USER,
@@ -73,27 +73,16 @@ RULES = (
          kind=NODE, own=True, why="a node reads only its own slice"),
     Rule(method="PUT", parts=("v1", "nodes", NODE_PART, "state"),
          kind=NODE, own=True, why="a node reports only its own state"),
+] + [
     Rule(method="POST",
-         parts=("v1", "nodes", NODE_PART, "volumes", "create"),
+         parts=("v1", "nodes", NODE_PART, "volumes", call),
          kind=NODE, own=True,
-         why="a node asks for only its own volumes"),
-    Rule(method="POST",
-         parts=("v1", "nodes", NODE_PART, "volumes", "resize"),
-         kind=NODE, own=True,
-         why="a node asks for only its own volumes"),
-    Rule(method="POST",
-         parts=("v1", "nodes", NODE_PART, "volumes", "attach"),
-         kind=NODE, own=True,
-         why="a node attaches volumes only to itself"),
-    Rule(method="POST",
-         parts=("v1", "nodes", NODE_PART, "volumes", "detach"),
-         kind=NODE, own=True,
-         why="a node detaches volumes only from itself"),
-    Rule(method="GET",
-         parts=("v1", "nodes", NODE_PART, "volumes"),
-         kind=NODE, own=True,
-         why="a node reads only its own volumes"),
-)
+         why="a node asks for the cloud calls of only its own volumes")
+    for call in ("create", "attach", "detach", "grow", "formatted")
+] + [
+    Rule(method="GET", parts=("v1", "nodes", NODE_PART, "volumes"),
+         kind=NODE, own=True, why="a node reads only its own volumes"),
+])
 
 
 def allowed(identity, method, parts):

@@ -5,7 +5,6 @@ continuing the caller's task when it sent ``TASK_HEADER``.
 """
 
 import json
-from urllib.parse import unquote
 
 from eliot import Action, log_message, start_action, write_failure
 from twisted.internet.defer import CancelledError, maybeDeferred
@@ -112,8 +111,10 @@ def _identify(request, method):
         raise access.Refused("the control service cannot read its "
                              "revocation list, so it refuses every "
                              "request; its log says why")
-    parts = [part.decode("utf-8", "replace")
-             for part in request.prepath + request.postpath]
+    # The path that routed the request here, and only it: a leaf refuses
+    # any segment left over (``_Endpoint.render``), so what is authorized
+    # is exactly what answers.
+    parts = [part.decode("utf-8", "replace") for part in request.prepath]
     access.check(identity, method, parts)
     return identity
 
@@ -149,8 +150,12 @@ class _Endpoint(Resource):
         with action.context():
             if refusal is not None:
                 result = maybeDeferred(_raise, refusal)
+            elif request.postpath and not isinstance(self, _NotFound):
+                # /v1/state/x, /v1/nodes/n/desired/: no such resource.
+                result = maybeDeferred(_NotFound.GET, self, request)
             elif handler is None:
-                allowed = [m for m in ("GET", "PUT") if hasattr(self, m)]
+                allowed = [m for m in ("GET", "PUT", "POST")
+                           if hasattr(self, m)]
                 request.setHeader(b"Allow", ", ".join(allowed).encode())
                 result = maybeDeferred(lambda: (405, {"errors": [
                     "%s is not allowed here; use %s"
@@ -310,6 +315,59 @@ class _Report(_Endpoint):
         return (200, {})
 
 
+class _NodeVolumes(_Endpoint):
+    """
+    ``GET /v1/nodes/NODE/volumes?volume_id=ID``: one volume, as the
+    backend says now, for a node without cloud credentials.
+    """
+    def __init__(self, service, reactor, node):
+        _Endpoint.__init__(self, service, reactor)
+        self.node = node
+
+    def GET(self, request):
+        volume_id = _query(request, "volume_id")
+        if not volume_id:
+            raise BadRequest("give the volume with ?volume_id=ID")
+        d = self.service.node_calls.volume(self.node, volume_id)
+        d.addCallback(lambda volume: (200, {"volume": to_data(volume)}))
+        return d
+
+
+class _NodeVolumeCall(_Endpoint):
+    """
+    ``POST /v1/nodes/NODE/volumes/CALL``: a cloud call node NODE asks the
+    service to make for it (``blockmover.control.nodecalls``).
+    """
+    # The call, and the body's fields it takes (name, type).
+    CALLS = {
+        "create": (("dataset_id", str),),
+        "attach": (("volume_id", str),),
+        "detach": (("volume_id", str),),
+        "grow": (("volume_id", str), ("size", int)),
+        "formatted": (("volume_id", str),),
+    }
+
+    def __init__(self, service, reactor, node, call):
+        _Endpoint.__init__(self, service, reactor)
+        self.node = node
+        self.call = call
+
+    def POST(self, request):
+        body = _body(request)
+        arguments = []
+        for name, kind in self.CALLS[self.call]:
+            value = body.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise BadRequest("the body needs %r (%s)"
+                                 % (name, "an integer" if kind is int
+                                    else "a string"))
+            arguments.append(value)
+        call = getattr(self.service.node_calls, self.call)
+        d = call(self.node, *arguments)
+        d.addCallback(lambda volume: (200, {"volume": to_data(volume)}))
+        return d
+
+
 class _NotFound(_Endpoint):
     def GET(self, request):
         return (404, {"errors": ["no such resource %s; see the API in "
@@ -317,6 +375,7 @@ class _NotFound(_Endpoint):
                                  % (request.path.decode("utf-8",
                                                         "replace"),)]})
     PUT = GET
+    POST = GET
 
 
 class _Nodes(Resource):
@@ -326,27 +385,38 @@ class _Nodes(Resource):
         self.reactor = reactor
 
     def getChild(self, name, request):
-        node = unquote(name.decode("utf-8", "replace"))
-        children = _Tree(_NotFound(self.service, self.reactor))
+        # Twisted unquoted each segment already: the name is the one the
+        # request's authorization saw.
+        node = name.decode("utf-8", "replace")
+        missing = _NotFound(self.service, self.reactor)
+        children = _Tree(missing)
         children.putChild(b"desired", _Desired(self.service, self.reactor,
                                                node))
         children.putChild(b"state", _Report(self.service, self.reactor, node))
+        volumes = _Tree(_NodeVolumes(self.service, self.reactor, node),
+                        missing)
+        for call in _NodeVolumeCall.CALLS:
+            volumes.putChild(call.encode("ascii"), _NodeVolumeCall(
+                self.service, self.reactor, node, call))
+        children.putChild(b"volumes", volumes)
         return children
 
 
 class _Tree(Resource):
     """
-    A directory whose unknown children answer a JSON 404.
+    A directory answering ``index`` itself and whose unknown children
+    answer ``missing``, a JSON 404 (by default ``index`` too).
     """
-    def __init__(self, missing):
+    def __init__(self, index, missing=None):
         Resource.__init__(self)
-        self._missing = missing
+        self._index = index
+        self._missing = index if missing is None else missing
 
     def getChild(self, name, request):
         return self._missing
 
     def render(self, request):
-        return self._missing.render(request)
+        return self._index.render(request)
 
 
 def make_root(service, reactor):

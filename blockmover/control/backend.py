@@ -42,6 +42,8 @@ class ControlBackend(object):
 
     :ivar key: see ``backend_key``.
     :ivar api: an ``AsyncBlockDevice`` once ``ready()`` succeeded, else None.
+    :ivar raw: the blocking ``IBlockDeviceAPI`` behind it, for other
+        thread pools (``blockmover.control.nodecalls``).
     :ivar allocation_unit: the backend's, once ``ready()`` succeeded.
     """
 
@@ -54,7 +56,7 @@ class ControlBackend(object):
         self._threadpool = threadpool
         self._make = make
         self.api = None
-        self._raw = None
+        self.raw = None
         self.allocation_unit = None
         self._listings = 0
         self._last_started = None
@@ -73,7 +75,7 @@ class ControlBackend(object):
 
         def made(result):
             api, unit = result
-            self._raw = api
+            self.raw = api
             self.api = AsyncBlockDevice(api, self._reactor, self._threadpool)
             self.allocation_unit = unit
             return self
@@ -107,7 +109,7 @@ class ControlBackend(object):
     def _incremental(self):
         return (self._last_started is not None
                 and self._listings % FULL_EVERY != 0
-                and IListsChanges.providedBy(self._raw))
+                and IListsChanges.providedBy(self.raw))
 
     def _list(self):
         started = datetime.datetime.now(datetime.timezone.utc)
@@ -134,7 +136,7 @@ class ControlBackend(object):
             reports none; failing with ``BackendError``.
         """
         def read(_):
-            if not IReportsLimits.providedBy(self._raw):
+            if not IReportsLimits.providedBy(self.raw):
                 return None
             d = self.api.limits()
             d.addErrback(lambda failure: self._failed("read the limits of",

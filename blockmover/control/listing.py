@@ -2,6 +2,8 @@
 ONE cached, cluster-wide listing of the backend's volumes. Nothing that
 answers a request lists the backend: the listing is refreshed on a timer and
 on demand, and concurrent demands coalesce into at most one more listing.
+What clients ask for (``request``) starts at most one listing a second,
+however many clients ask and however often.
 A backend that lists only what changed has its changes merged into the
 cache here, the only copy.
 """
@@ -21,6 +23,10 @@ class ChangedVolumes(object):
         self.volumes = list(volumes)
 
 
+# The least time between the starts of two listings clients asked for.
+MIN_GAP = 1.0
+
+
 class VolumeListing(object):
     """
     The last good listing of the backend's volumes.
@@ -36,10 +42,12 @@ class VolumeListing(object):
     :ivar last_error: the last failure's message, or None after a success.
     """
 
-    def __init__(self, clock, interval, on_listed):
+    def __init__(self, clock, interval, on_listed, min_gap=MIN_GAP):
         """
         :param clock: an ``IReactorTime``.
         :param interval: seconds between refreshes when nothing asks sooner.
+        :param min_gap: the least seconds between the starts of two
+            listings ``request`` asks for.
         :param on_listed: called as ``on_listed(changed)`` after every good
             listing; ``changed`` says whether the volumes differ from the
             previous listing.
@@ -62,6 +70,9 @@ class VolumeListing(object):
         self._next = []
         self._timer = None
         self._stopped = False
+        self._min_gap = min_gap
+        self._last_started = None
+        self._requested = None
 
     def set_lister(self, lister, volumes=None, listed_at=0.0):
         """
@@ -100,6 +111,29 @@ class VolumeListing(object):
             self._start()
         return done
 
+    def request(self):
+        """
+        A client's ask for a fresh listing (a node that changed the
+        backend): a listing starts at once if none started within
+        ``min_gap`` seconds, else once that much time has passed; every ask
+        until then is the same one. No client can make the backend be
+        listed more often than that.
+        """
+        if self._requested is not None and self._requested.active():
+            return
+        wait = 0.0
+        if self._last_started is not None:
+            wait = self._last_started + self._min_gap - self._clock.seconds()
+        if wait <= 0:
+            self._requested = None
+            self.refresh()
+        else:
+            self._requested = self._clock.callLater(wait, self._request_due)
+
+    def _request_due(self):
+        self._requested = None
+        self.refresh()
+
     def start(self):
         """
         List now, and then every ``interval`` seconds.
@@ -112,9 +146,11 @@ class VolumeListing(object):
         Stop the timer; a listing still running ends but starts no other.
         """
         self._stopped = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        for timer in (self._timer, self._requested):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._timer = None
+        self._requested = None
 
     def _start(self):
         if self._timer is not None and self._timer.active():
@@ -127,6 +163,7 @@ class VolumeListing(object):
         self._running = True
         self.refreshes += 1
         started = self._clock.seconds()
+        self._last_started = started
         listing = maybeDeferred(lister)
         listing.addCallbacks(self._listed, self._failed,
                              callbackArgs=(lister, started),

@@ -14,6 +14,7 @@ from blockmover.config import ConfigError, load_deployment
 from blockmover.control.backend import ControlBackend, backend_key
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.listing import VolumeListing
+from blockmover.control.nodecalls import NodeCalls
 from blockmover.control.scrub import scrub_yaml
 from blockmover.control.slices import Slices
 from blockmover.control.store import StoredConfiguration
@@ -127,6 +128,8 @@ class ControlService(object):
                                    name="blockmover-control-parse")
         self._writer = FileWriter(reactor, "blockmover-control-store")
         self.listing = VolumeListing(reactor, refresh_interval, self._listed)
+        # The cloud calls nodes without credentials ask for.
+        self.node_calls = NodeCalls(self, reactor)
         self.slices = Slices()
         self.stored = None
         self.deployment = None
@@ -153,6 +156,7 @@ class ControlService(object):
         self._threadpool.start()
         self._parsing.start()
         self._writer.start()
+        self.node_calls.start()
         stored = self.store.load()
         if stored is not None:
             try:
@@ -186,6 +190,7 @@ class ControlService(object):
         self.listing.stop()
         self.slices.cancel_all()
         self._threadpool.stop()
+        self.node_calls.stop()
         self._parsing.stop()
         self._writer.stop()
 
@@ -197,6 +202,13 @@ class ControlService(object):
             ``StoreError`` when the store says why).
         """
         return self._writer.run(self.store.save, stored)
+
+    @property
+    def backend(self):
+        """
+        The current configuration's ``ControlBackend``, or None.
+        """
+        return self._backend
 
     def _new_backend(self, deployment):
         kwargs = {}
@@ -496,7 +508,8 @@ class ControlService(object):
                             % (report.state.node, node, report.state.node))
         self._reports[node] = (report, self._reactor.seconds())
         if report.changed_backend:
-            self.listing.refresh()
+            # At most one listing a second, however many nodes report.
+            self.listing.request()
 
     def state(self):
         """

@@ -1,0 +1,211 @@
+"""
+The cloud calls a node asks the control service to make for it, so that no
+node holds the cluster's cloud credentials (seed 003: "avoid having to send
+cloud credentials to each node").
+
+A node may ask only for its own volumes, and only what its current slice
+wants. Each call is checked against that node's slice and against what the
+backend itself says of the volume right now (not the cached listing, which
+may be a second old), then made with the cluster's credentials, in a thread
+pool of its own so that a slow attach never holds up the listing:
+
+- ``create``: a volume for a dataset the slice wants on this node, of the
+  slice's size and with the cluster's identity stamp; the node names
+  neither.
+- ``attach``: a volume of a dataset the slice wants on this node, to this
+  node's backend instance (the slice's, never one the node names).
+- ``detach``: a volume the backend says is attached to this node; one held
+  by another node or by none is left alone, as a stale detach must be.
+- ``grow``: a volume of a dataset the slice wants here, to at most the
+  slice's size.
+- ``formatted``: mark a volume attached to this node, of a dataset the
+  slice wants here, as holding its filesystem.
+- ``volume``: read a volume of a dataset the slice wants here or one
+  attached here.
+
+Anything else is refused (``access.Refused``, 403) with a message that
+names the node and what it asked.
+"""
+
+from eliot import start_action
+from twisted.internet.defer import inlineCallbacks
+from twisted.python.threadpool import ThreadPool
+
+from blockmover import identity
+from blockmover.backends.interface import AsyncBlockDevice, BlockDeviceError
+from blockmover.control.access import Refused
+from blockmover.control.errors import BackendError
+
+# Attaches and detaches wait minutes on a slow cloud, one thread each.
+MAX_THREADS = 64
+
+
+class NodeCalls(object):
+    """
+    The cloud calls of nodes, for ``service`` (a ``ControlService``).
+    """
+
+    def __init__(self, service, reactor):
+        self._service = service
+        self._reactor = reactor
+        self._threadpool = ThreadPool(minthreads=0, maxthreads=MAX_THREADS,
+                                      name="blockmover-control-node-calls")
+        self._api = None
+        self._api_of = None
+
+    def start(self):
+        self._threadpool.start()
+
+    def stop(self):
+        self._threadpool.stop()
+
+    # --- what a node may ask ---------------------------------------------
+
+    @inlineCallbacks
+    def create(self, node, dataset_id):
+        desired, api = yield self._ready(node)
+        dataset = self._wanted(node, desired, dataset_id,
+                               "create a volume for")
+        with start_action(action_type="blockmover:control:node-create",
+                          node=node, dataset_id=dataset_id) as action:
+            volume = yield _backend_says(api.create_volume(
+                dataset_id, dataset.size,
+                identity.volume_metadata(desired.cluster_name,
+                                         dataset.application)))
+            action.add_success_fields(volume_id=volume.volume_id)
+        self._changed()
+        return volume
+
+    @inlineCallbacks
+    def attach(self, node, volume_id):
+        desired, api = yield self._ready(node)
+        volume = yield self._volume(api, volume_id)
+        self._wanted(node, desired, volume.dataset_id,
+                     "attach volume %s of" % (volume_id,))
+        with start_action(action_type="blockmover:control:node-attach",
+                          node=node, volume_id=volume_id,
+                          attach_to=desired.backend_id):
+            volume = yield _backend_says(
+                api.attach_volume(volume_id, desired.backend_id))
+        self._changed()
+        return volume
+
+    @inlineCallbacks
+    def detach(self, node, volume_id):
+        desired, api = yield self._ready(node)
+        volume = yield self._volume(api, volume_id)
+        if volume.attached_to != desired.backend_id:
+            # Free, or another node's: a stale detach changes nothing.
+            return volume
+        with start_action(action_type="blockmover:control:node-detach",
+                          node=node, volume_id=volume_id,
+                          detach_from=desired.backend_id):
+            volume = yield _backend_says(
+                api.detach_volume(volume_id, desired.backend_id))
+        self._changed()
+        return volume
+
+    @inlineCallbacks
+    def grow(self, node, volume_id, size):
+        desired, api = yield self._ready(node)
+        volume = yield self._volume(api, volume_id)
+        dataset = self._wanted(node, desired, volume.dataset_id,
+                               "grow volume %s of" % (volume_id,))
+        if size > dataset.size:
+            raise Refused(
+                "node %s may not grow volume %s to %d bytes: its slice "
+                "wants dataset %s at most %d bytes"
+                % (node, volume_id, size, volume.dataset_id, dataset.size))
+        with start_action(action_type="blockmover:control:node-grow",
+                          node=node, volume_id=volume_id, size=size):
+            volume = yield _backend_says(api.grow_volume(volume_id, size))
+        self._changed()
+        return volume
+
+    @inlineCallbacks
+    def formatted(self, node, volume_id):
+        desired, api = yield self._ready(node)
+        volume = yield self._volume(api, volume_id)
+        self._wanted(node, desired, volume.dataset_id,
+                     "mark volume %s formatted, of" % (volume_id,))
+        if volume.attached_to != desired.backend_id:
+            raise Refused(
+                "node %s may not mark volume %s formatted: it is attached "
+                "to %s, not to this node" % (
+                    node, volume_id, volume.attached_to or "no node"))
+        yield _backend_says(api.set_metadata(
+            volume_id, {identity.FORMAT_KEY: identity.FORMATTED}))
+        volume = yield self._volume(api, volume_id)
+        return volume
+
+    @inlineCallbacks
+    def volume(self, node, volume_id):
+        desired, api = yield self._ready(node)
+        volume = yield self._volume(api, volume_id)
+        if (volume.attached_to != desired.backend_id
+                and volume.dataset_id not in desired.datasets):
+            raise Refused(
+                "node %s may not read volume %s: its slice does not want "
+                "dataset %s there and the volume is not attached to it"
+                % (node, volume_id, volume.dataset_id))
+        return volume
+
+    # --- plumbing ----------------------------------------------------------
+
+    def _ready(self, node):
+        """
+        A Deferred of ``(node's current slice, the backend's
+        AsyncBlockDevice in this pool)``.
+
+        :raise UnknownNode, NoConfiguration: see ``check_node``.
+        """
+        service = self._service
+        service.check_node(node)
+        desired = service.slices.get(node)
+        backend = service.backend
+        if desired is None or backend is None:
+            raise BackendError("the control service has not made node %s's "
+                               "slice yet; ask again in a moment" % (node,))
+        d = backend.ready()
+
+        def made(backend):
+            if self._api_of is not backend:
+                self._api = AsyncBlockDevice(backend.raw, self._reactor,
+                                             self._threadpool)
+                self._api_of = backend
+            return desired, self._api
+        d.addCallback(made)
+        return d
+
+    def _volume(self, api, volume_id):
+        """
+        The volume as the backend says now; ``BackendError`` for one that
+        is not this cluster's or cannot be read.
+        """
+        return _backend_says(api.get_volume(volume_id))
+
+    @staticmethod
+    def _wanted(node, desired, dataset_id, what):
+        dataset = desired.datasets.get(dataset_id)
+        if dataset is None:
+            raise Refused("node %s may not %s dataset %s: its slice does not "
+                          "want that dataset on it" % (node, what,
+                                                       dataset_id))
+        return dataset
+
+    def _changed(self):
+        # The backend changed: the listing (and the slices) follow soon.
+        self._service.listing.request()
+
+
+def _backend_says(d):
+    """
+    ``d``, a backend call's Deferred, whose ``BlockDeviceError`` (the
+    backend's refusal or failure, say a volume held by another node) is
+    the node's answer, a ``BackendError``, rather than the service's own.
+    """
+    def failed(failure):
+        failure.trap(BlockDeviceError)
+        raise BackendError(failure.getErrorMessage())
+    d.addErrback(failed)
+    return d
