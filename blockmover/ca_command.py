@@ -49,9 +49,9 @@ revocation list).
 Certificates are written into --out (default: the current directory) as
 <stem>.crt, <stem>.key (0600) and ca.crt; copy each where its --help says.
 
-The control service's use of them (mutual TLS, and refusing a revoked
-certificate as soon as its crl.pem is replaced) is the next step; these
-are the files it will read.
+The control service, the agents and blockmover-deploy read these files
+for their mutual TLS (see blockmover-control --help); the control service
+refuses a revoked certificate as soon as its crl.pem is replaced.
 """ % {"dir": ca.DEFAULT_DIR}
 
 _EPILOG = """\

@@ -90,8 +90,8 @@ def parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--listen", default=DEFAULT_LISTEN, metavar="ENDPOINT",
-        help="where to listen, as a Twisted server endpoint string, so TLS "
-             "is a matter of configuration (default: %(default)s)")
+        help="where to listen, as a Twisted tcp: server endpoint string; "
+             "the service adds its TLS (default: %(default)s)")
     p.add_argument(
         "--tls-dir", default=None, metavar="DIR",
         help="directory holding ca.crt, control.crt, control.key and "
