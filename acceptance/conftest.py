@@ -16,16 +16,21 @@ import pytest
 
 from acceptance.watcher import SafetyWatcher
 from blockmover.backends import BACKENDS
+from blockmover.localcluster import trust
 from blockmover.localcluster.cloud import admin as cloud_admin
 from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
 from blockmover.localcluster.leftovers import leftovers
 from blockmover.localcluster.namespaces import unused_subnet
 from blockmover.localcluster.up import up
+from blockmover.poll import Backoff, Timeout, poll
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Seconds the emulator takes to attach and to detach, like a slow cloud.
 CLOUD_LATENCY = 2.0
+# Seconds within which the watcher, looking every few tens of milliseconds,
+# looks again; longer only if it has stopped.
+WATCHER_LOOKS_WITHIN = 10.0
 
 
 def pytest_collection_modifyitems(items):
@@ -43,6 +48,16 @@ class Cluster(object):
         self.layout = layout
         self.log_path = log
         self.watcher = None
+        self._operator = None
+
+    @property
+    def operator(self):
+        """
+        The operator's ``tls.Credentials``, which the cluster issued.
+        """
+        if self._operator is None:
+            self._operator = trust.operator_credentials(self.layout)
+        return self._operator
 
     @property
     def backend(self):
@@ -112,5 +127,11 @@ def safe_throughout(request):
     cluster = request.getfixturevalue("cluster")
     before = cluster.watcher.checks
     yield
+    # A quick test may end before the watcher's next look: wait for one.
+    try:
+        poll(lambda: True if cluster.watcher.checks > before else None,
+             WATCHER_LOOKS_WITHIN, "the watcher to look again",
+             backoff=Backoff(initial=0.01, maximum=0.1))
+    except Timeout:
+        raise AssertionError("the watcher stopped looking")
     assert cluster.watcher.violations == [], cluster.watcher.violations
-    assert cluster.watcher.checks > before, "the watcher stopped looking"

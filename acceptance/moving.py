@@ -10,9 +10,9 @@ from blockmover.localcluster.database import (
     refuses_connections, wait_for_server, write_documents,
 )
 from blockmover.localcluster.deploying import (
-    app_yml_path, deploy, write_configuration,
+    app_yml_path, deploy, deploy_argv, write_configuration,
 )
-from blockmover.localcluster.services import script, service_env
+from blockmover.localcluster.services import service_env
 from blockmover.poll import Backoff, poll
 
 APP = "mongodb"
@@ -62,9 +62,8 @@ class MongoDB(object):
         self.configure(node_name)
         with open(self.cluster.log_path, "a") as output:
             subprocess.run(
-                [script("blockmover-deploy"), "--control",
-                 self.layout.control_url, self.layout.cluster_yml,
-                 app_yml_path(self.layout)],
+                deploy_argv(self.layout) + [self.layout.cluster_yml,
+                                            app_yml_path(self.layout)],
                 stdout=output, stderr=subprocess.STDOUT, check=True,
                 env=service_env(self.layout), timeout=120)
 

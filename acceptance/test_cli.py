@@ -1,8 +1,10 @@
 """
 The ``blockmover`` command itself: ``cluster up`` (twice), ``status`` and
 ``cluster down`` of a cluster of its own, on the session's backend, run as
-a user runs them. On openstack the emulator's secrets stay in files only
-root can read and never appear in what the command prints.
+a user runs them. The cluster keeps its CA when brought up again, and both
+commands say where the operator's TLS files are. On openstack the
+emulator's secrets stay in files only root can read and never appear in
+what the command prints.
 """
 
 import os
@@ -11,7 +13,7 @@ import sys
 import tempfile
 import uuid
 
-from acceptance.cloudfiles import cloud_secrets
+from acceptance.cloudfiles import cloud_secrets, tls_key_lines
 from blockmover.localcluster import state
 from blockmover.localcluster.leftovers import leftovers
 from blockmover.localcluster.namespaces import unused_subnet
@@ -44,20 +46,37 @@ def test_up_twice_status_and_down(cluster):
         printed.append(first)
         assert "cluster %s is up" % (name,) in first
         recorded = state.load(os.path.join(state_dir, "cluster.json"))
+        layout = recorded.layout
+        operator_dir = os.path.join(state_dir, "tls", "operator")
+        assert layout.operator_tls_dir == operator_dir
+        hint = "--tls-dir %s" % (operator_dir,)
+        assert "cluster CA made in %s" % (layout.ca_dir,) in first
+        assert hint in first
+        with open(os.path.join(layout.ca_dir, "ca.crt")) as f:
+            ca_certificate = f.read()
         if cluster.backend == "openstack":
-            secrets = cloud_secrets(recorded.layout)
+            secrets = cloud_secrets(layout)
+        secrets += tls_key_lines(layout)
         again = blockmover("cluster", "up", *(making + where))
         printed.append(again)
         assert "already up" in again
         assert "started" not in again
+        assert "cluster CA kept in %s" % (layout.ca_dir,) in again
+        assert "certificates issued" not in again
+        with open(os.path.join(layout.ca_dir, "ca.crt")) as f:
+            assert f.read() == ca_certificate
         status = blockmover("status", *where)
         printed.append(status)
         assert "node1 %s.11: namespace present, agent running" % (subnet,) \
             in status
         assert "node2 %s.12: namespace present, agent running" % (subnet,) \
             in status
-        assert "control http://%s.1:4523: running" % (subnet,) in status
+        assert "control https://%s.1:4523: running" % (subnet,) in status
+        # The operator's certificate was believed: the service answered.
+        assert "configuration generation" in status
+        assert hint in status
         if cluster.backend == "openstack":
+            # The emulator is not the control service: plain HTTP.
             assert "OpenStack emulator http://%s.1:4524: running" \
                 % (subnet,) in status
     finally:
@@ -69,3 +88,4 @@ def test_up_twice_status_and_down(cluster):
     assert recorded is not None
     assert leftovers(recorded.layout,
                      list(recorded.processes.values())) == []
+    assert not os.path.exists(recorded.layout.tls_dir)

@@ -59,7 +59,7 @@ def test_a_hanging_attach_delays_no_other_dataset(cluster):
             deploy(layout, wait=False, output=output)
 
         def quick_serves():
-            state = control_state(layout.control_url)
+            state = control_state(layout.control_url, cluster.operator)
             if state is not None and _where(state, "quick") == ["node2"]:
                 return state
             return None
@@ -74,7 +74,7 @@ def test_a_hanging_attach_delays_no_other_dataset(cluster):
         assert cloud.faults()["stuck"][0]["count"] == 0
         with open(cluster.log_path, "a") as output:
             deploy(layout, timeout=240, output=output)
-        state = control_state(layout.control_url)
+        state = control_state(layout.control_url, cluster.operator)
         assert _where(state, "slow") == ["node2"]
         assert _where(state, "quick") == ["node2"]
     finally:

@@ -11,10 +11,10 @@ import subprocess
 import pytest
 
 from blockmover.localcluster.deploying import (
-    app_yml_path, deploy, write_configuration,
+    app_yml_path, deploy, deploy_argv, write_configuration,
 )
 from blockmover.localcluster.namespaces import nsenter_argv
-from blockmover.localcluster.services import script, service_env
+from blockmover.localcluster.services import service_env
 from blockmover.units import GiB, MiB
 
 # Sizes the backend can hold: the emulator counts whole GiB; xfs needs more
@@ -76,8 +76,7 @@ def test_grow_keeps_the_data_and_shrink_is_refused(cluster, filesystem):
 
     configure(small)
     refused = subprocess.run(
-        [script("blockmover-deploy"), "--control", layout.control_url,
-         layout.cluster_yml, app_yml_path(layout)],
+        deploy_argv(layout) + [layout.cluster_yml, app_yml_path(layout)],
         capture_output=True, text=True, env=service_env(layout), timeout=120)
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "cannot shrink" in refused.stdout + refused.stderr

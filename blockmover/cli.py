@@ -27,12 +27,17 @@ EPILOG = """\
 examples:
   blockmover ca init --cluster demo   # see: blockmover ca --help
   blockmover cluster up --nodes 2     # node1 at 10.77.0.11, node2 at .12
-  blockmover status
-  blockmover-deploy --control http://10.77.0.1:4523 --wait \\
+  blockmover status                   # also: the operator's TLS files
+  blockmover-deploy --control https://10.77.0.1:4523 --wait \\
+      --tls-dir /var/lib/blockmover/cluster/demo/tls/operator \\
       /var/lib/blockmover/cluster/demo/cluster.yml app.yml
   blockmover cluster down
   blockmover demo                     # up, move MongoDB node1 -> node2, down
   blockmover cluster up --backend openstack --attach-latency 5
+
+A local cluster makes its own CA in its state directory and talks mutual
+TLS like any cluster: the control service, each agent and the operator
+(for blockmover-deploy and blockmover status) have certificates of it.
 """
 
 

@@ -1,8 +1,10 @@
 """
 The files a local cluster on the openstack backend writes: cluster.yml and
 agent.yml that blockmover loads, naming each node's own server of the
-emulator, and the emulator's secrets in files only their owner can read,
-made once and kept.
+emulator, the control service's https URL and each node's own TLS files,
+and the emulator's secrets in files only their owner can read, made once
+and kept. The emulator's URL is not the control service's and stays
+plain HTTP.
 """
 
 import os
@@ -30,6 +32,7 @@ def test_configs_name_each_nodes_server(layout):
         yaml.safe_dump(cluster_config(layout)),
         yaml.safe_dump({"version": 1, "applications": {}}))
     assert deployment.backend.name == "openstack"
+    assert deployment.control_url == "https://10.99.0.1:4523"
     assert dict(deployment.backend.options) == {
         "cloud": cloud.cloud_name(layout)}
     ids = {name: node.instance_id
@@ -41,6 +44,9 @@ def test_configs_name_each_nodes_server(layout):
                                                               node)))
         assert agent.instance_id == ids[node.name]
         assert agent.cluster == layout.name
+        assert agent.control == deployment.control_url
+        assert agent.tls.directory == node.tls_dir
+        assert node.tls_dir.startswith(layout.state_dir + "/nodes/")
         # The cluster's backend, seeing devices where the emulator links
         # this node's server's.
         assert agent.backend.name == deployment.backend.name
@@ -68,6 +74,7 @@ def test_emulator_files_private_and_kept(layout):
     with open(layout.clouds_yaml) as f:
         entry = yaml.safe_load(f)["clouds"][cloud.cloud_name(layout)]
     assert entry["auth"]["auth_url"] == layout.cloud_url + "/identity"
+    assert layout.cloud_url == "http://10.99.0.1:4524"
     (user,) = config.users.values()
     assert entry["auth"]["password"] == user["password"]
     assert len(user["password"]) >= 24

@@ -12,7 +12,7 @@ import pytest
 
 from blockmover import proc
 from blockmover.command import run
-from blockmover.localcluster import processes, state
+from blockmover.localcluster import processes, state, trust
 from blockmover.localcluster.devices import loop_devices_under
 from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
@@ -89,15 +89,28 @@ def test_mount_in_a_node_is_invisible_elsewhere(layout, tmp_path):
     assert leftovers(layout) == []
 
 
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def test_up_twice_fixes_what_is_missing(layout):
     up(layout, echo=quiet, services=False)
+    ca_certificate = _read(os.path.join(layout.ca_dir, "ca.crt"))
     node = layout.nodes[1]
+    node_key = _read(trust.node_files(layout, node).key)
     run(["ip", "netns", "delete", node.netns])
     lines = []
     up(layout, echo=lines.append, services=False)
     assert any("already up" in line for line in lines)
     assert node.address + "/24" in run(["ip", "-n", node.netns, "-o",
                                         "addr", "show"])
+    # The cluster keeps its CA and the certificates it issued.
+    assert "cluster CA kept in %s (readable by root only)" \
+        % (layout.ca_dir,) in lines
+    assert not any("certificates issued" in line for line in lines)
+    assert _read(os.path.join(layout.ca_dir, "ca.crt")) == ca_certificate
+    assert _read(trust.node_files(layout, node).key) == node_key
 
 
 def test_down_after_a_crash_cleans_up(layout):

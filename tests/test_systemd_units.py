@@ -1,7 +1,8 @@
 """
 The systemd units in etc/systemd: their contract (restart on failure,
-after the network, the agent's applications survive its stop) and
-``systemd-analyze verify`` where systemd is installed.
+after the network, the agent's applications survive its stop, mutual TLS
+with the files in /etc/blockmover) and ``systemd-analyze verify`` where
+systemd is installed.
 
 verify insists that ExecStart's binary exists, and the units name the
 installed paths (/usr/local/bin); the verify test therefore copies each
@@ -18,10 +19,15 @@ import sys
 
 import pytest
 
-UNITS = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "etc", "systemd")
+from blockmover import tls
+from blockmover.config import TLSConfig, load_agent_config
+
+ETC = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "etc")
+UNITS = os.path.join(ETC, "systemd")
 CONTROL = os.path.join(UNITS, "blockmover-control.service")
 AGENT = os.path.join(UNITS, "blockmover-agent.service")
+AGENT_YML = os.path.join(ETC, "examples", "agent.yml")
 ANALYZE = shutil.which("systemd-analyze")
 
 
@@ -53,6 +59,53 @@ def test_exec_start_names_the_configuration():
     assert control[0].endswith("/blockmover-control")
     assert control[control.index("--state-dir") + 1] == \
         "/var/lib/blockmover/control"
+
+
+def test_control_speaks_mutual_tls_with_the_files_in_etc():
+    control = parse(CONTROL)["Service"]["ExecStart"].split()
+    assert control[control.index("--tls-dir") + 1] == tls.SYSTEM_DIRECTORY
+    assert not [a for a in control if a.startswith("--insecure")]
+    assert control[control.index("--listen") + 1].startswith("tcp:")
+
+
+def _uncommented_tls(text):
+    """
+    ``text`` (the example agent.yml) with its commented ``tls:`` block
+    uncommented.
+    """
+    lines = []
+    inside = False
+    for line in text.splitlines():
+        if line == "# tls:":
+            inside = True
+        elif inside and not line.startswith("#  "):
+            inside = False
+        lines.append(line[2:] if inside else line)
+    return "\n".join(lines) + "\n"
+
+
+def test_the_agents_configuration_documents_its_tls_files():
+    """
+    The unit's agent.yml, as etc/examples/agent.yml shows it, names the
+    control service by https and documents ``tls:``: commented, its
+    defaults, which are what the agent looks up without it.
+    """
+    with open(AGENT_YML) as f:
+        text = f.read()
+    assert "# tls:" in text
+    example = load_agent_config(text)
+    assert example.control.startswith("https://")
+    assert example.tls == TLSConfig()
+    documented = load_agent_config(_uncommented_tls(text)).tls
+    default = tls.files_in(tls.SYSTEM_DIRECTORY,
+                           tls.agent_stems(example.node)[0])
+    assert documented == TLSConfig(directory=tls.SYSTEM_DIRECTORY,
+                                   ca=default.ca,
+                                   certificate=default.certificate,
+                                   key=default.key)
+    agent = parse(AGENT)["Service"]["ExecStart"].split()
+    assert os.path.dirname(agent[agent.index("--config") + 1]) == \
+        tls.SYSTEM_DIRECTORY
 
 
 def runnable_copy(path, directory):

@@ -1,6 +1,7 @@
 """
 The files ``up`` writes for the services: ``cluster.yml`` (the nodes'
-addresses and an empty deployment) and one ``agent.yml`` per node.
+addresses, the control service's https URL and an empty deployment) and
+one ``agent.yml`` per node, naming the node's TLS files.
 """
 
 import os
@@ -51,7 +52,8 @@ def cluster_config(layout, deployment=None):
 
 def agent_config(layout, node):
     """
-    ``agent.yml`` of ``node`` as data.
+    ``agent.yml`` of ``node`` as data: the node's certificate, key and the
+    CA's certificate are in its ``tls_dir``.
     """
     config = {
         "version": 1,
@@ -61,6 +63,7 @@ def agent_config(layout, node):
         "state_dir": node.agent_state_dir,
         "log": node.agent_log,
         "backend": backend_config(layout),
+        "tls": {"directory": node.tls_dir},
     }
     if layout.backend == "openstack":
         config["instance_id"] = server_id(layout, node)

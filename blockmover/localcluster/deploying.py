@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from blockmover.localcluster import ClusterError
+from blockmover.localcluster import ClusterError, trust
 from blockmover.localcluster.configs import cluster_config, write_yaml
 from blockmover.localcluster.services import script, service_env
 from blockmover.localcluster.status import control_state
@@ -34,14 +34,25 @@ def write_configuration(layout, applications, placement):
                                       "applications": applications})
 
 
+def deploy_argv(layout):
+    """
+    The command line of ``blockmover-deploy`` to the cluster's control
+    service as the operator, without options of the deploy itself or its
+    files.
+    """
+    return [script("blockmover-deploy"), "--control", layout.control_url,
+            "--tls-dir", layout.operator_tls_dir]
+
+
 def deploy(layout, wait=True, timeout=DEPLOY_TIMEOUT, output=None):
     """
-    Run ``blockmover-deploy`` on the cluster's files; return its seconds.
-    ``output`` is a file for its progress display (default: ours).
+    Run ``blockmover-deploy`` on the cluster's files, as the operator;
+    return its seconds. ``output`` is a file for its progress display
+    (default: ours).
 
     :raise ClusterError: the deploy failed or did not converge in time.
     """
-    argv = [script("blockmover-deploy"), "--control", layout.control_url]
+    argv = deploy_argv(layout)
     if wait:
         argv += ["--wait", "--timeout", str(timeout)]
     argv += [layout.cluster_yml, app_yml_path(layout)]
@@ -88,6 +99,7 @@ class ChangeTimes(object):
     def __init__(self, layout, interval=0.05):
         self.layout = layout
         self.interval = interval
+        self._operator = trust.operator_credentials(layout)
         self._baseline = None
         self._finished = {}
         self._running = {}
@@ -100,7 +112,8 @@ class ChangeTimes(object):
             self._finished[key] = (len(self._finished), seconds)
 
     def _collect(self):
-        answer = control_state(self.layout.control_url, timeout=2.0)
+        answer = control_state(self.layout.control_url, self._operator,
+                               timeout=2.0)
         if answer is None:
             return
         now = time.time()

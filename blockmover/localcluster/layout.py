@@ -50,6 +50,15 @@ class NodeLayout(PClass):
     def netns_path(self):
         return "/run/netns/" + self.netns
 
+    @property
+    def tls_dir(self):
+        """
+        The agent's TLS files (its node's certificate and key, the CA's
+        certificate), beside its agent.yml as on a real node; readable by
+        root only.
+        """
+        return os.path.join(os.path.dirname(self.agent_config), "tls")
+
 
 class ClusterLayout(PClass):
     """
@@ -58,6 +67,9 @@ class ClusterLayout(PClass):
     With the openstack backend, ``backend_root`` is the state directory of
     the OpenStack emulator the cluster runs on the host, at ``cloud_url``,
     with its files (config, clouds.yaml, admin token) in ``cloud_dir``.
+    The cluster's own CA and the certificates it issued to the control
+    service and the operator are under ``tls_dir``; each node's are in its
+    ``tls_dir``.
     """
     name = field(type=str, mandatory=True)
     subnet = field(type=str, mandatory=True)
@@ -85,7 +97,8 @@ class ClusterLayout(PClass):
 
     @property
     def control_url(self):
-        return "http://%s:%d" % (self.bridge_address, self.control_port)
+        # The control service speaks only mutual TLS.
+        return "https://%s:%d" % (self.bridge_address, self.control_port)
 
     @property
     def cloud_port(self):
@@ -102,6 +115,32 @@ class ClusterLayout(PClass):
     @property
     def clouds_yaml(self):
         return os.path.join(self.cloud_dir, "clouds.yaml")
+
+    @property
+    def tls_dir(self):
+        """
+        Everything of the cluster's TLS but the nodes' files, readable by
+        root only: the CA (``ca_dir``), the control service's files
+        (``control_tls_dir``) and the operator's (``operator_tls_dir``).
+        """
+        return os.path.join(self.state_dir, "tls")
+
+    @property
+    def ca_dir(self):
+        return os.path.join(self.tls_dir, "ca")
+
+    @property
+    def control_tls_dir(self):
+        return os.path.join(self.tls_dir, "control")
+
+    @property
+    def operator_tls_dir(self):
+        """
+        The operator's certificate, key and the CA's certificate: what
+        ``blockmover-deploy --tls-dir`` (or ``BLOCKMOVER_TLS_DIR``) is
+        given to talk to this cluster.
+        """
+        return os.path.join(self.tls_dir, "operator")
 
     @property
     def state_file(self):

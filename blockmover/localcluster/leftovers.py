@@ -39,6 +39,10 @@ def leftovers(layout, records=()):
         if proc.is_running(record):
             found.append("process %d (%s)" % (record.pid,
                                               " ".join(record.argv)))
+    if os.path.exists(layout.tls_dir):
+        # Named apart: a CA's and nodes' keys left behind matter most.
+        found.append("the cluster's CA and certificates in %s"
+                     % (layout.tls_dir,))
     if os.path.exists(layout.state_dir):
         found.append("state directory %s" % (layout.state_dir,))
     return found

@@ -1,7 +1,8 @@
 """
 How the cluster's services are started: the control service on the host,
-on the bridge's address, and one agent inside each node (its network and
-mount namespace), each from the scripts installed next to this Python.
+on the bridge's address, with the cluster's TLS files, and one agent inside
+each node (its network and mount namespace), each from the scripts
+installed next to this Python.
 """
 
 import os
@@ -13,6 +14,7 @@ from blockmover.localcluster import ClusterError
 from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.namespaces import nsenter_argv
 from blockmover.localcluster.processes import wait_until_ready
+from blockmover.localcluster.trust import revocation_list
 
 CONTROL = "control"
 READY_TIMEOUT = 30.0
@@ -58,6 +60,8 @@ def control_argv(layout):
     return [script("blockmover-control"),
             "--listen", "tcp:%d:interface=%s" % (layout.control_port,
                                                  layout.bridge_address),
+            "--tls-dir", layout.control_tls_dir,
+            "--crl", revocation_list(layout),
             "--state-dir", layout.control_state_dir,
             "--refresh-interval", repr(layout.refresh_interval),
             "--log", layout.control_log]
@@ -75,27 +79,51 @@ def output_path(layout, key):
     return os.path.join(layout.logs_dir, key + ".out")
 
 
-def control_answers(url, timeout=2.0):
+def unanswered(url, credentials, timeout=2.0):
     """
-    Whether the control service at ``url`` answers at all (a refusal is an
-    answer).
+    Why the control service at ``url`` does not answer a client presenting
+    ``credentials`` (a ``ControlUnreachable``: not listening, TLS refused
+    either way, no answer in time), or None when it answers (a refusal is
+    an answer).
     """
     try:
-        ask_control(url, lambda client: client.get_state(), timeout)
+        ask_control(url, lambda client: client.get_state(), timeout,
+                    credentials)
     except ControlError:
-        return True
-    except ControlUnreachable:
-        return False
-    return True
+        return None
+    except ControlUnreachable as e:
+        return e
+    return None
 
 
-def wait_for_control(layout, still_running, deadline=READY_TIMEOUT):
+def control_answers(url, credentials, timeout=2.0):
     """
-    Wait until the control service answers; fail early if its process
-    (``still_running()`` False) is gone.
+    Whether the control service at ``url`` answers a client presenting
+    ``credentials`` at all (a refusal is an answer).
     """
-    wait_until_ready(
-        lambda: control_answers(layout.control_url, timeout=1.0),
-        still_running, deadline,
-        "the control service at %s" % (layout.control_url,),
-        output_path(layout, CONTROL))
+    return unanswered(url, credentials, timeout) is None
+
+
+def wait_for_control(layout, credentials, still_running,
+                     deadline=READY_TIMEOUT):
+    """
+    Wait until the control service answers the operator (``credentials``);
+    fail early if its process (``still_running()`` False) is gone.
+
+    :raise ClusterError: it did not answer in time (saying why the last
+        attempt failed: a TLS refusal never goes away by waiting) or
+        exited.
+    """
+    last = [None]
+
+    def answers():
+        last[0] = unanswered(layout.control_url, credentials, timeout=1.0)
+        return last[0] is None
+    try:
+        wait_until_ready(answers, still_running, deadline,
+                         "the control service at %s" % (layout.control_url,),
+                         output_path(layout, CONTROL))
+    except ClusterError as e:
+        if last[0] is None:
+            raise
+        raise ClusterError("%s (last: %s)" % (e, last[0]))

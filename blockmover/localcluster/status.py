@@ -5,19 +5,20 @@ file, the kernel and the control service.
 
 from blockmover import proc
 from blockmover.client import ControlError, ControlUnreachable
-from blockmover.localcluster import cloud, state
+from blockmover.localcluster import ClusterError, cloud, state, trust
 from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.namespaces import netns_exists
 from blockmover.localcluster.services import CONTROL, agent_key
 
 
-def control_state(url, timeout=5.0):
+def control_state(url, credentials, timeout=5.0):
     """
-    The control service's ``GET /v1/state`` answer, or None when it does
-    not answer.
+    The control service's ``GET /v1/state`` answer to a client presenting
+    ``credentials`` (``tls.Credentials``), or None when it does not answer.
     """
     try:
-        return ask_control(url, lambda client: client.get_state(), timeout)
+        return ask_control(url, lambda client: client.get_state(), timeout,
+                           credentials)
     except (ControlUnreachable, ControlError):
         return None
 
@@ -52,7 +53,13 @@ def status_lines(state_file):
             node.name, node.address,
             "present" if netns_exists(node.netns) else "MISSING",
             _process_line(current, agent_key(node))))
-    answer = control_state(layout.control_url)
+    lines.append("  " + trust.operator_hint(layout))
+    try:
+        operator = trust.operator_credentials(layout)
+    except ClusterError as e:
+        lines.append("  cannot ask the control service: %s" % (e,))
+        return lines
+    answer = control_state(layout.control_url, operator)
     if answer is None:
         lines.append("  the control service does not answer")
         return lines

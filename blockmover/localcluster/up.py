@@ -7,7 +7,7 @@ import os
 
 from blockmover import proc
 from blockmover.localcluster import (
-    ClusterError, cloud, namespaces, processes, state,
+    ClusterError, cloud, namespaces, processes, state, trust,
 )
 from blockmover.localcluster.configs import (
     agent_config, cluster_config, write_yaml,
@@ -53,7 +53,7 @@ def _claim(layout, echo):
 def make_infrastructure(layout, echo):
     """
     The bridge, each node's network and mount namespace, and the cluster's
-    directories and configuration files.
+    directories, CA, certificates and configuration files.
     """
     echo("bridge %s at %s/24" % (layout.bridge, layout.bridge_address))
     namespaces.make_bridge(layout)
@@ -72,6 +72,12 @@ def make_infrastructure(layout, echo):
         cloud.write_files(layout)
         echo("OpenStack emulator files in %s (secrets readable by root "
              "only)" % (layout.cloud_dir,))
+    made, issued = trust.ensure(layout)
+    echo("cluster CA %s in %s (readable by root only)"
+         % ("made" if made else "kept", layout.ca_dir))
+    if issued:
+        echo("certificates issued to %s" % (
+            ", ".join(str(holder) for holder in issued),))
     if not os.path.exists(layout.cluster_yml):
         write_yaml(layout.cluster_yml, cluster_config(layout))
     for node in layout.nodes:
@@ -87,6 +93,7 @@ def start_missing(current, echo):
     """
     layout = current.layout
     env = service_env(layout)
+    operator = trust.operator_credentials(layout)
     wanted = [(CONTROL, control_argv(layout))] + [
         (agent_key(node), agent_argv(node)) for node in layout.nodes]
     if layout.backend == "openstack":
@@ -108,7 +115,7 @@ def start_missing(current, echo):
                                  output_path(layout, key))
             echo("OpenStack emulator answers at %s" % (layout.cloud_url,))
         if key == CONTROL:
-            wait_for_control(layout,
+            wait_for_control(layout, operator,
                              lambda: proc.is_running(record))
             echo("control service answers at %s" % (layout.control_url,))
     return current
@@ -131,4 +138,5 @@ def up(layout, echo=print, services=True):
          % (layout.name, ", ".join("%s %s" % (n.name, n.address)
                                    for n in current.layout.nodes),
             current.layout.state_dir))
+    echo(trust.operator_hint(current.layout))
     return current
