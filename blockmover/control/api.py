@@ -124,7 +124,8 @@ def _raise(error):
 
 class _Endpoint(Resource):
     """
-    A leaf answering JSON. Subclasses define ``GET``/``PUT`` methods taking
+    A leaf answering JSON, at its own path only (a path below it is a
+    404). Subclasses define ``GET``/``PUT`` methods taking
     the request and returning ``(code, data)`` or a Deferred of it;
     ``data`` None means no body.
     """
@@ -149,6 +150,12 @@ class _Endpoint(Resource):
         with action.context():
             if refusal is not None:
                 result = maybeDeferred(_raise, refusal)
+            elif request.postpath:
+                # A leaf serves its one path, not those below it
+                # ("/v1/configuration/", ".../desired/x"): the access table
+                # lets a path it has no rule for through to its 404, so
+                # those must be 404s.
+                result = maybeDeferred(_not_found, request)
             elif handler is None:
                 allowed = [m for m in ("GET", "PUT") if hasattr(self, m)]
                 request.setHeader(b"Allow", ", ".join(allowed).encode())
@@ -310,12 +317,15 @@ class _Report(_Endpoint):
         return (200, {})
 
 
+def _not_found(request):
+    return (404, {"errors": ["no such resource %s; see the API in "
+                             "blockmover.control"
+                             % (request.path.decode("utf-8", "replace"),)]})
+
+
 class _NotFound(_Endpoint):
     def GET(self, request):
-        return (404, {"errors": ["no such resource %s; see the API in "
-                                 "blockmover.control"
-                                 % (request.path.decode("utf-8",
-                                                        "replace"),)]})
+        return _not_found(request)
     PUT = GET
 
 
