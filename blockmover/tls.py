@@ -60,7 +60,14 @@ _OPENSSL_REASONS = {
     20: "is not issued by the cluster's CA",
     21: "is not issued by the cluster's CA",
     23: "is revoked",
+    26: "is not one a client may present (it is a server's only)",
 }
+
+# TLS alerts (RFC 8446, 6.2) the service sends a client that showed no
+# certificate: certificate_required in TLS 1.3, handshake_failure in 1.2.
+_NO_CERTIFICATE_ALERTS = (116, 40)
+# An alert's level (RFC 5246, 7.2): a fatal one ends the handshake.
+_FATAL = 2
 
 
 class TLSError(Exception):
@@ -254,9 +261,11 @@ def _subject(x509):
 class ServerTLS(object):
     """
     The control service's side: presents its certificate, requires the
-    client's, believes only the cluster's CA, and logs every certificate it
-    refuses at the handshake (with the peer's address and why). Revocation
-    and identities are checked per request (``blockmover.control.access``).
+    client's, believes only the cluster's CA, and logs every client it
+    refuses at the handshake (``blockmover:tls:client-refused``, with the
+    peer's address and why), whether its certificate failed or it showed
+    none. Revocation and identities are checked per request
+    (``blockmover.control.access``).
     """
 
     def __init__(self, credentials):
@@ -264,24 +273,57 @@ class ServerTLS(object):
 
     def serverConnectionForTLS(self, tls_protocol):
         connection = self._options.serverConnectionForTLS(tls_protocol)
+        refusal = _RefusalLog(tls_protocol)
         connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-                              _refusal_logger(tls_protocol))
+                              refusal.verify)
+        connection.set_info_callback(refusal.info)
         return connection
 
 
-def _refusal_logger(tls_protocol):
-    def verify(connection, x509, errno, depth, ok):
+class _RefusalLog(object):
+    """
+    Logs, once, why the service refused one connection's client at the
+    handshake. OpenSSL asks ``verify`` about each certificate the client
+    shows, but says nothing of a client that shows none: that one is seen
+    in ``info``, as the alert the service sends it.
+    """
+
+    def __init__(self, tls_protocol):
+        self._tls_protocol = tls_protocol
+        self._done = False
+
+    def verify(self, connection, x509, errno, depth, ok):
         if not ok:
-            try:
-                peer = tls_protocol.transport.getPeer()
-                address = "%s:%s" % (peer.host, peer.port)
-            except Exception:
-                address = "an unknown address"
-            log_message(message_type="blockmover:tls:client-refused",
-                        peer=address, subject=_subject(x509), depth=depth,
-                        reason="the certificate " + _reason(errno))
+            self._log(_subject(x509), depth, "the certificate " +
+                      _reason(errno))
         return bool(ok)
-    return verify
+
+    def info(self, connection, where, ret):
+        if where & SSL.SSL_CB_HANDSHAKE_DONE:
+            # Alerts from now on end a connection, not refuse a client.
+            self._done = True
+        if self._done or (where & SSL.SSL_CB_WRITE_ALERT) != \
+                SSL.SSL_CB_WRITE_ALERT or ret >> 8 != _FATAL:
+            return
+        alert = ret & 0xff
+        if alert in _NO_CERTIFICATE_ALERTS and \
+                connection.get_peer_certificate() is None:
+            reason = ("it showed no certificate; a client presents one "
+                      "issued by the cluster's CA")
+        else:
+            reason = "the TLS handshake failed (TLS alert %d)" % (alert,)
+        self._log(None, None, reason)
+
+    def _log(self, subject, depth, reason):
+        self._done = True
+        try:
+            peer = self._tls_protocol.transport.getPeer()
+            address = "%s:%s" % (peer.host, peer.port)
+        except Exception:
+            address = "an unknown address"
+        log_message(message_type="blockmover:tls:client-refused",
+                    peer=address, subject=subject, depth=depth,
+                    reason=reason)
 
 
 @implementer(IOpenSSLClientConnectionCreator)

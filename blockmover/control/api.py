@@ -111,10 +111,10 @@ def _identify(request, method):
         raise access.Refused("the control service cannot read its "
                              "revocation list, so it refuses every "
                              "request; its log says why")
-    # The path that routed the request here, and only it: a leaf refuses
-    # any segment left over (``_Endpoint.render``), so what is authorized
-    # is exactly what answers.
-    parts = [part.decode("utf-8", "replace") for part in request.prepath]
+    # The whole path: one with a segment left over below a leaf is no
+    # route of the table, and the leaf answers it 404 (``render``).
+    parts = [part.decode("utf-8", "replace")
+             for part in request.prepath + request.postpath]
     access.check(identity, method, parts)
     return identity
 
@@ -125,7 +125,8 @@ def _raise(error):
 
 class _Endpoint(Resource):
     """
-    A leaf answering JSON. Subclasses define ``GET``/``PUT`` methods taking
+    A leaf answering JSON, at its own path only (a path below it is a
+    404). Subclasses define ``GET``/``PUT`` methods taking
     the request and returning ``(code, data)`` or a Deferred of it;
     ``data`` None means no body.
     """
@@ -150,9 +151,12 @@ class _Endpoint(Resource):
         with action.context():
             if refusal is not None:
                 result = maybeDeferred(_raise, refusal)
-            elif request.postpath and not isinstance(self, _NotFound):
-                # /v1/state/x, /v1/nodes/n/desired/: no such resource.
-                result = maybeDeferred(_NotFound.GET, self, request)
+            elif request.postpath:
+                # A leaf serves its one path, not those below it
+                # ("/v1/configuration/", ".../desired/x"): the access table
+                # lets a path it has no rule for through to its 404, so
+                # those must be 404s.
+                result = maybeDeferred(_not_found, request)
             elif handler is None:
                 allowed = [m for m in ("GET", "PUT", "POST")
                            if hasattr(self, m)]
@@ -368,12 +372,15 @@ class _NodeVolumeCall(_Endpoint):
         return d
 
 
+def _not_found(request):
+    return (404, {"errors": ["no such resource %s; see the API in "
+                             "blockmover.control"
+                             % (request.path.decode("utf-8", "replace"),)]})
+
+
 class _NotFound(_Endpoint):
     def GET(self, request):
-        return (404, {"errors": ["no such resource %s; see the API in "
-                                 "blockmover.control"
-                                 % (request.path.decode("utf-8",
-                                                        "replace"),)]})
+        return _not_found(request)
     PUT = GET
     POST = GET
 
