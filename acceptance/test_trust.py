@@ -8,15 +8,19 @@ operators'. No private key of the cluster is in any of its logs.
 """
 
 import http.client
+import json
 import os
 import socket
 import ssl
 
 import pytest
+import yaml
 
 from acceptance.cloudfiles import tls_key_lines
 from blockmover.client import ControlError, ControlUnreachable
-from blockmover.localcluster import trust
+from blockmover.identity import dataset_id
+from blockmover.localcluster import state, trust
+from blockmover.localcluster.services import agent_key
 from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.deploying import deploy, write_configuration
 from blockmover.model import NodeReport, NodeState, Progress
@@ -139,3 +143,76 @@ def test_no_private_key_in_any_log(cluster):
             text = f.read()
         for line in lines:
             assert line.encode() not in text, path
+
+
+def _agent_environment(layout, node):
+    """
+    The environment the running agent of ``node`` was started with.
+    """
+    current = state.load(layout.state_file)
+    record = current.processes[agent_key(node)]
+    with open("/proc/%d/environ" % (record.pid,), "rb") as f:
+        return dict(entry.decode("utf-8", "replace").partition("=")[::2]
+                    for entry in f.read().split(b"\0") if entry)
+
+
+def _control_messages(layout, message_type):
+    messages = []
+    with open(layout.control_log) as f:
+        for line in f:
+            entry = json.loads(line)
+            if message_type in (entry.get("action_type"),
+                                entry.get("message_type")):
+                messages.append(entry)
+    return messages
+
+
+def test_agents_hold_no_cloud_credentials(cluster):
+    """
+    No agent is given cloud credentials: not in its environment, not in
+    its agent.yml. On openstack a move still creates, attaches and
+    detaches through the control service, each call made for the node
+    whose certificate asked; on loopback the agents attach locally, as
+    that backend does.
+    """
+    layout = cluster.layout
+    name = "nocreds"
+    mountpoint = os.path.join(layout.state_dir, "data", name)
+
+    def place(node):
+        write_configuration(layout, {name: {
+            "command": ["sleep", "100000"],
+            "volume": {"mountpoint": mountpoint, "maximum_size": "64M"}}},
+            {name: node} if node else {})
+        with open(cluster.log_path, "a") as output:
+            deploy(layout, timeout=240, output=output)
+
+    place("node1")
+    place("node2")
+    place(None)
+    for node in layout.nodes:
+        environment = _agent_environment(layout, node)
+        assert not [key for key in environment if key.startswith("OS_")]
+        with open(node.agent_config) as f:
+            agent = yaml.safe_load(f)
+        assert "cloud" not in agent["backend"]
+        assert layout.clouds_yaml not in json.dumps(environment)
+        if cluster.backend == "openstack":
+            assert agent["backend"]["calls"] == "control"
+        else:
+            assert agent["backend"] == {"name": "loopback",
+                                        "root": layout.backend_root}
+    if cluster.backend != "openstack":
+        return
+    dataset = dataset_id(layout.name, name)
+    calls = {(entry["action_type"], entry["node"])
+             for kind in ("create", "attach", "detach")
+             for entry in _control_messages(
+                 layout, "blockmover:control:node-" + kind)
+             if entry.get("action_status") == "started"
+             and entry.get("dataset_id", dataset) == dataset}
+    assert {("blockmover:control:node-create", "node1"),
+            ("blockmover:control:node-attach", "node1"),
+            ("blockmover:control:node-detach", "node1"),
+            ("blockmover:control:node-attach", "node2"),
+            ("blockmover:control:node-detach", "node2")} <= calls, calls

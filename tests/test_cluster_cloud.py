@@ -47,12 +47,28 @@ def test_configs_name_each_nodes_server(layout):
         assert agent.control == deployment.control_url
         assert agent.tls.directory == node.tls_dir
         assert node.tls_dir.startswith(layout.state_dir + "/nodes/")
-        # The cluster's backend, seeing devices where the emulator links
-        # this node's server's.
+        # The cluster's backend without its credentials: the node's cloud
+        # calls go through the control service, and it sees devices where
+        # the emulator links this node's server's.
         assert agent.backend.name == deployment.backend.name
-        assert dict(agent.backend.options) == dict(
-            deployment.backend.options, device_root=os.path.join(
-                layout.backend_root, "by-id", ids[node.name]))
+        assert dict(agent.backend.options) == {
+            "calls": "control", "device_root": os.path.join(
+                layout.backend_root, "by-id", ids[node.name])}
+
+
+def test_agents_get_no_cloud_credentials(layout, monkeypatch):
+    """
+    The agents' environment names no clouds.yaml and no OS_* variable,
+    even when the shell that ran ``cluster up`` had some; the control
+    service's has the cluster's clouds.yaml.
+    """
+    from blockmover.localcluster.services import service_env
+    monkeypatch.setenv("OS_CLOUD", "elsewhere")
+    monkeypatch.setenv("OS_PASSWORD", "not-for-nodes")
+    agents = service_env(layout, cloud_credentials=False)
+    assert not [name for name in agents if name.startswith("OS_")]
+    control = service_env(layout)
+    assert control["OS_CLIENT_CONFIG_FILE"] == layout.clouds_yaml
 
 
 def test_emulator_files_private_and_kept(layout):

@@ -183,3 +183,24 @@ def test_a_listing_asked_for_while_one_runs_still_waits_its_second():
     assert listing.refreshes == 2
     lister.answer([volume(1)])
     listing.stop()
+
+
+def test_settled_waits_for_the_listing_asked_for_and_starts_none():
+    clock, listing, lister, calls = make(interval=3600.0)
+    assert listing.settled().called
+    listing.refresh()
+    lister.answer([volume(1)])
+    listing.request()
+    waiting = listing.settled()
+    assert not waiting.called and not lister.pending
+    clock.advance(1)
+    assert not waiting.called and len(lister.pending) == 1
+    lister.answer([volume(1), volume(2)])
+    assert waiting.called and len(listing.volumes) == 2
+    # While one runs: the end of that one.
+    listing.refresh()
+    running = listing.settled()
+    assert not running.called
+    lister.answer([volume(1)])
+    assert running.called
+    listing.stop()

@@ -9,7 +9,7 @@ cache here, the only copy.
 """
 
 from eliot import log_message, write_failure
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 
 class ChangedVolumes(object):
@@ -73,6 +73,8 @@ class VolumeListing(object):
         self._min_gap = min_gap
         self._last_started = None
         self._requested = None
+        # Fired when the listing ``request`` scheduled has ended.
+        self._after_request = []
 
     def set_lister(self, lister, volumes=None, listed_at=0.0):
         """
@@ -132,7 +134,26 @@ class VolumeListing(object):
 
     def _request_due(self):
         self._requested = None
-        self.refresh()
+        waiters, self._after_request = self._after_request, []
+        done = self.refresh()
+        done.addBoth(lambda _: [waiter.callback(None) for waiter in waiters])
+
+    def settled(self):
+        """
+        A Deferred firing once the listings asked for so far (by
+        ``request`` or ``refresh``) have ended, so that what is checked
+        next sees every change reported until now; at once when none is
+        asked for. It starts no listing of its own.
+        """
+        if self._requested is not None and self._requested.active():
+            waiter = Deferred()
+            self._after_request.append(waiter)
+            return waiter
+        if self._running:
+            waiter = Deferred()
+            (self._next if self._again else self._current).append(waiter)
+            return waiter
+        return succeed(None)
 
     def start(self):
         """
@@ -151,6 +172,9 @@ class VolumeListing(object):
                 timer.cancel()
         self._timer = None
         self._requested = None
+        waiters, self._after_request = self._after_request, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _start(self):
         if self._timer is not None and self._timer.active():

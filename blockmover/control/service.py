@@ -394,6 +394,10 @@ class ControlService(object):
         """
         backend = self._backend
         if backend is not None and backend.key == backend_key(deployment):
+            # A change a node reported (a volume it grew, say) is in the
+            # listing checked against, even if the listing it asked for
+            # waits out its second.
+            yield self.listing.settled()
             if self.listing.volumes is None:
                 yield self.listing.refresh()
             if self.listing.volumes is None:

@@ -66,9 +66,13 @@ def agent_config(layout, node):
         "tls": {"directory": node.tls_dir},
     }
     if layout.backend == "openstack":
+        # No cloud credentials on the node: its cloud calls go through the
+        # control service, which checks them against the node's slice.
         config["instance_id"] = server_id(layout, node)
-        config["backend"]["device_root"] = os.path.join(
-            layout.backend_root, BY_ID_DIR, server_id(layout, node))
+        config["backend"] = {
+            "name": "openstack", "calls": "control",
+            "device_root": os.path.join(layout.backend_root, BY_ID_DIR,
+                                        server_id(layout, node))}
     return config
 
 

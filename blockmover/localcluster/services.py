@@ -42,15 +42,20 @@ def script(name):
     return found
 
 
-def service_env(layout=None):
+def service_env(layout=None, cloud_credentials=True):
     """
     The environment of the services: the scripts' directory first on PATH,
     so applications named by command (``secantusd-py``) are found; on the
     openstack backend, the cluster's clouds.yaml in OS_CLIENT_CONFIG_FILE.
+    Without ``cloud_credentials`` (the agents: their cloud calls go through
+    the control service), no clouds.yaml and no ``OS_*`` variable at all.
     """
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(script("blockmover-agent")) + \
         os.pathsep + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    if not cloud_credentials:
+        return {name: value for name, value in env.items()
+                if not name.startswith("OS_")}
     if layout is not None and layout.backend == "openstack":
         env["OS_CLIENT_CONFIG_FILE"] = layout.clouds_yaml
     return env

@@ -93,6 +93,8 @@ def start_missing(current, echo):
     """
     layout = current.layout
     env = service_env(layout)
+    # The agents hold no cloud credentials: they ask the control service.
+    agent_env = service_env(layout, cloud_credentials=False)
     operator = trust.operator_credentials(layout)
     wanted = [(CONTROL, control_argv(layout))] + [
         (agent_key(node), agent_argv(node)) for node in layout.nodes]
@@ -104,7 +106,9 @@ def start_missing(current, echo):
             continue
         if key == cloud.CLOUD:
             cloud.forget_url(layout)
-        record = processes.start(argv, output_path(layout, key), env=env)
+        record = processes.start(
+            argv, output_path(layout, key),
+            env=env if key in (CONTROL, cloud.CLOUD) else agent_env)
         current = current.set(
             processes=current.processes.set(key, record))
         state.save(current)
