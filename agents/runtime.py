@@ -19,8 +19,11 @@ from contextlib import suppress
 from eliot import log_message
 from zope.interface import Interface, implementer
 
-from blockmover import proc
-from blockmover.files import write_atomically
+from blockmover import mountpoints, proc
+from blockmover.files import (
+    PRIVATE_FILE, private_directory, private_file, restrict_files,
+    write_atomically,
+)
 from blockmover.model import RunningApplication
 
 
@@ -62,8 +65,10 @@ class IApplicationRuntime(Interface):
 
     def start(application):
         """
-        Start ``application`` (a ``model.Application``). Idempotent: an
-        application already running is left as it is.
+        Start ``application`` (a ``model.Application``) with its
+        ``environment`` and ``secrets`` in its process's environment.
+        Idempotent: an application already running is left as it is, even
+        if its command, environment or secrets differ now.
 
         :return: its ``model.RunningApplication``.
         """
@@ -136,16 +141,26 @@ class ProcessRuntime(object):
     Applications as processes. ``state_dir`` holds ``apps/<name>.json``
     (pid, start time, command) and ``logs/<name>.log`` (stdout and stderr).
     ``stop_timeout`` is how long a SIGTERM is given before SIGKILL.
+
+    All of it is readable by root only (directories 0700, files 0600, made
+    so at start where an older release left them looser): an application's
+    command may hold a password, and its log whatever it prints.
     """
 
     def __init__(self, state_dir, stop_timeout=10.0, kill_timeout=30.0):
+        if mountpoints.shared(state_dir):
+            raise ValueError("%s is a directory the system shares; the "
+                             "runtime's state needs one of its own"
+                             % (state_dir,))
         self.state_dir = state_dir
         self.stop_timeout = stop_timeout
         self.kill_timeout = kill_timeout
         self._apps = os.path.join(state_dir, "apps")
         self._logs = os.path.join(state_dir, "logs")
-        os.makedirs(self._apps, exist_ok=True)
-        os.makedirs(self._logs, exist_ok=True)
+        for directory in (state_dir, self._apps, self._logs):
+            private_directory(directory)
+        for directory in (self._apps, self._logs):
+            restrict_files(directory)
         self._lock = threading.RLock()
 
     def _record_path(self, name):
@@ -163,7 +178,8 @@ class ProcessRuntime(object):
         return record if isinstance(record, dict) else None
 
     def _write_record(self, name, record):
-        write_atomically(self._record_path(name), json.dumps(record))
+        write_atomically(self._record_path(name), json.dumps(record),
+                         mode=PRIVATE_FILE)
 
     def _remove_record(self, name):
         # Removed already (a stop repeated after a crash) is removed.
@@ -232,6 +248,7 @@ class ProcessRuntime(object):
             env = {k: v for k, v in os.environ.items()
                    if not k.startswith("OS_")}
             env.update(application.environment)
+            env.update(application.secrets)
             env[TOKEN_VARIABLE] = token
             record = {"token": token, "command": list(application.command)}
             # The intent first: a crash after the process starts and before
@@ -239,6 +256,7 @@ class ProcessRuntime(object):
             self._write_record(application.name, record)
             log_path = os.path.join(self._logs, application.name + ".log")
             try:
+                private_file(log_path)
                 process = proc.start(application.command, log_path, env=env,
                                      cwd=cwd)
             except OSError as e:

@@ -20,7 +20,8 @@ from blockmover.units import GiB
 from blockmover.yamlsource import ConfigError, Source, join
 
 __all__ = ["ConfigError", "AgentConfig", "load_deployment", "load_files",
-           "load_agent_config", "load_agent_file", "DEFAULT_VOLUME_SIZE"]
+           "load_agent_config", "load_agent_file", "is_secrets",
+           "DEFAULT_VOLUME_SIZE"]
 
 # The size of a volume whose ``maximum_size`` is not given (as in Flocker).
 DEFAULT_VOLUME_SIZE = GiB
@@ -34,7 +35,7 @@ _LIMIT_COUNTS = ("volumes_per_node", "region_volumes")
 # runtime; accepted so that existing Flocker configs load, and ignored.
 _FLOCKER_IGNORED = ("links", "restart_policy", "mem_limit", "cpu_shares")
 _APPLICATION_KEYS = ("command", "image", "ports", "environment",
-                     "volume", "ready") + _FLOCKER_IGNORED
+                     "secrets", "volume", "ready") + _FLOCKER_IGNORED
 _READY_KEYS = ("tcp", "command", "deadline")
 _CLUSTER_KEYS = ("name", "control", "backend", "mountpoints_under",
                  "allow_loader_environment")
@@ -270,13 +271,31 @@ def _read_application(src, key, name, value):
         raise src.error(key, "has neither 'command' nor 'image'; give the "
                         "command that runs it, such as [secantusd-py, "
                         "--port, \"27017\"]")
+    environment = _read_environment(src, join(key, "environment"),
+                                    value.get("environment"))
+    secrets = _read_environment(src, join(key, "secrets"),
+                                value.get("secrets"), secret=True)
+    both = sorted(set(environment) & set(secrets))
+    if both:
+        raise src.error(
+            join(join(key, "secrets"), both[0]), "%s is in both environment "
+            "and secrets; keep it in one of them (in secrets if its value is "
+            "secret)" % (both[0],))
     return Application(
         name=name, command=command, image=image,
         ports=_read_ports(src, join(key, "ports"), value.get("ports")),
-        environment=_read_environment(src, join(key, "environment"),
-                                      value.get("environment")),
+        environment=environment, secrets=secrets,
         volume=_read_volume(src, join(key, "volume"), value.get("volume")),
         ready=_read_ready(src, join(key, "ready"), value.get("ready")))
+
+
+def is_secrets(path):
+    """
+    Whether ``path`` (a tuple of keys from the top of ``app.yml``) is an
+    application's ``secrets``: the values under it are never shown back.
+    """
+    return (len(path) == 3 and path[0] == "applications"
+            and path[2] == "secrets")
 
 
 def _read_ready(src, key, value):
@@ -327,14 +346,27 @@ def _read_ports(src, key, value):
     return ports
 
 
-def _read_environment(src, key, value):
+def _read_environment(src, key, value, secret=False):
+    """
+    An application's ``environment`` or, if ``secret``, its ``secrets``:
+    variable names and their string values. No message quotes a value, and
+    none about ``secrets`` quotes a name that is not a variable name (it
+    may be a value written in the wrong place).
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise src.error(key, "must be a mapping of variable names to "
-                        "strings, such as {LANG: C.UTF-8}")
+                        "strings, such as %s"
+                        % ("{DB_PASSWORD: \"...\"}" if secret
+                           else "{LANG: C.UTF-8}",))
     for variable, setting in value.items():
         if "=" in variable or "\0" in variable:
+            if secret:
+                raise src.error(key, "a name on this line is not a variable "
+                                "name (it holds '=' or a NUL); write each "
+                                "as 'NAME: value'",
+                                line=src.line(join(key, variable)))
             raise src.error(join(key, variable), "%r is not a variable name"
                             % (variable,))
         if not isinstance(setting, str) or "\0" in setting:
@@ -406,17 +438,18 @@ def _check_places(app_src, cluster, applications):
 
 def _check_environment(app_src, cluster, applications):
     """
-    No application's environment changes which code its programs load,
-    unless the cluster allows it.
+    No application's environment or secrets change which code its
+    programs load, unless the cluster allows it.
     """
     if cluster["allow_loader_environment"]:
         return
     for app in sorted(applications):
-        for variable in sorted(applications[app].environment):
-            if _LOADER_VARIABLE.fullmatch(variable):
+        for kind in ("environment", "secrets"):
+            for variable in sorted(getattr(applications[app], kind)):
+                if not _LOADER_VARIABLE.fullmatch(variable):
+                    continue
                 raise app_src.error(
-                    join(join(join("applications", app), "environment"),
-                         variable),
+                    join(join(join("applications", app), kind), variable),
                     "%s changes which code the application's programs load,"
                     " and is refused unless cluster.yml allows it; remove "
                     "it, or set cluster.allow_loader_environment: true in "
@@ -521,8 +554,8 @@ def load_agent_config(text, path="agent.yml"):
         cluster=None if cluster is None else configfields.name(
             src, "cluster", cluster, "cluster"),
         control=configfields.url(src, "control", data["control"]),
-        state_dir=configfields.absolute_path(
-            src, "state_dir", data.get("state_dir", DEFAULT_STATE_DIR)),
+        state_dir=_read_state_dir(src, "state_dir",
+                                  data.get("state_dir", DEFAULT_STATE_DIR)),
         log=log,
         instance_id=None if instance_id is None else configfields.string(
             src, "instance_id", instance_id, "a backend instance id"),
@@ -568,6 +601,20 @@ def _read_tls(src, key, value):
     return TLSConfig(**{
         name: configfields.absolute_path(src, join(key, name), path)
         for name, path in value.items()})
+
+
+def _read_state_dir(src, key, value):
+    """
+    The agent's state directory: one of its own, since the agent makes it
+    readable by root only.
+    """
+    configfields.absolute_path(src, key, value)
+    if mountpoints.shared(value):
+        raise src.error(key, "%s is a directory the system shares, and the "
+                        "agent makes its state directory readable by root "
+                        "only; give it one of its own, such as %s"
+                        % (mountpoints.normalize(value), DEFAULT_STATE_DIR))
+    return value
 
 
 def load_agent_file(path):

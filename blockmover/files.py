@@ -4,6 +4,7 @@ it does so from the reactor (``FileWriter``).
 """
 
 import os
+import stat
 import tempfile
 
 from twisted.internet.threads import deferToThreadPool
@@ -37,6 +38,63 @@ def write_atomically(path, text, mode=0o644):
         os.fsync(directory_fd)
     finally:
         os.close(directory_fd)
+
+
+# Modes of what only root may read: state that holds secrets (application
+# records, stored configurations) and the logs of applications, which may
+# print theirs.
+PRIVATE_DIRECTORY = 0o700
+PRIVATE_FILE = 0o600
+
+
+def restrict(path, mode):
+    """
+    Give ``path`` exactly ``mode`` if it has another one (left by an older
+    release, or by hand). A path that does not exist, or is a symbolic
+    link, is left alone. Blocks (briefly).
+    """
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(status.st_mode):
+        return
+    if stat.S_IMODE(status.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def private_directory(path):
+    """
+    Make the directory ``path`` (and missing parents) if missing, readable
+    by its owner only: 0700, also when it existed with a looser mode.
+    """
+    os.makedirs(path, mode=PRIVATE_DIRECTORY, exist_ok=True)
+    restrict(path, PRIVATE_DIRECTORY)
+
+
+def private_file(path):
+    """
+    Make the file ``path`` if missing, empty, readable by its owner only:
+    0600, also when it existed with a looser mode. For a file another
+    program then opens to append to (an application's log).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                 PRIVATE_FILE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+
+
+def restrict_files(directory):
+    """
+    ``restrict`` every regular file directly in ``directory`` to 0600.
+    """
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if os.path.isfile(path) and not os.path.islink(path):
+            restrict(path, PRIVATE_FILE)
 
 
 class FileWriter(object):

@@ -85,10 +85,21 @@ class ReadyCheck(PClass):
         "a ready check is a port or a command, one of the two")
 
 
+# What a secret's value is shown as wherever it is shown at all: in the
+# configuration the control service hands back and in a record's repr.
+REDACTED = "<redacted>"
+
+
 class Application(PClass):
     """
     An application as ``app.yml`` describes it: a plain process
     (``command``) or, in Flocker's format, a container ``image``.
+
+    ``environment`` and ``secrets`` are both variables of its process's
+    environment, no name in both. They are kept apart so that a secret can
+    be told from a plain setting wherever an application goes: only the
+    slice of the node that runs it carries its secrets, the configuration
+    shown back redacts them, and ``repr`` never shows their values.
 
     ``ready`` says how to tell that it serves; None means every
     ``ports[].internal`` accepts connections (or, with no ports, that its
@@ -99,8 +110,14 @@ class Application(PClass):
     image = optional(str)
     ports = pvector_field(Port)
     environment = pmap_field(str, str)
+    secrets = pmap_field(str, str)
     volume = optional_record(VolumeSpec)
     ready = optional_record(ReadyCheck)
+
+    def __repr__(self):
+        # A repr lands in logs, tracebacks and test output: names only.
+        shown = self.set(secrets={name: REDACTED for name in self.secrets})
+        return PClass.__repr__(shown)
 
     def ready_checks(self):
         """
@@ -111,9 +128,12 @@ class Application(PClass):
             return [self.ready]
         return [ReadyCheck(port=port.internal) for port in self.ports]
 
-    __invariant__ = lambda self: (
-        bool(self.command) or self.image is not None,
-        "an application needs a command or an image")
+    def __invariant__(self):
+        if not (self.command or self.image is not None):
+            return (False, "an application needs a command or an image")
+        both = sorted(set(self.environment) & set(self.secrets))
+        return (not both, "%s in both environment and secrets; a variable "
+                "is one or the other" % (", ".join(both),))
 
 
 class Limits(PClass):

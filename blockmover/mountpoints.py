@@ -27,6 +27,22 @@ STATE_DIRECTORIES = ("/var/lib/blockmover/agent",
 _PARENTS = ("/", "/var", "/var/lib", "/var/lib/blockmover")
 
 
+# Directories others share: blockmover never makes one of them its own
+# (readable by root only), as it does its state directories.
+_SHARED = _PARENTS + SYSTEM_DIRECTORIES + (
+    "/tmp", "/var/tmp", "/home", "/root", "/srv", "/opt", "/mnt", "/media")
+
+
+def shared(path):
+    """
+    Whether ``path`` (absolute) is one of the directories the system and
+    its users share, exactly: ``/``, ``/tmp``, ``/etc``, ``/var/lib`` ...
+    A state directory must be one of its own below them.
+    """
+    path = normalize(path)
+    return path in _SHARED or bool(_LIBRARIES.fullmatch(path[1:]))
+
+
 def normalize(path):
     """
     ``path`` (absolute) with ``.``, ``..`` and repeated slashes resolved as

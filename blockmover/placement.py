@@ -56,7 +56,9 @@ def desired_slices(deployment, volumes, allocation_unit, listed_at=0.0):
     ``volumes`` is the cached listing of this cluster's volumes;
     ``allocation_unit`` (bytes) is what desired sizes round up to. A slice
     carries the datasets and applications placed on its node, and the
-    listed volumes wanted there or attached there, keyed by dataset id.
+    listed volumes wanted there or attached there, keyed by dataset id. An
+    application's ``secrets`` are in its own node's slice alone: no other
+    node's slice names the application at all.
     """
     volumes = list(volumes)
     datasets = _datasets(deployment, allocation_unit)

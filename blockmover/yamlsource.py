@@ -11,6 +11,8 @@ is composed: a few hundred bytes of nested aliases expand to gigabytes
 writing the value out does not give.
 """
 
+import re
+
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
@@ -41,13 +43,33 @@ class ConfigError(Exception):
         return ": ".join(parts).replace("\n", " ")
 
 
+# Words in a key that say its value is secret (a password, an API key, an
+# application's secrets ...): such a value is never quoted in an error,
+# nor shown back by the control service.
+_SECRET_WORD = re.compile(r"password|passwd|secret|token|credential|"
+                          r"api_?key|private_?key", re.IGNORECASE)
+
+
+def looks_secret(path):
+    """
+    Whether a key of ``path`` (a tuple of keys and list indexes, or a
+    dotted key) says that the value under it is secret.
+    """
+    if isinstance(path, str):
+        path = (path,)
+    return any(isinstance(key, str) and _SECRET_WORD.search(key)
+               for key in path)
+
+
 class _AnchorFound(Exception):
     """
-    The text uses an anchor or an alias; ``event`` is the first.
+    The text uses an anchor or an alias; ``event`` is the first, ``path``
+    the keys and list indexes that lead to it.
     """
-    def __init__(self, event):
+    def __init__(self, event, path):
         Exception.__init__(self, event)
         self.event = event
+        self.path = path
 
 
 class _Loader(yaml.SafeLoader):
@@ -56,11 +78,22 @@ class _Loader(yaml.SafeLoader):
     (``*name``) before anything is built from it.
     """
 
+    def __init__(self, stream):
+        yaml.SafeLoader.__init__(self, stream)
+        self._path = []
+
     def compose_node(self, parent, index):
+        # ``index`` is the key node of a mapping's value, the position of a
+        # list's item, None for a key or the top.
+        step = index.value if isinstance(index, yaml.ScalarNode) else index
         event = self.peek_event()
         if isinstance(event, AliasEvent) or event.anchor is not None:
-            raise _AnchorFound(event)
-        return yaml.SafeLoader.compose_node(self, parent, index)
+            raise _AnchorFound(event, tuple(self._path) + (step,))
+        self._path.append(step)
+        try:
+            return yaml.SafeLoader.compose_node(self, parent, index)
+        finally:
+            self._path.pop()
 
 
 def join(key, name):
@@ -113,13 +146,18 @@ class Source(object):
             root = yaml.compose(text, Loader=_Loader)
         except _AnchorFound as e:
             alias = isinstance(e.event, AliasEvent)
+            # Under a secret, "&..." or "*..." is likely a secret value that
+            # starts so, unquoted: not repeated.
+            hidden = looks_secret(e.path)
             raise ConfigError(
                 path, e.event.start_mark.line + 1, None,
                 "%s %s%s is not supported: anchors and aliases are refused "
                 "(they can make a small file expand without bound); write "
-                "the value out in full" % (
+                "the value out in full%s" % (
                     "alias" if alias else "anchor", "*" if alias else "&",
-                    e.event.anchor))
+                    "..." if hidden else e.event.anchor,
+                    ", or in quotes if it is a value starting with %s"
+                    % ("*" if alias else "&",) if hidden else ""))
         except RecursionError:
             raise ConfigError(path, None, None, "nested too deeply to read; "
                               "write it with fewer levels of lists and "
@@ -134,6 +172,8 @@ class Source(object):
                               "it" % (chr(e.character),))
         except yaml.YAMLError as e:
             raise ConfigError(path, None, None, "not valid YAML: %s" % (e,))
+        self.text = text
+        self._root = root
         try:
             self.data = None if root is None else self._build(root, "")
         except RecursionError:
@@ -164,6 +204,68 @@ class Source(object):
         return ConfigError(self.path,
                            line if line is not None else self.line(key),
                            key or None, message)
+
+    def redacted(self, is_secret, marker):
+        """
+        The text with the value of every mapping key whose path
+        ``is_secret`` accepts written out anew with ``marker`` in place of
+        every scalar in it: a scalar becomes ``'marker'``, a mapping or list
+        the same in flow style (``{NAME: marker}``), keeping its keys.
+        Comments inside such a value and one right after it on its line go
+        with it, since a comment may hold an old value. All else is kept as
+        written, and the text still reads as YAML of the same shape.
+
+        :param is_secret: called with the path of each mapping value (a
+            tuple of the keys and list indexes from the top, such as
+            ``("applications", "web", "secrets")``) outside a value already
+            redacted.
+        """
+        regions = []
+        if self._root is not None:
+            self._find_secrets(self._root, (), is_secret, marker, regions)
+        text = self.text
+        for start, end, replacement in sorted(regions, reverse=True):
+            text = text[:start] + replacement + text[end:]
+        return text
+
+    def _find_secrets(self, node, path, is_secret, marker, regions):
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._find_secrets(item, path + (i,), is_secret, marker,
+                                   regions)
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                inner = path + (key_node.value,)
+                if is_secret(inner):
+                    region = self._value_region(key_node, value_node, marker)
+                    if region is not None:
+                        regions.append(region)
+                else:
+                    self._find_secrets(value_node, inner, is_secret, marker,
+                                       regions)
+
+    def _value_region(self, key_node, value_node, marker):
+        """
+        ``(start, end, replacement)`` redacting one mapping value: from the
+        end of its key to the end of the value (and of a comment after it
+        on its line), keeping the ``:`` and the line breaks that end it;
+        None for a key written without a value (``{key}``), which holds
+        nothing.
+        """
+        text = self.text
+        start = key_node.end_mark.index
+        end = value_node.end_mark.index
+        comment = _COMMENT_AFTER.match(text, end)
+        if comment is not None:
+            end = comment.end()
+        between = text[start:value_node.start_mark.index]
+        colon = _indicator(between)
+        if colon is None:
+            return None
+        tail = _LINE_ENDS.search(text, start, end)
+        return (start, end, between[:colon + 1] + " "
+                + _masked_text(value_node, marker)
+                + (tail.group() if tail is not None else ""))
 
     def _build(self, node, key):
         line = node.start_mark.line + 1
@@ -202,11 +304,90 @@ class Source(object):
                              "the keys out", line)
         try:
             return self._constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
-            raise self.error(key, "cannot read this value (%s); write it in "
-                             "quotes" % (str(e).splitlines()[0]
-                                         if str(e) else type(e).__name__,),
-                             line)
+        except Exception:
+            # PyYAML's constructors fail on a malformed value with whatever
+            # their parsing meets (ValueError for !!int, KeyError for
+            # !!bool, AttributeError for !!timestamp), and their messages
+            # quote the value, which may be a secret: name the type only.
+            raise self.error(key, "cannot read this value as %s; write it in"
+                             " quotes" % (_short_tag(node.tag, key),), line)
+
+
+# A comment right after a value, on its line.
+_COMMENT_AFTER = re.compile(r"[ \t]+#[^\r\n]*")
+# The line breaks (and the next line's indentation) that end a block value.
+_LINE_ENDS = re.compile(r"[\r\n][ \t\r\n]*\Z")
+
+
+def _indicator(between):
+    """
+    Where the ``:`` is in ``between``, the text from a key to its value:
+    only whitespace, comments and that indicator (None without it).
+    """
+    i = 0
+    while i < len(between):
+        if between[i] == "#":
+            newline = between.find("\n", i)
+            i = len(between) if newline < 0 else newline
+        elif between[i] == ":":
+            return i
+        else:
+            i += 1
+    return None
+
+
+class _Marker(str):
+    """
+    A redacted value: always written in single quotes.
+    """
+
+
+class _MarkerDumper(yaml.SafeDumper):
+    pass
+
+
+_MarkerDumper.add_representer(
+    _Marker, lambda dumper, marker: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", marker, style="'"))
+
+
+def _masked(node, marker):
+    """
+    ``node`` as plain data with ``marker`` for every scalar, keys kept.
+    """
+    if isinstance(node, yaml.SequenceNode):
+        return [_masked(item, marker) for item in node.value]
+    if isinstance(node, yaml.MappingNode):
+        return {key.value: _masked(value, marker) for key, value in node.value}
+    return _Marker(marker)
+
+
+def _masked_text(node, marker):
+    """
+    ``_masked`` as YAML on one line: a flow collection or a quoted scalar.
+    """
+    return yaml.dump(_masked(node, marker), Dumper=_MarkerDumper,
+                     default_flow_style=True, width=float("inf"),
+                     allow_unicode=True, sort_keys=False).rstrip("\n")
+
+
+# YAML's own types, by the tags PyYAML resolves plain values to.
+_YAML_TYPES = ("str", "int", "float", "bool", "null", "timestamp", "binary",
+               "set", "omap", "pairs", "seq", "map")
+
+
+def _short_tag(tag, key):
+    """
+    A YAML tag as people write it: ``!!int`` for ``tag:yaml.org,2002:int``.
+    Any other tag under a secret-looking ``key`` is not repeated: it is
+    likely a secret value that starts with ``!``, unquoted.
+    """
+    prefix = "tag:yaml.org,2002:"
+    if tag.startswith(prefix) and tag[len(prefix):] in _YAML_TYPES:
+        return "!!" + tag[len(prefix):]
+    if looks_secret(key):
+        return "a tag of its own (!...)"
+    return "!!" + tag[len(prefix):] if tag.startswith(prefix) else tag
 
 
 def describe_node(node):

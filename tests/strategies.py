@@ -38,6 +38,10 @@ def applications(draw, name=names):
         environment=draw(st.dictionaries(st.from_regex(r"\A[A-Z]{1,4}\Z"),
                                          st.text(_PRINTABLE, max_size=5),
                                          max_size=2)),
+        # Named apart from the environment's names: a name is in one.
+        secrets=draw(st.dictionaries(st.from_regex(r"\AS_[A-Z]{1,3}\Z"),
+                                     st.text(_PRINTABLE, max_size=8),
+                                     max_size=2)),
         volume=draw(st.one_of(st.none(), volume_specs())))
 
 
@@ -128,7 +132,8 @@ def deployment_yaml(deployment):
         entry = {"command": list(app.command),
                  "ports": [{"internal": p.internal, "external": p.external}
                            for p in app.ports],
-                 "environment": dict(app.environment)}
+                 "environment": dict(app.environment),
+                 "secrets": dict(app.secrets)}
         if app.image is not None:
             entry["image"] = app.image
         if app.volume is not None:

@@ -650,3 +650,144 @@ def test_state_directories_are_blockmovers_defaults():
     from blockmover.control.main import DEFAULT_STATE_DIR as CONTROL_STATE
     assert set(mountpoints.STATE_DIRECTORIES) == {
         DEFAULT_STATE_DIR, CONTROL_STATE, DEFAULT_ROOT}
+
+
+# --- secrets ---------------------------------------------------------------
+
+SECRET = "hunter2-Sekr1t"
+
+
+def _with_secrets(text, app=APP):
+    # On line 7, after the environment.
+    return edit(app, "    volume:\n",
+                textwrap.indent(text, "    ") + "    volume:\n")
+
+
+def test_secrets_load_apart_from_the_environment():
+    """
+    An application's secrets load as variables of its own, apart from its
+    environment, in block or flow style; a repr shows their names only.
+    """
+    app = _with_secrets("secrets:\n  DB_PASSWORD: %s\n  API_KEY: 'k y'\n"
+                        % (SECRET,),
+                        edit(APP, "environment: {}", "environment: {A: b}"))
+    mongodb = load_deployment(CLUSTER, app).applications["mongodb"]
+    assert mongodb.secrets == {"DB_PASSWORD": SECRET, "API_KEY": "k y"}
+    assert mongodb.environment == {"A": "b"}
+    assert "DB_PASSWORD" in repr(mongodb) and SECRET not in repr(mongodb)
+    flow = _with_secrets("secrets: {DB_PASSWORD: %s}\n" % (SECRET,))
+    assert load_deployment(CLUSTER, flow).applications[
+        "mongodb"].secrets == {"DB_PASSWORD": SECRET}
+    assert load_deployment(CLUSTER, APP).applications[
+        "mongodb"].secrets == {}
+
+
+@pytest.mark.parametrize("secrets,line,key,words", [
+    # not a mapping
+    ("secrets: %s\n" % (SECRET,), 7, "applications.mongodb.secrets",
+     "must be a mapping of variable names to strings"),
+    ("secrets:\n- DB_PASSWORD=%s\n" % (SECRET,), 7,
+     "applications.mongodb.secrets", "must be a mapping"),
+    # values are strings
+    ("secrets: {DB_PASSWORD: [%s]}\n" % (SECRET,), 7,
+     "applications.mongodb.secrets.DB_PASSWORD",
+     "the value must be a string; write it in quotes"),
+    ("secrets:\n  DB_PASSWORD: 12345\n", 8,
+     "applications.mongodb.secrets.DB_PASSWORD", "must be a string"),
+    # a value PyYAML cannot read under its tag: its type, never the value
+    ("secrets: {DB_PASSWORD: !!int %s}\n" % (SECRET,), 7,
+     "applications.mongodb.secrets.DB_PASSWORD",
+     "cannot read this value as !!int; write it in quotes"),
+    ("secrets: {DB_PASSWORD: !!float %s}\n" % (SECRET,), 7,
+     "applications.mongodb.secrets.DB_PASSWORD", "as !!float"),
+    ("secrets: {DB_PASSWORD: !!bool %s}\n" % (SECRET,), 7,
+     "applications.mongodb.secrets.DB_PASSWORD", "as !!bool"),
+    ("secrets: {DB_PASSWORD: !!timestamp %s}\n" % (SECRET,), 7,
+     "applications.mongodb.secrets.DB_PASSWORD", "as !!timestamp"),
+    # a name that is not a variable's is not quoted (nor put in the key):
+    # it may be the value, written in the wrong place
+    ("secrets:\n  DB_PASSWORD=%s: x\n" % (SECRET,), 8,
+     "applications.mongodb.secrets",
+     "a name on this line is not a variable name"),
+    # a name is in the environment or the secrets, not both
+    ("secrets:\n  DB_HOST: %s\n" % (SECRET,), 8,
+     "applications.mongodb.secrets.DB_HOST",
+     "DB_HOST is in both environment and secrets; keep it in one of them"),
+    # loader variables, as in the environment
+    ("secrets:\n  LD_PRELOAD: %s\n" % (SECRET,), 8,
+     "applications.mongodb.secrets.LD_PRELOAD",
+     "LD_PRELOAD changes which code the application's programs load"),
+])
+def test_secrets_errors_never_quote_a_secret(secrets, line, key, words):
+    """
+    Every mistake in ``secrets`` names its file, line and key, and says
+    what would be right without repeating the secret.
+    """
+    app = _with_secrets(secrets, edit(APP, "environment: {}",
+                                      "environment: {DB_HOST: db}"))
+    e = error(app=app)
+    assert (e.file, e.line, e.key) == ("app.yml", line, key)
+    assert words in e.message
+    assert SECRET not in str(e)
+
+
+def test_loader_secrets_load_when_allowed():
+    allowed = edit(CLUSTER, "  name: demo", "  name: demo\n"
+                   "  allow_loader_environment: true")
+    app = _with_secrets("secrets: {LD_LIBRARY_PATH: /opt/x}\n")
+    assert load_deployment(allowed, app).applications[
+        "mongodb"].secrets == {"LD_LIBRARY_PATH": "/opt/x"}
+
+
+def test_a_variable_in_both_is_refused_by_the_record_too():
+    """
+    The model holds the rule as well, for an application that did not come
+    from app.yml (a slice off the wire).
+    """
+    from pyrsistent import InvariantException
+    from blockmover.model import Application
+    with pytest.raises(InvariantException) as info:
+        Application(name="a", command=["x"], environment={"P": "1"},
+                    secrets={"P": SECRET})
+    assert "P in both environment and secrets" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize("value,key,words", [
+    ("*" + SECRET, None, "alias *... is not supported"),
+    ("&" + SECRET + " x", None, "anchor &... is not supported"),
+    ("!" + SECRET, "applications.mongodb.secrets.DB_PASSWORD",
+     "cannot read this value as a tag of its own (!...)"),
+    ("!!" + SECRET, "applications.mongodb.secrets.DB_PASSWORD",
+     "cannot read this value as a tag of its own (!...)"),
+])
+def test_a_secret_that_reads_as_yaml_syntax_is_not_repeated(value, key,
+                                                            words):
+    """
+    A secret value starting with *, & or ! and written without quotes
+    reads as an alias, an anchor or a tag: the error says so, and how to
+    write it, without repeating it.
+    """
+    e = error(app=_with_secrets("secrets:\n  DB_PASSWORD: %s\n" % (value,)))
+    assert (e.file, e.line, e.key) == ("app.yml", 8, key)
+    assert words in e.message and "quotes" in e.message
+    assert SECRET not in str(e)
+
+
+@pytest.mark.parametrize("state_dir", ["/tmp", "/var/lib", "/etc/",
+                                       "/var/lib/../tmp", "/lib64"])
+def test_agent_state_dir_is_its_own(state_dir):
+    """
+    The agent makes its state directory readable by root only: a directory
+    the system shares is refused as one.
+    """
+    with pytest.raises(ConfigError) as info:
+        load_agent_config("version: 1\nnode: node1\ncontrol: "
+                          "https://10.77.0.1:4523\nstate_dir: %s\n"
+                          % (state_dir,))
+    e = info.value
+    assert (e.line, e.key) == (4, "state_dir")
+    assert "is a directory the system shares" in e.message
+    assert load_agent_config(
+        "version: 1\nnode: node1\ncontrol: https://10.77.0.1:4523\n"
+        "state_dir: /tmp/agent\n").state_dir == "/tmp/agent"

@@ -48,3 +48,19 @@ def test_secret_values_are_redacted_and_the_rest_kept():
 def test_text_without_secrets_is_unchanged():
     text = CLUSTER.split("    password")[0] + "nodes: {}\n"
     assert scrub_yaml(text) == text
+
+
+def test_flow_style_under_a_secret_key_stays_yaml():
+    """
+    A secret-looking key holding a flow mapping or list is redacted whole,
+    its keys kept, and the text still parses (a line-based scrub cut such a
+    value at its first comma, leaving the rest of it shown).
+    """
+    text = ("backend:\n  credentials: {user: admin, key: k3y}\n"
+            "  tokens: [t1, t2]  # t0\n  name: openstack\n")
+    scrubbed = scrub_yaml(text)
+    for secret in ("admin", "k3y", "t0", "t1", "t2"):
+        assert secret not in scrubbed
+    assert yaml.safe_load(scrubbed) == {"backend": {
+        "credentials": {"user": REDACTED, "key": REDACTED},
+        "tokens": [REDACTED, REDACTED], "name": "openstack"}}

@@ -28,8 +28,8 @@ continues that task so a deploy reads as one tree across processes.
     200 ``{"generation": N, "cluster_yml": TEXT, "app_yml": TEXT,
     "cluster_path": NAME, "app_path": NAME}``; 404 ``{"errors": [...]}``
     before the first configuration. Never carries credentials: the value of
-    any key that looks like a password, secret or token reads
-    ``'<redacted>'``.
+    every application's ``secrets`` (names kept) and of any key that looks
+    like a password, secret or token reads ``'<redacted>'``.
 
 ``GET /v1/state``
     200 ``{"generation": N, "listed_at": T, "nodes": {NODE: {"reported_at":
@@ -45,7 +45,8 @@ continues that task so a deploy reads as one tree across processes.
     converged at that generation or later.
 
 ``GET /v1/nodes/{node}/desired?after=GEN&timeout=SECONDS``
-    A long poll for the node's ``NodeDesired``. Answers at once when the
+    A long poll for the node's ``NodeDesired``, the only answer carrying
+    secrets (its applications' alone). Answers at once when the
     slice's ``generation`` is greater than ``after`` (or ``after`` is
     missing), else as soon as it changes, else after ``timeout`` seconds
     (default 30, at most 120) with 204 and no body. 404 for a node the

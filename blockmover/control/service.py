@@ -15,7 +15,7 @@ from blockmover.control.backend import ControlBackend, backend_key
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.listing import VolumeListing
 from blockmover.control.nodecalls import NodeCalls
-from blockmover.control.scrub import scrub_yaml
+from blockmover.control.scrub import scrub_app_yml, scrub_yaml
 from blockmover.control.slices import Slices
 from blockmover.control.store import StoredConfiguration
 from blockmover.files import FileWriter
@@ -50,14 +50,16 @@ class _Parsed(object):
 def _parse(cluster_yml, app_yml, cluster_path, app_path):
     """
     Read a configuration: YAML and every check of ``load_deployment``, and
-    the texts with their secrets redacted. Blocks: run it in a thread.
+    the texts with their secrets redacted (every application's
+    ``secrets``, every secret-looking value). Blocks: run it in a thread.
 
     :raise ConfigError: the configuration is refused.
     """
     deployment = load_deployment(cluster_yml, app_yml, cluster_path,
                                  app_path)
-    return _Parsed(deployment, {"cluster_yml": scrub_yaml(cluster_yml),
-                                "app_yml": scrub_yaml(app_yml)})
+    return _Parsed(deployment, {
+        "cluster_yml": scrub_yaml(cluster_yml, cluster_path),
+        "app_yml": scrub_app_yml(app_yml, app_path)})
 
 
 class Busy(Exception):
@@ -421,7 +423,9 @@ class ControlService(object):
 
     def configuration(self):
         """
-        The stored configuration, with every secret-looking value redacted.
+        The stored configuration, with every application's ``secrets`` and
+        every secret-looking value redacted: the secrets themselves go only
+        to the slices of the nodes that run their applications.
 
         :raise NoConfiguration: none was deployed yet.
         """

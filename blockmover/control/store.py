@@ -9,8 +9,12 @@ import os
 
 from pyrsistent import PClass, field
 
+from blockmover import mountpoints
 from blockmover.control.errors import StoreError
-from blockmover.files import write_atomically
+from blockmover.files import (
+    PRIVATE_DIRECTORY, PRIVATE_FILE, private_directory, restrict,
+    write_atomically,
+)
 
 FORMAT_VERSION = 1
 FILENAME = "configuration.json"
@@ -37,6 +41,10 @@ class FileStore(object):
     """
     A ``StoredConfiguration`` in ``<state_dir>/configuration.json``.
     Blocking file I/O, small and local: fine on the reactor thread.
+
+    The configuration holds every application's secrets: the directory is
+    0700 and the file 0600, made so when they are loaded or saved, also
+    where an older release left them looser.
     """
 
     def __init__(self, state_dir):
@@ -47,8 +55,16 @@ class FileStore(object):
         """
         :return: the stored configuration, or None when none was stored yet.
         :raise StoreError: the file is unreadable, malformed or of an
-            unknown format version.
+            unknown format version, or cannot be made readable by root only.
         """
+        self._check_own_directory()
+        try:
+            restrict(self.state_dir, PRIVATE_DIRECTORY)
+            restrict(self.path, PRIVATE_FILE)
+        except OSError as e:
+            raise StoreError("cannot make %s readable by its owner only: %s;"
+                             " check the state directory's permissions"
+                             % (self.path, e.strerror or e))
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
@@ -83,12 +99,21 @@ class FileStore(object):
                              "it from a backup or remove it and deploy again"
                              % (self.path, e))
 
+    def _check_own_directory(self):
+        if mountpoints.shared(self.state_dir):
+            raise StoreError(
+                "%s is a directory the system shares, and the control "
+                "service makes its state directory readable by root only; "
+                "give it one of its own with --state-dir, such as "
+                "/var/lib/blockmover/control" % (self.state_dir,))
+
     def save(self, stored):
         """
         Replace the stored configuration with ``stored``, durably: write a
         temporary file in the same directory, fsync it, rename it over the
-        old one, fsync the directory. Readable by the owner only, since a
-        cluster.yml may hold backend options that are secrets.
+        old one, fsync the directory. Readable by the owner only, since an
+        app.yml holds its applications' secrets and a cluster.yml may hold
+        backend options that are secrets.
 
         :raise StoreError: it could not be saved; the old one stays.
         """
@@ -96,10 +121,12 @@ class FileStore(object):
                     counter=stored.counter, cluster_yml=stored.cluster_yml,
                     app_yml=stored.app_yml, cluster_path=stored.cluster_path,
                     app_path=stored.app_path)
+        self._check_own_directory()
         try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            private_directory(self.state_dir)
             write_atomically(self.path, json.dumps(data, indent=1,
-                                                   sort_keys=True), mode=0o600)
+                                                   sort_keys=True),
+                             mode=PRIVATE_FILE)
         except OSError as e:
             raise StoreError("cannot save the configuration in %s: %s; check "
                              "the disk and the state directory, then deploy "
