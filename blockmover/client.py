@@ -265,6 +265,18 @@ class ControlClient(object):
         d.addCallback(lambda answer: answer["volume"])
         return d
 
+    def node_seen(self, node, volume_id):
+        """
+        Tell the service that ``node`` saw the device of ``volume_id`` come
+        or go, so its wait for the cloud on that node's call looks again.
+
+        :return: Deferred firing with how many waits were woken.
+        """
+        d = self._request("POST", "/v1/nodes/%s/volumes/seen" % (node,),
+                          body={"volume_id": volume_id})
+        d.addCallback(lambda answer: answer["woken"])
+        return d
+
     def node_volume(self, node, volume_id):
         """
         :return: Deferred firing with the volume ``volume_id`` as the

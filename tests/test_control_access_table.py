@@ -30,7 +30,8 @@ CLUSTER = "table"
 USERS = ("operator", "eve")
 NODES = ("node1", "a", "b-2", "n0")
 METHODS = ("GET", "PUT", "POST", "DELETE")
-VOLUME_CALLS = ("create", "attach", "detach", "grow", "formatted")
+VOLUME_CALLS = ("create", "attach", "detach", "grow", "formatted",
+                "seen")
 
 ALLOWED, REFUSED, NO_ROUTE = "allowed", "refused", "no route"
 

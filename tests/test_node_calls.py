@@ -22,6 +22,7 @@ from blockmover.certificates import NODE
 from blockmover.client import ControlClient
 from blockmover.poll import Backoff, poll
 from blockmover.units import GiB
+from blockmover.control.nodecalls import NodeWakes
 from tests.control_process import ControlProcess
 from tests.emulator_process import CLOUD, RunningEmulator
 
@@ -228,3 +229,48 @@ def test_a_node_without_credentials_moves_its_volume(cloud, control,
     poll(lambda: api.get_device_path(volume.volume_id) is None or None, 10,
          "the device to go", QUICK)
     blockingCallFromThread(reactor, client.close)
+
+
+def test_only_the_node_a_wait_is_for_can_wake_it():
+    """
+    The service's waits on a node's attach or detach are woken by that
+    node's word alone, once per word, and forgotten when they end.
+    """
+    wakes = NodeWakes()
+    assert wakes.seen("v1", "server-1") == 0
+    with wakes.watch("v1", "server-1") as wake:
+        assert not wake.wait(0)
+        assert wakes.seen("v1", "server-2") == 0
+        assert wakes.seen("v2", "server-1") == 0
+        assert not wake.wait(0)
+        assert wakes.seen("v1", "server-1") == 1
+        assert wake.wait(0) and not wake.wait(0)
+    assert wakes.seen("v1", "server-1") == 0
+
+
+def test_a_nodes_word_ends_the_services_wait_early(cloud, control, reactor):
+    """
+    With the cloud slow to attach, node1 telling the service it saw its
+    device makes the service's wait look at once; node2's word for the
+    same volume wakes nothing.
+    """
+    client = ControlClient(control.url, reactor,
+                           credentials=control.credentials(NODE, "node1"))
+    other = ControlClient(control.url, reactor,
+                          credentials=control.credentials(NODE, "node2"))
+    api = RelayedBlockDeviceAPI(client, reactor, "node1",
+                                instance_id=cloud.servers["node1"],
+                                device_root=cloud.by_id_root("node1"))
+    volume = api.create_volume(DATASET, 2 * GiB, {})
+    attached = api.attach_volume(volume.volume_id, cloud.servers["node1"])
+    assert attached.attached_to == cloud.servers["node1"]
+    assert blockingCallFromThread(
+        reactor, other.node_seen, "node2", volume.volume_id) == 0
+    api.detach_volume(volume.volume_id, cloud.servers["node1"])
+    for each in (client, other):
+        blockingCallFromThread(reactor, each.close)
+    # Each call told the service once it saw its device come or go.
+    told = [line for line in open(control.log)
+            if '"path":"/v1/nodes/node1/volumes/seen"' in line.replace(
+                " ", "")]
+    assert len(told) >= 2, told

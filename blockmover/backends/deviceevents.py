@@ -120,16 +120,21 @@ class DeviceEvents(object):
                 if name in self.names or mask & IN_DELETE_SELF:
                     relevant = True
 
-    def wait(self, timeout):
+    def wait(self, timeout, interrupt=None):
         """
         Pause until one of the links comes or goes (True) or ``timeout``
         seconds pass (False). Other names in the directory do not end it.
+        A readable ``interrupt`` (a file descriptor) ends it too (False),
+        so a thread can also wait for something else to happen.
         """
         end = self._clock() + timeout
+        watched = [self._fd] + ([interrupt] if interrupt is not None else [])
         while True:
             remaining = end - self._clock()
             if remaining <= 0:
                 return False
-            readable, _, _ = select.select([self._fd], [], [], remaining)
-            if readable and self._read():
+            readable, _, _ = select.select(watched, [], [], remaining)
+            if interrupt is not None and interrupt in readable:
+                return False
+            if self._fd in readable and self._read():
                 return True

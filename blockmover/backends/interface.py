@@ -239,6 +239,25 @@ class IReportsLimits(Interface):
         """
 
 
+class IWokenByNodes(Interface):
+    """
+    A backend whose waits for a volume's attach to, or detach from, another
+    node can be ended early by that node: the control service, making a
+    node's calls for it (``blockmover.control.nodecalls``), cannot see the
+    node's devices, but the node can, and says when its device came or
+    went.
+    """
+
+    def wake_waits_with(wakes):
+        """
+        From now on, a wait for ``volume_id``'s attach to or detach from
+        ``node`` (a backend id) other than this one pauses on ``wakes(
+        volume_id, node)``, a context manager giving a wake source (an
+        object with ``wait(timeout)``, see ``blockmover.poll.poll``) or
+        None.
+        """
+
+
 class AsyncBlockDevice(object):
     """
     An ``IBlockDeviceAPI`` for code on the reactor: each method returns a

@@ -27,8 +27,8 @@ from blockmover.backends.deviceevents import DeviceEvents
 from blockmover.backends.devices import BY_ID, find_cloud_device, link_names
 from blockmover.backends.interface import (
     AlreadyAttached, BackendUnavailable, BlockDeviceError, IBlockDeviceAPI,
-    IListsChanges, IReportsLimits, OverLimit, ShrinkRefused, UnknownVolume,
-    VolumeInUse,
+    IListsChanges, IReportsLimits, IWokenByNodes, OverLimit, ShrinkRefused,
+    UnknownVolume, VolumeInUse,
 )
 from blockmover.identity import CLUSTER_KEY, DATASET_KEY, NAME_KEY
 from blockmover.model import Limits, Volume
@@ -146,7 +146,8 @@ def _to_volume(raw):
                   metadata=metadata)
 
 
-@implementer(IBlockDeviceAPI, IListsChanges, IReportsLimits)
+@implementer(IBlockDeviceAPI, IListsChanges, IReportsLimits,
+             IWokenByNodes)
 class OpenStackBlockDeviceAPI(object):
     """
     Volumes of one cluster in Cinder, attached through Nova.
@@ -186,6 +187,7 @@ class OpenStackBlockDeviceAPI(object):
         self._page_size = page_size
         self._device_root = device_root
         self._watch_devices = watch_devices
+        self._wakes = None
 
     @classmethod
     def from_options(cls, options, cluster_name, instance_id=None):
@@ -263,8 +265,15 @@ class OpenStackBlockDeviceAPI(object):
         """
         A wake source for waits on ``node``'s attachment of the volume: the
         volume's links in this node's by-id directory when ``node`` is this
-        node, else None (the wait only polls).
+        node; for another node, what ``wake_waits_with`` gave, if anything;
+        else None (the wait only polls).
         """
+        if node != self._instance_id and self._wakes is not None:
+            # Another node's attach or detach, made for it: that node says
+            # when its device came or went.
+            with self._wakes(volume_id, node) as wake:
+                yield wake
+            return
         if not self._watch_devices or node != self._instance_id:
             yield None
             return
@@ -307,6 +316,11 @@ class OpenStackBlockDeviceAPI(object):
                           "detaching" % (volume_id,),
                           lambda current: current.status not in _MOVING,
                           wake)
+
+    # --- IWokenByNodes -----------------------------------------------------
+
+    def wake_waits_with(self, wakes):
+        self._wakes = wakes
 
     # --- IBlockDeviceAPI ---------------------------------------------------
 

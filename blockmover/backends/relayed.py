@@ -12,12 +12,19 @@ The agent runs backend calls in its thread pool; each call here waits, in
 that thread, for the control service's answer on the reactor.
 """
 
+import os
+import threading
+
+from eliot import log_message
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import blockingCallFromThread
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blockmover import identity
 from blockmover.backends import instance
-from blockmover.backends.devices import BY_ID, find_cloud_device
+from blockmover.backends.deviceevents import DeviceEvents
+from blockmover.backends.devices import BY_ID, find_cloud_device, link_names
 from blockmover.backends.interface import (
     BackendUnavailable, BlockDeviceError, IBlockDeviceAPI, NoInstanceId,
 )
@@ -28,7 +35,10 @@ from blockmover.units import GiB
 # How long a call may wait for the control service: an attach waits for the
 # cloud (its deadline is the control service's backend's, 300 s by default).
 CALL_TIMEOUT = 600.0
-CONTROL = "control"
+# Seconds between two looks at whether the call ended, while watching.
+_LOOK = 0.2
+# Times at most one call tells the service of its device.
+_MAX_TELLS = 3
 
 
 @implementer(IBlockDeviceAPI)
@@ -62,12 +72,23 @@ class RelayedBlockDeviceAPI(object):
         try:
             data = blockingCallFromThread(self._reactor, function, *args,
                                           **kwargs)
-        except ControlUnreachable as e:
-            raise BackendUnavailable(str(e))
-        except ControlError as e:
-            raise BlockDeviceError("the control service refused: %s"
-                                   % ("; ".join(e.messages),))
+        except (ControlUnreachable, ControlError) as e:
+            self._raise(e)
         return from_data(Volume, data)
+
+    @staticmethod
+    def _raise(error):
+        """
+        Raise what ``error`` (a client's failure) means to the agent: the
+        service unreachable is the backend unavailable; its refusal a
+        ``BlockDeviceError`` saying why.
+        """
+        if isinstance(error, ControlUnreachable):
+            raise BackendUnavailable(str(error))
+        if isinstance(error, ControlError):
+            raise BlockDeviceError("the control service refused: %s"
+                                   % ("; ".join(error.messages),))
+        raise error
 
     def _call(self, call, **body):
         return self._ask(self._client.node_volume_call, self._node, call,
@@ -106,11 +127,79 @@ class RelayedBlockDeviceAPI(object):
 
     def attach_volume(self, volume_id, attach_to):
         self._only_here(attach_to, "attach")
-        return self._call("attach", volume_id=volume_id)
+        return self._watched_call("attach", volume_id, present=True)
 
     def detach_volume(self, volume_id, detach_from):
         self._only_here(detach_from, "detach")
-        return self._call("detach", volume_id=volume_id)
+        return self._watched_call("detach", volume_id, present=False)
+
+    def _watched_call(self, call, volume_id, present):
+        """
+        Ask for ``call`` of ``volume_id`` and, while the service waits for
+        the cloud, watch this node's by-id directory: when the volume's
+        device is there (``present``) or gone (not ``present``), say so to
+        the service, whose wait then looks at the cloud again at once (it
+        cannot see this node's devices, and would otherwise notice only at
+        its next pause).
+        """
+        done = threading.Event()
+        outcome = []
+        # Written when the answer comes, so the watch ends at once.
+        answered, answer = os.pipe()
+
+        def start():
+            d = maybeDeferred(self._client.node_volume_call, self._node,
+                              call, CALL_TIMEOUT, volume_id=volume_id)
+
+            def finished(result):
+                outcome.append(result)
+                done.set()
+                os.write(answer, b"!")
+            d.addBoth(finished)
+        try:
+            events = DeviceEvents(self._device_root,
+                                  link_names(volume_id)).__enter__()
+        except OSError as e:
+            log_message(message_type="blockmover:relayed:no-device-events",
+                        directory=self._device_root, error=str(e))
+            events = None
+        told = 0
+        try:
+            self._reactor.callFromThread(start)
+            while not done.is_set():
+                if events is None:
+                    done.wait()
+                    break
+                changed = events.wait(_LOOK, interrupt=answered)
+                if (changed and told < _MAX_TELLS
+                        and self._linked(volume_id) == present):
+                    told += 1
+                    self._reactor.callFromThread(self._tell, volume_id)
+        finally:
+            if events is not None:
+                events.__exit__(None, None, None)
+        done.wait()
+        os.close(answered)
+        os.close(answer)
+        [result] = outcome
+        if isinstance(result, Failure):
+            self._raise(result.value)
+        return from_data(Volume, result)
+
+    def _linked(self, volume_id):
+        return any(os.path.lexists(os.path.join(self._device_root, name))
+                   for name in link_names(volume_id))
+
+    def _tell(self, volume_id):
+        """
+        On the reactor: tell the service this node saw the device change.
+        Only a hint: a failure is logged, and the service's wait ends at
+        its next look anyway.
+        """
+        d = self._client.node_seen(self._node, volume_id)
+        d.addErrback(lambda failure: log_message(
+            message_type="blockmover:relayed:seen-not-told",
+            volume_id=volume_id, reason=failure.getErrorMessage()))
 
     def destroy_volume(self, volume_id):
         raise BlockDeviceError("a node without cloud credentials does not "

@@ -78,7 +78,7 @@ RULES = tuple([
          parts=("v1", "nodes", NODE_PART, "volumes", call),
          kind=NODE, own=True,
          why="a node asks for the cloud calls of only its own volumes")
-    for call in ("create", "attach", "detach", "grow", "formatted")
+    for call in ("create", "attach", "detach", "grow", "formatted", "seen")
 ] + [
     Rule(method="GET", parts=("v1", "nodes", NODE_PART, "volumes"),
          kind=NODE, own=True, why="a node reads only its own volumes"),

@@ -378,6 +378,23 @@ def _not_found(request):
                              % (request.path.decode("utf-8", "replace"),)]})
 
 
+class _NodeSeen(_Endpoint):
+    """
+    ``POST /v1/nodes/NODE/volumes/seen``: node NODE saw the device of a
+    volume it asked to attach or detach come or go.
+    """
+    def __init__(self, service, reactor, node):
+        _Endpoint.__init__(self, service, reactor)
+        self.node = node
+
+    def POST(self, request):
+        volume_id = _body(request).get("volume_id")
+        if not isinstance(volume_id, str):
+            raise BadRequest("the body needs 'volume_id' (a string)")
+        return (200, {"woken": self.service.node_calls.seen(self.node,
+                                                           volume_id)})
+
+
 class _NotFound(_Endpoint):
     def GET(self, request):
         return _not_found(request)
@@ -405,6 +422,8 @@ class _Nodes(Resource):
         for call in _NodeVolumeCall.CALLS:
             volumes.putChild(call.encode("ascii"), _NodeVolumeCall(
                 self.service, self.reactor, node, call))
+        volumes.putChild(b"seen", _NodeSeen(self.service, self.reactor,
+                                            node))
         children.putChild(b"volumes", volumes)
         return children
 

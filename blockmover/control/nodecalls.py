@@ -22,22 +22,89 @@ pool of its own so that a slow attach never holds up the listing:
   slice wants here, as holding its filesystem.
 - ``volume``: read a volume of a dataset the slice wants here or one
   attached here.
+- ``seen``: the node saw the device of a volume it asked to attach or
+  detach come or go; the service's wait for the cloud looks again at once
+  rather than at its next pause (the service cannot see a node's devices,
+  and a wait backing off on a cloud's status alone would notice late).
 
 Anything else is refused (``access.Refused``, 403) with a message that
 names the node and what it asked.
 """
+
+import contextlib
+import threading
 
 from eliot import start_action
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.threadpool import ThreadPool
 
 from blockmover import identity
-from blockmover.backends.interface import AsyncBlockDevice, BlockDeviceError
+from blockmover.backends.interface import (
+    AsyncBlockDevice, BlockDeviceError, IWokenByNodes,
+)
 from blockmover.control.access import Refused
 from blockmover.control.errors import BackendError
 
 # Attaches and detaches wait minutes on a slow cloud, one thread each.
 MAX_THREADS = 64
+
+
+class _Wake(object):
+    """
+    A wake source (``blockmover.poll.poll``) ended by ``fire``.
+    """
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def fire(self):
+        self._event.set()
+
+    def wait(self, timeout):
+        fired = self._event.wait(timeout)
+        self._event.clear()
+        return fired
+
+
+class NodeWakes(object):
+    """
+    The waits of the backend (``IWokenByNodes``) for a volume's attach to,
+    or detach from, a node, each woken when that node says it saw the
+    volume's device come or go. Only the node a wait is for can wake it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waits = {}
+
+    @contextlib.contextmanager
+    def watch(self, volume_id, node):
+        """
+        The wake source of a wait on ``volume_id`` at ``node`` (a backend
+        id), registered while the context lasts.
+        """
+        wake = _Wake()
+        key = (node, volume_id)
+        with self._lock:
+            self._waits.setdefault(key, set()).add(wake)
+        try:
+            yield wake
+        finally:
+            with self._lock:
+                waits = self._waits.get(key, set())
+                waits.discard(wake)
+                if not waits:
+                    self._waits.pop(key, None)
+
+    def seen(self, volume_id, node):
+        """
+        Wake the waits on ``volume_id`` at ``node``. :return: how many.
+        """
+        with self._lock:
+            waits = list(self._waits.get((node, volume_id), ()))
+        for wake in waits:
+            wake.fire()
+        return len(waits)
 
 
 class NodeCalls(object):
@@ -52,6 +119,7 @@ class NodeCalls(object):
                                       name="blockmover-control-node-calls")
         self._api = None
         self._api_of = None
+        self._wakes = NodeWakes()
 
     def start(self):
         self._threadpool.start()
@@ -150,6 +218,18 @@ class NodeCalls(object):
                 % (node, volume_id, volume.dataset_id))
         return volume
 
+    def seen(self, node, volume_id):
+        """
+        Node ``node`` saw the device of ``volume_id`` come or go: wake the
+        waits of its own calls on that volume. Nothing is asked of the
+        cloud here. :return: how many waits were woken.
+        """
+        self._service.check_node(node)
+        desired = self._service.slices.get(node)
+        if desired is None:
+            return 0
+        return self._wakes.seen(volume_id, desired.backend_id)
+
     # --- plumbing ----------------------------------------------------------
 
     def _ready(self, node):
@@ -170,6 +250,8 @@ class NodeCalls(object):
 
         def made(backend):
             if self._api_of is not backend:
+                if IWokenByNodes.providedBy(backend.raw):
+                    backend.raw.wake_waits_with(self._wakes.watch)
                 self._api = AsyncBlockDevice(backend.raw, self._reactor,
                                              self._threadpool)
                 self._api_of = backend
