@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from blockmover.model import Application, RunningApplication
+from blockmover.poll import Backoff, poll
 from blockmover.poll import poll
 from blockmover.proc import process_start
 
@@ -171,7 +172,12 @@ def _orphan_session(token):
         ["sh", "-c", "setsid sleep 120 >/dev/null 2>&1 & echo $!"],
         stdout=subprocess.PIPE, check=True, text=True,
         env=dict(os.environ, **{TOKEN_VARIABLE: token}))
-    return int(result.stdout)
+    pid = int(result.stdout)
+    # The shell answers once the job is forked, which may be before the job
+    # made its session: as an agent's restart finds it, it has.
+    poll(lambda: os.getsid(pid) == pid or None, 10,
+         "process %d to lead its session" % (pid,), Backoff(initial=0.01))
+    return pid
 
 
 def test_adopted_application_is_watched_and_stopped(state_dir):
