@@ -15,7 +15,6 @@ import pytest
 
 from blockmover.model import Application, RunningApplication
 from blockmover.poll import Backoff, poll
-from blockmover.poll import poll
 from blockmover.proc import process_start
 
 from agents.runtime import (
