@@ -81,6 +81,9 @@ class MoveWatch(object):
         self._phases = phases
         self._totals = totals
         self._moves = {}
+        # node -> the applications whose moves it takes part in: a report
+        # looks only at its node's moves, however many move at once.
+        self._by_node = {}
 
     def placed(self, before, after, generation_of, now):
         """
@@ -99,9 +102,13 @@ class MoveWatch(object):
             generations = {node: generation_of(node)
                            for node in (source, destination)
                            if node is not None}
-            self._moves[application] = Move(
-                application, dataset_id(after.cluster_name, application),
-                source, destination, generations, now)
+            self._end(application)
+            move = Move(application,
+                        dataset_id(after.cluster_name, application),
+                        source, destination, generations, now)
+            self._moves[application] = move
+            for node in move.nodes():
+                self._by_node.setdefault(node, set()).add(application)
 
     def reported(self, node, report, now):
         """
@@ -109,7 +116,8 @@ class MoveWatch(object):
         the phases it finished, note the one it is in, and end the moves it
         completes.
         """
-        for application, move in list(self._moves.items()):
+        for application in sorted(self._by_node.get(node, ())):
+            move = self._moves[application]
             generation = move.generations.get(node)
             if generation is None or report.progress.generation < generation:
                 continue
@@ -129,12 +137,22 @@ class MoveWatch(object):
             move.acting[node] = acting[0] if acting else None
             if _completes(move, node, report.state):
                 self._totals.labels(move.kind).observe(now - move.started)
-                del self._moves[application]
+                self._end(application)
                 continue
             phase = (move.acting.get(move.destination)
                      or move.acting.get(move.source) or WAITING)
             if phase != move.phase:
                 move.phase, move.phase_since = phase, now
+
+    def _end(self, application):
+        move = self._moves.pop(application, None)
+        if move is None:
+            return
+        for node in move.nodes():
+            applications = self._by_node[node]
+            applications.discard(application)
+            if not applications:
+                del self._by_node[node]
 
     def in_progress(self):
         """
