@@ -386,16 +386,18 @@ def test_scraped_metrics_show_a_real_move(workdir, loopback_root,
         for text, kinds in ((node1[1], ("stop", "unmount", "detach")),
                             (node2[1], ("attach", "mount", "start",
                                         "ready"))):
+            # At least once: a change is run again while the control
+            # service's listing lags behind it (it is idempotent).
             for kind in kinds:
                 assert value(text, changes, operation_name=kind,
-                             status="success") == 1, (kind, text)
+                             status="success") >= 1, (kind, text)
             assert value(text, changes, status="fail") is None
             assert value(text, "blockmover_agent_converged") == 1
         calls = "blockmover_backend_call_duration_seconds_count"
         assert value(node1[1], calls, backend="loopback",
-                     operation_name="detach_volume", status="success") == 1
+                     operation_name="detach_volume", status="success") >= 1
         assert value(node2[1], calls, backend="loopback",
-                     operation_name="attach_volume", status="success") == 1
+                     operation_name="attach_volume", status="success") >= 1
 
         # On no node: node2 lets the volume go, and the removal ends.
         write_configuration(workdir, control.url, cluster_name, placed="",
