@@ -32,6 +32,7 @@ from blockmover.localcluster.namespaces import (
 )
 from blockmover.client import ControlUnreachable
 from blockmover.identity import dataset_id
+from blockmover.poll import Backoff, poll
 from blockmover.model import (
     Application, NodeDesired, NodeState, RunningApplication,
     Step as ModelStep,
@@ -373,11 +374,18 @@ def test_scraped_metrics_show_a_real_move(workdir, loopback_root,
         status, configuration = control.request("GET", "/v1/configuration")
         assert value(text, "blockmover_configuration_generation") == \
             configuration["generation"]
-        assert value(text, "blockmover_nodes", state="converged") == 2
         assert value(text, "blockmover_listing_volumes") == 1
         assert value(text, "blockmover_listing_refreshes_total",
                      cause="node_request") >= 1
-        assert value(text, "blockmover_long_polls") == 2
+
+        def settled():
+            # A node is converging a moment after each new slice (the
+            # listing's), and polls again right after it took it.
+            text = scrape(control.port, scraper, "127.0.0.1")[1]
+            return (value(text, "blockmover_nodes", state="converged") == 2
+                    and value(text, "blockmover_long_polls") == 2) or None
+        poll(settled, 30, "both nodes converged and polling",
+             Backoff(initial=0.05, maximum=1.0))
 
         node1, node2 = [scrape(agent.metrics_port(), scraper, agent.node)
                         for agent in agents]
