@@ -20,6 +20,7 @@ setup(
         "treq>=23.11,<27",
         "PyYAML>=6.0,<7",
         "cryptography>=42,<51",
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         "test": [

@@ -30,6 +30,7 @@ from twisted.python.threadpool import ThreadPool
 
 from agents.changes import NodeContext
 from agents.identity import NodeIdentity, SliceRefused, check_slice
+from agents.metrics import DESIRED, REPORT, AgentMetrics
 from agents.report import Reporter
 from agents.runtime import IApplicationExits
 from blockmover.client import ControlError, ControlUnreachable
@@ -202,6 +203,8 @@ class ConvergenceLoop(object):
     :param observe, dataset_plan, dataset_waiting, datasets: the look at
         the node and the planner (``agents.observe``, ``agents.plan``);
         parameters so that tests can drive the loop.
+    :param metrics: the ``agents.metrics.AgentMetrics`` to count in (new
+        ones of its own by default).
     """
 
     def __init__(self, reactor, client, context, threadpool, node=None,
@@ -209,7 +212,8 @@ class ConvergenceLoop(object):
                  dataset_backoff=Backoff(initial=0.2, factor=2.0,
                                          maximum=30.0),
                  poll_timeout=30.0, observe=None, dataset_plan=None,
-                 dataset_waiting=None, datasets=None, clock=time.time):
+                 dataset_waiting=None, datasets=None, clock=time.time,
+                 metrics=None):
         # Late imports: the planner and the look at the node pull in the
         # filesystem tools, which tests of the loop replace.
         if observe is None:
@@ -232,7 +236,11 @@ class ConvergenceLoop(object):
         self._dataset_waiting = dataset_waiting
         self._datasets = datasets
         self._clock = clock
-        self._reporter = Reporter(reactor, client, self._node)
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.metrics.watch(self)
+        self._reporter = Reporter(
+            reactor, client, self._node,
+            on_retry=lambda: self.metrics.control_retry(REPORT))
 
         self._running = False
         self._desired = None
@@ -369,6 +377,7 @@ class ConvergenceLoop(object):
                 if not self._running:
                     break
                 self._log_unreachable(e)
+                self.metrics.control_retry(DESIRED)
                 delay = self._recheck.delay(failures)
                 failures += 1
                 yield self._pause(delay)
@@ -693,6 +702,7 @@ class ConvergenceLoop(object):
             self._in_flight -= 1
             if not self._in_flight and not self._running:
                 self._changes_ended()
+        self.metrics.change_ended(change.kind, time.monotonic() - started, ok)
         if change.touches_backend:
             self._changed_backend = True
         worker.running = None
@@ -700,6 +710,22 @@ class ConvergenceLoop(object):
         return ok
 
     # --- reporting -------------------------------------------------------
+
+    def metrics_facts(self):
+        """
+        What the agent's metrics read of the loop when scraped (on the
+        reactor): a ``LoopFacts``.
+        """
+        now, wall = self._reactor.seconds(), self._clock()
+        workers = list(self._workers.values())
+        desired = self._desired
+        return LoopFacts(
+            running=[(w.running.step.kind, max(0.0, wall - w.running.since))
+                     for w in workers if w.running is not None],
+            backing_off=sum(1 for w in workers if w.retry_at is not None
+                            and w.retry_at > now),
+            converged=self._converged(),
+            generation=desired.generation if desired is not None else None)
 
     def _converged(self):
         desired = self._desired
@@ -740,6 +766,21 @@ class ConvergenceLoop(object):
         self._last_report, self._last_report_at = report, now
         self._changed_backend = False
         self._reporter.send(report)
+
+
+class LoopFacts(object):
+    """
+    The loop's state as metrics show it: ``running``, a (kind, seconds it
+    has run) pair per change running now; ``backing_off``, how many
+    datasets wait out a failed change's backoff; whether it is
+    ``converged``; the ``generation`` of the slice it holds (None: none).
+    """
+
+    def __init__(self, running, backing_off, converged, generation):
+        self.running = running
+        self.backing_off = backing_off
+        self.converged = converged
+        self.generation = generation
 
 
 def _identity(desired):

@@ -8,15 +8,17 @@ import sys
 import threading
 
 from eliot import log_message
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import react
 
 from agents.changes import NodeContext
 from agents.identity import NodeIdentity, check_slice
 from agents.loop import AgentThreadPool, ConvergenceLoop
+from agents.metrics import AgentMetrics, serve as serve_metrics
 from agents.runtime import ProcessRuntime
 from blockmover import tls
 from blockmover.backends import make_backend
-from blockmover.certificates import NODE
+from blockmover.certificates import NODE, CertificateError
 from blockmover.client import ControlClient, printable_url
 from blockmover.backends.devices import BY_ID
 from blockmover.backends.relayed import RelayedBlockDeviceAPI
@@ -24,6 +26,7 @@ from blockmover.config import (
     CALLS_OPTION, CALLS_THROUGH_CONTROL, ConfigError, load_agent_file,
 )
 from blockmover.logs import start_logging
+from blockmover.metrics import MeasuredBlockDeviceAPI
 
 _DESCRIPTION = """\
 Converge this node towards the desired state the control service hands out:
@@ -40,6 +43,12 @@ certificate (from 'blockmover ca node NAME') says which node of which
 cluster it is; agent.yml's tls: names the files (directory, or ca,
 certificate and key), else they are looked up in /etc/blockmover as
 ca.crt, agent.crt and agent.key (or node-NAME.crt and node-NAME.key).
+
+With metrics: {listen: ENDPOINT} in agent.yml, the agent serves its
+Prometheus metrics at /metrics on that tcp: endpoint, over TLS with its
+node's certificate, to clients showing the cluster's metrics certificate
+('blockmover ca metrics') or an operator's; metrics: {crl: PATH} names
+the CA's revocation list to refuse revoked ones.
 """
 
 # One blocking change per dataset may run at once (a slow attach holds its
@@ -52,13 +61,16 @@ class ContextFactory(object):
     Makes the ``NodeContext`` of each desired slice, building the backend
     for the slice's cluster on first use and again only when the cluster's
     name changes. Blocking (a backend may talk to its cloud): call it in a
-    thread.
+    thread. With ``backend_calls`` (``blockmover.metrics``'s histogram) every
+    call of the backend is timed into it.
     """
 
-    def __init__(self, config, runtime, backend_factory=make_backend):
+    def __init__(self, config, runtime, backend_factory=make_backend,
+                 backend_calls=None):
         self._config = config
         self._runtime = runtime
         self._backend_factory = backend_factory
+        self._backend_calls = backend_calls
         self._lock = threading.Lock()
         self._cluster_name = None
         self._backend = None
@@ -85,6 +97,10 @@ class ContextFactory(object):
                     self._config.backend.name,
                     dict(self._config.backend.options),
                     desired.cluster_name, self.instance_id())
+                if self._backend_calls is not None:
+                    self._backend = MeasuredBlockDeviceAPI(
+                        self._backend, self._backend_calls,
+                        self._config.backend.name)
                 self._cluster_name = desired.cluster_name
             # And its instance as the backend knows this node (an openstack
             # node may learn its server id from the metadata service).
@@ -159,13 +175,47 @@ def backend_factory(config, client, reactor):
     return relayed
 
 
+@inlineCallbacks
+def _serve_metrics(reactor, config, credentials, metrics):
+    """
+    Serve ``metrics`` where agent.yml says (nowhere without ``metrics:``);
+    exit with a message saying what to change if that cannot be.
+    """
+    if config.metrics is None:
+        return None
+    try:
+        port = yield serve_metrics(reactor, config.metrics, credentials,
+                                   metrics.registry)
+    except CertificateError as e:
+        sys.stderr.write("blockmover-agent: %s\n" % (e,))
+        raise SystemExit(2)
+    except Exception as e:
+        sys.stderr.write("blockmover-agent: cannot serve metrics on %s: %s; "
+                         "choose another metrics.listen in agent.yml\n"
+                         % (config.metrics.listen, e))
+        raise SystemExit(1)
+    address = port.getHost()
+    log_message(message_type="blockmover:agent:metrics-listening",
+                host=address.host, port=address.port,
+                revocations=config.metrics.crl)
+    sys.stderr.write("blockmover-agent metrics listening on %s:%d\n"
+                     % (address.host, address.port))
+    sys.stderr.flush()
+    reactor.addSystemEventTrigger("before", "shutdown", port.stopListening)
+    return port
+
+
+@inlineCallbacks
 def run_agent(reactor, config, credentials):
     """
     Run the agent described by ``config`` (an ``AgentConfig``) until the
     reactor shuts down, talking to the control service with
-    ``credentials`` (``tls.Credentials``). :return: a Deferred firing once
-    the loop stopped.
+    ``credentials`` (``tls.Credentials``), and serving its metrics where
+    ``config.metrics`` says. :return: a Deferred firing once the loop
+    stopped.
     """
+    metrics = AgentMetrics()
+    yield _serve_metrics(reactor, config, credentials, metrics)
     threadpool = AgentThreadPool(minthreads=1, maxthreads=MAX_THREADS,
                                  name="blockmover-agent")
     threadpool.start()
@@ -173,9 +223,10 @@ def run_agent(reactor, config, credentials):
     client = ControlClient(config.control, reactor, credentials=credentials)
     loop = ConvergenceLoop(
         reactor, client,
-        ContextFactory(config, runtime, backend_factory(config, client,
-                                                        reactor)),
-        threadpool, node=config.node)
+        ContextFactory(config, runtime,
+                       backend_factory(config, client, reactor),
+                       backend_calls=metrics.backend_calls),
+        threadpool, node=config.node, metrics=metrics)
     log_message(message_type="blockmover:agent:start", node=config.node,
                 cluster=config.cluster,
                 control=printable_url(config.control),
@@ -192,7 +243,8 @@ def run_agent(reactor, config, credentials):
         log_message(message_type="blockmover:agent:stop", node=config.node)
         return result
     done.addBoth(finish)
-    return done
+    result = yield done
+    return result
 
 
 def main(argv=None):

@@ -18,12 +18,14 @@ class Reporter(object):
     are collapsed to the newest, since each report is the whole truth.
     A report whose ``changed_backend`` is set keeps the flag when it is
     collapsed into a newer one, so the control service still refreshes its
-    listing.
+    listing. ``on_retry()`` is called for every failed send that is
+    retried (the agent counts them).
     """
 
     def __init__(self, reactor, client, node, backoff=Backoff(
-            initial=0.2, factor=2.0, maximum=10.0)):
+            initial=0.2, factor=2.0, maximum=10.0), on_retry=None):
         self._reactor = reactor
+        self._on_retry = on_retry
         self._client = client
         self._node = node
         self._backoff = backoff
@@ -85,6 +87,8 @@ class Reporter(object):
             self._pending = self._pending.set(changed_backend=True)
         delay = self._backoff.delay(self._failures)
         self._failures += 1
+        if self._on_retry is not None:
+            self._on_retry()
         self._retry = self._reactor.callLater(delay, self._send_next)
         self._notify_idle()
 

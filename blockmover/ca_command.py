@@ -1,6 +1,7 @@
 """
 ``blockmover ca``: make the cluster's CA, issue the certificates of the
-control service, the nodes and the operators, revoke them, list them.
+control service, the nodes, the operators and the metrics scraper, revoke
+them, list them.
 """
 
 import argparse
@@ -8,7 +9,9 @@ import datetime
 import os
 
 from blockmover import ca, certificates
-from blockmover.certificates import CONTROL, NODE, USER, CertificateError
+from blockmover.certificates import (
+    CONTROL, METRICS, NODE, USER, CertificateError,
+)
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -23,9 +26,15 @@ INSTALLED = {
            "on node %s"),
     USER: ("~/.config/blockmover/user.crt", "~/.config/blockmover/user.key",
            "on the machine user %s runs blockmover from"),
+    METRICS: ("/etc/prometheus/blockmover/metrics.crt",
+              "/etc/prometheus/blockmover/metrics.key",
+              "on the Prometheus server that scrapes the cluster"),
 }
 INSTALLED_CA = "/etc/blockmover/ca.crt"
 INSTALLED_USER_CA = "~/.config/blockmover/ca.crt"
+INSTALLED_METRICS_CA = "/etc/prometheus/blockmover/ca.crt"
+# The kinds of certificate that name no holder.
+_UNNAMED = (CONTROL, METRICS)
 INSTALLED_CRL = "/etc/blockmover/crl.pem"
 
 _EXIT_STATUS = """\
@@ -39,8 +48,9 @@ exit status:
 _DESCRIPTION = """\
 Keep the cluster's certificate authority and issue the certificates its
 parts show each other: the control service's, one per node (its agent),
-one per operator. Each certificate names its cluster and what it is
-(control, node NAME, user NAME).
+one per operator, and the one Prometheus scrapes the metrics with. Each
+certificate names its cluster and what it is (control, node NAME, user
+NAME, metrics).
 
 The CA lives in one directory (--dir, default %(dir)s,
 0700): ca.crt, ca.key (0600, never copy it), issued.json (every
@@ -60,6 +70,7 @@ examples:
   blockmover ca control --address 10.77.0.1 --address control.example.com
   blockmover ca node node1 --out /tmp/node1
   blockmover ca user alice
+  blockmover ca metrics --out /tmp/prometheus
   blockmover ca revoke node node1
   blockmover ca list
 
@@ -117,6 +128,19 @@ files (in --out):
                  operator only)
   ca.crt         copy to %s there
 """ % (INSTALLED[USER][0], INSTALLED[USER][1], INSTALLED_USER_CA)
+
+
+_METRICS_FILES = """\
+files (in --out):
+  metrics.crt  copy to %s on the Prometheus
+               server (its scrape config's tls_config cert_file)
+  metrics.key  copy to %s there (readable by
+               Prometheus only: its key_file)
+  ca.crt       copy to %s there (its ca_file)
+
+The metrics certificate reads /metrics of the control service and of every
+agent that serves them (agent.yml's metrics:), and nothing else.
+""" % (INSTALLED[METRICS][0], INSTALLED[METRICS][1], INSTALLED_METRICS_CA)
 
 
 def add_parser(commands):
@@ -186,9 +210,12 @@ def add_parser(commands):
         _USER_FILES, _user, out=True)
     user.add_argument("name", metavar="NAME", help="the operator's name")
 
+    action("metrics", "issue the certificate Prometheus scrapes the "
+           "cluster's metrics with", _METRICS_FILES, _metrics, out=True)
+
     revoke = action(
         "revoke", "revoke every certificate issued so far to control, "
-        "node NAME or user NAME",
+        "metrics, node NAME or user NAME",
         "files (in --dir):\n"
         "  crl.pem  the new revocation list: copy it to %s\n"
         "           on every host that runs blockmover-control\n"
@@ -196,7 +223,7 @@ def add_parser(commands):
         "A certificate issued to the same name afterwards is valid: revoke\n"
         "what was lost or leaked, then issue anew.\n" % (INSTALLED_CRL,),
         _revoke)
-    revoke.add_argument("kind", choices=(CONTROL, NODE, USER),
+    revoke.add_argument("kind", choices=(CONTROL, METRICS, NODE, USER),
                         help="what the certificate is of")
     revoke.add_argument("name", metavar="NAME", nargs="?",
                         help="the node's or user's name")
@@ -224,6 +251,8 @@ def _issue(args, holder, addresses=()):
     installed_certificate, installed_key, host = INSTALLED[holder.kind]
     if holder.kind == USER:
         installed_ca = INSTALLED_USER_CA + " there"
+    elif holder.kind == METRICS:
+        installed_ca = INSTALLED_METRICS_CA + " there"
     else:
         installed_ca = INSTALLED_CA + " there, and on every host"
     width = max(len(path) for path in (certificate_path, key_path, ca_path))
@@ -259,10 +288,14 @@ def _user(args):
     return _issue(args, (USER, args.name))
 
 
+def _metrics(args):
+    return _issue(args, (METRICS,))
+
+
 def _revoke(args):
-    if (args.kind == CONTROL) != (args.name is None):
+    if (args.kind in _UNNAMED) != (args.name is None):
         args.parser.error("give a name after node or user, and none after "
-                          "control")
+                          "control or metrics")
     authority = ca.load(args.dir)
     holder = authority.identity(args.kind, args.name)
     revoked = authority.revoke(holder)

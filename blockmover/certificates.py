@@ -32,7 +32,8 @@ from blockmover.configfields import NAME_RULE, is_plain_name
 CONTROL = "control"
 NODE = "node"
 USER = "user"
-# Reserved for the scraper of the control service's metrics; not issued yet.
+# The Prometheus server scraping the control service's and the agents'
+# metrics ('blockmover ca metrics').
 METRICS = "metrics"
 NAMED_KINDS = (NODE, USER)
 KINDS = (CONTROL, NODE, USER, METRICS)
@@ -313,8 +314,8 @@ def issue(ca_certificate, ca_key, holder, public_key, now, days,
     The control service's says it serves (serverAuth) at ``addresses`` (IP
     addresses and DNS names, at least one). A node's says it is a client
     and a server, for the node's name and any ``addresses``: an agent
-    serves its peers the blocks of a volume being pushed. A user's says it
-    is a client.
+    serves its peers the blocks of a volume being pushed (and its metrics).
+    A user's and the metrics scraper's say they are clients.
 
     :raise CertificateError: if ``holder`` is of another cluster, the
         control service has no address, or the CA expires first.

@@ -509,11 +509,22 @@ class TLSConfig(PClass):
     key = optional(str)
 
 
+class MetricsConfig(PClass):
+    """
+    Where an agent serves its Prometheus metrics (``agents.metrics``):
+    ``listen``, a Twisted ``tcp:`` server endpoint the agent adds its TLS
+    to, and ``crl``, the CA's revocation list to refuse revoked scrapers
+    with (none checked without it).
+    """
+    listen = field(type=str, mandatory=True)
+    crl = optional(str)
+
+
 class AgentConfig(PClass):
     """
     One node's ``agent.yml``: which node this is, where the control service
-    is, where the agent keeps its state and log, and how it reaches the
-    backend.
+    is, where the agent keeps its state and log, how it reaches the
+    backend, and where it serves its metrics (None: nowhere).
     """
     node = field(type=str, mandatory=True)
     control = field(type=str, mandatory=True)
@@ -525,6 +536,8 @@ class AgentConfig(PClass):
     backend = field(type=BackendConfig, mandatory=True,
                     initial=BackendConfig(name=DEFAULT_BACKEND))
     tls = field(type=TLSConfig, mandatory=True, initial=TLSConfig())
+    metrics = field(type=(MetricsConfig, type(None)), mandatory=True,
+                    initial=None)
 
     @property
     def control_url(self):
@@ -542,7 +555,7 @@ def load_agent_config(text, path="agent.yml"):
     configfields.mapping(src, None, data,
                          ("version", "node", "cluster", "control",
                           "state_dir", "log", "instance_id", "backend",
-                          "tls"),
+                          "tls", "metrics"),
                          ("node", "control"))
     log = data.get("log", "-")
     if log != "-":
@@ -561,7 +574,8 @@ def load_agent_config(text, path="agent.yml"):
             src, "instance_id", instance_id, "a backend instance id"),
         backend=_check_calls(src, _read_backend(
             src, "backend", data.get("backend"), limits=False)),
-        tls=_read_tls(src, "tls", data.get("tls")))
+        tls=_read_tls(src, "tls", data.get("tls")),
+        metrics=_read_metrics(src, "metrics", data.get("metrics")))
 
 
 # A node's backend option saying its cloud calls go through the control
@@ -601,6 +615,23 @@ def _read_tls(src, key, value):
     return TLSConfig(**{
         name: configfields.absolute_path(src, join(key, name), path)
         for name, path in value.items()})
+
+
+def _read_metrics(src, key, value):
+    if value is None:
+        return None
+    configfields.mapping(src, key, value, ("listen", "crl"), ("listen",))
+    listen = configfields.string(
+        src, join(key, "listen"), value["listen"],
+        "a tcp: endpoint such as tcp:9524:interface=10.0.0.11")
+    if not listen.startswith("tcp:"):
+        raise src.error(join(key, "listen"), "must be a tcp: endpoint such "
+                        "as tcp:9524:interface=10.0.0.11; the agent adds its "
+                        "TLS itself")
+    crl = value.get("crl")
+    return MetricsConfig(
+        listen=listen, crl=None if crl is None else
+        configfields.absolute_path(src, join(key, "crl"), crl))
 
 
 def _read_state_dir(src, key, value):

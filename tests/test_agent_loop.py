@@ -32,13 +32,15 @@ from blockmover.localcluster.namespaces import (
 )
 from blockmover.client import ControlUnreachable
 from blockmover.identity import dataset_id
+from blockmover.poll import Backoff, poll
 from blockmover.model import (
     Application, NodeDesired, NodeState, RunningApplication,
     Step as ModelStep,
 )
-from blockmover.certificates import USER
+from blockmover.certificates import METRICS, USER
 from tests.cluster_ca import OPERATOR, cluster_ca, node_tls
 from tests.control_process import started_control
+from tests.metrics_text import scrape, value
 from tests.reactors import run_reactor
 from tests.test_client import (
     VENV_BIN, write_configuration,
@@ -133,6 +135,14 @@ class AgentProcess(object):
             self.process.wait()
             raise AssertionError("the agent ignored SIGTERM for %ss"
                                  % (timeout,))
+
+    def metrics_port(self):
+        """
+        The port the agent serves its metrics on, as it said on stderr.
+        """
+        with open(os.path.join(self.directory, self.node + ".err")) as f:
+            lines = [line for line in f if "metrics listening on" in line]
+        return int(lines[-1].rsplit(":", 1)[1]) if lines else None
 
     def app_pid(self, name=APP):
         try:
@@ -310,6 +320,108 @@ def test_agent_moves_application_between_nodes(workdir, loopback_root,
         # Whatever the test got to: every application either node started.
         pids.extend([agent.app_pid(), agent2.app_pid()])
         for pid in pids:
+            if pid is not None and alive(pid) and _started_in(pid, workdir):
+                os.kill(pid, signal.SIGKILL)
+        control.stop()
+
+
+def test_scraped_metrics_show_a_real_move(workdir, loopback_root,
+                                         namespaces):
+    """
+    After a real move from node1 to node2, the control service's /metrics
+    and each agent's (over TLS, with the cluster's metrics certificate),
+    parsed as Prometheus parses them, show that move: its phases and its
+    whole time on the control service, node1's stop, unmount and detach
+    and node2's attach, mount, start and ready with their backend calls,
+    both nodes converged. Placed on no node, the application's removal is
+    measured too.
+    """
+    cluster_name = "m%d" % (os.getpid(),)
+    ns1, ns2 = namespaces("node1"), namespaces("node2")
+    control = started_control(workdir, cluster=cluster_name)
+    listen = "metrics:\n  listen: tcp:0:interface=127.0.0.1\n"
+    agents = [AgentProcess(workdir, control.url, loopback_root, ns,
+                           cluster_name, extra=listen) for ns in (ns1, ns2)]
+    scraper = cluster_ca(cluster_name).ssl_context(METRICS, None)
+    try:
+        cluster, apps = write_configuration(
+            workdir, control.url, cluster_name, placed=APP,
+            command=APP_COMMAND, root=loopback_root)
+        for agent in agents:
+            agent.start()
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+        write_configuration(workdir, control.url, cluster_name, placed=APP,
+                            command=APP_COMMAND, root=loopback_root,
+                            node="node2")
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "%s -> node2 [running on node2]" % (APP,) in result.stdout
+
+        status, text = scrape(control.port, scraper, "127.0.0.1")
+        assert status == 200, text
+        phases = "blockmover_move_phase_duration_seconds_count"
+        for phase in ("stop", "unmount", "detach", "attach", "mount",
+                      "start", "ready"):
+            assert value(text, phases, kind="move", phase=phase) == 1, phase
+        for phase in ("create", "attach", "mkfs", "mount", "start", "ready"):
+            assert value(text, phases, kind="deploy", phase=phase) == 1, phase
+        assert value(text, "blockmover_move_duration_seconds_count",
+                     kind="move") == 1
+        assert value(text, "blockmover_move_duration_seconds_count",
+                     kind="deploy") == 1
+        assert value(text, "blockmover_moves_in_progress") is None
+        status, configuration = control.request("GET", "/v1/configuration")
+        assert value(text, "blockmover_configuration_generation") == \
+            configuration["generation"]
+        assert value(text, "blockmover_listing_volumes") == 1
+        assert value(text, "blockmover_listing_refreshes_total",
+                     cause="node_request") >= 1
+
+        def settled():
+            # A node is converging a moment after each new slice (the
+            # listing's), and polls again right after it took it.
+            text = scrape(control.port, scraper, "127.0.0.1")[1]
+            return (value(text, "blockmover_nodes", state="converged") == 2
+                    and value(text, "blockmover_long_polls") == 2) or None
+        poll(settled, 30, "both nodes converged and polling",
+             Backoff(initial=0.05, maximum=1.0))
+
+        node1, node2 = [scrape(agent.metrics_port(), scraper, agent.node)
+                        for agent in agents]
+        assert node1[0] == node2[0] == 200
+        changes = "blockmover_storage_operation_duration_seconds_count"
+        for text, kinds in ((node1[1], ("stop", "unmount", "detach")),
+                            (node2[1], ("attach", "mount", "start",
+                                        "ready"))):
+            # At least once: a change is run again while the control
+            # service's listing lags behind it (it is idempotent).
+            for kind in kinds:
+                assert value(text, changes, operation_name=kind,
+                             status="success") >= 1, (kind, text)
+            assert value(text, changes, status="fail") is None
+            assert value(text, "blockmover_agent_converged") == 1
+        calls = "blockmover_backend_call_duration_seconds_count"
+        assert value(node1[1], calls, backend="loopback",
+                     operation_name="detach_volume", status="success") >= 1
+        assert value(node2[1], calls, backend="loopback",
+                     operation_name="attach_volume", status="success") >= 1
+
+        # On no node: node2 lets the volume go, and the removal ends.
+        write_configuration(workdir, control.url, cluster_name, placed="",
+                            command=APP_COMMAND, root=loopback_root)
+        result = deploy(cluster, apps)
+        assert result.returncode == 0, result.stdout + result.stderr
+        status, text = scrape(control.port, scraper, "127.0.0.1")
+        assert value(text, "blockmover_move_duration_seconds_count",
+                     kind="remove") == 1
+        for phase in ("stop", "unmount", "detach"):
+            assert value(text, phases, kind="remove", phase=phase) == 1, phase
+    finally:
+        for agent in agents:
+            agent.terminate()
+        for agent in agents:
+            pid = agent.app_pid()
             if pid is not None and alive(pid) and _started_in(pid, workdir):
                 os.kill(pid, signal.SIGKILL)
         control.stop()

@@ -17,7 +17,7 @@ import threading
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -559,6 +559,24 @@ def test_the_command_end_to_end(workdir):
     node1 = certificate_at(os.path.join(workdir, "node-node1.crt"))
     assert certificates.identity_of(node1) == Identity(
         cluster="demo", kind="node", name="node1")
+    os.mkdir(os.path.join(workdir, "prometheus"))
+    code, out, err = blockmover_ca(workdir, "metrics", "--out",
+                                   "prometheus", *where)
+    assert (code, err) == (0, "")
+    assert "copy to /etc/prometheus/blockmover/metrics.crt on the " \
+        "Prometheus server" in out
+    scraper = certificate_at(os.path.join(workdir, "prometheus",
+                                          "metrics.crt"))
+    assert certificates.identity_of(scraper) == Identity(
+        cluster="demo", kind="metrics")
+    # A client's certificate only: it serves nothing.
+    assert scraper.extensions.get_extension_for_class(
+        x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.CLIENT_AUTH])
+    code, out, err = blockmover_ca(workdir, "revoke", "metrics", *where)
+    assert (code, err) == (0, "")
+    assert "revoked 1 certificate of metrics: %x" % (
+        scraper.serial_number,) in out
 
     code, out, err = blockmover_ca(workdir, "revoke", "node", "node1",
                                    *where)
@@ -572,6 +590,8 @@ def test_the_command_end_to_end(workdir):
     assert lines["node node1"].endswith("revoked %s" % (
         datetime.datetime.now(datetime.timezone.utc).date(),))
     assert lines["user alice"].endswith("valid")
+    assert out.splitlines()[-1].startswith("metrics ")
+    assert "revoked" in out.splitlines()[-1]
     assert out.splitlines()[2].startswith("control ")
 
 
@@ -608,6 +628,7 @@ def test_no_ca_where_asked_says_how_to_make_one(workdir):
 
 @pytest.mark.parametrize("args", [["revoke", "node"],
                                   ["revoke", "control", "x"],
+                                  ["revoke", "metrics", "x"],
                                   ["user", "alice", "--days", "0"],
                                   ["control"]])
 def test_a_bad_command_line_exits_2(workdir, args):
@@ -621,6 +642,7 @@ def test_a_bad_command_line_exits_2(workdir, args):
     ("control", "/etc/blockmover/control.key"),
     ("node", "/etc/blockmover/agent.key"),
     ("user", "~/.config/blockmover/user.key"),
+    ("metrics", "/etc/prometheus/blockmover/metrics.key"),
     ("init", "/etc/blockmover/ca.crt"),
     ("revoke", "/etc/blockmover/crl.pem"),
 ])

@@ -377,8 +377,28 @@ def test_agent_tls_files():
         "/etc/bm", "/root/agent.key", None)
 
 
+def test_agent_metrics():
+    """
+    agent.yml's metrics: says where the agent serves its metrics, and
+    which revocation list refuses scrapers; without it, nowhere.
+    """
+    assert load_agent_config(AGENT).metrics is None
+    agent = load_agent_config(
+        AGENT + "metrics: {listen: 'tcp:9524:interface=10.77.0.11'}\n")
+    assert (agent.metrics.listen, agent.metrics.crl) == (
+        "tcp:9524:interface=10.77.0.11", None)
+    agent = load_agent_config(
+        AGENT + "metrics: {listen: 'tcp:9524', crl: /etc/bm/crl.pem}\n")
+    assert agent.metrics.crl == "/etc/bm/crl.pem"
+
+
 @pytest.mark.parametrize("text,line,key,words", [
     ("version: 1\ncontrol: http://h\n", 1, None, "'node' is missing"),
+    (AGENT + "metrics: {listen: '10.0.0.1:9524'}\n", 4, "metrics.listen",
+     "must be a tcp: endpoint"),
+    (AGENT + "metrics: {crl: /x}\n", 4, "metrics", "'listen' is missing"),
+    (AGENT + "metrics: {listen: 'tcp:1', crl: x}\n", 4, "metrics.crl",
+     "not an absolute path"),
     (AGENT + "stat_dir: /x\n", 4, "stat_dir", "unknown key 'stat_dir'"),
     (AGENT + "state_dir: relative\n", 4, "state_dir",
      "not an absolute path"),

@@ -41,12 +41,15 @@ def table(identity, method, parts):
     Issue 8's table: a user puts and reads the configuration and reads the
     state and the volume listing; a node reads only its own slice and its
     own volumes, writes only its own state and asks for the cloud calls of
-    only its own volumes; the control service and the metrics scraper do
-    none of it. :return: ``ALLOWED``, ``REFUSED``, or ``NO_ROUTE`` for a
-    method and path the table has no row of.
+    only its own volumes; the metrics scraper and users read the metrics
+    (issue 9), and the scraper nothing else; the control service does none
+    of it. :return: ``ALLOWED``, ``REFUSED``, or ``NO_ROUTE`` for a method
+    and path the table has no row of.
     """
     user = identity.kind == USER
-    if parts == ("v1", "configuration"):
+    if parts == ("metrics",):
+        rows = {"GET": identity.kind in (USER, METRICS)}
+    elif parts == ("v1", "configuration"):
         rows = {"GET": user, "PUT": user}
     elif parts in (("v1", "state"), ("v1", "volumes")):
         rows = {"GET": user}
@@ -90,7 +93,7 @@ node_names = st.one_of(
     st.text(st.characters(exclude_categories=("Cs",)), max_size=12))
 
 ROUTES = (
-    ("v1", "configuration"), ("v1", "state"), ("v1", "volumes"),
+    ("metrics",), ("v1", "configuration"), ("v1", "state"), ("v1", "volumes"),
     ("v1", "nodes", None, "desired"), ("v1", "nodes", None, "state"),
     ("v1", "nodes", None, "volumes"),
 ) + tuple(("v1", "nodes", None, "volumes", call) for call in VOLUME_CALLS)
@@ -175,7 +178,11 @@ class Clients(object):
                 connection.request(method, path, body=body)
                 response = connection.getresponse()
                 raw = response.read()
-                return response.status, json.loads(raw) if raw else None
+                if response.getheader("Content-Type", "").startswith(
+                        "application/json"):
+                    return response.status, json.loads(raw)
+                # The metrics are text, not JSON; a 204 has no body.
+                return response.status, raw or None
             except (http.client.HTTPException, ConnectionError):
                 connection.close()
                 del self._connections[identity]

@@ -43,8 +43,9 @@ def serve(state_dir, body, timeout=60.0, store=None):
 
     def started(listening):
         ports.append(listening)
-        threading.Thread(target=run_body,
-                         args=(listening.getHost().port,)).start()
+        bodies.append(threading.Thread(target=run_body,
+                                       args=(listening.getHost().port,)))
+        bodies[-1].start()
 
     def start():
         service.start()
@@ -54,6 +55,7 @@ def serve(state_dir, body, timeout=60.0, store=None):
         d.addErrback(lambda f: (outcome.append(f.value), reactor.stop()))
 
     ports = []
+    bodies = []
     reactor.callWhenRunning(start)
     deadline = reactor.callLater(timeout, reactor.stop)
     try:
@@ -64,6 +66,10 @@ def serve(state_dir, body, timeout=60.0, store=None):
         for port in ports:
             port.stopListening()
         service.stop()
+        # The body's thread may still be waking the reactor it stopped:
+        # its waker is closed only once that thread is done with it.
+        for thread in bodies:
+            thread.join(timeout)
         for reader in list(reactor._internalReaders):
             reactor.removeReader(reader)
             reader.connectionLost(None)

@@ -9,8 +9,9 @@ identity may make a request, by one table, ``RULES``.
   volume listing.
 - A node reads only its own desired slice, writes only its own state, and
   asks for the cloud calls of only its own volumes.
-- The control service's and the metrics scraper's certificates open
-  nothing here.
+- The metrics scraper (``blockmover ca metrics``) and users read the
+  Prometheus metrics, ``/metrics``; the scraper nothing else.
+- The control service's certificate opens nothing here.
 """
 
 import datetime
@@ -19,7 +20,7 @@ import time
 from pyrsistent import PClass, field
 
 from blockmover import certificates
-from blockmover.certificates import NODE, USER
+from blockmover.certificates import METRICS, NODE, USER
 
 # The one placeholder of a path: the node whose objects they are.
 NODE_PART = "{node}"
@@ -82,6 +83,10 @@ RULES = tuple([
 ] + [
     Rule(method="GET", parts=("v1", "nodes", NODE_PART, "volumes"),
          kind=NODE, own=True, why="a node reads only its own volumes"),
+] + [
+    Rule(method="GET", parts=("metrics",), kind=kind,
+         why="the metrics are the metrics scraper's and the operators'")
+    for kind in (METRICS, USER)
 ])
 
 

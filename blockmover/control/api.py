@@ -17,6 +17,7 @@ from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.service import (
     BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
 )
+from blockmover import metrics
 from blockmover.logs import TASK_HEADER
 from blockmover.model import NodeReport, to_data
 
@@ -209,6 +210,12 @@ class _Endpoint(Resource):
         request.setResponseCode(code)
         if data is None:
             request.finish()
+        elif isinstance(data, _Text):
+            request.setHeader(b"Content-Type",
+                              data.content_type.encode("ascii"))
+            request.setHeader(b"Content-Length", b"%d" % (len(data.body),))
+            request.write(data.body)
+            request.finish()
         else:
             body = json.dumps(data, sort_keys=True).encode("utf-8")
             request.setHeader(b"Content-Type", b"application/json")
@@ -219,6 +226,28 @@ class _Endpoint(Resource):
         if code >= 400 and isinstance(data, dict):
             action.add_success_fields(errors=data.get("errors"))
         action.finish()
+
+
+class _Text(object):
+    """
+    An answer that is no JSON: ``body`` (bytes) of ``content_type``.
+    """
+
+    def __init__(self, body, content_type):
+        self.body = body
+        self.content_type = content_type
+
+
+class _Metrics(_Endpoint):
+    """
+    ``GET /metrics``: the service's Prometheus metrics
+    (``blockmover.control.metrics``), in the text format, or OpenMetrics
+    when the Accept header asks for it.
+    """
+    def GET(self, request):
+        body, content_type = metrics.render(self.service.metrics.registry,
+                                            request.getHeader(b"Accept"))
+        return (200, _Text(body, content_type))
 
 
 class _Configuration(_Endpoint):
@@ -457,6 +486,7 @@ def make_root(service, reactor):
     v1.putChild(b"nodes", _Nodes(service, reactor))
     root = _Tree(missing)
     root.putChild(b"v1", v1)
+    root.putChild(b"metrics", _Metrics(service, reactor))
     return root
 
 

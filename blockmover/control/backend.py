@@ -14,6 +14,7 @@ from blockmover.backends.interface import (
 )
 from blockmover.control.errors import BackendError
 from blockmover.control.listing import ChangedVolumes
+from blockmover.metrics import MeasuredBlockDeviceAPI
 
 
 # A backend that can list only the volumes changed since a time
@@ -45,9 +46,13 @@ class ControlBackend(object):
     :ivar raw: the blocking ``IBlockDeviceAPI`` behind it, for other
         thread pools (``blockmover.control.nodecalls``).
     :ivar allocation_unit: the backend's, once ``ready()`` succeeded.
+
+    With ``calls`` (``blockmover.metrics.backend_call_histogram``) every call
+    of the backend, by the service or for its nodes, is timed into it.
     """
 
-    def __init__(self, deployment, reactor, threadpool, make=make_backend):
+    def __init__(self, deployment, reactor, threadpool, make=make_backend,
+                 calls=None):
         self.key = backend_key(deployment)
         self._name = deployment.backend.name
         self._options = dict(deployment.backend.options)
@@ -55,6 +60,7 @@ class ControlBackend(object):
         self._reactor = reactor
         self._threadpool = threadpool
         self._make = make
+        self._calls = calls
         self.api = None
         self.raw = None
         self.allocation_unit = None
@@ -71,6 +77,8 @@ class ControlBackend(object):
 
         def make():
             api = self._make(self._name, self._options, self._cluster_name)
+            if self._calls is not None:
+                api = MeasuredBlockDeviceAPI(api, self._calls, self._name)
             return api, api.allocation_unit()
 
         def made(result):

@@ -8,8 +8,11 @@ A backend that lists only what changed has its changes merged into the
 cache here, the only copy.
 """
 
+import time
+
 from eliot import log_message, write_failure
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
 
 
 class ChangedVolumes(object):
@@ -25,6 +28,8 @@ class ChangedVolumes(object):
 
 # The least time between the starts of two listings clients asked for.
 MIN_GAP = 1.0
+# Why a listing starts, as metrics count it (``refresh``'s ``cause``).
+START, TIMER, NODE_REQUEST, OTHER = "start", "timer", "node_request", "other"
 
 
 class VolumeListing(object):
@@ -42,7 +47,8 @@ class VolumeListing(object):
     :ivar last_error: the last failure's message, or None after a success.
     """
 
-    def __init__(self, clock, interval, on_listed, min_gap=MIN_GAP):
+    def __init__(self, clock, interval, on_listed, min_gap=MIN_GAP,
+                 observer=None):
         """
         :param clock: an ``IReactorTime``.
         :param interval: seconds between refreshes when nothing asks sooner.
@@ -51,6 +57,9 @@ class VolumeListing(object):
         :param on_listed: called as ``on_listed(changed)`` after every good
             listing; ``changed`` says whether the volumes differ from the
             previous listing.
+        :param observer: told of every listing of the backend, for
+            metrics: ``listing_started(cause)`` when it starts (``cause``
+            is what first asked for it) and ``listing_ended(seconds, ok)``.
         """
         # Invariant: ``volumes`` is always a whole listing, or a whole
         # listing with later changes merged in; never changes alone.
@@ -75,16 +84,20 @@ class VolumeListing(object):
         self._requested = None
         # Fired when the listing ``request`` scheduled has ended.
         self._after_request = []
+        self._observer = observer
+        # What first asked for the listing to start next.
+        self._cause = None
 
-    def set_lister(self, lister, volumes=None, listed_at=0.0):
+    def set_lister(self, lister, volumes=None, listed_at=0.0, cause=OTHER):
         """
         List with ``lister`` from now on: a callable returning a Deferred
         that fires with a list of every volume, or with the
         ``ChangedVolumes`` since its previous good listing
         (``ControlBackend.list_volumes``).
         ``volumes`` and ``listed_at`` seed the cache with a listing the
-        caller already made with it, or leave it empty (None). A listing of
-        the previous lister still running is discarded when it ends.
+        caller already made with it, or leave it empty (None); ``cause``
+        says why the caller made it, for metrics. A listing of the previous
+        lister still running is discarded when it ends.
         """
         self._lister = lister
         self.volumes = _sorted(volumes) if volumes is not None else None
@@ -93,18 +106,24 @@ class VolumeListing(object):
         if volumes is not None:
             # A listing of the backend all the same, made by the caller.
             self.refreshes += 1
+            if self._observer is not None:
+                self._observer.listing_started(cause)
         if not self._running:
             self._schedule()
 
-    def refresh(self):
+    def refresh(self, cause=OTHER):
         """
         Ask for a listing that starts after this call. While one runs, any
         number of calls cause exactly one more listing after it.
+        ``cause`` says why (``START``, ``TIMER``, ``NODE_REQUEST``, or the
+        caller's word), for metrics.
 
         :return: a Deferred that fires with None once that listing ended,
             well or badly.
         """
         done = Deferred()
+        if self._cause is None:
+            self._cause = cause
         if self._running:
             self._again = True
             self._next.append(done)
@@ -128,14 +147,14 @@ class VolumeListing(object):
             wait = self._last_started + self._min_gap - self._clock.seconds()
         if wait <= 0:
             self._requested = None
-            self.refresh()
+            self.refresh(NODE_REQUEST)
         else:
             self._requested = self._clock.callLater(wait, self._request_due)
 
     def _request_due(self):
         self._requested = None
         waiters, self._after_request = self._after_request, []
-        done = self.refresh()
+        done = self.refresh(NODE_REQUEST)
         done.addBoth(lambda _: [waiter.callback(None) for waiter in waiters])
 
     def settled(self):
@@ -160,7 +179,7 @@ class VolumeListing(object):
         List now, and then every ``interval`` seconds.
         """
         self._stopped = False
-        self.refresh()
+        self.refresh(START)
 
     def stop(self):
         """
@@ -181,6 +200,7 @@ class VolumeListing(object):
             self._timer.cancel()
         self._timer = None
         lister = self._lister
+        cause, self._cause = self._cause or OTHER, None
         if lister is None:
             self._finished()
             return
@@ -188,7 +208,11 @@ class VolumeListing(object):
         self.refreshes += 1
         started = self._clock.seconds()
         self._last_started = started
-        listing = maybeDeferred(lister)
+        if self._observer is not None:
+            self._observer.listing_started(cause)
+            listing = _timed(lister, self._observer)
+        else:
+            listing = maybeDeferred(lister)
         listing.addCallbacks(self._listed, self._failed,
                              callbackArgs=(lister, started),
                              errbackArgs=(lister,))
@@ -243,7 +267,23 @@ class VolumeListing(object):
             self._timer.cancel()
         self._timer = None
         if not self._stopped and self._lister is not None:
-            self._timer = self._clock.callLater(self._interval, self.refresh)
+            self._timer = self._clock.callLater(self._interval, self.refresh,
+                                                TIMER)
+
+
+def _timed(lister, observer, clock=time.perf_counter):
+    """
+    ``lister()``'s Deferred, its time told to ``observer``.
+    """
+    started = clock()
+    listing = maybeDeferred(lister)
+
+    def ended(result):
+        observer.listing_ended(clock() - started,
+                               not isinstance(result, Failure))
+        return result
+    listing.addBoth(ended)
+    return listing
 
 
 def _sorted(volumes):

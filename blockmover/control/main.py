@@ -54,6 +54,9 @@ crl.pem (the CA's revocation list, read again whenever it is replaced, so
 that 'blockmover ca revoke' counts without a restart). --ca,
 --certificate, --key and --crl name the files one by one instead.
 
+Prometheus metrics are served at /metrics on the same port, to the
+cluster's metrics certificate ('blockmover ca metrics') and to operators.
+
 Add backlog=4096 (or more) to your own --listen endpoint when thousands of
 agents may reconnect at once; the kernel caps it at net.core.somaxconn.
 --max-connections must stay below the open files the service may have

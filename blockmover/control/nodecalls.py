@@ -32,10 +32,12 @@ names the node and what it asked.
 """
 
 import contextlib
+import functools
 import threading
 
 from eliot import start_action
 from twisted.internet.defer import inlineCallbacks
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from blockmover import identity
@@ -44,6 +46,7 @@ from blockmover.backends.interface import (
 )
 from blockmover.control.access import Refused
 from blockmover.control.errors import BackendError
+from blockmover.metrics import FAIL, REFUSED, SUCCESS
 
 # Attaches and detaches wait minutes on a slow cloud, one thread each.
 MAX_THREADS = 64
@@ -107,14 +110,46 @@ class NodeWakes(object):
         return len(waits)
 
 
+def _measured(call):
+    """
+    A node's call (a method returning a Deferred), timed into the
+    ``node_calls`` histogram of the ``ControlMetrics`` its ``NodeCalls``
+    has, as ``call`` with its outcome: success, refused, or fail.
+    """
+    def decorate(method):
+        @functools.wraps(method)
+        def measured(self, *args):
+            if self._metrics is None:
+                return method(self, *args)
+            started = self._reactor.seconds()
+            d = method(self, *args)
+
+            def ended(result):
+                if not isinstance(result, Failure):
+                    status = SUCCESS
+                elif result.check(Refused):
+                    status = REFUSED
+                else:
+                    status = FAIL
+                self._metrics.node_calls.labels(call, status).observe(
+                    self._reactor.seconds() - started)
+                return result
+            d.addBoth(ended)
+            return d
+        return measured
+    return decorate
+
+
 class NodeCalls(object):
     """
-    The cloud calls of nodes, for ``service`` (a ``ControlService``).
+    The cloud calls of nodes, for ``service`` (a ``ControlService``), timed
+    into ``metrics`` (``ControlMetrics``) if given.
     """
 
-    def __init__(self, service, reactor):
+    def __init__(self, service, reactor, metrics=None):
         self._service = service
         self._reactor = reactor
+        self._metrics = metrics
         self._threadpool = ThreadPool(minthreads=0, maxthreads=MAX_THREADS,
                                       name="blockmover-control-node-calls")
         self._api = None
@@ -129,6 +164,7 @@ class NodeCalls(object):
 
     # --- what a node may ask ---------------------------------------------
 
+    @_measured("create")
     @inlineCallbacks
     def create(self, node, dataset_id):
         desired, api = yield self._ready(node)
@@ -144,6 +180,7 @@ class NodeCalls(object):
         self._changed()
         return volume
 
+    @_measured("attach")
     @inlineCallbacks
     def attach(self, node, volume_id):
         desired, api = yield self._ready(node)
@@ -158,6 +195,7 @@ class NodeCalls(object):
         self._changed()
         return volume
 
+    @_measured("detach")
     @inlineCallbacks
     def detach(self, node, volume_id):
         desired, api = yield self._ready(node)
@@ -173,6 +211,7 @@ class NodeCalls(object):
         self._changed()
         return volume
 
+    @_measured("grow")
     @inlineCallbacks
     def grow(self, node, volume_id, size):
         desired, api = yield self._ready(node)
@@ -190,6 +229,7 @@ class NodeCalls(object):
         self._changed()
         return volume
 
+    @_measured("formatted")
     @inlineCallbacks
     def formatted(self, node, volume_id):
         desired, api = yield self._ready(node)
@@ -206,6 +246,7 @@ class NodeCalls(object):
         volume = yield self._volume(api, volume_id)
         return volume
 
+    @_measured("volume")
     @inlineCallbacks
     def volume(self, node, volume_id):
         desired, api = yield self._ready(node)

@@ -14,6 +14,9 @@ from blockmover.config import ConfigError, load_deployment
 from blockmover.control.backend import ControlBackend, backend_key
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.listing import VolumeListing
+from blockmover.control.metrics import (
+    CONFIGURATION, LISTING, ControlMetrics,
+)
 from blockmover.control.nodecalls import NodeCalls
 from blockmover.control.scrub import scrub_app_yml, scrub_yaml
 from blockmover.control.slices import Slices
@@ -112,12 +115,15 @@ class ControlService(object):
 
     def __init__(self, store, reactor,
                  refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None,
-                 cluster=None):
+                 cluster=None, metrics=None):
         """
         :param cluster: the name of the cluster this service serves (its
             CA's): a configuration naming another is refused. None takes
             any (a service without TLS, for tests of the HTTP layer).
+        :param metrics: the ``ControlMetrics`` to count in (new ones of its
+            own by default).
         """
+        self.metrics = metrics if metrics is not None else ControlMetrics()
         self.cluster = cluster
         self.store = store
         self._reactor = reactor
@@ -129,9 +135,10 @@ class ControlService(object):
         self._parsing = ThreadPool(minthreads=0, maxthreads=2,
                                    name="blockmover-control-parse")
         self._writer = FileWriter(reactor, "blockmover-control-store")
-        self.listing = VolumeListing(reactor, refresh_interval, self._listed)
+        self.listing = VolumeListing(reactor, refresh_interval, self._listed,
+                                     observer=self.metrics)
         # The cloud calls nodes without credentials ask for.
-        self.node_calls = NodeCalls(self, reactor)
+        self.node_calls = NodeCalls(self, reactor, self.metrics)
         self.slices = Slices()
         self.stored = None
         self.deployment = None
@@ -146,6 +153,7 @@ class ControlService(object):
         # A change of the slices whose save failed: the next listing
         # computes them again even if the volumes stayed the same.
         self._unsaved = False
+        self.metrics.watch(self, reactor)
 
     # --- life ------------------------------------------------------------
 
@@ -217,7 +225,7 @@ class ControlService(object):
         if self._make_backend is not None:
             kwargs["make"] = self._make_backend
         return ControlBackend(deployment, self._reactor, self._threadpool,
-                              **kwargs)
+                              calls=self.metrics.backend_calls, **kwargs)
 
     # --- configuration ---------------------------------------------------
 
@@ -318,23 +326,27 @@ class ControlService(object):
             # The cache may have been refreshed since the checks: the
             # slices come from its latest listing.
             volumes, listed_at = self.listing.volumes, self.listing.listed_at
-        change = self.slices.propose(
-            _placement().desired_slices(deployment, volumes,
-                                        backend.allocation_unit,
-                                        listed_at=listed_at),
-            generation, tasks)
+        with self.metrics.recomputing(CONFIGURATION):
+            change = self.slices.propose(
+                _placement().desired_slices(deployment, volumes,
+                                            backend.allocation_unit,
+                                            listed_at=listed_at),
+                generation, tasks)
         # Durable before anything changes: a crash now restarts with it.
         yield self._save(stored)
         self.stored = stored
-        self.deployment = deployment
+        previous, self.deployment = self.deployment, deployment
         self._shown = parsed.shown
         if not same_backend:
             # The new backend was just listed: that listing seeds the cache.
             self._backend = backend
-            self.listing.set_lister(backend.list_volumes, volumes, listed_at)
+            self.listing.set_lister(backend.list_volumes, volumes, listed_at,
+                                    CONFIGURATION)
         self._commit(change)
+        self.metrics.moves.placed(previous, deployment, self.slices.generation,
+                                  self._reactor.seconds())
         if same_backend:
-            self.listing.refresh()
+            self.listing.refresh(CONFIGURATION)
         return generation
 
     @inlineCallbacks
@@ -357,7 +369,7 @@ class ControlService(object):
         if current is None or current.cluster_name == deployment.cluster_name:
             return
         if self.listing.volumes is None:
-            yield self.listing.refresh()
+            yield self.listing.refresh(CONFIGURATION)
         if self.listing.volumes is None:
             raise ConfigurationRejected([
                 "cluster.yml renames the cluster from %r to %r, and whether "
@@ -401,7 +413,7 @@ class ControlService(object):
             # waits out its second.
             yield self.listing.settled()
             if self.listing.volumes is None:
-                yield self.listing.refresh()
+                yield self.listing.refresh(CONFIGURATION)
             if self.listing.volumes is None:
                 raise BackendError(
                     "the %s backend cannot be listed (%s); check that it is "
@@ -464,9 +476,10 @@ class ControlService(object):
         if (self.deployment is None or self.listing.volumes is None
                 or backend is None or backend.allocation_unit is None):
             return
-        change = self.slices.propose(_placement().desired_slices(
-            self.deployment, self.listing.volumes, backend.allocation_unit,
-            listed_at=self.listing.listed_at))
+        with self.metrics.recomputing(LISTING):
+            change = self.slices.propose(_placement().desired_slices(
+                self.deployment, self.listing.volumes,
+                backend.allocation_unit, listed_at=self.listing.listed_at))
         if change.counter != self.slices.counter:
             # Saved before any slice of the new generation is handed out,
             # so a restart never hands out the same generation twice.
@@ -515,9 +528,17 @@ class ControlService(object):
                             "it to /v1/nodes/%s/state"
                             % (report.state.node, node, report.state.node))
         self._reports[node] = (report, self._reactor.seconds())
+        self.metrics.moves.reported(node, report, self._reactor.seconds())
         if report.changed_backend:
             # At most one listing a second, however many nodes report.
             self.listing.request()
+
+    def last_reports(self):
+        """
+        Every node's last ``NodeReport`` and when it came (reactor seconds),
+        by node: ``{node: (report, reported_at)}``. Read it, never change it.
+        """
+        return self._reports
 
     def state(self):
         """
