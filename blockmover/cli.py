@@ -1,7 +1,7 @@
 """
-``blockmover``: keep the cluster's CA and its certificates (``ca``); run a
-local cluster of namespace nodes on this machine, show it, and demonstrate
-a move of MongoDB between its nodes.
+``blockmover``: keep the cluster's CA and its certificates (``ca``); show
+what any cluster is doing (``status``); run a local cluster of namespace
+nodes on this machine and demonstrate a move of MongoDB between its nodes.
 """
 
 import argparse
@@ -14,6 +14,9 @@ from blockmover.poll import Timeout
 
 DESCRIPTION = """\
 Keep the cluster's certificate authority and certificates (blockmover ca).
+
+Show what a cluster is doing: its nodes, applications, moves in progress
+and what is stuck (blockmover status).
 
 Run a local blockmover cluster on this machine (as root). Each node is a
 network namespace on a Linux bridge with its own persistent mount
@@ -28,6 +31,7 @@ examples:
   blockmover ca init --cluster demo   # see: blockmover ca --help
   blockmover cluster up --nodes 2     # node1 at 10.77.0.11, node2 at .12
   blockmover status                   # also: the operator's TLS files
+  blockmover status --cluster cluster.yml --watch   # any cluster
   blockmover-deploy --control https://10.77.0.1:4523 --wait \\
       --tls-dir /var/lib/blockmover/cluster/demo/tls/operator \\
       /var/lib/blockmover/cluster/demo/cluster.yml app.yml
