@@ -1,12 +1,13 @@
 """
-The ``blockmover`` command itself: ``cluster up`` (twice), ``status`` and
-``cluster down`` of a cluster of its own, on the session's backend, run as
-a user runs them. The cluster keeps its CA when brought up again, and both
-commands say where the operator's TLS files are. On openstack the
-emulator's secrets stay in files only root can read and never appear in
-what the command prints.
+The ``blockmover`` command itself: ``cluster up`` (twice), ``status``
+(its tables and ``--json``) and ``cluster down`` of a cluster of its own,
+on the session's backend, run as a user runs them. The cluster keeps its
+CA when brought up again, and both commands say where the operator's TLS
+files are. On openstack the emulator's secrets stay in files only root
+can read and never appear in what the command prints.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -72,9 +73,17 @@ def test_up_twice_status_and_down(cluster):
         assert "node2 %s.12: namespace present, agent running" % (subnet,) \
             in status
         assert "control https://%s.1:4523: running" % (subnet,) in status
-        # The operator's certificate was believed: the service answered.
-        assert "configuration generation" in status
+        # The operator's certificate was believed: the service answered,
+        # and its status follows the local cluster's lines.
+        assert ("cluster %s at https://%s.1:4523: no configuration "
+                "deployed yet" % (name, subnet)) in status
         assert hint in status
+        local = json.loads(blockmover("status", "--json", *where))
+        assert local["error"] is None and local["generation"] == 0
+        assert local["local"]["operator_tls_dir"] == operator_dir
+        assert local["local"]["nodes"]["node1"]["namespace_present"]
+        assert local["local"]["nodes"]["node2"]["agent"]["running"]
+        assert local["local"]["processes"]["control"]["running"]
         if cluster.backend == "openstack":
             # The emulator is not the control service: plain HTTP.
             assert "OpenStack emulator http://%s.1:4524: running" \

@@ -1,7 +1,7 @@
 """
-``blockmover``: keep the cluster's CA and its certificates (``ca``); run a
-local cluster of namespace nodes on this machine, show it, and demonstrate
-a move of MongoDB between its nodes.
+``blockmover``: keep the cluster's CA and its certificates (``ca``); show
+what any cluster is doing (``status``); run a local cluster of namespace
+nodes on this machine and demonstrate a move of MongoDB between its nodes.
 """
 
 import argparse
@@ -14,6 +14,9 @@ from blockmover.poll import Timeout
 
 DESCRIPTION = """\
 Keep the cluster's certificate authority and certificates (blockmover ca).
+
+Show what a cluster is doing: its nodes, applications, moves in progress
+and what is stuck (blockmover status).
 
 Run a local blockmover cluster on this machine (as root). Each node is a
 network namespace on a Linux bridge with its own persistent mount
@@ -28,6 +31,7 @@ examples:
   blockmover ca init --cluster demo   # see: blockmover ca --help
   blockmover cluster up --nodes 2     # node1 at 10.77.0.11, node2 at .12
   blockmover status                   # also: the operator's TLS files
+  blockmover status --cluster cluster.yml --watch   # any cluster
   blockmover-deploy --control https://10.77.0.1:4523 --wait \\
       --tls-dir /var/lib/blockmover/cluster/demo/tls/operator \\
       /var/lib/blockmover/cluster/demo/cluster.yml app.yml
@@ -111,11 +115,50 @@ def _down(args):
 
 
 def _status(args):
-    from blockmover.localcluster.status import status_lines
-    for line in status_lines(os.path.join(_state_dir(args),
-                                          "cluster.json")):
-        print(line)
-    return 0
+    """
+    ``blockmover status``: of the cluster --cluster or --control names,
+    else of the local cluster. Exits with the status its --help lists.
+    """
+    from blockmover import status_command
+    local_options = args.name is not None or args.state_dir is not None
+    try:
+        if status_command.names_a_cluster(args):
+            if local_options:
+                raise status_command.BadInput(
+                    "--name and --state-dir name a local cluster; leave "
+                    "them out with --cluster or --control")
+            target = status_command.cluster_target(args)
+        else:
+            target = _local_status_target(args, status_command)
+    except status_command.BadInput as e:
+        print("blockmover status: %s" % (e,), file=sys.stderr)
+        return status_command.EXIT_BAD_INPUT
+    return status_command.run(target, args)
+
+
+def _local_status_target(args, status_command):
+    """
+    The local cluster's ``status_command.Target``.
+
+    :raise status_command.BadInput: it cannot be asked from here.
+    """
+    from blockmover.localcluster import ClusterError
+    from blockmover.localcluster.layout import DEFAULT_NAME
+    from blockmover.localcluster.status import local_target
+    if status_command.gives_tls_files(args):
+        raise status_command.BadInput(
+            "the local cluster is asked with its operator's certificate; "
+            "give TLS files together with --cluster or --control")
+    if os.geteuid() != 0:
+        raise status_command.BadInput(
+            "without --cluster or --control this shows the local cluster "
+            "on this machine, which needs root; run it as root, or give "
+            "--cluster cluster.yml or --control URL")
+    args.name = args.name or DEFAULT_NAME
+    try:
+        return local_target(os.path.join(_state_dir(args), "cluster.json"))
+    except ClusterError as e:
+        raise status_command.BadInput(str(e))
 
 
 def _demo(args):
@@ -153,8 +196,14 @@ def _local_cluster_options(cluster, status, demo):
     _common(down, layout)
     down.set_defaults(run=_local_cluster(_down))
 
-    _common(status, layout)
-    status.set_defaults(run=_local_cluster(_status))
+    local = status.add_argument_group(
+        "local cluster", "which local cluster to show when neither "
+        "--cluster nor --control is given")
+    local.add_argument("--name", default=None,
+                       help="its name (default %s)" % (layout.DEFAULT_NAME,))
+    local.add_argument("--state-dir", default=None,
+                       help="where it keeps its state (default "
+                       "/var/lib/blockmover/cluster/NAME)")
 
     demo.add_argument("--keep", action="store_true",
                       help="leave the cluster running afterwards")
@@ -181,8 +230,15 @@ def parser(local_cluster=True):
     cluster = commands.add_parser(
         "cluster", help="bring a local cluster up or down",
         description="Bring a local cluster of namespace nodes up or down.")
+    from blockmover import status_command
     status = commands.add_parser(
-        "status", help="show the nodes, services and applications")
+        "status", help="show what a cluster is doing: nodes, applications, "
+        "moves in progress, what is stuck",
+        description=status_command.DESCRIPTION,
+        epilog=status_command.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    status_command.add_arguments(status)
+    status.set_defaults(run=_status)
     demo = commands.add_parser(
         "demo", help="bring up 2 nodes, run MongoDB on node1 with data, "
         "move it to node2, verify every document, take the cluster down")

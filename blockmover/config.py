@@ -20,8 +20,8 @@ from blockmover.units import GiB
 from blockmover.yamlsource import ConfigError, Source, join
 
 __all__ = ["ConfigError", "AgentConfig", "load_deployment", "load_files",
-           "load_agent_config", "load_agent_file", "is_secrets",
-           "DEFAULT_VOLUME_SIZE"]
+           "load_cluster_control", "load_agent_config", "load_agent_file",
+           "is_secrets", "DEFAULT_VOLUME_SIZE"]
 
 # The size of a volume whose ``maximum_size`` is not given (as in Flocker).
 DEFAULT_VOLUME_SIZE = GiB
@@ -75,6 +75,19 @@ def load_files(cluster_path, app_path):
     """
     return load_deployment(_read_file(cluster_path), _read_file(app_path),
                            cluster_path, app_path)
+
+
+def load_cluster_control(path):
+    """
+    The cluster's name and its control service's URL, from the
+    ``cluster.yml`` at ``path`` alone: for the tools that only ask the
+    control service (``blockmover status``). Its ``cluster:`` is checked
+    as a deploy checks it.
+
+    :raise ConfigError: it cannot be read, or its ``cluster:`` is wrong.
+    """
+    cluster = _read_cluster(Source(_read_file(path), path))
+    return cluster["name"], cluster["control"]
 
 
 def _read_file(path):

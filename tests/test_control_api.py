@@ -211,12 +211,17 @@ def test_long_poll_answers_at_once_on_change_or_after_timeout(control, root):
 
 
 def test_reports_show_up_in_state(control, root):
+    before = time.time()
     configured(control, root)
     status, state = control.request("GET", "/v1/state")
+    assert state["cluster"] == "demo"
+    assert before - 1 <= state["now"] <= time.time() + 1
     assert state["nodes"]["node1"] == {
         "reported_at": None, "state": None, "progress": None,
-        "generation": state["nodes"]["node1"]["generation"]}
-    before = time.time()
+        "generation": state["nodes"]["node1"]["generation"],
+        "address": "10.77.0.11", "transitioned_at": None}
+    configured_at = state["applications"]["mongodb"]["transitioned_at"]
+    assert before - 1 <= configured_at <= state["now"]
     status, answer = control.request(
         "PUT", "/v1/nodes/node1/state",
         report("node1", running=["mongodb"], mounted=[DATASET]))
@@ -226,11 +231,24 @@ def test_reports_show_up_in_state(control, root):
     assert node1["reported_at"] >= before - 1
     assert set(node1["state"]["running"]) == {"mongodb"}
     assert node1["progress"]["converged"] is True
+    # Converged since this first report; the application started then.
+    assert node1["transitioned_at"] == node1["reported_at"]
     assert state["nodes"]["node2"]["state"] is None
     assert state["applications"]["mongodb"] == {
         "dataset_id": DATASET, "wanted_on": "node1",
         "running_on": ["node1"], "ready_on": ["node1"],
-        "mounted_on": ["node1"]}
+        "mounted_on": ["node1"], "attached_to": [],
+        "transitioned_at": node1["reported_at"]}
+    assert state["unwanted_attachments"] == []
+    # The same again changes neither time.
+    control.request("PUT", "/v1/nodes/node1/state",
+                    report("node1", running=["mongodb"], mounted=[DATASET]))
+    status, again = control.request("GET", "/v1/state")
+    assert again["nodes"]["node1"]["reported_at"] > node1["reported_at"]
+    assert again["nodes"]["node1"]["transitioned_at"] == \
+        node1["transitioned_at"]
+    assert again["applications"]["mongodb"]["transitioned_at"] == \
+        node1["reported_at"]
     status, answer = control.request("PUT", "/v1/nodes/node9/state",
                                      report("node9"))
     assert status == 404

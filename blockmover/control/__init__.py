@@ -32,17 +32,31 @@ continues that task so a deploy reads as one tree across processes.
     like a password, secret or token reads ``'<redacted>'``.
 
 ``GET /v1/state``
-    200 ``{"generation": N, "listed_at": T, "nodes": {NODE: {"reported_at":
-    T | null, "state": NodeState | null, "progress": Progress | null,
-    "generation": GEN | null}}, "applications": {APP: {"dataset_id": ID,
-    "wanted_on": NODE | null, "running_on": [NODE, ...], "ready_on": [NODE,
-    ...],
-    "mounted_on": [NODE, ...]}}}``: an application is ready on a node once
+    200 ``{"generation": N, "listed_at": T, "now": T, "cluster": NAME,
+    "nodes": {NODE: {"reported_at": T | null, "state": NodeState | null,
+    "progress": Progress | null, "generation": GEN | null, "address":
+    ADDRESS | null, "transitioned_at": T | null}}, "applications": {APP:
+    {"dataset_id": ID, "wanted_on": NODE | null, "running_on": [NODE, ...],
+    "ready_on": [NODE, ...], "mounted_on": [NODE, ...], "attached_to":
+    [NODE, ...], "transitioned_at": T | null}}, "unwanted_attachments":
+    [{"volume_id": ID, "dataset_id": ID, "name": NAME | null,
+    "attached_to": NODE}, ...]}``: an application is ready on a node once
     it serves there (its ready checks passed), not only runs.
     ``generation`` at the top is the configuration's; a node's
     ``generation`` is that of its current desired slice (null before the
     first listing), so a node has caught up when its ``progress`` is
     converged at that generation or later.
+    Times ``T`` are seconds since the epoch; ``now`` is the service's
+    clock when it answered. A node's ``address`` is the configuration's
+    (null for a node it no longer names); its ``transitioned_at`` is when
+    its reports last turned converged or not converged. An application's
+    ``attached_to`` are the nodes the cached listing shows its volume
+    attached to; its ``transitioned_at`` is when it was last wanted on
+    another node, started or stopped on one, or became ready or not
+    there. Both times are as this service saw them: after it restarts,
+    they start again from when it first heard. ``unwanted_attachments``
+    are the volumes of the cluster the listing shows attached to a node
+    though no application of the configuration uses them.
 
 ``GET /v1/nodes/{node}/desired?after=GEN&timeout=SECONDS``
     A long poll for the node's ``NodeDesired``, the only answer carrying

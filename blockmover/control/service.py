@@ -20,6 +20,7 @@ from blockmover.control.metrics import (
 from blockmover.control.nodecalls import NodeCalls
 from blockmover.control.scrub import scrub_app_yml, scrub_yaml
 from blockmover.control.slices import Slices
+from blockmover.control.statefields import Transitions, attachments
 from blockmover.control.store import StoredConfiguration
 from blockmover.files import FileWriter
 from blockmover.model import to_data
@@ -154,6 +155,8 @@ class ControlService(object):
         # computes them again even if the volumes stayed the same.
         self._unsaved = False
         self.metrics.watch(self, reactor)
+        # Since when nodes and applications are as they are (GET /v1/state).
+        self.transitions = Transitions()
 
     # --- life ------------------------------------------------------------
 
@@ -187,6 +190,8 @@ class ControlService(object):
                                      name))
             self.stored = stored
             self.deployment = parsed.deployment
+            self.transitions.configured(None, parsed.deployment,
+                                        self._reactor.seconds())
             self._shown = parsed.shown
             self.slices = Slices(stored.counter)
             self._backend = self._new_backend(parsed.deployment)
@@ -335,6 +340,8 @@ class ControlService(object):
         # Durable before anything changes: a crash now restarts with it.
         yield self._save(stored)
         self.stored = stored
+        self.transitions.configured(self.deployment, deployment,
+                                    self._reactor.seconds())
         previous, self.deployment = self.deployment, deployment
         self._shown = parsed.shown
         if not same_backend:
@@ -527,8 +534,12 @@ class ControlService(object):
             raise BadReport("a report of node %r was sent for node %r; send "
                             "it to /v1/nodes/%s/state"
                             % (report.state.node, node, report.state.node))
-        self._reports[node] = (report, self._reactor.seconds())
-        self.metrics.moves.reported(node, report, self._reactor.seconds())
+        old, _ = self._reports.get(node, (None, None))
+        now = self._reactor.seconds()
+        self._reports[node] = (report, now)
+        self.metrics.moves.reported(node, report, now)
+        self.transitions.reported(node, old, report, now,
+                                  self.deployment.applications)
         if report.changed_backend:
             # At most one listing a second, however many nodes report.
             self.listing.request()
@@ -575,9 +586,38 @@ class ControlService(object):
                         n for n, (r, _) in self._reports.items()
                         if dataset in r.state.mounts),
                 }
+        unwanted = self._status_fields(nodes, applications)
         return {"generation": self.stored.generation if self.stored else 0,
                 "listed_at": self.listing.listed_at,
-                "nodes": nodes, "applications": applications}
+                "nodes": nodes, "applications": applications,
+                "now": self._reactor.seconds(),
+                "cluster": deployment.cluster_name if deployment is not None
+                else self.cluster,
+                "unwanted_attachments": unwanted}
+
+    def _status_fields(self, nodes, applications):
+        """
+        Add to ``state()``'s ``nodes`` and ``applications`` what
+        ``blockmover status`` shows beside the reports: each node's
+        address and since when it is converged or not, each application's
+        volume's holders in the listing and since when it is placed as it
+        is.
+
+        :return: the listing's attached volumes no application uses.
+        """
+        deployment = self.deployment
+        configured = deployment.nodes if deployment is not None else {}
+        for name, node in nodes.items():
+            node["address"] = (configured[name].address
+                               if name in configured else None)
+            node["transitioned_at"] = self.transitions.node(name)
+        attached, unwanted = attachments(deployment, self.listing.volumes)
+        for name, application in applications.items():
+            application["attached_to"] = attached.get(
+                application["dataset_id"], [])
+            application["transitioned_at"] = \
+                self.transitions.application(name)
+        return unwanted
 
     def volumes(self):
         """

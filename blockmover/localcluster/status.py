@@ -1,6 +1,9 @@
 """
-``blockmover status``: what runs where in a local cluster, from its state
-file, the kernel and the control service.
+``blockmover status`` of a local cluster: the status of any cluster
+(``blockmover.status_command``), asked with the cluster's operator
+certificate, plus what only the local cluster knows, from its state file
+and the kernel: its processes and their pids, its nodes' namespaces, where
+the operator's TLS files are.
 """
 
 from blockmover import proc
@@ -9,6 +12,7 @@ from blockmover.localcluster import ClusterError, cloud, state, trust
 from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.namespaces import netns_exists
 from blockmover.localcluster.services import CONTROL, agent_key
+from blockmover.status_command import LocalFacts, Target
 
 
 def control_state(url, credentials, timeout=5.0):
@@ -23,65 +27,90 @@ def control_state(url, credentials, timeout=5.0):
         return None
 
 
-def _process_line(current, key):
+def _process(current, key):
+    """
+    ``(line, data, running)`` of the process recorded under ``key``.
+    """
     record = current.processes.get(key)
     if record is None:
-        return "not started"
-    if proc.is_running(record):
-        return "running (pid %d)" % (record.pid,)
-    return "NOT RUNNING (was pid %d; `blockmover cluster up` restarts it)" \
-        % (record.pid,)
+        return "not started", {"pid": None, "running": False}, False
+    running = proc.is_running(record)
+    data = {"pid": record.pid, "running": running}
+    if running:
+        return "running (pid %d)" % (record.pid,), data, True
+    return ("NOT RUNNING (was pid %d; `blockmover cluster up` restarts it)"
+            % (record.pid,), data, False)
 
 
-def status_lines(state_file):
+def local_facts(state_file):
     """
-    Lines for a person describing the cluster recorded in ``state_file``.
+    The ``LocalFacts`` of the cluster recorded in ``state_file``. Blocks
+    (reads the state file, /proc and /run/netns): call it in a thread.
+
+    Its ``data`` (``--json``'s ``local``)::
+
+        {"name": NAME, "state_dir": DIR, "backend": NAME,
+         "operator_tls_dir": DIR,
+         "processes": {"control": {"url": URL, "pid": PID | null,
+                                   "running": BOOL},
+                       "cloud": {...}},          # openstack only
+         "nodes": {NODE: {"address": ADDRESS, "namespace": NAME,
+                          "namespace_present": BOOL,
+                          "agent": {"pid": PID | null, "running": BOOL}}}}
+    """
+    try:
+        current = state.load(state_file)
+    except ClusterError as e:
+        return LocalFacts([str(e)], {"error": str(e)}, False)
+    if current is None:
+        message = ("no cluster is recorded in %s any more" % (state_file,))
+        return LocalFacts([message], {"error": message}, False)
+    layout = current.layout
+    healthy = True
+    line, data, running = _process(current, CONTROL)
+    healthy &= running
+    lines = ["cluster %s (state in %s)" % (layout.name, layout.state_dir),
+             "  control %s: %s" % (layout.control_url, line)]
+    processes = {"control": dict(data, url=layout.control_url)}
+    if layout.backend == "openstack":
+        line, data, running = _process(current, cloud.CLOUD)
+        healthy &= running
+        lines.append("  OpenStack emulator %s: %s" % (layout.cloud_url,
+                                                      line))
+        processes["cloud"] = dict(data, url=layout.cloud_url)
+    nodes = {}
+    for node in layout.nodes:
+        present = netns_exists(node.netns)
+        line, data, running = _process(current, agent_key(node))
+        healthy &= running and present
+        lines.append("  %s %s: namespace %s, agent %s" % (
+            node.name, node.address, "present" if present else "MISSING",
+            line))
+        nodes[node.name] = {"address": node.address, "namespace": node.netns,
+                            "namespace_present": present, "agent": data}
+    lines.append("  " + trust.operator_hint(layout))
+    return LocalFacts(lines, {
+        "name": layout.name, "state_dir": layout.state_dir,
+        "backend": layout.backend,
+        "operator_tls_dir": layout.operator_tls_dir,
+        "processes": processes, "nodes": nodes}, healthy)
+
+
+def local_target(state_file):
+    """
+    The ``status_command.Target`` of the local cluster recorded in
+    ``state_file``: its control service, asked with its operator's
+    certificate, and its local facts.
+
+    :raise ClusterError: no cluster is recorded there, or its operator's
+        TLS files cannot be used.
     """
     current = state.load(state_file)
     if current is None:
-        return ["no cluster is recorded in %s; start one with "
-                "`blockmover cluster up`" % (state_file,)]
+        raise ClusterError(
+            "no cluster is recorded in %s; start one with `blockmover "
+            "cluster up`, or give --cluster cluster.yml or --control URL "
+            "for a cluster elsewhere" % (state_file,))
     layout = current.layout
-    lines = ["cluster %s (state in %s)" % (layout.name, layout.state_dir),
-             "  control %s: %s" % (layout.control_url,
-                                   _process_line(current, CONTROL))]
-    if layout.backend == "openstack":
-        lines.append("  OpenStack emulator %s: %s" % (
-            layout.cloud_url, _process_line(current, cloud.CLOUD)))
-    for node in layout.nodes:
-        lines.append("  %s %s: namespace %s, agent %s" % (
-            node.name, node.address,
-            "present" if netns_exists(node.netns) else "MISSING",
-            _process_line(current, agent_key(node))))
-    lines.append("  " + trust.operator_hint(layout))
-    try:
-        operator = trust.operator_credentials(layout)
-    except ClusterError as e:
-        lines.append("  cannot ask the control service: %s" % (e,))
-        return lines
-    answer = control_state(layout.control_url, operator)
-    if answer is None:
-        lines.append("  the control service does not answer")
-        return lines
-    lines.append("  configuration generation %s" % (answer.get("generation"),))
-    for name, node in sorted(answer.get("nodes", {}).items()):
-        progress = node.get("progress") or {}
-        running = ", ".join(
-            "%s %s" % (r["step"]["kind"],
-                       r["step"]["application"] or r["step"]["dataset_id"])
-            for r in progress.get("running", []))
-        lines.append("  %s: %s%s" % (
-            name, "converged" if progress.get("converged") else
-            "working on %s" % (running or "nothing yet",),
-            "; errors: " + "; ".join(e["message"]
-                                     for e in progress["errors"])
-            if progress.get("errors") else ""))
-    for name, app in sorted(answer.get("applications", {}).items()):
-        lines.append("  application %s: wanted on %s, running on %s, "
-                     "serving on %s, mounted on %s" % (
-                         name, app.get("wanted_on") or "no node",
-                         ", ".join(app.get("running_on") or []) or "none",
-                         ", ".join(app.get("ready_on") or []) or "none",
-                         ", ".join(app.get("mounted_on") or []) or "none"))
-    return lines
-
+    return Target(layout.control_url, trust.operator_credentials(layout),
+                  local=lambda: local_facts(state_file))
