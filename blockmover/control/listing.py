@@ -11,6 +11,8 @@ cache here, the only copy.
 from eliot import log_message, write_failure
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
+from blockmover.placement import Listing
+
 
 class ChangedVolumes(object):
     """
@@ -31,9 +33,12 @@ class VolumeListing(object):
     """
     The last good listing of the backend's volumes.
 
-    :ivar volumes: the volumes (``model.Volume``, sorted by volume id) of the
-        last good listing (a whole one, or one with changes merged into
-        it), or None before the first one.
+    :ivar listing: the last good listing (a whole one, or one with changes
+        merged into it) as a ``placement.Listing``, or None before the
+        first one.
+    :ivar changes: what the last good listing changed, as pairs ``(old,
+        new)`` of volumes (``Listing.changed``), or None when it was the
+        first (everything changed).
     :ivar listed_at: when that listing started (seconds since the epoch), or
         0.0 before the first one.
     :ivar refreshes: how many listings of the backend were started (or
@@ -50,15 +55,16 @@ class VolumeListing(object):
             listings ``request`` asks for.
         :param on_listed: called as ``on_listed(changed)`` after every good
             listing; ``changed`` says whether the volumes differ from the
-            previous listing.
+            previous listing (and ``changes`` says how).
         """
-        # Invariant: ``volumes`` is always a whole listing, or a whole
+        # Invariant: ``listing`` is always a whole listing, or a whole
         # listing with later changes merged in; never changes alone.
         self._clock = clock
         self._interval = interval
         self._on_listed = on_listed
         self._lister = None
-        self.volumes = None
+        self.listing = None
+        self.changes = None
         self.listed_at = 0.0
         self.refreshes = 0
         self.failures = 0
@@ -87,7 +93,8 @@ class VolumeListing(object):
         the previous lister still running is discarded when it ends.
         """
         self._lister = lister
-        self.volumes = _sorted(volumes) if volumes is not None else None
+        self.listing = Listing.of(volumes) if volumes is not None else None
+        self.changes = None
         self.listed_at = listed_at if volumes is not None else 0.0
         self.last_error = None
         if volumes is not None:
@@ -95,6 +102,14 @@ class VolumeListing(object):
             self.refreshes += 1
         if not self._running:
             self._schedule()
+
+    @property
+    def volumes(self):
+        """
+        The volumes (``model.Volume``, sorted by volume id) of the last good
+        listing, or None before the first one.
+        """
+        return None if self.listing is None else self.listing.volumes()
 
     def refresh(self):
         """
@@ -196,26 +211,33 @@ class VolumeListing(object):
         listing.addBoth(lambda _: self._finished())
 
     def _listed(self, result, lister, started):
+        """
+        Merge a listing into the cache at the cost of what it changed: a
+        listing of changes that changes nothing costs its own volumes'
+        comparison, and no copy of anything.
+        """
         if lister is not self._lister:
             return
         if isinstance(result, ChangedVolumes):
-            if self.volumes is None:
+            if self.listing is None:
                 self.failures += 1
                 self.last_error = (
                     "the backend listed only changed volumes before any "
                     "whole listing; the next whole listing fills the cache")
                 return
-            merged = {v.volume_id: v for v in self.volumes}
-            merged.update((v.volume_id, v) for v in result.volumes)
-            volumes = _sorted(merged.values())
+            listing, changes = self.listing.changed(result.volumes)
+        elif self.listing is None:
+            listing, changes = Listing.of(result), None
         else:
-            volumes = _sorted(result)
-        changed = volumes != self.volumes
-        self.volumes = volumes
+            listing, changes = self.listing.changed(result, whole=True)
+        changed = changes is None or bool(changes)
+        self.listing = listing
+        self.changes = changes
         self.listed_at = started
         self.last_error = None
         log_message(message_type="blockmover:control:listed",
-                    volumes=len(volumes), changed=changed)
+                    volumes=len(listing), changed=changed,
+                    changes=None if changes is None else len(changes))
         self._on_listed(changed)
 
     def _failed(self, failure, lister):
@@ -244,7 +266,3 @@ class VolumeListing(object):
         self._timer = None
         if not self._stopped and self._lister is not None:
             self._timer = self._clock.callLater(self._interval, self.refresh)
-
-
-def _sorted(volumes):
-    return sorted(volumes, key=lambda v: v.volume_id)
