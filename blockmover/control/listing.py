@@ -47,7 +47,8 @@ class VolumeListing(object):
     :ivar last_error: the last failure's message, or None after a success.
     """
 
-    def __init__(self, clock, interval, on_listed, min_gap=MIN_GAP):
+    def __init__(self, clock, interval, on_listed, min_gap=MIN_GAP,
+                 merge=None):
         """
         :param clock: an ``IReactorTime``.
         :param interval: seconds between refreshes when nothing asks sooner.
@@ -56,12 +57,19 @@ class VolumeListing(object):
         :param on_listed: called as ``on_listed(changed)`` after every good
             listing; ``changed`` says whether the volumes differ from the
             previous listing (and ``changes`` says how).
+        :param merge: how a whole listing is compared with the cache:
+            called as ``merge(function, *args)``, it returns a Deferred of
+            ``function(*args)`` (run in a thread, so that comparing a
+            hundred thousand volumes holds up no request); None calls it
+            at once. A listing of changes is merged at once, at the cost
+            of its changes.
         """
         # Invariant: ``listing`` is always a whole listing, or a whole
         # listing with later changes merged in; never changes alone.
         self._clock = clock
         self._interval = interval
         self._on_listed = on_listed
+        self._merge = merge if merge is not None else maybeDeferred
         self._lister = None
         self.listing = None
         self.changes = None
@@ -214,22 +222,36 @@ class VolumeListing(object):
         """
         Merge a listing into the cache at the cost of what it changed: a
         listing of changes that changes nothing costs its own volumes'
-        comparison, and no copy of anything.
+        comparison, and no copy of anything; a whole listing is compared
+        with the cache by ``merge``.
         """
         if lister is not self._lister:
-            return
+            return None
         if isinstance(result, ChangedVolumes):
             if self.listing is None:
                 self.failures += 1
                 self.last_error = (
                     "the backend listed only changed volumes before any "
                     "whole listing; the next whole listing fills the cache")
-                return
-            listing, changes = self.listing.changed(result.volumes)
-        elif self.listing is None:
-            listing, changes = Listing.of(result), None
+                return None
+            self._take(*self.listing.changed(result.volumes),
+                       started=started)
+            return None
+        if self.listing is None:
+            merged = self._merge(_first, result)
         else:
-            listing, changes = self.listing.changed(result, whole=True)
+            merged = self._merge(self.listing.changed, result, True)
+        base = self.listing
+
+        def take(merged):
+            # Only listings of this lister change the cache, one at a time:
+            # it is still what the merge started from, unless the lister
+            # changed meanwhile.
+            if lister is self._lister and self.listing is base:
+                self._take(*merged, started=started)
+        return merged.addCallback(take)
+
+    def _take(self, listing, changes, started):
         changed = changes is None or bool(changes)
         self.listing = listing
         self.changes = changes
@@ -266,3 +288,11 @@ class VolumeListing(object):
         self._timer = None
         if not self._stopped and self._lister is not None:
             self._timer = self._clock.callLater(self._interval, self.refresh)
+
+
+def _first(volumes):
+    """
+    The first listing as ``Listing.changed`` gives changes: everything
+    changed (None).
+    """
+    return Listing.of(volumes), None

@@ -4,6 +4,8 @@ configuration, the backend, the cached listing, each node's slice and the
 nodes' last reports.
 """
 
+from contextlib import nullcontext
+
 from eliot import current_action, log_message, write_failure
 from twisted.internet.defer import DeferredLock, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
@@ -138,7 +140,10 @@ class ControlService(object):
         self._parsing = ThreadPool(minthreads=0, maxthreads=2,
                                    name="blockmover-control-parse")
         self._writer = FileWriter(reactor, "blockmover-control-store")
-        self.listing = VolumeListing(reactor, refresh_interval, self._listed)
+        self.listing = VolumeListing(
+            reactor, refresh_interval, self._listed,
+            merge=lambda function, *args: deferToThreadPool(
+                reactor, self._threadpool, function, *args))
         # The cloud calls nodes without credentials ask for.
         self.node_calls = NodeCalls(self, reactor)
         self.slices = Slices()
@@ -262,9 +267,21 @@ class ControlService(object):
             failure.trap(ConfigError)
             raise ConfigurationRejected([str(failure.value)])
 
+        started = self._reactor.seconds()
+
+        def read(parsed):
+            # How long reading the texts took, apart from applying them.
+            with action.context() if action is not None else nullcontext():
+                log_message(message_type="blockmover:control:read",
+                            seconds=self._reactor.seconds() - started,
+                            nodes=len(parsed.deployment.nodes),
+                            applications=len(
+                                parsed.deployment.applications))
+            return parsed
+
         d = deferToThreadPool(self._reactor, self._parsing, _parse,
                               cluster_yml, app_yml, cluster_path, app_path)
-        d.addErrback(refused)
+        d.addCallbacks(read, refused)
         d.addCallback(lambda parsed: self._configuring.run(
             self._configure, parsed, cluster_yml, app_yml, cluster_path,
             app_path, dry_run, action))
