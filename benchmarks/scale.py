@@ -224,8 +224,10 @@ class Control(object):
     child process, started again on the same port.
     """
 
-    def __init__(self, directory, certs, nodes):
+    def __init__(self, directory, certs, nodes, profile=None):
         self.directory = directory
+        self.profile = profile
+        self.starts = 0
         self.certs = certs
         self.nodes = nodes
         self.state_dir = os.path.join(directory, "control-state")
@@ -237,17 +239,23 @@ class Control(object):
 
     def start(self):
         stderr_path = os.path.join(self.directory, "control.stderr")
+        self.starts += 1
+        command = [sys.executable, os.path.join(HERE, "scale_control.py"),
+                   "--fake-nodes", str(self.nodes), "--changes",
+                   self.changes, "--listings", self.listings]
+        if self.profile is not None:
+            command += ["--profile", os.path.join(
+                self.profile, "control-%d-%d.prof" % (self.nodes,
+                                                      self.starts))]
+        command += [
+            "--", "--listen",
+            "tcp:%d:interface=127.0.0.1:backlog=4096" % (self.port,),
+            "--tls-dir", self.certs.control_dir, "--crl", self.certs.crl,
+            "--state-dir", self.state_dir, "--log", self.log,
+            "--refresh-interval", "3600"]
         with open(stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, os.path.join(HERE, "scale_control.py"),
-                 "--fake-nodes", str(self.nodes), "--changes", self.changes,
-                 "--listings", self.listings, "--",
-                 "--listen", "tcp:%d:interface=127.0.0.1:backlog=4096"
-                 % (self.port,),
-                 "--tls-dir", self.certs.control_dir, "--crl",
-                 self.certs.crl, "--state-dir", self.state_dir,
-                 "--log", self.log, "--refresh-interval", "3600"],
-                stdout=subprocess.DEVNULL, stderr=stderr)
+                command, stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.time() + 600
         while time.time() < deadline:
             with open(stderr_path) as f:
@@ -297,6 +305,21 @@ class Control(object):
                 if name in ("VmRSS", "VmHWM"):
                     values[name] = int(value.split()[0]) / 1024.0
         return values["VmRSS"], values["VmHWM"]
+
+    def messages(self, offset):
+        """
+        The service's log messages from byte ``offset`` of its log on.
+        """
+        with open(self.log, "rb") as f:
+            f.seek(offset)
+            lines = f.read().splitlines()
+        found = []
+        for line in lines:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
 
     def listings_since(self, since):
         try:
@@ -435,11 +458,14 @@ def percentiles(seconds):
 
 def change(control, certs, agents, nodes, before, after, timeout):
     """
-    Send the configuration of placement ``after``; the seconds from
-    sending it to each node it changes holding its new slice, and the
-    seconds the PUT took to be answered. None if not within ``timeout``.
+    Send the configuration of placement ``after``. :return: ``(times,
+    answered, read)``: the seconds from sending it to each node it changes
+    holding its new slice (None if not within ``timeout``), the seconds
+    the PUT took to be answered, and when the service had read it (its
+    ``blockmover:control:read`` message, None where it logs none).
     """
     cluster_yml, app_yml = configuration(nodes, after)
+    logged = os.path.getsize(control.log)
     start = time.time()
     try:
         status, answer = control.request(
@@ -447,7 +473,7 @@ def change(control, certs, agents, nodes, before, after, timeout):
             {"cluster_yml": cluster_yml, "app_yml": app_yml},
             certs.operator(), timeout)
     except socket.timeout:
-        return None, None
+        return None, None, None
     answered = time.time() - start
     if status != 200:
         raise RuntimeError("the configuration was refused: %s" % (answer,))
@@ -455,7 +481,9 @@ def change(control, certs, agents, nodes, before, after, timeout):
     times = agents.wait({node: generation
                          for node in changed_nodes(before, after)},
                         start, timeout)
-    return times, answered
+    read = [m["timestamp"] for m in control.messages(logged)
+            if m.get("message_type") == "blockmover:control:read"]
+    return times, answered, (read[0] - start if read else None)
 
 
 def refresh_cpu(control, certs, timeout, stamp=None, volume_ids=()):
@@ -546,7 +574,7 @@ def run_size(nodes, args):
         first, second, third = placements(nodes)
         write_stored(os.path.join(directory, "control-state"),
                      *configuration(nodes, first))
-        control = Control(directory, certs, nodes)
+        control = Control(directory, certs, nodes, args.profile)
         started = time.time()
         control.start()
         print("%d nodes: agents ..." % (nodes,), flush=True)
@@ -560,8 +588,8 @@ def run_size(nodes, args):
         print("%d nodes: changes ..." % (nodes,), flush=True)
         for name, (before, after) in (("one_percent", (first, second)),
                                       ("all", (second, third))):
-            times, answered = change(control, certs, agents, nodes, before,
-                                     after, args.timeout)
+            times, answered, read = change(control, certs, agents, nodes,
+                                           before, after, args.timeout)
             result[name + "_put_s"] = figure(answered)
             p50, p99, most = percentiles(
                 list(times.values()) if times else [])
@@ -569,6 +597,10 @@ def run_size(nodes, args):
                 result["%s_%s_s" % (label, name)] = figure(value)
             if times is None:
                 return result
+            if read is not None:
+                result[name + "_read_s"] = figure(read)
+                result["p99_%s_after_read_s" % (name,)] = figure(
+                    percentiles([t - read for t in times.values()])[1])
         print("%d nodes: refreshes ..." % (nodes,), flush=True)
         idle = []
         kinds = []
@@ -602,12 +634,18 @@ def run_size(nodes, args):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-COLUMNS = [
+CHANGES = [
+    ("nodes", "nodes"),
+    ("one_percent_put_s", "1% PUT"), ("one_percent_read_s", "1% read"),
+    ("p50_one_percent_s", "1% p50"), ("p99_one_percent_s", "1% p99"),
+    ("max_one_percent_s", "1% max"),
+    ("p99_one_percent_after_read_s", "1% p99-rd"),
+    ("all_put_s", "all PUT"), ("all_read_s", "all read"),
+    ("p50_all_s", "all p50"), ("p99_all_s", "all p99"),
+    ("max_all_s", "all max"), ("p99_all_after_read_s", "all p99-rd"),
+]
+SERVICE = [
     ("nodes", "nodes"), ("startup_s", "startup"),
-    ("one_percent_put_s", "1% PUT"), ("p50_one_percent_s", "1% p50"),
-    ("p99_one_percent_s", "1% p99"), ("max_one_percent_s", "1% max"),
-    ("all_put_s", "all PUT"), ("p50_all_s", "all p50"),
-    ("p99_all_s", "all p99"), ("max_all_s", "all max"),
     ("idle_refresh_cpu_s", "idle cpu"),
     ("one_percent_refresh_cpu_s", "1% cpu"),
     ("rss_mb", "rss MB"), ("peak_rss_mb", "peak MB"),
@@ -617,12 +655,20 @@ COLUMNS = [
 
 def print_table(results):
     print()
-    print("seconds unless MB; cpu = the service's CPU seconds for one "
-          "listing refresh")
-    print("  ".join("%10s" % (title,) for _, title in COLUMNS))
-    for result in results:
-        print("  ".join("%10s" % (result.get(key, "-"),)
-                        for key, _ in COLUMNS))
+    print("changes: seconds from sending the configuration to each agent "
+          "it changes holding its new slice; PUT: until it was answered; "
+          "read: until the service had read it; -rd: from then")
+    for columns in (CHANGES, None, SERVICE):
+        if columns is None:
+            print("service: startup and reconnect in seconds until every "
+                  "agent holds a slice; cpu: the service's CPU seconds for "
+                  "one listing refresh finding nothing new / 1 % of the "
+                  "volumes changed")
+            continue
+        print("  ".join("%10s" % (title,) for _, title in columns))
+        for result in results:
+            print("  ".join("%10s" % (result.get(key, "-"),)
+                            for key, _ in columns))
     for result in results:
         print("nodes=%s listings: idle %s; 1%% changed %s; refused polls %s"
               % (result["nodes"], result.get("idle_listings", "-"),
@@ -638,6 +684,9 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=3,
                         help="processes of simulated agents (default "
                         "%(default)s)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="write the service's cProfile statistics in DIR "
+                        "(control-N-K.prof for its K-th start at N nodes)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds a phase may take before it is "
                         "given up (default %(default)s)")

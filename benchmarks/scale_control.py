@@ -22,6 +22,7 @@ stamps those volumes' metadata with K. Every listing appends a line
 """
 
 import argparse
+import cProfile
 import datetime
 import json
 import os
@@ -163,6 +164,9 @@ def parser():
     p.add_argument("--fake-nodes", type=int, required=True)
     p.add_argument("--changes", required=True)
     p.add_argument("--listings", required=True)
+    p.add_argument("--profile", metavar="PATH",
+                   help="write the service's cProfile statistics to PATH "
+                   "when it stops")
     p.add_argument("control", nargs=argparse.REMAINDER,
                    help="-- then blockmover-control's options")
     return p
@@ -216,7 +220,14 @@ def main(argv=None):
     if control and control[0] == "--":
         control = control[1:]
     options = control_main.parser().parse_args(control)
-    react(_run, (args, options))
+    if args.profile is None:
+        react(_run, (args, options))
+        return
+    profile = cProfile.Profile()
+    try:
+        profile.runcall(react, _run, (args, options))
+    finally:
+        profile.dump_stats(args.profile)
 
 
 if __name__ == "__main__":
