@@ -248,11 +248,13 @@ class Placement(object):
                 wanted[dataset] = self.datasets[dataset]
         return wanted
 
-    def node_slice(self, node, listing, listed_at=0.0):
+    def node_slice(self, node, listing, listed_at=0.0, generation=0,
+                   task_id=None):
         """
-        The ``NodeDesired`` of the node named ``node`` (generation 0), as
+        The ``NodeDesired`` of the node named ``node``, as
         ``desired_slices`` describes it, from ``listing`` (a ``Listing``):
-        at the cost of what is on that node alone.
+        at the cost of what is on that node alone. ``generation`` and
+        ``task_id`` are those it is to be handed out with, if known.
         """
         deployment = self.deployment
         backend_id = deployment.nodes[node].backend_id
@@ -267,19 +269,24 @@ class Placement(object):
                 relevant[dataset] = volume
         return NodeDesired(
             node=node, backend_id=backend_id,
-            cluster_name=deployment.cluster_name, generation=0,
+            cluster_name=deployment.cluster_name, generation=generation,
             datasets=wanted,
             applications={a: deployment.applications[a] for a in apps},
-            volumes=relevant, listed_at=float(listed_at or 0.0))
+            volumes=relevant, listed_at=float(listed_at or 0.0),
+            task_id=task_id)
 
-    def slices(self, listing, listed_at=0.0, nodes=None):
+    def slices(self, listing, listed_at=0.0, nodes=None, generation=0,
+               tasks=None):
         """
         ``{node: NodeDesired}`` of ``nodes`` (names; None: every node of
-        the deployment; names it lacks are left out).
+        the deployment; names it lacks are left out), with ``generation``
+        and each node's task of ``tasks`` (node -> task id).
         """
         names = self.deployment.nodes if nodes is None else [
             n for n in nodes if n in self.deployment.nodes]
-        return {name: self.node_slice(name, listing, listed_at)
+        tasks = tasks or {}
+        return {name: self.node_slice(name, listing, listed_at, generation,
+                                      tasks.get(name))
                 for name in names}
 
     def touched(self, previous):

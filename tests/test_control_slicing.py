@@ -76,9 +76,9 @@ class Counted(object):
         self.nodes = []
         compute = Placement.node_slice
 
-        def counting(placement, node, listing, listed_at=0.0):
+        def counting(placement, node, *args):
             self.nodes.append(node)
-            return compute(placement, node, listing, listed_at)
+            return compute(placement, node, *args)
         monkeypatch.setattr(Placement, "node_slice", counting)
 
 

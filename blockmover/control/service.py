@@ -384,7 +384,7 @@ class ControlService(object):
         self._proposing = indexed
         try:
             change = self.slices.propose_some(
-                indexed.slices(volumes, listed_at, nodes),
+                indexed.slices(volumes, listed_at, nodes, generation, tasks),
                 self.slices.nodes() - set(deployment.nodes), listed_at,
                 generation, tasks)
             # Durable before anything changes: a crash now restarts with
@@ -565,7 +565,8 @@ class ControlService(object):
         try:
             change = self.slices.propose_some(
                 placement.slices(self.listing.listing,
-                                 self.listing.listed_at, dirty),
+                                 self.listing.listed_at, dirty,
+                                 self.slices.counter + 1),
                 self.slices.nodes() - set(self.deployment.nodes),
                 self.listing.listed_at)
             if change.counter != self.slices.counter:

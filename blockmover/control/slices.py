@@ -114,7 +114,9 @@ class Slices(object):
         Unchanged ones keep theirs. ``tasks`` (node -> serialized eliot
         task id) stamps changed slices with the task that changed them;
         unchanged ones keep theirs. ``listed_at`` (None: as now) is when
-        the listing they come from started.
+        the listing they come from started. A slice computed with the
+        generation, task and ``listed_at`` it takes is handed out as it
+        is.
         """
         if generation is not None and generation <= self.counter:
             raise ValueError("generation %d does not exceed %d"
@@ -130,9 +132,12 @@ class Slices(object):
             old = self._slices.get(node)
             if old is not None and _same_content(old, desired):
                 continue
-            updates[node] = desired.set(
-                generation=new_generation, task_id=tasks.get(node),
-                listed_at=listed_at)
+            task_id = tasks.get(node)
+            if (desired.generation, desired.task_id, desired.listed_at) != \
+                    (new_generation, task_id, listed_at):
+                desired = desired.set(generation=new_generation,
+                                      task_id=task_id, listed_at=listed_at)
+            updates[node] = desired
             changed.add(node)
         for node in removed:
             if node in self._slices and node not in computed:
