@@ -7,6 +7,8 @@ No I/O here: the control service, the deploy CLI and the tests call these
 with values.
 """
 
+import weakref
+
 from pyrsistent import pmap
 
 from blockmover.identity import APPLICATION_KEY, dataset_id
@@ -203,10 +205,26 @@ class Placement(object):
     of each backend id. A value, made once per configuration.
     """
 
-    def __init__(self, deployment, allocation_unit):
+    def __init__(self, deployment, allocation_unit, previous=None):
+        """
+        :param previous: the ``Placement`` of the configuration before, or
+            None: the datasets of the applications that stay as they were
+            are taken from it, and which applications changed is kept for
+            ``touched``.
+        """
         self.deployment = deployment
         self.allocation_unit = allocation_unit
-        self.datasets = _datasets(deployment, allocation_unit)
+        if previous is not None and (
+                previous.deployment.cluster_name != deployment.cluster_name
+                or previous.allocation_unit != allocation_unit):
+            previous = None
+        # Weakly: each configuration's must not keep all those before.
+        self._previous = None if previous is None else weakref.ref(previous)
+        if previous is None:
+            self._changed = None
+            self.datasets = _datasets(deployment, allocation_unit)
+        else:
+            self._changed, self.datasets = self._datasets_after(previous)
         dataset_of = {d.application: d.dataset_id
                       for d in self.datasets.values()}
         on = {}
@@ -221,6 +239,31 @@ class Placement(object):
         self._nodes_of = {}
         for node in deployment.nodes.values():
             self._nodes_of.setdefault(node.backend_id, set()).add(node.name)
+
+    def _datasets_after(self, previous):
+        """
+        ``(changed, datasets)``: the names of the applications whose
+        records differ from ``previous``'s (or that either lacks), and
+        ``_datasets``, those of the others taken from ``previous``.
+        """
+        before = previous.deployment.applications
+        changed = set(before) - set(self.deployment.applications)
+        datasets = {}
+        for name, app in self.deployment.applications.items():
+            if before.get(name) == app:
+                dataset = previous._dataset_of.get(name)
+                if dataset is not None:
+                    datasets[dataset] = previous.datasets[dataset]
+                continue
+            changed.add(name)
+            if app.volume is not None:
+                dataset = dataset_id(self.deployment.cluster_name, name)
+                datasets[dataset] = DesiredDataset(
+                    dataset_id=dataset, application=name,
+                    size=round_up(app.volume.size, self.allocation_unit),
+                    filesystem=app.volume.filesystem,
+                    mountpoint=app.volume.mountpoint)
+        return changed, datasets
 
     def applications_on(self, node):
         """
@@ -309,12 +352,17 @@ class Placement(object):
             return None
         nodes = {name for name in set(old.nodes) | set(new.nodes)
                  if old.nodes.get(name) != new.nodes.get(name)}
-        for app in set(old.applications) | set(new.applications):
+        if self._previous is not None and self._previous() is previous:
+            changed = self._changed
+        else:
+            changed = {app for app in set(old.applications)
+                       | set(new.applications)
+                       if old.applications.get(app)
+                       != new.applications.get(app)}
+        # An application placed nowhere, before or after, is in no slice.
+        for app in set(old.placement) | set(new.placement):
             before, after = old.placement.get(app), new.placement.get(app)
-            if before != after or (
-                    (before is not None or after is not None)
-                    and old.applications.get(app)
-                    != new.applications.get(app)):
+            if before != after or app in changed:
                 nodes.update(n for n in (before, after) if n is not None)
         return nodes
 

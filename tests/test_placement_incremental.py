@@ -220,8 +220,11 @@ def test_incremental_slices_equal_a_full_recompute(first, data, unit):
     held = placement.slices(listing)
     for _ in range(data.draw(st.integers(1, 5))):
         if data.draw(st.booleans()):
+            # Made on its own, or from the placement before.
             new = Placement(data.draw(changed_deployments(
-                placement.deployment)), unit)
+                placement.deployment)), unit,
+                data.draw(st.sampled_from([None, placement])))
+            assert new.datasets == _datasets(new.deployment, unit)
             touched = new.touched(placement)
             if touched is None:
                 held = new.slices(listing)
@@ -265,7 +268,7 @@ def test_slices_handed_out_in_part_are_those_handed_out_whole(first, data,
     some.update(placement.slices(listing, 1.0))
     for step in range(data.draw(st.integers(1, 4))):
         new = Placement(data.draw(changed_deployments(placement.deployment)),
-                        unit)
+                        unit, placement)
         touched = new.touched(placement)
         tasks = {n: "task-%d" % (step,) for n in new.deployment.nodes}
         generation = whole.counter + data.draw(st.integers(1, 2))

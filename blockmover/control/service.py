@@ -309,7 +309,8 @@ class ControlService(object):
         placement = _placement()
         # The configuration indexed once, for its checks, its slices and
         # its plan.
-        indexed = placement.Placement(deployment, backend.allocation_unit)
+        indexed = placement.Placement(deployment, backend.allocation_unit,
+                                      self._placement)
         errors = placement.check_deployment(deployment, volumes,
                                             backend.allocation_unit,
                                             backend_limits, indexed)
