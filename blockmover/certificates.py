@@ -414,18 +414,58 @@ def check(certificate, ca_certificate, revoked, now):
     A TLS handshake with the CA as the only trust root makes most of these
     checks already; this one is the application's, made on every request,
     so that a revocation counts from the moment the revocation list says
-    so, without a restart.
+    so, without a restart. What cannot change while a connection lasts
+    (``check_issued``) may be checked once a connection; what can
+    (``check_current``) every time.
 
     :raise CertificateRefused: saying why not.
     :raise NotAnIdentity: if it names no blockmover identity.
     """
     cluster = cluster_of(ca_certificate)
+    _check_signature(certificate, ca_certificate, cluster)
+    _check_validity(certificate, ca_certificate, now)
+    holder = _check_holder(certificate, cluster)
+    _check_revocation(certificate, holder, revoked)
+    return holder
+
+
+def check_issued(certificate, ca_certificate):
+    """
+    The ``Identity`` of ``certificate`` if the CA ``ca_certificate`` issued
+    it, to a service, node or user of its cluster: what ``check`` checks
+    that depends on the two certificates alone, once. Follow it with
+    ``check_current`` before believing the certificate now.
+
+    :raise CertificateRefused: saying why not.
+    :raise NotAnIdentity: if it names no blockmover identity.
+    """
+    cluster = cluster_of(ca_certificate)
+    _check_signature(certificate, ca_certificate, cluster)
+    return _check_holder(certificate, cluster)
+
+
+def check_current(certificate, ca_certificate, holder, revoked, now):
+    """
+    What ``check`` checks of ``certificate`` (of ``holder``, as
+    ``check_issued`` found) that changes with time: both certificates are
+    valid at ``now``, and it is not in ``revoked``.
+
+    :raise CertificateRefused: saying why not.
+    """
+    _check_validity(certificate, ca_certificate, now)
+    _check_revocation(certificate, holder, revoked)
+
+
+def _check_signature(certificate, ca_certificate, cluster):
     try:
         certificate.verify_directly_issued_by(ca_certificate)
     except (ValueError, TypeError, InvalidSignature):
         raise CertificateRefused(
             "the certificate (serial %x) is not issued by cluster %s's CA"
             % (certificate.serial_number, cluster))
+
+
+def _check_validity(certificate, ca_certificate, now):
     for what, valid in (("certificate", certificate),
                         ("CA's certificate", ca_certificate)):
         if not (valid.not_valid_before_utc <= now
@@ -434,6 +474,9 @@ def check(certificate, ca_certificate, revoked, now):
                 "the %s is valid from %s to %s, not now; issue a new one"
                 % (what, valid.not_valid_before_utc,
                    valid.not_valid_after_utc))
+
+
+def _check_holder(certificate, cluster):
     try:
         constraints = certificate.extensions.get_extension_for_class(
             x509.BasicConstraints).value
@@ -447,12 +490,15 @@ def check(certificate, ca_certificate, revoked, now):
     if holder.cluster != cluster:
         raise CertificateRefused("the certificate is cluster %s's, not %s's"
                                  % (holder.cluster, cluster))
+    return holder
+
+
+def _check_revocation(certificate, holder, revoked):
     if certificate.serial_number in revoked:
         raise CertificateRefused("the certificate of %s (serial %x) is "
                                  "revoked; issue a new one with 'blockmover "
                                  "ca %s'" % (holder, certificate.serial_number,
                                              holder))
-    return holder
 
 
 class RevocationFile(object):

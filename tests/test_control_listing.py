@@ -6,7 +6,7 @@ the last good listing, the timer lists again.
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from blockmover.control.listing import VolumeListing
+from blockmover.control.listing import ChangedVolumes, VolumeListing
 from blockmover.model import Volume
 
 
@@ -203,4 +203,67 @@ def test_settled_waits_for_the_listing_asked_for_and_starts_none():
     assert not running.called
     lister.answer([volume(1)])
     assert running.called
+    listing.stop()
+
+
+class Merges(object):
+    """
+    A ``merge`` of ``VolumeListing`` whose work the test lets finish by
+    hand, as a thread would some time later.
+    """
+
+    def __init__(self):
+        self.pending = []
+
+    def __call__(self, function, *args):
+        d = Deferred()
+        self.pending.append((d, function, args))
+        return d
+
+    def finish(self):
+        d, function, args = self.pending.pop(0)
+        d.callback(function(*args))
+
+
+def test_whole_listings_are_compared_by_merge_and_changes_at_once():
+    clock = Clock()
+    calls = []
+    merges = Merges()
+    listing = VolumeListing(clock, 30.0, calls.append, merge=merges)
+    lister = Lister()
+    listing.set_lister(lister)
+    done = listing.refresh()
+    lister.answer([volume(1), volume(2)])
+    # Compared elsewhere: nothing taken, the listing not over.
+    assert listing.volumes is None and not done.called and calls == []
+    merges.finish()
+    assert [v.volume_id for v in listing.volumes] == ["v1", "v2"]
+    assert done.called and calls == [True] and listing.changes is None
+    listing.refresh()
+    lister.answer(ChangedVolumes([volume(3)]))
+    assert not merges.pending and calls == [True, True]
+    assert [(old, new.volume_id) for old, new in listing.changes] == \
+        [(None, "v3")]
+    listing.refresh()
+    lister.answer([volume(1), volume(3)])
+    merges.finish()
+    assert [(old.volume_id, new) for old, new in listing.changes] == \
+        [("v2", None)]
+    assert [v.volume_id for v in listing.volumes] == ["v1", "v3"]
+    listing.stop()
+
+
+def test_a_merge_ending_after_its_lister_was_replaced_is_discarded():
+    clock = Clock()
+    calls = []
+    merges = Merges()
+    listing = VolumeListing(clock, 30.0, calls.append, merge=merges)
+    lister = Lister()
+    listing.set_lister(lister)
+    listing.refresh()
+    lister.answer([volume(1)])
+    listing.set_lister(Lister(), [volume(7)], listed_at=5.0)
+    merges.finish()
+    assert [v.volume_id for v in listing.volumes] == ["v7"]
+    assert calls == []
     listing.stop()

@@ -16,7 +16,9 @@ identity may make a request, by one table, ``RULES``.
 
 import datetime
 import time
+import weakref
 
+from OpenSSL import crypto
 from pyrsistent import PClass, field
 
 from blockmover import certificates
@@ -136,6 +138,11 @@ class Authority(object):
     certificate is checked against the cluster's CA and the revocation list
     read now (``certificates.RevocationFile``).
 
+    The CA's signature and the identity are checked once a connection (and
+    again should the connection ever show another certificate); validity
+    and revocation on every request, so that an expiry or a revocation
+    counts at once, even on a connection made before it.
+
     :param ca_certificate: the cluster CA's certificate (``cryptography``).
     :param revocations: a ``certificates.RevocationFile``.
     :param clock: a callable returning seconds since the epoch.
@@ -146,6 +153,9 @@ class Authority(object):
         self.cluster = certificates.cluster_of(ca_certificate)
         self._revocations = revocations
         self._clock = clock
+        # transport -> (the peer's certificate in DER, as ``cryptography``
+        # reads it, its Identity), for as long as the connection lives.
+        self._issued = weakref.WeakKeyDictionary()
 
     def identify(self, transport):
         """
@@ -165,8 +175,18 @@ class Authority(object):
         # The service's own file: a failure to read it is not the
         # client's, and refuses everyone until it is mended.
         revoked = self._revocations.revoked()
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
         try:
-            return certificates.check(peer.to_cryptography(),
-                                      self.ca_certificate, revoked, now)
+            known = self._issued.get(transport)
+            if known is not None and known[0] == der:
+                _, certificate, holder = known
+                certificates.check_current(certificate, self.ca_certificate,
+                                           holder, revoked, now)
+                return holder
+            certificate = peer.to_cryptography()
+            holder = certificates.check(certificate, self.ca_certificate,
+                                        revoked, now)
         except certificates.CertificateError as e:
             raise Refused("the client certificate is refused: %s" % (e,))
+        self._issued[transport] = (der, certificate, holder)
+        return holder

@@ -129,7 +129,7 @@ class _Endpoint(Resource):
     A leaf answering JSON, at its own path only (a path below it is a
     404). Subclasses define ``GET``/``PUT`` methods taking
     the request and returning ``(code, data)`` or a Deferred of it;
-    ``data`` None means no body.
+    ``data`` None means no body, bytes a body serialized already.
     """
     isLeaf = True
 
@@ -217,7 +217,8 @@ class _Endpoint(Resource):
             request.write(data.body)
             request.finish()
         else:
-            body = json.dumps(data, sort_keys=True).encode("utf-8")
+            body = data if isinstance(data, bytes) else json.dumps(
+                data, sort_keys=True).encode("utf-8")
             request.setHeader(b"Content-Type", b"application/json")
             request.setHeader(b"Content-Length", b"%d" % (len(body),))
             request.write(body)
@@ -330,7 +331,8 @@ class _Desired(_Endpoint):
             return (204, None)
         if desired is None:
             raise UnknownNode(self.node)
-        return (200, to_data(desired))
+        # Serialized once per generation, not once per agent's request.
+        return (200, self.service.slices.serialized(desired))
 
 
 class _Report(_Endpoint):

@@ -14,6 +14,8 @@ from eliot import log_message, write_failure
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
+from blockmover.placement import Listing
+
 
 class ChangedVolumes(object):
     """
@@ -36,9 +38,12 @@ class VolumeListing(object):
     """
     The last good listing of the backend's volumes.
 
-    :ivar volumes: the volumes (``model.Volume``, sorted by volume id) of the
-        last good listing (a whole one, or one with changes merged into
-        it), or None before the first one.
+    :ivar listing: the last good listing (a whole one, or one with changes
+        merged into it) as a ``placement.Listing``, or None before the
+        first one.
+    :ivar changes: what the last good listing changed, as pairs ``(old,
+        new)`` of volumes (``Listing.changed``), or None when it was the
+        first (everything changed).
     :ivar listed_at: when that listing started (seconds since the epoch), or
         0.0 before the first one.
     :ivar refreshes: how many listings of the backend were started (or
@@ -48,7 +53,7 @@ class VolumeListing(object):
     """
 
     def __init__(self, clock, interval, on_listed, min_gap=MIN_GAP,
-                 observer=None):
+                 observer=None, merge=None):
         """
         :param clock: an ``IReactorTime``.
         :param interval: seconds between refreshes when nothing asks sooner.
@@ -56,18 +61,26 @@ class VolumeListing(object):
             listings ``request`` asks for.
         :param on_listed: called as ``on_listed(changed)`` after every good
             listing; ``changed`` says whether the volumes differ from the
-            previous listing.
+            previous listing (and ``changes`` says how).
         :param observer: told of every listing of the backend, for
             metrics: ``listing_started(cause)`` when it starts (``cause``
             is what first asked for it) and ``listing_ended(seconds, ok)``.
+        :param merge: how a whole listing is compared with the cache:
+            called as ``merge(function, *args)``, it returns a Deferred of
+            ``function(*args)`` (run in a thread, so that comparing a
+            hundred thousand volumes holds up no request); None calls it
+            at once. A listing of changes is merged at once, at the cost
+            of its changes.
         """
-        # Invariant: ``volumes`` is always a whole listing, or a whole
+        # Invariant: ``listing`` is always a whole listing, or a whole
         # listing with later changes merged in; never changes alone.
         self._clock = clock
         self._interval = interval
         self._on_listed = on_listed
+        self._merge = merge if merge is not None else maybeDeferred
         self._lister = None
-        self.volumes = None
+        self.listing = None
+        self.changes = None
         self.listed_at = 0.0
         self.refreshes = 0
         self.failures = 0
@@ -100,7 +113,8 @@ class VolumeListing(object):
         lister still running is discarded when it ends.
         """
         self._lister = lister
-        self.volumes = _sorted(volumes) if volumes is not None else None
+        self.listing = Listing.of(volumes) if volumes is not None else None
+        self.changes = None
         self.listed_at = listed_at if volumes is not None else 0.0
         self.last_error = None
         if volumes is not None:
@@ -110,6 +124,14 @@ class VolumeListing(object):
                 self._observer.listing_started(cause)
         if not self._running:
             self._schedule()
+
+    @property
+    def volumes(self):
+        """
+        The volumes (``model.Volume``, sorted by volume id) of the last good
+        listing, or None before the first one.
+        """
+        return None if self.listing is None else self.listing.volumes()
 
     def refresh(self, cause=OTHER):
         """
@@ -220,26 +242,47 @@ class VolumeListing(object):
         listing.addBoth(lambda _: self._finished())
 
     def _listed(self, result, lister, started):
+        """
+        Merge a listing into the cache at the cost of what it changed: a
+        listing of changes that changes nothing costs its own volumes'
+        comparison, and no copy of anything; a whole listing is compared
+        with the cache by ``merge``.
+        """
         if lister is not self._lister:
-            return
+            return None
         if isinstance(result, ChangedVolumes):
-            if self.volumes is None:
+            if self.listing is None:
                 self.failures += 1
                 self.last_error = (
                     "the backend listed only changed volumes before any "
                     "whole listing; the next whole listing fills the cache")
-                return
-            merged = {v.volume_id: v for v in self.volumes}
-            merged.update((v.volume_id, v) for v in result.volumes)
-            volumes = _sorted(merged.values())
+                return None
+            self._take(*self.listing.changed(result.volumes),
+                       started=started)
+            return None
+        if self.listing is None:
+            merged = self._merge(_first, result)
         else:
-            volumes = _sorted(result)
-        changed = volumes != self.volumes
-        self.volumes = volumes
+            merged = self._merge(self.listing.changed, result, True)
+        base = self.listing
+
+        def take(merged):
+            # Only listings of this lister change the cache, one at a time:
+            # it is still what the merge started from, unless the lister
+            # changed meanwhile.
+            if lister is self._lister and self.listing is base:
+                self._take(*merged, started=started)
+        return merged.addCallback(take)
+
+    def _take(self, listing, changes, started):
+        changed = changes is None or bool(changes)
+        self.listing = listing
+        self.changes = changes
         self.listed_at = started
         self.last_error = None
         log_message(message_type="blockmover:control:listed",
-                    volumes=len(volumes), changed=changed)
+                    volumes=len(listing), changed=changed,
+                    changes=None if changes is None else len(changes))
         self._on_listed(changed)
 
     def _failed(self, failure, lister):
@@ -286,5 +329,9 @@ def _timed(lister, observer, clock=time.perf_counter):
     return listing
 
 
-def _sorted(volumes):
-    return sorted(volumes, key=lambda v: v.volume_id)
+def _first(volumes):
+    """
+    The first listing as ``Listing.changed`` gives changes: everything
+    changed (None).
+    """
+    return Listing.of(volumes), None

@@ -4,6 +4,8 @@ configuration, the backend, the cached listing, each node's slice and the
 nodes' last reports.
 """
 
+from contextlib import nullcontext
+
 from eliot import current_action, log_message, write_failure
 from twisted.internet.defer import DeferredLock, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
@@ -105,6 +107,15 @@ def _placement():
     return placement
 
 
+def _union(nodes, more):
+    """
+    Two sets of node names, None standing for every node.
+    """
+    if nodes is None or more is None:
+        return None
+    return nodes | more
+
+
 class ControlService(object):
     """
     Everything the REST API serves.
@@ -136,8 +147,10 @@ class ControlService(object):
         self._parsing = ThreadPool(minthreads=0, maxthreads=2,
                                    name="blockmover-control-parse")
         self._writer = FileWriter(reactor, "blockmover-control-store")
-        self.listing = VolumeListing(reactor, refresh_interval, self._listed,
-                                     observer=self.metrics)
+        self.listing = VolumeListing(
+            reactor, refresh_interval, self._listed, observer=self.metrics,
+            merge=lambda function, *args: deferToThreadPool(
+                reactor, self._threadpool, function, *args))
         # The cloud calls nodes without credentials ask for.
         self.node_calls = NodeCalls(self, reactor, self.metrics)
         self.slices = Slices()
@@ -151,12 +164,19 @@ class ControlService(object):
         # Held while slices are computed, their counter saved and they are
         # handed out: one change of the slices at a time.
         self._slicing = DeferredLock()
-        # A change of the slices whose save failed: the next listing
-        # computes them again even if the volumes stayed the same.
-        self._unsaved = False
         self.metrics.watch(self, reactor)
         # Since when nodes and applications are as they are (GET /v1/state).
         self.transitions = Transitions()
+        # The ``placement.Placement`` the slices handed out were computed
+        # with, or None before any.
+        self._placement = None
+        # The nodes whose slices the listings since may have changed (or
+        # whose change could not be saved), computed again at the next
+        # chance; None for every node.
+        self._dirty = None
+        # The ``Placement`` of slices computed and being saved, not yet
+        # handed out: a listing meanwhile counts for it too.
+        self._proposing = None
 
     # --- life ------------------------------------------------------------
 
@@ -259,9 +279,21 @@ class ControlService(object):
             failure.trap(ConfigError)
             raise ConfigurationRejected([str(failure.value)])
 
+        started = self._reactor.seconds()
+
+        def read(parsed):
+            # How long reading the texts took, apart from applying them.
+            with action.context() if action is not None else nullcontext():
+                log_message(message_type="blockmover:control:read",
+                            seconds=self._reactor.seconds() - started,
+                            nodes=len(parsed.deployment.nodes),
+                            applications=len(
+                                parsed.deployment.applications))
+            return parsed
+
         d = deferToThreadPool(self._reactor, self._parsing, _parse,
                               cluster_yml, app_yml, cluster_path, app_path)
-        d.addErrback(refused)
+        d.addCallbacks(read, refused)
         d.addCallback(lambda parsed: self._configuring.run(
             self._configure, parsed, cluster_yml, app_yml, cluster_path,
             app_path, dry_run, action))
@@ -287,39 +319,67 @@ class ControlService(object):
         except BackendError as e:
             raise ConfigurationRejected([str(e)])
         placement = _placement()
+        # The configuration indexed once, for its checks, its slices and
+        # its plan.
+        indexed = placement.Placement(deployment, backend.allocation_unit,
+                                      self._placement)
         errors = placement.check_deployment(deployment, volumes,
                                             backend.allocation_unit,
-                                            backend_limits)
+                                            backend_limits, indexed)
         if errors:
             raise ConfigurationRejected(errors)
-        plan = placement.describe_changes(
-            self.deployment, deployment, volumes, backend.allocation_unit,
-            {node: report.state for node, (report, _) in self._reports.items()
-             if node in deployment.nodes or (
-                 self.deployment is not None
-                 and node in self.deployment.nodes)})
-        plan = {node: list(lines) for node, lines in plan.items()}
+        # What the plan is foreseen from, taken now: the plan is made once
+        # the slices are handed out.
+        foreseen = (self.deployment, deployment, volumes,
+                    backend.allocation_unit,
+                    {node: report.state
+                     for node, (report, _) in self._reports.items()
+                     if node in deployment.nodes or (
+                         self.deployment is not None
+                         and node in self.deployment.nodes)},
+                    indexed)
         if dry_run:
+            plan = yield self._plan(*foreseen)
             current = self.stored.generation if self.stored else 0
             return {"generation": current, "plan": plan}
         tasks = {}
         if action is not None:
-            tasks = {node: action.serialize_task_id().decode("ascii")
-                     for node in sorted(deployment.nodes)}
+            task = action.serialize_task_id().decode("ascii")
+            tasks = dict.fromkeys(deployment.nodes, task)
         generation = yield self._slicing.run(
             self._store, parsed, backend, volumes, listed_at, tasks,
             StoredConfiguration(cluster_yml=cluster_yml, app_yml=app_yml,
                                 cluster_path=cluster_path, app_path=app_path,
-                                generation=0, counter=0))
+                                generation=0, counter=0), indexed)
         log_message(message_type="blockmover:control:configured",
                     generation=generation, cluster=deployment.cluster_name)
+        plan = yield self._plan(*foreseen)
         return {"generation": generation, "plan": plan}
 
+    def _plan(self, old, new, volumes, allocation_unit, reported, indexed):
+        """
+        What deploying ``new`` over ``old`` changes on each node
+        (``placement.describe_changes``), foreseen in a thread: it is pure,
+        and on a large cluster it takes a while that no agent and no other
+        request should wait for.
+
+        :return: a Deferred firing with ``{node: [line, ...]}``.
+        """
+        def describe():
+            plan = _placement().describe_changes(
+                old, new, volumes, allocation_unit, reported, indexed)
+            return {node: list(lines) for node, lines in plan.items()}
+        return deferToThreadPool(self._reactor, self._parsing, describe)
+
     @inlineCallbacks
-    def _store(self, parsed, backend, volumes, listed_at, tasks, stored):
+    def _store(self, parsed, backend, volumes, listed_at, tasks, stored,
+               indexed):
         """
         Save a checked configuration, then take it and hand out the slices
         it changes; with ``_slicing`` held. A failed save changes nothing.
+        Only the slices of the nodes the configuration touches (and those
+        a listing since changed) are computed again, when the backend
+        stays; all of them when it changes.
 
         :return: a Deferred firing with its generation.
         """
@@ -327,18 +387,29 @@ class ControlService(object):
         generation = self.slices.counter + 1
         stored = stored.set(generation=generation, counter=generation)
         same_backend = backend is self._backend
+        taken, self._dirty = self._dirty, set()
+        nodes = None
         if same_backend:
             # The cache may have been refreshed since the checks: the
             # slices come from its latest listing.
-            volumes, listed_at = self.listing.volumes, self.listing.listed_at
-        with self.metrics.recomputing(CONFIGURATION):
-            change = self.slices.propose(
-                _placement().desired_slices(deployment, volumes,
-                                            backend.allocation_unit,
-                                            listed_at=listed_at),
-                generation, tasks)
-        # Durable before anything changes: a crash now restarts with it.
-        yield self._save(stored)
+            volumes, listed_at = self.listing.listing, self.listing.listed_at
+            nodes = _union(indexed.touched(self._placement), taken)
+        self._proposing = indexed
+        try:
+            with self.metrics.recomputing(CONFIGURATION):
+                change = self.slices.propose_some(
+                    indexed.slices(volumes, listed_at, nodes, generation,
+                                   tasks),
+                    self.slices.nodes() - set(deployment.nodes), listed_at,
+                    generation, tasks)
+            # Durable before anything changes: a crash now restarts with
+            # it.
+            yield self._save(stored)
+        except BaseException:
+            self._dirty = _union(self._dirty, taken)
+            raise
+        finally:
+            self._proposing = None
         self.stored = stored
         self.transitions.configured(self.deployment, deployment,
                                     self._reactor.seconds())
@@ -349,6 +420,7 @@ class ControlService(object):
             self._backend = backend
             self.listing.set_lister(backend.list_volumes, volumes, listed_at,
                                     CONFIGURATION)
+        self._placement = indexed
         self._commit(change)
         self.metrics.moves.placed(previous, deployment, self.slices.generation,
                                   self._reactor.seconds())
@@ -427,7 +499,7 @@ class ControlService(object):
                     "reachable and deploy again"
                     % (deployment.backend.name, self.listing.last_error))
             yield backend.ready()
-            return backend, self.listing.volumes, self.listing.listed_at
+            return backend, self.listing.listing, self.listing.listed_at
         backend = self._new_backend(deployment)
         listed_at = self._reactor.seconds()
         try:
@@ -438,7 +510,7 @@ class ControlService(object):
             raise BackendError(
                 "the %s backend cannot be listed (%s); check that it is "
                 "reachable and deploy again" % (deployment.backend.name, e))
-        return backend, sorted(volumes, key=lambda v: v.volume_id), listed_at
+        return backend, _placement().Listing.of(volumes), listed_at
 
     def configuration(self):
         """
@@ -461,43 +533,81 @@ class ControlService(object):
     # --- slices ------------------------------------------------------------
 
     def _listed(self, changed):
-        if changed or self._unsaved:
+        if changed:
+            self._mark_dirty(self.listing.changes)
+        if self._dirty is None or self._dirty:
             self._slicing.run(self._recompute).addErrback(self._not_handed_out)
         else:
             self._slicing.run(self.slices.touch, self.listing.listed_at)
 
+    def _mark_dirty(self, changes):
+        """
+        Note the nodes whose slices ``changes`` (the listing's, None for
+        all) may change, to compute them again.
+        """
+        if changes is None or self._placement is None:
+            self._dirty = None
+            return
+        for placement in (self._placement, self._proposing):
+            if placement is not None and self._dirty is not None:
+                self._dirty |= placement.affected(changes)
+
     def _not_handed_out(self, failure):
         # The slices were not handed out (their counter could not be saved,
         # most likely): the next listing computes them again.
-        self._unsaved = True
         write_failure(failure)
 
     @inlineCallbacks
     def _recompute(self):
         """
-        Compute every node's slice from the deployment and the listing; give
-        changed slices a new generation, save the counter, then hand them
-        out. With ``_slicing`` held.
+        Compute the slices of the nodes the listings changed (of every
+        node, the first time or after the backend's allocation unit
+        changed) from the deployment and the listing; give changed slices
+        a new generation, save the counter, then hand them out. With
+        ``_slicing`` held.
         """
         backend = self._backend
-        if (self.deployment is None or self.listing.volumes is None
+        if (self.deployment is None or self.listing.listing is None
                 or backend is None or backend.allocation_unit is None):
             return
-        with self.metrics.recomputing(LISTING):
-            change = self.slices.propose(_placement().desired_slices(
-                self.deployment, self.listing.volumes,
-                backend.allocation_unit, listed_at=self.listing.listed_at))
-        if change.counter != self.slices.counter:
-            # Saved before any slice of the new generation is handed out,
-            # so a restart never hands out the same generation twice.
-            stored = self.stored.set(counter=change.counter)
-            yield self._save(stored)
-            self.stored = stored
+        placement = self._placement
+        dirty, self._dirty = self._dirty, set()
+        if placement is None or placement.deployment is not \
+                self.deployment or placement.allocation_unit != \
+                backend.allocation_unit:
+            placement = _placement().Placement(self.deployment,
+                                               backend.allocation_unit)
+            dirty = None
+        if dirty is not None and not dirty:
+            self.slices.touch(self.listing.listed_at)
+            return
+        self._proposing = placement
+        try:
+            with self.metrics.recomputing(LISTING):
+                change = self.slices.propose_some(
+                    placement.slices(self.listing.listing,
+                                     self.listing.listed_at, dirty,
+                                     self.slices.counter + 1),
+                    self.slices.nodes() - set(self.deployment.nodes),
+                    self.listing.listed_at)
+            if change.counter != self.slices.counter:
+                # Saved before any slice of the new generation is handed
+                # out, so a restart never hands out the same generation
+                # twice.
+                stored = self.stored.set(counter=change.counter)
+                yield self._save(stored)
+                self.stored = stored
+        except BaseException:
+            # Computed again at the next chance.
+            self._dirty = _union(self._dirty, dirty)
+            raise
+        finally:
+            self._proposing = None
+        self._placement = placement
         self._commit(change)
 
     def _commit(self, change):
         self.slices.commit(change)
-        self._unsaved = False
         if change.changed:
             log_message(message_type="blockmover:control:slices",
                         generation=self.slices.counter,
