@@ -75,8 +75,10 @@ class Service(object):
         assert status == 200
         status, state = self.request("GET", "/v1/state")
         assert status == 200
-        # When the cloud was last listed is not the clients' to change.
+        # When the cloud was last listed, and the service's clock when it
+        # answered, are not the clients' to change.
         state.pop("listed_at")
+        state.pop("now")
         return files, configuration, state
 
 
