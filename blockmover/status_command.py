@@ -142,6 +142,9 @@ def names_a_cluster(args):
 
 
 def gives_tls_files(args):
+    """
+    Whether any of this user's TLS files is named on the command line.
+    """
     return any((args.tls_dir, args.ca, args.certificate, args.key))
 
 
