@@ -71,8 +71,11 @@ OPERATOR = "operator"
 # As agents.loop polls.
 POLL_TIMEOUT = 30.0
 # Seconds of each CPU window around a listing refresh.
-WINDOW = 3.0
+WINDOW = 2.0
 IDLE_REFRESHES = 3
+# What a refresh's measure takes at least: the connection's settling, the
+# window before and the window after, with room.
+REFRESH_SECONDS = 0.5 + 2 * WINDOW + 2.0
 
 
 # --- certificates ------------------------------------------------------------
@@ -461,8 +464,9 @@ def change(control, certs, agents, nodes, before, after, timeout):
     Send the configuration of placement ``after``. :return: ``(times,
     answered, read)``: the seconds from sending it to each node it changes
     holding its new slice (None if not within ``timeout``), the seconds
-    the PUT took to be answered, and when the service had read it (its
-    ``blockmover:control:read`` message, None where it logs none).
+    the PUT took to be answered, and the seconds from sending it to the
+    service having read it (its ``blockmover:control:read`` message; None
+    where it logs none).
     """
     cluster_yml, app_yml = configuration(nodes, after)
     logged = os.path.getsize(control.log)
@@ -486,6 +490,28 @@ def change(control, certs, agents, nodes, before, after, timeout):
     return times, answered, (read[0] - start if read else None)
 
 
+def between_polls(answered, seconds):
+    """
+    Wait, if need be, until the next ``seconds`` fall between two bursts
+    of the agents' polls: they were answered between the times
+    ``answered`` (first, last), so they poll again ``POLL_TIMEOUT`` seconds
+    later, and every ``POLL_TIMEOUT`` seconds after that while nothing
+    changes for them.
+    """
+    first, last = answered
+    margin = 2.0
+    now = time.time()
+    k = max(0, int((now - first) // POLL_TIMEOUT))
+    while True:
+        quiet_from = last + POLL_TIMEOUT * k + margin if k else now
+        quiet_to = first + POLL_TIMEOUT * (k + 1) - margin
+        begin = max(now, quiet_from)
+        if begin + seconds <= quiet_to:
+            time.sleep(begin - now)
+            return
+        k += 1
+
+
 def refresh_cpu(control, certs, timeout, stamp=None, volume_ids=()):
     """
     The service's CPU seconds for one listing refresh (asked for as a node
@@ -506,7 +532,7 @@ def refresh_cpu(control, certs, timeout, stamp=None, volume_ids=()):
         control.request("PUT", "/v1/nodes/%s/state" % (node_name(0),),
                         dict(report, changed_backend=False), None, 60,
                         connection)
-        time.sleep(1.0)
+        time.sleep(0.5)
         if stamp is not None:
             with open(control.changes + ".tmp", "w") as f:
                 json.dump({"stamp": stamp, "volume_ids": list(volume_ids)}, f)
@@ -588,6 +614,7 @@ def run_size(nodes, args):
         print("%d nodes: changes ..." % (nodes,), flush=True)
         for name, (before, after) in (("one_percent", (first, second)),
                                       ("all", (second, third))):
+            start_all = time.time()
             times, answered, read = change(control, certs, agents, nodes,
                                            before, after, args.timeout)
             result[name + "_put_s"] = figure(answered)
@@ -602,9 +629,14 @@ def run_size(nodes, args):
                 result["p99_%s_after_read_s" % (name,)] = figure(
                     percentiles([t - read for t in times.values()])[1])
         print("%d nodes: refreshes ..." % (nodes,), flush=True)
+        # Every agent polls again 30 s after its answer: the windows fall
+        # between those bursts.
+        polled = (start_all + min(times.values()),
+                  start_all + max(times.values()))
         idle = []
         kinds = []
         for _ in range(IDLE_REFRESHES):
+            between_polls(polled, REFRESH_SECONDS)
             cpu, listed = refresh_cpu(control, certs, args.timeout)
             idle.append(cpu)
             kinds.extend(kind for kind, _ in listed)
@@ -613,6 +645,7 @@ def run_size(nodes, args):
         everything = list(volume_ids(nodes))
         changed = random.Random(nodes).sample(everything,
                                               max(1, len(everything) // 100))
+        between_polls(polled, REFRESH_SECONDS)
         cpu, listed = refresh_cpu(control, certs, args.timeout, stamp=1,
                                   volume_ids=changed)
         result["one_percent_refresh_cpu_s"] = figure(cpu)
