@@ -11,8 +11,8 @@ of a wait (instead of waiting for an event), so a test can make something
 happen exactly there; a backend that never waits may ignore it. The suite
 makes unique cluster names per test and, afterwards, detaches and destroys
 every volume of those clusters. The optional abilities (``IListsChanges``,
-``IReportsLimits``) have suites of their own, which the test class of each
-backend that declares them mixes in.
+``IReportsLimits``, ``IFencesNodes``) have suites of their own, which the
+test class of each backend that declares them mixes in.
 
 Devices may appear, grow and go some time after the backend says so (a real
 cloud takes seconds); the suite waits for them with ``blockmover.poll``.
@@ -28,7 +28,8 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from blockmover.backends.interface import (
-    AlreadyAttached, IBlockDeviceAPI, IListsChanges, IReportsLimits,
+    POWER_OFF, POWER_ON, POWER_UNKNOWN, AlreadyAttached, IBlockDeviceAPI,
+    IFencesNodes, IListsChanges, IReportsLimits, PowerStateUnknown,
     ShrinkRefused, UnknownVolume, VolumeInUse,
 )
 from blockmover.blockdevice import device_size
@@ -506,3 +507,31 @@ class ReportsLimitsConformance(object):
         assert isinstance(limits, Limits)
         for value in (limits.region_volumes, limits.region_size):
             assert value is None or value > 0
+
+
+class FencesNodesConformance(object):
+    """
+    ``IFencesNodes``: a node powered off and confirmed off, idempotently;
+    a node the backend does not know is never taken for fenced. Needs a
+    fixture ``fenceable_node``: the backend id of a node that is on, which
+    the test may fence and the fixture powers on again afterwards.
+    """
+
+    def test_fence_powers_off_and_is_idempotent(self, make_api,
+                                                fenceable_node):
+        api = make_api(NODE_A)
+        assert IFencesNodes.providedBy(api)
+        assert verifyObject(IFencesNodes, api)
+        assert api.power_state(fenceable_node).power == POWER_ON
+        assert api.fence(fenceable_node).power == POWER_OFF
+        assert api.power_state(fenceable_node).power == POWER_OFF
+        # Already off: fenced again, at once.
+        assert api.fence(fenceable_node).power == POWER_OFF
+
+    def test_unknown_node_is_not_fenced(self, make_api):
+        api = make_api(NODE_A)
+        unknown = str(uuid.uuid4())
+        assert api.power_state(unknown).power == POWER_UNKNOWN
+        with pytest.raises(PowerStateUnknown) as raised:
+            api.fence(unknown)
+        assert raised.value.node == unknown

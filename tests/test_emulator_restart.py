@@ -1,12 +1,14 @@
 """
 The emulator's state outlives a restart, lost loop devices and their by-id
-links come back, links no attachment explains go, and ``blockmover-cloud
-cleanup`` leaves nothing behind.
+links come back, links no attachment explains go, servers keep their power
+and compute services their state (a stop under way finishes), and
+``blockmover-cloud cleanup`` leaves nothing behind.
 """
 
 import os
 
 import pytest
+import yaml
 
 from blockmover.backends.loopdevice import devices_backing, devices_under
 from blockmover.command import run
@@ -92,5 +94,60 @@ def test_transition_interrupted_by_restart_finishes():
         assert cloud.volume_status(volume_id) == "creating"
         cloud.restart()
         cloud.wait_for_status(volume_id, "available", timeout=10)
+    finally:
+        cloud.cleanup()
+
+
+def test_restart_keeps_servers_power_and_compute_services():
+    cloud = RunningEmulator({
+        "latency": dict(FAST, stop=0.05, start=0.05),
+        "servers": ["stopped", "broken", "down", "slow"],
+        # Only this run holds the slow server's stop back.
+        "faults": {"stuck": [{"operation": "stop", "server": "slow",
+                              "seconds": 60}]}})
+    try:
+        cloud.start()
+
+        def power(name):
+            _, _, body = cloud.request("GET", "/compute/v2.1/servers/%s"
+                                       % (cloud.servers[name],))
+            server = body["server"]
+            return (server["status"], server["OS-EXT-STS:task_state"],
+                    server["OS-EXT-STS:power_state"])
+
+        def stop(name):
+            status, _, _ = cloud.request(
+                "POST", "/compute/v2.1/servers/%s/action"
+                % (cloud.servers[name],), {"os-stop": None})
+            assert status == 202
+
+        def until(name, wanted):
+            poll(lambda: True if power(name) == wanted else None, 10,
+                 "server %s to be %s" % (name, wanted))
+
+        stop("stopped")
+        until("stopped", ("SHUTOFF", None, 4))
+        cloud.admin.reset_server_state("broken", "error")
+        cloud.admin.force_down("down")
+        stop("down")
+        stop("slow")
+        assert power("slow") == ("ACTIVE", "powering-off", 1)
+
+        # The config's fault goes with this run: the next one has none.
+        cloud.config_data.pop("faults")
+        with open(cloud.config_path, "w") as f:
+            yaml.safe_dump(cloud.config_data, f)
+        cloud.restart()
+
+        assert power("stopped") == ("SHUTOFF", None, 4)
+        assert power("broken") == ("ERROR", None, 1)
+        # Still down, so its stop still waits...
+        assert {s["host"]: s["state"] for s in
+                cloud.admin.compute_services()}["compute-down"] == "down"
+        assert power("down") == ("ACTIVE", "powering-off", 1)
+        # ...and a stop caught by the restart finishes.
+        until("slow", ("SHUTOFF", None, 4))
+        cloud.admin.force_down("down", False)
+        until("down", ("SHUTOFF", None, 4))
     finally:
         cloud.cleanup()

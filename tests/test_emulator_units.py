@@ -132,3 +132,46 @@ def test_unreadable_config_is_a_clear_error(tmp_path, capsys):
     assert main(["clouds-yaml", "--config", str(tmp_path / "missing.yml"),
                  "--url", "http://x:1"]) == 2
     assert "cannot read emulator config" in capsys.readouterr().err
+
+
+def test_servers_have_their_own_compute_host_unless_told():
+    config = EmulatorConfig({"servers": {"a": {}, "b": {"host": "rack1"},
+                                         "c": {"host": "rack1"}}})
+    hosts = {config.servers[sid]: host for sid, host in config.hosts.items()}
+    assert hosts == {"a": "compute-a", "b": "rack1", "c": "rack1"}
+    assert config.find_server("a") == config.server_id("a")
+    assert config.find_server(config.server_id("b")) == config.server_id("b")
+    assert config.find_server("nobody") is None
+
+
+def test_power_command_and_rpc_timeout():
+    config = EmulatorConfig({"power_command": ["/bin/power", "--x"],
+                             "rpc_timeout": 2})
+    assert (config.power_command, config.rpc_timeout) == (
+        ["/bin/power", "--x"], 2)
+    assert EmulatorConfig({}).power_command is None
+    assert EmulatorConfig({}).latency["stop"] > 0
+    with pytest.raises(ConfigError) as error:
+        EmulatorConfig({"power_command": [1, 2]}, "e.yml")
+    assert "power_command" in str(error.value)
+    with pytest.raises(ConfigError):
+        EmulatorConfig({"rpc_timeout": "soon"})
+    with pytest.raises(ConfigError):
+        EmulatorConfig({"latency": {"stop": -1}})
+
+
+def test_power_errors_and_stuck_stops_by_server():
+    faults = Faults({"power_errors": [{"operation": "stop",
+                                       "server": "node2", "count": 1}],
+                     "stuck": [{"operation": "start", "seconds": 3}]},
+                    servers={"s2": "node2"})
+    assert not faults.power_fails("start", "s2")
+    assert not faults.power_fails("stop", "s1")
+    assert faults.power_fails("stop", "s2")
+    assert not faults.power_fails("stop", "s2")
+    assert faults.stuck("start", {}, "s1") == 3.0
+    assert faults.stuck("stop", {}, "s1") == 0.0
+    with pytest.raises(FaultError):
+        faults.replace({"power_errors": [{"operation": "attach"}]})
+    with pytest.raises(FaultError):
+        faults.replace({"stuck": [{"operation": "stop", "name": "db*"}]})

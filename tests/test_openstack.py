@@ -24,8 +24,8 @@ from blockmover.identity import dataset_id, volume_metadata
 from blockmover.poll import Backoff
 from blockmover.units import GiB
 from tests.conformance import (
-    NODE_A, NODE_B, BlockDeviceAPIConformance, ListsChangesConformance,
-    ReportsLimitsConformance, wait_for_device,
+    NODE_A, NODE_B, BlockDeviceAPIConformance, FencesNodesConformance,
+    ListsChangesConformance, ReportsLimitsConformance, wait_for_device,
 )
 from tests.emulator_process import RunningEmulator
 
@@ -33,9 +33,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="loop devices need root")
 
 FAST = {"create": 0.05, "attach": 0.3, "detach": 0.3, "extend": 0.1,
-        "delete": 0.05}
-# The suite's nodes, plus one kept apart for the per-server device limit.
-SERVERS = {NODE_A: {}, NODE_B: {}, "node-full": {}}
+        "delete": 0.05, "stop": 0.2, "start": 0.2}
+# The suite's nodes, plus one kept apart for the per-server device limit
+# and one the fencing suite powers off.
+SERVERS = {NODE_A: {}, NODE_B: {}, "node-full": {}, "node-fence": {}}
 MAX_DISK_DEVICES = 3
 PASSWORD = "pw-" + uuid.uuid4().hex
 QUICK = Backoff(initial=0.05, factor=1.5, maximum=0.5)
@@ -105,7 +106,17 @@ def make_api(cloud, conn, instance, cluster, **kwargs):
 
 class TestOpenStackConformance(BlockDeviceAPIConformance,
                                ListsChangesConformance,
-                               ReportsLimitsConformance):
+                               ReportsLimitsConformance,
+                               FencesNodesConformance):
+    @pytest.fixture
+    def fenceable_node(self, cloud, conn):
+        server = cloud.servers["node-fence"]
+        yield server
+        if conn.compute.get_server(server).status == "SHUTOFF":
+            conn.compute.start_server(server)
+        conn.compute.wait_for_server(conn.compute.get_server(server),
+                                     "ACTIVE", interval=0.05, wait=20)
+
     @pytest.fixture
     def backend_factory(self, cloud, conn):
         def make(instance_id, cluster_name, sleep=None):

@@ -7,6 +7,7 @@ a thread pool. ``tests/conformance.py`` checks the whole contract against
 real devices for any implementation.
 """
 
+from pyrsistent import PClass, field
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import Interface, providedBy
 
@@ -87,6 +88,74 @@ class BackendUnavailable(BlockDeviceError):
     The backend failed in a way that may pass (a 5xx, a timeout); the same
     call may succeed later.
     """
+
+
+class DetachRefused(BlockDeviceError):
+    """
+    The cloud refused to detach the volume from the node and nothing
+    changed: ``reason`` is the cloud's own words. Nova refuses (409) while
+    the server's compute service is down, while the server is in ERROR,
+    and while another task (a power-off, a start) is under way on it; the
+    first two last until someone repairs the compute host or the server,
+    so the volume stays where it is until then.
+    """
+    def __init__(self, volume_id, node, reason):
+        self.volume_id = volume_id
+        self.node = node
+        self.reason = reason
+        BlockDeviceError.__init__(
+            self, "the cloud refused to detach volume %s from %s: %s; it "
+            "stays attached there until what the cloud names is repaired "
+            "(on OpenStack: the server's compute service is down, or the "
+            "server is in ERROR), then detach again"
+            % (volume_id, node, reason))
+
+
+class FenceFailed(BlockDeviceError):
+    """
+    The node was not fenced: nothing shows it cannot write any more, so
+    nothing may move off it on the strength of this fence. ``node`` is its
+    backend id, ``status`` the cloud's last word on it (None if none).
+    """
+    def __init__(self, node, status, message):
+        self.node = node
+        self.status = status
+        BlockDeviceError.__init__(self, message)
+
+
+class PowerStateUnknown(FenceFailed):
+    """
+    The cloud cannot say the node is off, and will not power it off: it is
+    in a state other than on or off (a Nova server in ERROR, paused,
+    rebooting...), or the cloud knows no such node. Fence it another way,
+    or have an operator confirm it is down.
+    """
+
+
+class FenceTimedOut(FenceFailed):
+    """
+    The cloud did not confirm the node off before the deadline: it may
+    still be powering off, or its compute host may be down (then Nova never
+    finishes the power-off).
+    """
+
+
+POWER_ON = "on"
+POWER_OFF = "off"
+POWER_UNKNOWN = "unknown"
+
+
+class NodePower(PClass):
+    """
+    What the backend says about a node's power: ``power`` is ``POWER_ON``,
+    ``POWER_OFF`` (it cannot write) or ``POWER_UNKNOWN`` (anything else,
+    never to be taken for off); ``status`` is the backend's own word for
+    people (e.g. ``SHUTOFF``, ``ACTIVE, powering-off``).
+    """
+    power = field(type=str, mandatory=True, invariant=lambda value: (
+        value in (POWER_ON, POWER_OFF, POWER_UNKNOWN),
+        "power must be on, off or unknown"))
+    status = field(type=str, mandatory=True)
 
 
 class IBlockDeviceAPI(Interface):
@@ -179,6 +248,9 @@ class IBlockDeviceAPI(Interface):
 
         :return: the ``Volume`` as the backend last reported it.
         :raise UnknownVolume: no such volume.
+        :raise DetachRefused: the backend refused to detach it from
+            ``detach_from`` (a Nova server whose compute service is down,
+            or in ERROR); nothing changed.
         :raise BackendUnavailable: the deadline passed first.
         """
 
@@ -258,6 +330,43 @@ class IWokenByNodes(Interface):
         """
 
 
+class IFencesNodes(Interface):
+    """
+    An optional ability: the backend can power a node off and tell whether
+    it is off (on OpenStack, the node's Nova server), so a node that stopped
+    answering can be made unable to write before its volumes move.
+    Methods take a node's backend id (``Node.backend_id``).
+    """
+
+    def power_state(node):
+        """
+        Ask the backend now whether ``node`` is on or off; changes nothing.
+
+        :return: a ``NodePower``; a node the backend does not know is
+            ``POWER_UNKNOWN``.
+        """
+
+    def fence(node):
+        """
+        Power ``node`` off and return once the backend confirms it is off:
+        a node already off returns at once, one already powering off is
+        waited for, so the call is idempotent and safe to repeat after a
+        crash. Waits with the backend's backoff under its deadline. Only
+        a confirmed off is a fence: a node in any other state is refused,
+        never guessed.
+
+        :return: the ``NodePower`` (``POWER_OFF``) that confirmed it.
+        :raise PowerStateUnknown: the node is neither on nor off (a server
+            in ERROR), or unknown to the backend; nothing was sent.
+        :raise FenceTimedOut: the deadline passed before the backend
+            confirmed the node off.
+        :raise FenceFailed: the backend took the power-off and the node is
+            on again (the power-off failed).
+        :raise BackendUnavailable: the backend could not be reached before
+            the deadline.
+        """
+
+
 class AsyncBlockDevice(object):
     """
     An ``IBlockDeviceAPI`` for code on the reactor: each method returns a
@@ -287,7 +396,9 @@ class AsyncBlockDevice(object):
 
 __all__ = [
     "AlreadyAttached", "AsyncBlockDevice", "BackendUnavailable",
-    "BlockDeviceError", "IBlockDeviceAPI", "IListsChanges", "IReportsLimits",
-    "NoInstanceId", "OverLimit", "ShrinkRefused", "UnknownVolume",
+    "BlockDeviceError", "DetachRefused", "FenceFailed", "FenceTimedOut",
+    "IBlockDeviceAPI", "IFencesNodes", "IListsChanges", "IReportsLimits",
+    "NoInstanceId", "NodePower", "OverLimit", "POWER_OFF", "POWER_ON",
+    "POWER_UNKNOWN", "PowerStateUnknown", "ShrinkRefused", "UnknownVolume",
     "VolumeInUse",
 ]

@@ -1,6 +1,7 @@
 """
 The openstack backend: Cinder holds the volumes, Nova attaches them to the
-nodes' servers, through openstacksdk.
+nodes' servers and powers those servers off to fence them, through
+openstacksdk.
 
 Every call retries what may pass (5xx, a dropped connection, a 413 that asks
 to come back later) with backoff under a deadline, and maps the cloud's
@@ -10,6 +11,11 @@ Waits for a volume's status back off (``STATUS_BACKOFF``); a wait for an
 attach to, or a detach from, the node this backend runs on also watches the
 node's by-id directory and looks again the moment the volume's device comes
 or goes, so it ends soon after the cloud is done, however long it took.
+
+Fencing reads a server as ClusterLabs' ``fence_openstack`` does: ``ACTIVE``
+is on, ``SHUTOFF`` is off, any other status is unknown and refused at once,
+never powered off on a guess. It is stricter in one way: a ``SHUTOFF``
+server that Nova is starting (task state ``powering-on``) is not off.
 """
 
 import contextlib
@@ -26,8 +32,10 @@ from blockmover.backends import instance
 from blockmover.backends.deviceevents import DeviceEvents
 from blockmover.backends.devices import BY_ID, find_cloud_device, link_names
 from blockmover.backends.interface import (
-    AlreadyAttached, BackendUnavailable, BlockDeviceError, IBlockDeviceAPI,
-    IListsChanges, IReportsLimits, IWokenByNodes, OverLimit, ShrinkRefused,
+    POWER_OFF, POWER_ON, POWER_UNKNOWN, AlreadyAttached, BackendUnavailable,
+    BlockDeviceError, DetachRefused, FenceFailed, FenceTimedOut,
+    IBlockDeviceAPI, IFencesNodes, IListsChanges, IReportsLimits,
+    IWokenByNodes, NodePower, OverLimit, PowerStateUnknown, ShrinkRefused,
     UnknownVolume, VolumeInUse,
 )
 from blockmover.identity import CLUSTER_KEY, DATASET_KEY, NAME_KEY
@@ -51,6 +59,9 @@ RETRY_BACKOFF = Backoff(initial=0.2, factor=1.5, maximum=5.0)
 # detached; a new attach or detach waits for them to end.
 _MOVING = ("reserved", "attaching", "detaching")
 _ATTACHING = ("reserved", "attaching")
+# The only two server statuses whose power Nova vouches for.
+_ON = "ACTIVE"
+_OFF = "SHUTOFF"
 
 
 class Retry(Exception):
@@ -136,6 +147,23 @@ def _server(server_id):
     return Server(id=server_id)
 
 
+def _node_power(server):
+    """
+    The ``NodePower`` of a Nova server (None: Nova knows no such server).
+    """
+    if server is None:
+        return NodePower(power=POWER_UNKNOWN, status="no such server")
+    status = str(server.status)
+    task = server.task_state
+    described = "%s, %s" % (status, task) if task else status
+    if status == _ON:
+        # Running until it is off, whatever is under way.
+        return NodePower(power=POWER_ON, status=described)
+    if status == _OFF and not task:
+        return NodePower(power=POWER_OFF, status=described)
+    return NodePower(power=POWER_UNKNOWN, status=described)
+
+
 def _to_volume(raw):
     attached_to = _holder(raw)
     metadata = {str(k): str(v) for k, v in (raw.metadata or {}).items()}
@@ -147,14 +175,17 @@ def _to_volume(raw):
 
 
 @implementer(IBlockDeviceAPI, IListsChanges, IReportsLimits,
-             IWokenByNodes)
+             IWokenByNodes, IFencesNodes)
 class OpenStackBlockDeviceAPI(object):
     """
-    Volumes of one cluster in Cinder, attached through Nova.
+    Volumes of one cluster in Cinder, attached through Nova; nodes fenced
+    by stopping their Nova servers.
 
     :param connection: an ``openstack.connection.Connection``.
-    :param deadline: seconds a call, or a wait for a status, may take at most.
-    :param backoff: pauses between two looks at a volume's status.
+    :param deadline: seconds a call, or a wait for a status (a volume's, a
+        server's power-off), may take at most.
+    :param backoff: pauses between two looks at a volume's or a server's
+        status.
     :param sleep: how a wait pauses when no device event can end it early.
     :param metadata_url, config_drive: where ``compute_instance_id`` looks
         for this server's id when ``instance_id`` is not given.
@@ -503,10 +534,17 @@ class OpenStackBlockDeviceAPI(object):
                 % (volume_id, detach_from), detached, wake))
 
     def _request_detach(self, volume_id, detach_from):
+        def detach():
+            try:
+                self._cloud.compute.delete_volume_attachment(
+                    _server(detach_from), volume_id)
+            except os_exceptions.ConflictException as e:
+                # Nova's 409: the compute service is down, the server is in
+                # ERROR or busy; retrying now would get the same answer.
+                raise DetachRefused(volume_id, detach_from,
+                                    _details(e)) from None
         try:
-            self._call("detach volume %s" % (volume_id,),
-                       self._cloud.compute.delete_volume_attachment,
-                       _server(detach_from), volume_id)
+            self._call("detach volume %s" % (volume_id,), detach)
         except BlockDeviceError:
             # A retried detach that had gone through answers "not
             # attached": success is the volume detaching or not ours.
@@ -558,6 +596,94 @@ class OpenStackBlockDeviceAPI(object):
 
     def get_device_path(self, volume_id):
         return find_cloud_device(volume_id, by_id=self._device_root)
+
+    # --- IFencesNodes --------------------------------------------------------
+
+    def _get_server(self, node):
+        """
+        The Nova server ``node``, or None when Nova knows no such server.
+        """
+        def get():
+            try:
+                return self._cloud.compute.get_server(node)
+            except os_exceptions.NotFoundException:
+                return None
+        return self._call("look at server %s" % (node,), get)
+
+    def _request_stop(self, node):
+        """
+        Ask Nova to stop the server. False when Nova refused it for the
+        server's state (409) or no longer knows the server (404): the next
+        look says why.
+        """
+        def stop():
+            try:
+                self._cloud.compute.stop_server(node)
+            except (os_exceptions.ConflictException,
+                    os_exceptions.NotFoundException) as e:
+                log_message(message_type="blockmover:openstack:stop-refused",
+                            server=node, reason=_details(e))
+                return False
+            return True
+        taken = self._call("stop server %s" % (node,), stop)
+        if taken:
+            log_message(message_type="blockmover:openstack:stop-requested",
+                        server=node)
+        return taken
+
+    def power_state(self, node):
+        return _node_power(self._get_server(node))
+
+    def fence(self, node):
+        """
+        Stop the server ``node`` and wait until Nova says ``SHUTOFF`` (see
+        ``IFencesNodes.fence``). The stop is sent only to an ``ACTIVE``
+        server with no task under way, once; a stop or start already under
+        way is waited for.
+        """
+        seen = []
+        stopped = []
+
+        def check():
+            server = self._get_server(node)
+            power = _node_power(server)
+            seen.append(power)
+            if power.power == POWER_OFF:
+                return power
+            if server is None:
+                raise PowerStateUnknown(
+                    node, None, "cannot fence %s: Nova knows no such server "
+                    "(check the node's instance_id and the cloud's region); "
+                    "nothing was powered off" % (node,))
+            if server.task_state and server.status in (_ON, _OFF):
+                # A power-off (ours or another's) or a start under way.
+                return None
+            if server.status == _ON:
+                if stopped:
+                    raise FenceFailed(
+                        node, power.status, "cannot fence %s: Nova took the "
+                        "stop and the server is ACTIVE again, so the "
+                        "power-off failed; fence it another way, or confirm "
+                        "it down once you know it is off" % (node,))
+                if self._request_stop(node):
+                    stopped.append(True)
+                return None
+            raise PowerStateUnknown(
+                node, power.status, "cannot fence %s: its server is %s, "
+                "neither ACTIVE nor SHUTOFF, so Nova cannot say whether it "
+                "still runs; fence it another way, or confirm it down once "
+                "you know it is off" % (node, power.status))
+        try:
+            return poll(check, self._deadline, "server %s to power off"
+                        % (node,), backoff=self._backoff, sleep=self._sleep)
+        except Timeout:
+            last = seen[-1].status if seen else None
+            raise FenceTimedOut(
+                node, last, "cannot fence %s: Nova did not confirm its "
+                "server off within %.0f seconds (last seen %s); its compute "
+                "service may be down, when Nova never finishes a power-off. "
+                "Fence it another way, or confirm it down once you know it "
+                "is off" % (node, self._deadline, last)) from None
 
     # --- IReportsLimits ------------------------------------------------------
 

@@ -11,12 +11,30 @@ address.
 ``POST /admin/counters/reset``   zero them; 200
 ``GET /admin/volumes``           ``{"volumes": [{"id", "status", "size",
                                  "server_id", "loop", "path"}]}``
+``GET /admin/servers``           ``{"servers": [{"id", "name", "host",
+                                 "status", "vm_state", "task_state",
+                                 "power_state", "compute_service"}]}``:
+                                 what each server's owner needs to know
+                                 (power_state 1 running, 4 shut down)
+``POST /admin/servers/{server}/reset-state``
+                                 ``{"state": "error"|"active"}``, as Nova's
+                                 os-resetState: the vm_state changes, the
+                                 power does not; 200 with the server
+``GET /admin/services``          ``{"services": [{"host", "binary",
+                                 "state", "forced_down", "servers"}]}``
+``PUT /admin/services/{host}``   ``{"forced_down": true|false}``, as Nova's
+                                 os-services: the host's compute service
+                                 goes down (or comes back); 200 with it
+
+``{server}`` is a server's id or name; ``{host}`` a compute host, or a
+server's id or name for its host.
 """
 
 import collections
 import hmac
 import ipaddress
 
+from blockmover.emulator.compute import RESET_STATES
 from blockmover.emulator.errors import ApiError
 from blockmover.emulator.faults import FaultError
 from blockmover.emulator.routing import Reply
@@ -42,11 +60,12 @@ class Counters(object):
 
 class Admin(object):
 
-    def __init__(self, config, store, faults, counters):
+    def __init__(self, config, store, faults, counters, compute):
         self.config = config
         self.store = store
         self.faults = faults
         self.counters = counters
+        self.compute = compute
 
     def authorize(self, call):
         """
@@ -100,6 +119,52 @@ class Admin(object):
                            "path": self.store.volume_path(volume["id"])})
         return Reply(200, {"volumes": result})
 
+    def _server(self, call):
+        server_id = self.config.find_server(call.params["server"])
+        if server_id is None:
+            raise ApiError(404, "No server %s: the config's servers are %s."
+                           % (call.params["server"], ", ".join(
+                               sorted(self.config.servers.values()))))
+        return server_id
+
+    def servers(self, call):
+        return Reply(200, {"servers": [
+            self.compute.describe(server_id)
+            for server_id in sorted(self.config.servers,
+                                    key=self.config.servers.get)]})
+
+    def reset_state(self, call):
+        server_id = self._server(call)
+        state = (call.body or {}).get("state")
+        if state not in RESET_STATES:
+            raise ApiError(400, "Send {\"state\": \"error\"} or "
+                                "{\"state\": \"active\"}.")
+        d = self.compute.reset_state(server_id, state)
+        return d.addCallback(lambda _: Reply(200, {
+            "server": self.compute.describe(server_id)}))
+
+    def services(self, call):
+        return Reply(200, {"services": [
+            self.compute.describe_service(host)
+            for host in self.compute.hosts()]})
+
+    def force_down(self, call):
+        host = call.params["host"]
+        if host not in self.compute.hosts():
+            server_id = self.config.find_server(host)
+            if server_id is None:
+                raise ApiError(404, "No compute host or server %s: the "
+                                    "hosts are %s." % (host, ", ".join(
+                                        self.compute.hosts())))
+            host = self.compute.host(server_id)
+        forced_down = (call.body or {}).get("forced_down")
+        if not isinstance(forced_down, bool):
+            raise ApiError(400, "Send {\"forced_down\": true} or "
+                                "{\"forced_down\": false}.")
+        d = self.compute.force_down(host, forced_down)
+        return d.addCallback(lambda _: Reply(200, {
+            "service": self.compute.describe_service(host)}))
+
 
 def add_routes(router, admin):
     table = [
@@ -109,6 +174,10 @@ def add_routes(router, admin):
         ("GET", "/admin/counters", admin.get_counters),
         ("POST", "/admin/counters/reset", admin.reset_counters),
         ("GET", "/admin/volumes", admin.volumes),
+        ("GET", "/admin/servers", admin.servers),
+        ("POST", "/admin/servers/{server}/reset-state", admin.reset_state),
+        ("GET", "/admin/services", admin.services),
+        ("PUT", "/admin/services/{host}", admin.force_down),
     ]
     for method, path, handler in table:
         router.add(method, path, handler, "admin", auth=False)

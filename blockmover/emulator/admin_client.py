@@ -1,14 +1,16 @@
 """
 The one client of the emulator's admin API (see ``admin.py``: faults,
-counters, volumes), for the tools and tests that drive a running emulator:
-the local cluster, the acceptance tests, the emulator's own tests. The
-only place outside the emulator that knows the admin API's paths.
+counters, volumes, servers' power and compute services), for the tools
+and tests that drive a running emulator: the local cluster, the
+acceptance tests, the emulator's own tests. The only place outside the
+emulator that knows the admin API's paths.
 
 Synchronous: call it from a tool or a test, never on a reactor.
 """
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -107,3 +109,43 @@ class EmulatorAdmin(object):
         "path"}]``.
         """
         return self._call("GET", "/volumes")["volumes"]
+
+    def servers(self):
+        """
+        Every server: ``[{"id", "name", "host", "status", "vm_state",
+        "task_state", "power_state", "compute_service"}]``; ``power_state``
+        is Nova's (1 running, 4 shut down).
+        """
+        return self._call("GET", "/servers")["servers"]
+
+    def reset_server_state(self, server, state):
+        """
+        Put the server (its name or id) in vm_state ``state`` (``error`` or
+        ``active``), as Nova's os-resetState does; its power stays as it
+        is. Returns the server as ``servers`` shows it.
+
+        :raise AdminRefused: (code 404) no such server; (400) another state.
+        """
+        return self._call("POST", "/servers/%s/reset-state"
+                          % (urllib.parse.quote(server, safe=""),),
+                          {"state": state})["server"]
+
+    def compute_services(self):
+        """
+        Every compute host: ``[{"host", "binary", "state", "forced_down",
+        "servers"}]``.
+        """
+        return self._call("GET", "/services")["services"]
+
+    def force_down(self, host, forced_down=True):
+        """
+        Force the compute service of ``host`` (a host, or a server's name
+        or id for its host) down, or, with ``forced_down=False``, up again.
+        While it is down Nova refuses detaches from its servers with 409
+        and leaves their stops and starts unfinished.
+
+        :raise AdminRefused: (code 404) no such host or server.
+        """
+        return self._call("PUT", "/services/%s"
+                          % (urllib.parse.quote(host, safe=""),),
+                          {"forced_down": forced_down})["service"]

@@ -1,7 +1,9 @@
 """
 The emulator's configuration: who may log in, which projects and servers
-exist, quotas, latencies and faults at start. Read from a small YAML file;
-everything has a default so ``blockmover-cloud serve`` runs without one.
+exist (and on which compute host each runs), quotas, latencies, faults at
+start and the command told when a server's power changes. Read from a
+small YAML file; everything has a default so ``blockmover-cloud serve``
+runs without one.
 """
 
 import uuid
@@ -12,8 +14,14 @@ import yaml
 # restarts of the emulator without storing them.
 _NAMESPACE = uuid.UUID("0b7e3f0c-5d0e-4d0c-8f3a-2f6a7c1e9d55")
 
+# stop and start: how long Nova takes to power a server off or on (it
+# waits up to shutdown_timeout, 60 s by default, for a clean shutdown).
 DEFAULT_LATENCY = {"create": 0.2, "attach": 2.0, "detach": 2.0,
-                   "extend": 0.5, "delete": 0.2}
+                   "extend": 0.5, "delete": 0.2, "stop": 2.0, "start": 2.0}
+
+# Nova's rpc_response_timeout: how long a call that needs a compute service
+# that is down waits before it fails.
+DEFAULT_RPC_TIMEOUT = 60.0
 
 DEFAULT_QUOTAS = {"volumes": 10, "gigabytes": 1000,
                   "per_volume_gigabytes": -1}
@@ -32,6 +40,10 @@ DEFAULT = {
     "token_lifetime": 3600,
     "admin_token": None,
     "faults": {},
+    "rpc_timeout": DEFAULT_RPC_TIMEOUT,
+    # argv run, with "off"|"on", the server's name and id appended, when a
+    # server is powered off or on (see power.py); None runs nothing.
+    "power_command": None,
 }
 
 
@@ -40,6 +52,13 @@ class ConfigError(Exception):
     The emulator's configuration file is unreadable or wrong; the message
     names the file and what to fix.
     """
+
+
+def default_host(server_name):
+    """
+    The compute host of a server whose config names none.
+    """
+    return "compute-%s" % (server_name,)
 
 
 def stable_id(kind, name, hex_only=False):
@@ -56,9 +75,10 @@ class EmulatorConfig(object):
     The parsed configuration. Attributes: ``region``,
     ``availability_zone``, ``domain``, ``projects`` ({name: id}),
     ``users`` ({name: {"id", "password", "project"}}), ``servers``
-    ({id: name}), ``max_disk_devices``, ``quotas``, ``latency``,
-    ``token_lifetime``, ``admin_token``, ``faults`` (raw data for
-    ``faults.Faults.from_data``).
+    ({id: name}), ``hosts`` ({server id: its compute host}),
+    ``max_disk_devices``, ``quotas``, ``latency``, ``token_lifetime``,
+    ``admin_token``, ``faults`` (raw data for ``faults.Faults``),
+    ``rpc_timeout`` (seconds), ``power_command`` (an argv list or None).
     """
 
     def __init__(self, data, source="<default>"):
@@ -93,10 +113,15 @@ class EmulatorConfig(object):
         if isinstance(servers, list):
             servers = {name: {} for name in servers}
         self.servers = {}
+        self.hosts = {}
         for name, spec in servers.items():
             spec = spec or {}
-            self.servers[str(spec.get("id") or stable_id("server", name))] = \
-                str(name)
+            server_id = str(spec.get("id") or stable_id("server", name))
+            self.servers[server_id] = str(name)
+            # Its own compute host unless told to share one, so a host's
+            # service going down concerns that server alone.
+            self.hosts[server_id] = str(spec.get("host")
+                                        or default_host(name))
         self.max_disk_devices = merged["max_disk_devices"]
         self.quotas = dict(DEFAULT_QUOTAS)
         self.quotas.update(merged["quotas"] or {})
@@ -109,6 +134,21 @@ class EmulatorConfig(object):
         self.token_lifetime = int(merged["token_lifetime"])
         self.admin_token = merged["admin_token"]
         self.faults = merged["faults"] or {}
+        self.rpc_timeout = merged["rpc_timeout"]
+        if (not isinstance(self.rpc_timeout, (int, float))
+                or self.rpc_timeout < 0):
+            raise ConfigError("%s: rpc_timeout must be a number of seconds "
+                              ">= 0" % (source,))
+        command = merged["power_command"]
+        if isinstance(command, str):
+            command = [command]
+        if command is not None and (
+                not command
+                or not all(isinstance(word, str) for word in command)):
+            raise ConfigError("%s: power_command must be a command as a "
+                              "list of strings, e.g. [/usr/local/bin/power, "
+                              "--cluster, demo]" % (source,))
+        self.power_command = list(command) if command else None
 
     def server_id(self, name):
         """
@@ -118,6 +158,14 @@ class EmulatorConfig(object):
             if server_name == name:
                 return server_id
         return None
+
+    def find_server(self, name_or_id):
+        """
+        The id of the server with that id or name, or None.
+        """
+        if name_or_id in self.servers:
+            return name_or_id
+        return self.server_id(name_or_id)
 
     def __repr__(self):
         # Never show passwords or the admin token.

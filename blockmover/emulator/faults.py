@@ -9,7 +9,8 @@ Injected faults: what goes wrong, set in the config at start or through
      "stuck":     [{"operation": "detach", "seconds": 20, "count": 1},
                    {"operation": "attach", "seconds": 600,
                     "name": "blockmover-demo-mongodb*", "server": "node2"}],
-     "attach_errors": [{"count": 1, "volume": "<volume id>"}]}
+     "attach_errors": [{"count": 1, "volume": "<volume id>"}],
+     "power_errors": [{"operation": "stop", "server": "node1", "count": 1}]}
 
 ``match`` is a shell-style pattern tried against the request's endpoint
 key (method and path template, as in the counters, e.g. ``GET
@@ -18,8 +19,13 @@ key (method and path template, as in the counters, e.g. ``GET
 operations) only; without it, it applies until the faults are replaced.
 
 ``stuck`` holds a volume in ``attaching`` or ``detaching`` for ``seconds``
-more; ``attach_errors`` makes an attach end in error. Both apply to every
-volume unless narrowed to one (or some) by any of:
+more (operations ``attach``, ``detach``), or a server in task state
+``powering-off`` or ``powering-on`` (operations ``stop``, ``start``);
+``attach_errors`` makes an attach end in error; ``power_errors`` makes a
+server's stop or start fail as a hypervisor's would: its power stays as it
+was, its task state is cleared and its status is what it was before (as
+Nova reverts a failed stop). They apply to every volume and server unless
+narrowed to one (or some) by any of:
 
 - ``volume``: the volume's id (or a shell-style pattern of ids);
 - ``name``: a shell-style pattern of the volume's name (blockmover names a
@@ -27,7 +33,8 @@ volume unless narrowed to one (or some) by any of:
 - ``server``: the server attached to or detached from, by id or name.
 
 So one dataset's attach can hang while every other proceeds; a ``count``
-then counts only the operations that match.
+then counts only the operations that match. A server's stop and start are
+narrowed by ``server`` only.
 """
 
 import fnmatch
@@ -53,7 +60,10 @@ class Faults(object):
     consume ``count``-limited faults as they fire.
     """
 
-    KINDS = ("errors", "over_limit", "latency", "stuck", "attach_errors")
+    KINDS = ("errors", "over_limit", "latency", "stuck", "attach_errors",
+             "power_errors")
+    VOLUME_OPERATIONS = ("attach", "detach")
+    SERVER_OPERATIONS = ("stop", "start")
 
     def __init__(self, data=None, rng=None, servers=None):
         """
@@ -90,10 +100,7 @@ class Faults(object):
                 entry = dict(entry)
                 if kind in ("errors", "over_limit", "latency"):
                     entry.setdefault("match", "*")
-                if kind == "stuck" and entry.get("operation") not in (
-                        "attach", "detach"):
-                    raise FaultError("stuck fault %r: operation must be "
-                                     "attach or detach" % (entry,))
+                self._check_operation(kind, entry)
                 for key in ("volume", "name", "server"):
                     if key in entry and not isinstance(entry[key], str):
                         raise FaultError("fault %r: %s must be a string"
@@ -108,6 +115,23 @@ class Faults(object):
                 checked.append(entry)
             parsed[kind] = checked
         self._faults = parsed
+
+    def _check_operation(self, kind, entry):
+        # What a stuck or failing operation is, and what may narrow it.
+        if kind == "stuck":
+            allowed = self.VOLUME_OPERATIONS + self.SERVER_OPERATIONS
+        elif kind == "power_errors":
+            allowed = self.SERVER_OPERATIONS
+        else:
+            return
+        operation = entry.get("operation")
+        if operation not in allowed:
+            raise FaultError("%s fault %r: operation must be %s"
+                             % (kind, entry, " or ".join(allowed)))
+        if operation in self.SERVER_OPERATIONS and (
+                "volume" in entry or "name" in entry):
+            raise FaultError("%s fault %r: a server's %s is narrowed by "
+                             "server only" % (kind, entry, operation))
 
     def to_data(self):
         """
@@ -174,7 +198,8 @@ class Faults(object):
         """
         Extra seconds ``volume`` (its record) stays in ``attaching`` or
         ``detaching`` while it is attached to or detached from
-        ``server_id``.
+        ``server_id``; for ``stop`` and ``start`` (``volume`` empty), the
+        extra seconds ``server_id`` stays powering off or on.
         """
         entry = self._take("stuck", lambda e: e["operation"] == operation
                            and self._concerns(e, volume, server_id))
@@ -187,3 +212,11 @@ class Faults(object):
         """
         return self._take("attach_errors", lambda e: self._concerns(
             e, volume, server_id)) is not None
+
+    def power_fails(self, operation, server_id):
+        """
+        Whether this ``stop`` or ``start`` of ``server_id`` is to fail.
+        """
+        return self._take("power_errors", lambda e: (
+            e["operation"] == operation
+            and self._concerns(e, {}, server_id))) is not None

@@ -13,31 +13,44 @@ from blockmover.emulator.config import ConfigError, load_config
 from blockmover.emulator.keystone import PREFIX
 
 DESCRIPTION = """\
-An OpenStack emulator (Keystone v3, Cinder v3, Nova volume attachments)
-whose volumes are sparse files under --state-dir and whose attachments are
-loop devices backed by <state-dir>/attachments/<server id>/<volume id>, a
-hard link of <state-dir>/volumes/<volume id>. Each server sees its devices
+An OpenStack emulator (Keystone v3, Cinder v3, Nova volume attachments,
+server stop and start) whose volumes are sparse files under --state-dir
+and whose attachments are loop devices backed by
+<state-dir>/attachments/<server id>/<volume id>, a hard link of
+<state-dir>/volumes/<volume id>. Each server sees its devices
 as a cloud's guest does, by links <state-dir>/by-id/<server id>/virtio-<first
 20 characters of the volume id>: give that directory to the openstack
 backend on the node as its device_root. Needs root for losetup.
 
 URLs: auth_url is http://HOST:PORT/identity; Cinder is /v3/<project id>,
 Nova /compute/v2.1 (both in the token's catalog). The admin API under
-/admin (faults, counters, volumes) answers loopback clients only, or,
-when the config sets admin_token, requests carrying it in X-Admin-Token.
+/admin (faults, counters, volumes, servers, compute services) answers
+loopback clients only, or, when the config sets admin_token, requests
+carrying it in X-Admin-Token. Through it a server is put in ERROR (POST
+/admin/servers/<server>/reset-state {"state": "error"}) and a compute
+service forced down (PUT /admin/services/<host or server> {"forced_down":
+true}): Nova then refuses detaches from its servers with 409.
+
+A server stopped with os-stop is powered off for its owner: GET
+/admin/servers lists every server's power_state (1 running, 4 shut down),
+and power_command, when set, runs with "off" or "on", the server's name
+and its id before the status says SHUTOFF or ACTIVE.
 
 The config (YAML, every key optional):
   region: RegionOne
   availability_zone: nova
   projects: {demo: {}}
   users: {demo: {password: demo-password, project: demo}}
-  servers: {node1: {}, node2: {id: <uuid>}}
+  servers: {node1: {}, node2: {id: <uuid>, host: compute-2}}
   max_disk_devices: 14          # per server; default unlimited
   quotas: {volumes: 10, gigabytes: 1000, per_volume_gigabytes: -1}
-  latency: {create: 0.2, attach: 2.0, detach: 2.0, extend: 0.5, delete: 0.2}
+  latency: {create: 0.2, attach: 2.0, detach: 2.0, extend: 0.5, delete: 0.2,
+            stop: 2.0, start: 2.0}
+  rpc_timeout: 60               # an attach to a down compute fails after it
+  power_command: [/usr/local/bin/node-power, --cluster, demo]
   admin_token: <secret>
   faults: {errors: [...], over_limit: [...], latency: [...], stuck: [...],
-           attach_errors: [...]}   # see PUT /admin/faults
+           attach_errors: [...], power_errors: [...]}  # see PUT /admin/faults
 """
 
 

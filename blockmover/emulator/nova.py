@@ -1,11 +1,21 @@
 """
-Nova: version discovery, servers (the cluster's nodes, from the config),
-flavors, and ``os-volume_attachments``, which reserve a volume and hand it
-to the lifecycle to become a loop device.
+Nova: version discovery, servers (the cluster's nodes, from the config)
+with their power (``os-stop``, ``os-start``; see compute.py), flavors, and
+``os-volume_attachments``, which reserve a volume and hand it to the
+lifecycle to become a loop device.
+
+Nova's refusals, as it words them: an action or attachment change in a
+vm_state or task state that forbids it is 409 ``Cannot '<action>' instance
+<id> while it is in vm_state <state>`` (or ``task_state``); a detach from
+a server whose compute service is down is 409 ``Service is unavailable at
+this time.``; an attach to one waits for the compute service as long as
+Nova's RPC timeout (``rpc_timeout``) and fails with a 500.
 """
 
 import string
 import uuid
+
+from twisted.internet.task import deferLater
 
 from blockmover.emulator.errors import ApiError, bad_request, not_found
 from blockmover.emulator.keystone import COMPUTE_PATH
@@ -15,6 +25,22 @@ from blockmover.emulator.routing import Reply
 PREFIX = "/compute"
 
 CREATED = "2024-01-01T00:00:00Z"
+
+# The vm_states from which Nova lets a volume be attached or detached
+# (nova.compute.api, attach_volume and detach_volume); of those the
+# emulator has, ERROR is not one.
+VOLUME_CHANGE_STATES = ("active", "paused", "stopped", "resized",
+                        "soft-delete", "shelved", "shelved_offloaded")
+# The vm_states Nova's stop and start are allowed from.
+STOP_STATES = ("active", "error")
+START_STATES = ("stopped",)
+
+COMPUTE_DOWN = "Service is unavailable at this time."
+# What Nova answers when a call to a compute service times out.
+RPC_TIMED_OUT = (
+    "Unexpected API Error. Please report this at "
+    "http://bugs.launchpad.net/nova/ and attach the Nova API log if "
+    "possible.\n<class 'oslo_messaging.exceptions.MessagingTimeout'>")
 
 
 def _version(base_url):
@@ -28,10 +54,11 @@ class Nova(object):
     The compute API over the config's servers and ``store``'s volumes.
     """
 
-    def __init__(self, config, store, lifecycle, clock):
+    def __init__(self, config, store, lifecycle, compute, clock):
         self.config = config
         self.store = store
         self.lifecycle = lifecycle
+        self.compute = compute
         self.clock = clock
 
     def versions(self, call):
@@ -54,15 +81,31 @@ class Nova(object):
                        == server_id),
                       key=lambda v: v["attachment"]["device"])
 
+    def _check_state(self, server_id, action, vm_states):
+        """
+        :raise ApiError: 409 as Nova words it, unless the server is in one
+            of ``vm_states`` with no task under way.
+        """
+        record = self.compute.server(server_id)
+        for attribute, allowed in (("vm_state", vm_states),
+                                   ("task_state", (None,))):
+            if record[attribute] not in allowed:
+                raise ApiError(409, "Cannot '%s' instance %s while it is in "
+                                    "%s %s" % (action, server_id, attribute,
+                                               record[attribute]))
+
     def _render_server(self, call, server_id):
         link = "%s%s/servers/%s" % (call.base_url, COMPUTE_PATH, server_id)
+        power = self.compute.server(server_id)
         return {
             "id": server_id, "name": self.config.servers[server_id],
-            "status": "ACTIVE", "tenant_id": call.project(),
+            "status": self.compute.status(server_id),
+            "tenant_id": call.project(),
             "user_id": call.auth["user"], "metadata": {},
             "hostId": uuid.uuid5(uuid.NAMESPACE_URL, server_id).hex,
             "image": "", "flavor": {"id": "1", "links": []},
-            "created": CREATED, "updated": CREATED, "addresses": {},
+            "created": CREATED, "updated": power["updated"] or CREATED,
+            "addresses": {},
             "accessIPv4": "", "accessIPv6": "",
             "links": [{"rel": "self", "href": link},
                       {"rel": "bookmark", "href": link}],
@@ -71,8 +114,9 @@ class Nova(object):
             "config_drive": "", "key_name": None,
             "OS-SRV-USG:launched_at": CREATED,
             "OS-SRV-USG:terminated_at": None,
-            "OS-EXT-STS:task_state": None, "OS-EXT-STS:vm_state": "active",
-            "OS-EXT-STS:power_state": 1,
+            "OS-EXT-STS:task_state": power["task_state"],
+            "OS-EXT-STS:vm_state": power["vm_state"],
+            "OS-EXT-STS:power_state": power["power_state"],
             "os-extended-volumes:volumes_attached": [
                 {"id": v["id"], "delete_on_termination": False}
                 for v in self._attached(server_id)],
@@ -91,6 +135,32 @@ class Nova(object):
         return Reply(200, {"servers": [
             {"id": s["id"], "name": s["name"], "links": s["links"]}
             for s in self.servers_detail(call).body["servers"]]})
+
+    def action(self, call):
+        """
+        ``POST /servers/{id}/action``: ``{"os-stop": null}`` or
+        ``{"os-start": null}``, 202 with no body once the task state is
+        set; the status follows (see compute.py).
+        """
+        server_id = self._server_id(call)
+        body = call.body
+        if not isinstance(body, dict) or not body:
+            raise bad_request("Malformed request body")
+        name = next(iter(body))
+        actions = {"os-stop": ("stop", STOP_STATES),
+                   "os-start": ("start", START_STATES)}
+        if name not in actions:
+            raise bad_request("There is no such action: %s" % (name,))
+        unexpected = sorted(set(body) - {name})
+        if unexpected:
+            raise bad_request("Additional properties are not allowed (%s "
+                              "%s unexpected)" % (
+                                  ", ".join(repr(k) for k in unexpected),
+                                  "was" if len(unexpected) == 1 else "were"))
+        operation, allowed = actions[name]
+        self._check_state(server_id, operation, allowed)
+        return self.compute.begin(server_id, operation).addCallback(
+            lambda _: Reply(202))
 
     def flavors_detail(self, call):
         return Reply(200, {"flavors": [{
@@ -150,6 +220,7 @@ class Nova(object):
         if not isinstance(spec, dict) or not spec.get("volumeId"):
             raise bad_request("Invalid input for field/attribute "
                               "volumeAttachment.")
+        self._check_state(server_id, "attach_volume", VOLUME_CHANGE_STATES)
         volume_id = spec["volumeId"]
         volume = self.store.volumes.get(volume_id)
         if volume is None or volume["project_id"] != call.project():
@@ -163,6 +234,13 @@ class Nova(object):
             raise bad_request("Invalid volume: volume '%s' status must be "
                               "'available'. Currently in '%s'"
                               % (volume_id, volume["status"]))
+        if not self.compute.service_up(server_id):
+            # Nova asks the server's compute service to reserve a device
+            # and waits for an answer that never comes.
+            def timed_out():
+                raise ApiError(500, RPC_TIMED_OUT)
+            return deferLater(self.clock, self.config.rpc_timeout,
+                              timed_out)
         limit = self.config.max_disk_devices
         if limit is not None and len(self._attached(server_id)) >= limit:
             raise ApiError(403, "The maximum allowed number of disk devices "
@@ -187,6 +265,12 @@ class Nova(object):
 
     def detach(self, call):
         volume = self._attachment_of(call)
+        server_id = volume["attachment"]["server_id"]
+        self._check_state(server_id, "detach_volume", VOLUME_CHANGE_STATES)
+        if not self.compute.service_up(server_id):
+            # Nova refuses at once rather than send the compute service a
+            # detach it would never act on (since 2020, Nova bug 1909120).
+            raise ApiError(409, COMPUTE_DOWN)
         if volume["status"] == "detaching":
             return Reply(202)
         if volume["status"] != "in-use":
@@ -207,6 +291,7 @@ def add_routes(router, nova):
         ("GET", "/servers/detail", nova.servers_detail),
         ("GET", "/servers", nova.servers),
         ("GET", "/servers/{server}", nova.server),
+        ("POST", "/servers/{server}/action", nova.action),
         ("GET", "/flavors/detail", nova.flavors_detail),
         ("GET", "/flavors", nova.flavors),
         ("GET", "/servers/{server}/os-volume_attachments", nova.attachments),

@@ -16,6 +16,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from blockmover.emulator import admin as admin_api
 from blockmover.emulator import cinder as cinder_api
+from blockmover.emulator.compute import Compute
 from blockmover.emulator import keystone as keystone_api
 from blockmover.emulator import microversion
 from blockmover.emulator import nova as nova_api
@@ -47,13 +48,14 @@ class Emulator(object):
         self.counters = admin_api.Counters()
         self.lifecycle = Lifecycle(reactor, self.store, config.latency,
                                    self.faults)
+        self.compute = Compute(reactor, config, self.store, self.faults)
         self.keystone = keystone_api.Keystone(config, self.store, reactor)
         self.router = Router()
         keystone_api.add_routes(self.router, self.keystone)
         nova_api.add_routes(self.router, nova_api.Nova(
-            config, self.store, self.lifecycle, reactor))
+            config, self.store, self.lifecycle, self.compute, reactor))
         self.admin = admin_api.Admin(config, self.store, self.faults,
-                                     self.counters)
+                                     self.counters, self.compute)
         admin_api.add_routes(self.router, self.admin)
         cinder_api.add_routes(self.router, cinder_api.Cinder(
             config, self.store, self.lifecycle, reactor))
@@ -62,6 +64,7 @@ class Emulator(object):
         self.store.prepare_by_id(self.config.servers)
         self.store.start()
         self.lifecycle.resume()
+        self.compute.resume()
 
     def stop(self):
         # Let queued writes land first so none overwrites the final state.

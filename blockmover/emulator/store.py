@@ -1,7 +1,8 @@
 """
 The emulator's persistent state: volumes (with their attachment), quotas
-per project and issued tokens (only their hashes), one JSON file written
-atomically, and the sparse files that are the volumes' contents.
+per project, issued tokens (only their hashes), servers' power and compute
+services' state, one JSON file written atomically, and the sparse files
+that are the volumes' contents.
 
 All mutation happens on the reactor thread; ``save`` hands a snapshot to a
 single writer thread, so writes land in order and the reactor never waits
@@ -25,14 +26,17 @@ URL_FILE = "url"
 
 
 def empty_state():
-    return {"volumes": {}, "quotas": {}, "tokens": {}}
+    return {"volumes": {}, "quotas": {}, "tokens": {}, "servers": {},
+            "services": {}}
 
 
 class Store(object):
     """
     The state under ``state_dir``: ``state`` is a plain JSON-able dict
     (``volumes``: {id: volume record}, ``quotas``: {project: {resource:
-    limit}}, ``tokens``: {sha256: {user, project, expires}}).
+    limit}}, ``tokens``: {sha256: {user, project, expires}}, ``servers``:
+    {server id: power record, see compute.py}, ``services``: {compute
+    host: {"forced_down": bool}}).
     """
 
     def __init__(self, reactor, state_dir):
@@ -67,6 +71,14 @@ class Store(object):
     @property
     def volumes(self):
         return self.state["volumes"]
+
+    @property
+    def servers(self):
+        return self.state["servers"]
+
+    @property
+    def services(self):
+        return self.state["services"]
 
     def volume_path(self, volume_id):
         """
