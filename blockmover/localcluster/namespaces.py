@@ -8,7 +8,7 @@ idempotent: it makes (or removes) what is missing and leaves the rest.
 import os
 import random
 
-from blockmover.command import run
+from blockmover.command import CommandFailed, run
 from blockmover.localcluster import ClusterError
 from blockmover.localcluster.mounts import (
     is_mountpoint, namespace_mounts, unmount_in_namespace,
@@ -20,6 +20,22 @@ def link_exists(name, netns=None):
     if netns:
         argv = ["ip", "-n", netns] + argv[1:]
     return run(argv, check=False).returncode == 0
+
+
+def delete_link(name):
+    """
+    Delete the link ``name`` if it is there. A veth whose other end was in a
+    namespace just deleted goes away on its own a moment later, while the
+    kernel tears the namespace down: a link that vanished between the look
+    and the delete is gone, which is what was asked.
+    """
+    if not link_exists(name):
+        return
+    argv = ["ip", "link", "delete", "dev", name]
+    result = run(argv, check=False)
+    if result.returncode != 0 and link_exists(name):
+        raise CommandFailed(argv, result.returncode, result.stdout,
+                            result.stderr)
 
 
 def netns_exists(netns):
@@ -118,8 +134,7 @@ def remove_node_network(node):
     # a process still holds the namespace: remove the host end explicitly.
     if netns_exists(node.netns):
         run(["ip", "netns", "delete", node.netns])
-    if link_exists(node.veth):
-        run(["ip", "link", "delete", "dev", node.veth])
+    delete_link(node.veth)
 
 
 def remove_mount_ns_dir(layout):
@@ -133,8 +148,7 @@ def remove_mount_ns_dir(layout):
 
 
 def remove_bridge(layout):
-    if link_exists(layout.bridge):
-        run(["ip", "link", "delete", "dev", layout.bridge])
+    delete_link(layout.bridge)
 
 
 def unused_subnet(prefix, tries=100):
