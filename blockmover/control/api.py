@@ -224,7 +224,9 @@ class _Endpoint(Resource):
 
 class _Configuration(_Endpoint):
     def GET(self, request):
-        return (200, self.service.configuration())
+        d = self.service.configuration()
+        d.addCallback(lambda configuration: (200, configuration))
+        return d
 
     def PUT(self, request):
         body = _body(request)
