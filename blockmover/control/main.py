@@ -4,6 +4,7 @@
 
 import argparse
 import datetime
+import gc
 import os
 import sys
 
@@ -39,6 +40,14 @@ DEFAULT_LISTEN = "tcp:%d:backlog=%d" % (DEFAULT_PORT, DEFAULT_BACKLOG)
 # with thousands of agents answered at once, seconds. At 0.5 ms it stays
 # responsive, at a cost to those threads too small to measure.
 SWITCH_INTERVAL = 0.0005
+# What the service holds is mostly many small records that never form
+# cycles (the listing, the configuration, the slices: at 10,000 nodes over
+# a million objects). With Python's default thresholds its collector
+# passed over all of them, stopping everything for about a second, every
+# few hundred thousand objects made: several times while a configuration
+# is read. Young objects are collected after 50,000 allocations instead of
+# 700, old ones ten times less often than by default.
+GC_THRESHOLDS = (50000, 20, 10)
 
 _DESCRIPTION = """\
 Run the blockmover control service: it keeps the cluster's configuration
@@ -180,18 +189,20 @@ def _security(options, reactor):
                                                 clock=reactor))
 
 
-def keep_the_reactor_responsive():
+def tune_interpreter():
     """
     Let the reactor's thread take the interpreter back from computing
-    threads within ``SWITCH_INTERVAL``.
+    threads within ``SWITCH_INTERVAL``, and collect cycles as
+    ``GC_THRESHOLDS`` says.
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @inlineCallbacks
 def _run(reactor, options):
     start_logging(options.log)
-    keep_the_reactor_responsive()
+    tune_interpreter()
     if options.listen.split(":", 1)[0] != "tcp":
         sys.stderr.write("blockmover-control: --listen must be a tcp: "
                          "endpoint; the service adds TLS itself (see "
