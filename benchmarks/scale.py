@@ -17,12 +17,14 @@ unattached volumes per node of applications no longer configured.
 
 For each N it prints: the seconds from sending a configuration that moves
 1 % of the applications to each agent it changes holding its new slice
-(p50, p99, max) and the same for one that moves them all; the control
+(p50, p99, max; and p99 from the service having read the configuration,
+which it logs) and the same for one that moves them all; the control
 service's CPU seconds (all its threads) for a listing refresh that finds
 nothing new and for one that finds 1 % of the volumes changed (from the
 ask until its CPU is back to its rate before, less that rate); its
-resident memory with every long poll held; and the seconds from starting
-it again after a stop to every agent holding a slice of the new process. The last line is
+resident memory alone, with every long poll held, and at its peak; and
+the seconds from starting it again after a stop to every agent holding a
+slice of the new process, with what that took. The last line is
 ``nodes=N p99_all_s=X p99_one_percent_s=X idle_refresh_cpu_s=X rss_mb=X
 reconnect_s=X`` for the largest N run. A phase that does not finish within
 ``--timeout`` seconds prints ``timeout``.
@@ -285,17 +287,9 @@ class Control(object):
 
     def cpu(self):
         """
-        CPU seconds of every thread of the service so far.
+        CPU seconds of every thread of this process of the service so far.
         """
-        total = 0
-        task_dir = "/proc/%d/task" % (self.process.pid,)
-        for task in os.listdir(task_dir):
-            try:
-                with open(os.path.join(task_dir, task, "schedstat")) as f:
-                    total += int(f.read().split()[0])
-            except FileNotFoundError:
-                continue
-        return total / 1e9
+        return _cpu_of(self.process.pid)
 
     def memory_mb(self):
         """
@@ -324,14 +318,18 @@ class Control(object):
                 continue
         return found
 
-    def listings_since(self, since):
+    def listings_since(self, since, times=False):
+        """
+        ``[(kind, count)]`` (with ``times``, ``[(kind, count, time)]``) of
+        the listings the cloud made since ``since``.
+        """
         try:
             with open(self.listings) as f:
                 lines = [line.split() for line in f]
         except FileNotFoundError:
             return []
-        return [(kind, int(count)) for kind, count, at in lines
-                if float(at) >= since]
+        return [(kind, int(count)) + ((float(at),) if times else ())
+                for kind, count, at in lines if float(at) >= since]
 
     def request(self, method, path, body, context, timeout, connection=None):
         own = connection is None
@@ -347,6 +345,21 @@ class Control(object):
         finally:
             if own:
                 connection.close()
+
+
+def _cpu_of(pid):
+    """
+    CPU seconds every thread of the process ``pid`` spent so far.
+    """
+    total = 0
+    task_dir = "/proc/%d/task" % (pid,)
+    for task in os.listdir(task_dir):
+        try:
+            with open(os.path.join(task_dir, task, "schedstat")) as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            continue
+    return total / 1e9
 
 
 def source_address(i):
@@ -429,6 +442,12 @@ class Agents(object):
                 return None
             time.sleep(0.05)
 
+    def cpu(self):
+        """
+        CPU seconds the agents' processes spent so far.
+        """
+        return sum(_cpu_of(process.pid) for process in self.processes)
+
     def stop(self):
         for process in self.processes:
             if process.poll() is None:
@@ -488,6 +507,22 @@ def change(control, certs, agents, nodes, before, after, timeout):
     read = [m["timestamp"] for m in control.messages(logged)
             if m.get("message_type") == "blockmover:control:read"]
     return times, answered, (read[0] - start if read else None)
+
+
+def settled(control, timeout):
+    """
+    Once the service has listed and its CPU has gone quiet (or after
+    ``timeout`` seconds).
+    """
+    deadline = time.time() + timeout
+    quiet = 0
+    last = control.cpu()
+    while time.time() < deadline and quiet < 2:
+        time.sleep(0.5)
+        now = control.cpu()
+        listed = control.listings_since(0)
+        quiet = quiet + 1 if listed and now - last < 0.025 else 0
+        last = now
 
 
 def between_polls(answered, seconds):
@@ -567,18 +602,28 @@ def refresh_cpu(control, certs, timeout, stamp=None, volume_ids=()):
 
 def restart(control, agents, nodes, timeout):
     """
-    Stop the service and start it again; the seconds from starting it to
-    every agent holding a slice of the new process. None if not within
-    ``timeout``.
+    Stop the service and start it again. :return: a dict of the seconds
+    from starting it to every agent holding a slice of the new process
+    (``reconnect``; None if not within ``timeout``), to it listening
+    (``listening``) and to its first listing's end (``listed``), and the
+    CPU seconds the service and the agents spent meanwhile.
     """
     held = {node_name(i): agents.latest(node_name(i)) for i in range(nodes)}
     control.stop()
+    agents_cpu = agents.cpu()
     start = time.time()
     control.start()
+    listening = time.time() - start
     times = agents.wait({node: generation + 1
                          for node, generation in held.items()},
                         start, timeout)
-    return None if times is None else max(times.values())
+    listed = [at for kind, count, at in control.listings_since(start,
+                                                               times=True)]
+    return {"reconnect": None if times is None else max(times.values()),
+            "listening": listening,
+            "listed": min(listed) - start if listed else None,
+            "control_cpu": control.cpu(),
+            "agents_cpu": agents.cpu() - agents_cpu}
 
 
 def figure(value, digits=3):
@@ -601,9 +646,12 @@ def run_size(nodes, args):
         write_stored(os.path.join(directory, "control-state"),
                      *configuration(nodes, first))
         control = Control(directory, certs, nodes, args.profile)
-        started = time.time()
         control.start()
+        # Its memory with its slices made and no agent connected.
+        settled(control, args.timeout)
+        result["rss_alone_mb"] = figure(control.memory_mb()[0], 0)
         print("%d nodes: agents ..." % (nodes,), flush=True)
+        started = time.time()
         agents = Agents(directory, certs, nodes, control.port, args.workers)
         ready = agents.wait({node_name(i): 1 for i in range(nodes)}, started,
                             args.timeout)
@@ -655,8 +703,13 @@ def run_size(nodes, args):
         result["rss_mb"] = figure(rss, 0)
         result["peak_rss_mb"] = figure(peak, 0)
         print("%d nodes: restart ..." % (nodes,), flush=True)
-        result["reconnect_s"] = figure(restart(control, agents, nodes,
-                                               args.timeout))
+        restarted = restart(control, agents, nodes, args.timeout)
+        result["reconnect_s"] = figure(restarted["reconnect"])
+        result["listening_s"] = figure(restarted["listening"])
+        result["listed_s"] = figure(restarted["listed"])
+        result["reconnect_control_cpu_s"] = figure(restarted["control_cpu"],
+                                                   1)
+        result["reconnect_agents_cpu_s"] = figure(restarted["agents_cpu"], 1)
         result["refused"] = str(len(agents.refused))
         return result
     finally:
@@ -664,7 +717,10 @@ def run_size(nodes, args):
             agents.stop()
         if control is not None:
             control.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        if args.keep:
+            print("%d nodes: kept %s" % (nodes, directory))
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 CHANGES = [
@@ -681,8 +737,11 @@ SERVICE = [
     ("nodes", "nodes"), ("startup_s", "startup"),
     ("idle_refresh_cpu_s", "idle cpu"),
     ("one_percent_refresh_cpu_s", "1% cpu"),
-    ("rss_mb", "rss MB"), ("peak_rss_mb", "peak MB"),
-    ("reconnect_s", "reconnect"),
+    ("rss_alone_mb", "alone MB"), ("rss_mb", "rss MB"),
+    ("peak_rss_mb", "peak MB"),
+    ("reconnect_s", "reconnect"), ("listening_s", "listening"),
+    ("listed_s", "listed"), ("reconnect_control_cpu_s", "ctl cpu"),
+    ("reconnect_agents_cpu_s", "agents cpu"),
 ]
 
 
@@ -693,10 +752,16 @@ def print_table(results):
           "read: until the service had read it; -rd: from then")
     for columns in (CHANGES, None, SERVICE):
         if columns is None:
-            print("service: startup and reconnect in seconds until every "
+            print("service: startup (the agents starting, the service "
+                  "ready) and reconnect in seconds until every "
                   "agent holds a slice; cpu: the service's CPU seconds for "
                   "one listing refresh finding nothing new / 1 % of the "
-                  "volumes changed")
+                  "volumes changed; MB: its memory with no agent connected, "
+                  "with every agent polling and at its peak; after a "
+                  "restart, the seconds until it "
+                  "listened and until its first listing ended, and the CPU "
+                  "seconds it and the agents spent until every agent held "
+                  "a slice")
             continue
         print("  ".join("%10s" % (title,) for _, title in columns))
         for result in results:
@@ -720,6 +785,9 @@ def main(argv=None):
     parser.add_argument("--profile", metavar="DIR",
                         help="write the service's cProfile statistics in DIR "
                         "(control-N-K.prof for its K-th start at N nodes)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each size's directory (the service's "
+                        "log, its state, the certificates) and say where")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds a phase may take before it is "
                         "given up (default %(default)s)")

@@ -179,6 +179,7 @@ def _run(reactor, args, options):
     backend every configuration names.
     """
     start_logging(options.log)
+    control_main.tune_interpreter()
     authority, wrap = control_main._security(options, reactor)
     cloud = []
 

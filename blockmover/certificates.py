@@ -414,9 +414,8 @@ def check(certificate, ca_certificate, revoked, now):
     A TLS handshake with the CA as the only trust root makes most of these
     checks already; this one is the application's, made on every request,
     so that a revocation counts from the moment the revocation list says
-    so, without a restart. What cannot change while a connection lasts
-    (``check_issued``) may be checked once a connection; what can
-    (``check_current``) every time.
+    so, without a restart; what can change (validity, revocation) may be
+    checked again on its own with ``check_current``.
 
     :raise CertificateRefused: saying why not.
     :raise NotAnIdentity: if it names no blockmover identity.
@@ -429,31 +428,35 @@ def check(certificate, ca_certificate, revoked, now):
     return holder
 
 
-def check_issued(certificate, ca_certificate):
+class Believed(PClass):
     """
-    The ``Identity`` of ``certificate`` if the CA ``ca_certificate`` issued
-    it, to a service, node or user of its cluster: what ``check`` checks
-    that depends on the two certificates alone, once. Follow it with
-    ``check_current`` before believing the certificate now.
+    A certificate ``check`` believed, as little of it as ``check_current``
+    needs to check it again: whose it is, its serial number and when it is
+    valid (named as ``cryptography``'s certificate names them).
+    """
+    holder = field(type=Identity, mandatory=True)
+    serial_number = field(type=int, mandatory=True)
+    not_valid_before_utc = field(type=datetime.datetime, mandatory=True)
+    not_valid_after_utc = field(type=datetime.datetime, mandatory=True)
+
+    @classmethod
+    def of(cls, certificate, holder):
+        return cls(holder=holder, serial_number=certificate.serial_number,
+                   not_valid_before_utc=certificate.not_valid_before_utc,
+                   not_valid_after_utc=certificate.not_valid_after_utc)
+
+
+def check_current(believed, ca_certificate, revoked, now):
+    """
+    What ``check`` checks of a certificate that changes with time, for one
+    it believed before (a ``Believed``): both it and the CA's are valid at
+    ``now``, and it is not in ``revoked``. What depends on the two
+    certificates alone (the CA's signature, the identity) is checked once.
 
     :raise CertificateRefused: saying why not.
-    :raise NotAnIdentity: if it names no blockmover identity.
     """
-    cluster = cluster_of(ca_certificate)
-    _check_signature(certificate, ca_certificate, cluster)
-    return _check_holder(certificate, cluster)
-
-
-def check_current(certificate, ca_certificate, holder, revoked, now):
-    """
-    What ``check`` checks of ``certificate`` (of ``holder``, as
-    ``check_issued`` found) that changes with time: both certificates are
-    valid at ``now``, and it is not in ``revoked``.
-
-    :raise CertificateRefused: saying why not.
-    """
-    _check_validity(certificate, ca_certificate, now)
-    _check_revocation(certificate, holder, revoked)
+    _check_validity(believed, ca_certificate, now)
+    _check_revocation(believed, believed.holder, revoked)
 
 
 def _check_signature(certificate, ca_certificate, cluster):

@@ -176,6 +176,10 @@ class Listing(object):
         return Listing(by_id, by_dataset, by_attachment), changes
 
 
+def _no_pause():
+    pass
+
+
 def _volume_id(volume):
     return volume.volume_id
 
@@ -537,7 +541,7 @@ def _region_errors(datasets, listing, limits):
 
 
 def describe_changes(old, new, volumes, allocation_unit=1, reported=None,
-                     placement=None):
+                     placement=None, pause=None):
     """
     ``{node: [line, ...]}``: what deploying ``new`` over ``old`` (a
     ``Deployment``, or None for the first deploy) changes on each node,
@@ -548,7 +552,10 @@ def describe_changes(old, new, volumes, allocation_unit=1, reported=None,
     changes. This is the plan ``blockmover-deploy`` and ``--dry-run``
     print; it is foreseen by the agents' own planner (``agents.foresee``),
     so it says what they do. ``placement`` is ``Placement(new,
-    allocation_unit)`` where the caller has it already.
+    allocation_unit)`` where the caller has it already. ``pause``, if
+    given, is called between the steps of the work (each node's look, each
+    node's slice while foreseen): a caller running this beside others
+    lets them have their turn there.
 
     Nodes only meet through the datasets they share (one gives up a volume
     the other takes), so the cluster is foreseen in groups that share
@@ -559,7 +566,8 @@ def describe_changes(old, new, volumes, allocation_unit=1, reported=None,
     listing = Listing.of(volumes)
     if placement is None:
         placement = Placement(new, allocation_unit)
-    made = _Foresight(old, new, listing, placement, reported or {}).made()
+    made = _Foresight(old, new, listing, placement, reported or {},
+                      pause).made()
     nodes = dict(new.nodes)
     if old is not None:
         nodes = dict(old.nodes, **nodes)
@@ -594,12 +602,13 @@ class _Foresight(object):
     the start stays as it is.
     """
 
-    def __init__(self, old, new, listing, placement, reported):
+    def __init__(self, old, new, listing, placement, reported, pause=None):
         # Late import: placement is the control side; the agents' planner
         # is what it foresees with, pure like placement itself.
         from agents import foresee, plan
         self._foresee = foresee
         self._plan = plan.plan
+        self._pause = pause if pause is not None else _no_pause
         self._old = old
         self._new = new
         self._listing = listing
@@ -648,12 +657,14 @@ class _Foresight(object):
         observed = {}
         busy = set()
         for name in self._nodes:
+            self._pause()
             observed[name] = self._observed(name)
             if self._plans_something(name, observed[name]):
                 busy.add(name)
         for group in self._groups():
             if busy.isdisjoint(group):
                 continue
+            self._pause()
             made.update(self._foresee_group(group, observed))
         return made
 
@@ -760,6 +771,7 @@ class _Foresight(object):
     def _group_slice(self, node, values):
         # foresee passes its listing's values: a view of the dict it
         # keeps, read here by dataset rather than scanned.
+        self._pause()
         return self._slice(node, values.mapping)
 
     @staticmethod

@@ -264,12 +264,16 @@ class ServerTLS(object):
     client's, believes only the cluster's CA, and logs every client it
     refuses at the handshake (``blockmover:tls:client-refused``, with the
     peer's address and why), whether its certificate failed or it showed
-    none. Revocation and identities are checked per request
-    (``blockmover.control.access``).
+    none, and refuses renegotiation. Revocation and identities are checked
+    per request (``blockmover.control.access``).
     """
 
     def __init__(self, credentials):
         self._options = credentials.options()
+        # A connection shows one client certificate for its life: who a
+        # client is is checked once a connection
+        # (``blockmover.control.access.Authority``).
+        self._options.getContext().set_options(SSL.OP_NO_RENEGOTIATION)
 
     def serverConnectionForTLS(self, tls_protocol):
         connection = self._options.serverConnectionForTLS(tls_protocol)

@@ -6,10 +6,10 @@ signature once a connection, validity and revocation on every request.
 import datetime
 
 import pytest
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 
-from blockmover import certificates
-from blockmover.certificates import NODE, RevocationFile
+from blockmover import certificates, tls
+from blockmover.certificates import CONTROL, NODE, RevocationFile
 from blockmover.control import access
 from blockmover.control.access import Authority
 from tests.cluster_ca import cluster_ca
@@ -75,13 +75,70 @@ def test_the_signature_is_checked_once_a_connection(checks):
     assert len(checks) == 2
 
 
-def test_another_certificate_on_a_connection_is_checked_anew(checks):
-    ca, identify = authority(Clock())
-    connection = Transport(loaded(ca.files(NODE, "n2").certificate))
-    assert identify.identify(connection).name == "n2"
-    connection.certificate = loaded(ca.files(NODE, "n3").certificate)
-    assert identify.identify(connection).name == "n3"
-    assert len(checks) == 2
+class _Factory(object):
+    wrappedFactory = object()
+
+
+class _Protocol(object):
+    """
+    What ``tls.ServerTLS`` asks of the TLS protocol it serves.
+    """
+    factory = _Factory()
+
+    class transport(object):
+        @staticmethod
+        def getPeer():
+            return "127.0.0.1:1"
+
+
+def _exchange(client, server):
+    for sender, receiver in ((client, server), (server, client)):
+        try:
+            receiver.bio_write(sender.bio_read(65536))
+        except SSL.WantReadError:
+            continue
+
+
+def _step(connection, call, *args):
+    try:
+        call(*args)
+    except SSL.WantReadError:
+        pass
+
+
+def test_a_connection_keeps_its_certificate():
+    """
+    What the identity kept per connection relies on: a client cannot
+    renegotiate another certificate onto its connection (TLS 1.3 has no
+    renegotiation; the service refuses it in TLS 1.2).
+    """
+    ca = cluster_ca("identify")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    server = tls.ServerTLS(tls.Credentials.load(
+        ca.files(CONTROL), now)).serverConnectionForTLS(_Protocol())
+    server.set_accept_state()
+    context = tls.Credentials.load(ca.files(NODE, "n2"), now).options() \
+        .getContext()
+    context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    client = SSL.Connection(context, None)
+    client.set_connect_state()
+    for _ in range(5):
+        _step(client, client.do_handshake)
+        _step(server, server.do_handshake)
+        _exchange(client, server)
+    shown = server.get_peer_certificate().to_cryptography()
+    assert certificates.identity_of(shown).name == "n2"
+    client.renegotiate()
+    refused = []
+    for _ in range(5):
+        for connection in (client, server):
+            try:
+                _step(connection, connection.recv, 1)
+            except SSL.Error as e:
+                refused.append(e)
+        _exchange(client, server)
+    assert server.total_renegotiations() == 0
+    assert any("no renegotiation" in str(e) for e in refused)
 
 
 def test_expiry_and_revocation_count_on_a_connection_checked_before():

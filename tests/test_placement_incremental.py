@@ -22,7 +22,7 @@ from tests.strategies import deployments, listings, names, sizes
 UNITS = st.sampled_from([1, MiB])
 
 
-# --- placement the plain way --------------------------------------------------
+# --- placement the plain way ----------------------------------------------
 
 def reference_by_dataset(volumes, backend_id=None):
     def preference(volume):
@@ -65,7 +65,7 @@ def reference_foresee(old, new, volumes, unit, reported):
                    reported)
 
 
-# --- strategies ----------------------------------------------------------------
+# --- strategies -----------------------------------------------------------
 
 @st.composite
 def volumes_of(draw, deployment):
@@ -195,7 +195,7 @@ def reports(draw, old, new, volumes):
     return reported
 
 
-# --- the properties ------------------------------------------------------------
+# --- the properties -------------------------------------------------------
 
 @settings(max_examples=150, deadline=None)
 @given(deployments(), st.data(), UNITS)
@@ -301,6 +301,10 @@ def test_the_plan_foreseen_in_groups_is_foreseen_whole(first, data, unit):
     new = data.draw(changed_deployments(first))
     volumes = data.draw(volumes_of(first))
     reported = data.draw(reports(old, new, volumes))
+    pauses = []
     grouped = _Foresight(old, new, Listing.of(volumes), Placement(new, unit),
-                         reported).made()
+                         reported, lambda: pauses.append(1)).made()
     assert grouped == reference_foresee(old, new, volumes, unit, reported)
+    # It gives way between nodes.
+    assert len(pauses) >= len(set(new.nodes) | set(
+        old.nodes if old is not None else ()))

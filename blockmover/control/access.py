@@ -18,7 +18,6 @@ import datetime
 import time
 import weakref
 
-from OpenSSL import crypto
 from pyrsistent import PClass, field
 
 from blockmover import certificates
@@ -138,10 +137,11 @@ class Authority(object):
     certificate is checked against the cluster's CA and the revocation list
     read now (``certificates.RevocationFile``).
 
-    The CA's signature and the identity are checked once a connection (and
-    again should the connection ever show another certificate); validity
-    and revocation on every request, so that an expiry or a revocation
-    counts at once, even on a connection made before it.
+    The CA's signature and the identity are checked once a connection (a
+    connection shows one certificate for its life: the service refuses
+    renegotiation, see ``tls.ServerTLS``); validity and revocation on every
+    request, so that an expiry or a revocation counts at once, even on a
+    connection made before it.
 
     :param ca_certificate: the cluster CA's certificate (``cryptography``).
     :param revocations: a ``certificates.RevocationFile``.
@@ -153,8 +153,8 @@ class Authority(object):
         self.cluster = certificates.cluster_of(ca_certificate)
         self._revocations = revocations
         self._clock = clock
-        # transport -> (the peer's certificate in DER, as ``cryptography``
-        # reads it, its Identity), for as long as the connection lives.
+        # transport -> the ``certificates.Believed`` of its client, for as
+        # long as the connection lives.
         self._issued = weakref.WeakKeyDictionary()
 
     def identify(self, transport):
@@ -165,28 +165,29 @@ class Authority(object):
         :raise Refused: if it showed no certificate, or one not to believe
             now (revoked since the connection was made, say).
         """
-        peer = getattr(transport, "getPeerCertificate", lambda: None)()
-        if peer is None:
-            raise Refused("this connection has no client certificate; "
-                          "connect with TLS and a certificate of cluster "
-                          "%s's CA" % (self.cluster,))
+        known = self._issued.get(transport)
+        peer = None
+        if known is None:
+            peer = getattr(transport, "getPeerCertificate", lambda: None)()
+            if peer is None:
+                raise Refused("this connection has no client certificate; "
+                              "connect with TLS and a certificate of "
+                              "cluster %s's CA" % (self.cluster,))
         now = datetime.datetime.fromtimestamp(self._clock(),
                                               datetime.timezone.utc)
         # The service's own file: a failure to read it is not the
         # client's, and refuses everyone until it is mended.
         revoked = self._revocations.revoked()
-        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
         try:
-            known = self._issued.get(transport)
-            if known is not None and known[0] == der:
-                _, certificate, holder = known
-                certificates.check_current(certificate, self.ca_certificate,
-                                           holder, revoked, now)
-                return holder
+            if known is not None:
+                certificates.check_current(known, self.ca_certificate,
+                                           revoked, now)
+                return known.holder
             certificate = peer.to_cryptography()
             holder = certificates.check(certificate, self.ca_certificate,
                                         revoked, now)
         except certificates.CertificateError as e:
             raise Refused("the client certificate is refused: %s" % (e,))
-        self._issued[transport] = (der, certificate, holder)
+        self._issued[transport] = certificates.Believed.of(certificate,
+                                                           holder)
         return holder

@@ -253,7 +253,9 @@ class _Metrics(_Endpoint):
 
 class _Configuration(_Endpoint):
     def GET(self, request):
-        return (200, self.service.configuration())
+        d = self.service.configuration()
+        d.addCallback(lambda configuration: (200, configuration))
+        return d
 
     def PUT(self, request):
         body = _body(request)
@@ -442,21 +444,48 @@ class _Nodes(Resource):
     def getChild(self, name, request):
         # Twisted unquoted each segment already: the name is the one the
         # request's authorization saw.
-        node = name.decode("utf-8", "replace")
-        missing = _NotFound(self.service, self.reactor)
-        children = _Tree(missing)
-        children.putChild(b"desired", _Desired(self.service, self.reactor,
-                                               node))
-        children.putChild(b"state", _Report(self.service, self.reactor, node))
-        volumes = _Tree(_NodeVolumes(self.service, self.reactor, node),
-                        missing)
-        for call in _NodeVolumeCall.CALLS:
-            volumes.putChild(call.encode("ascii"), _NodeVolumeCall(
-                self.service, self.reactor, node, call))
-        volumes.putChild(b"seen", _NodeSeen(self.service, self.reactor,
-                                            node))
-        children.putChild(b"volumes", volumes)
-        return children
+        return _Node(self.service, self.reactor,
+                     name.decode("utf-8", "replace"))
+
+
+class _Node(Resource):
+    """
+    ``/v1/nodes/NODE/...``: each resource of the node made when a request
+    reaches it, not all of them for every request (every agent's long poll
+    passes here).
+    """
+
+    def __init__(self, service, reactor, node, under=()):
+        Resource.__init__(self)
+        self.service = service
+        self.reactor = reactor
+        self.node = node
+        # The segments below the node's name so far: () or ("volumes",).
+        self._under = under
+
+    def getChild(self, name, request):
+        service, reactor, node = self.service, self.reactor, self.node
+        if self._under == ():
+            if name == b"desired":
+                return _Desired(service, reactor, node)
+            if name == b"state":
+                return _Report(service, reactor, node)
+            if name == b"volumes":
+                return _Node(service, reactor, node, ("volumes",))
+        else:
+            call = name.decode("ascii", "replace")
+            if call in _NodeVolumeCall.CALLS:
+                return _NodeVolumeCall(service, reactor, node, call)
+            if name == b"seen":
+                return _NodeSeen(service, reactor, node)
+        return _NotFound(service, reactor)
+
+    def render(self, request):
+        if self._under == ("volumes",):
+            index = _NodeVolumes(self.service, self.reactor, self.node)
+        else:
+            index = _NotFound(self.service, self.reactor)
+        return index.render(request)
 
 
 class _Tree(Resource):

@@ -4,10 +4,14 @@ configuration, the backend, the cached listing, each node's slice and the
 nodes' last reports.
 """
 
+import time
 from contextlib import nullcontext
 
 from eliot import current_action, log_message, write_failure
-from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.defer import (
+    DeferredLock, fail, inlineCallbacks, succeed,
+)
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -44,28 +48,32 @@ class ConfigurationRejected(Exception):
 
 class _Parsed(object):
     """
-    A configuration read off the reactor: its ``Deployment`` and its texts
-    as ``GET /v1/configuration`` shows them.
+    A configuration read off the reactor: its ``Deployment``.
     """
 
-    def __init__(self, deployment, shown):
+    def __init__(self, deployment):
         self.deployment = deployment
-        self.shown = shown
 
 
 def _parse(cluster_yml, app_yml, cluster_path, app_path):
     """
-    Read a configuration: YAML and every check of ``load_deployment``, and
-    the texts with their secrets redacted (every application's
-    ``secrets``, every secret-looking value). Blocks: run it in a thread.
+    Read a configuration: YAML and every check of ``load_deployment``.
+    Blocks: run it in a thread.
 
     :raise ConfigError: the configuration is refused.
     """
-    deployment = load_deployment(cluster_yml, app_yml, cluster_path,
-                                 app_path)
-    return _Parsed(deployment, {
-        "cluster_yml": scrub_yaml(cluster_yml, cluster_path),
-        "app_yml": scrub_app_yml(app_yml, app_path)})
+    return _Parsed(load_deployment(cluster_yml, app_yml, cluster_path,
+                                   app_path))
+
+
+def _as_shown(stored):
+    """
+    The texts of ``stored`` (a ``StoredConfiguration``) as ``GET
+    /v1/configuration`` shows them: every application's ``secrets`` and
+    every secret-looking value redacted. Blocks: run it in a thread.
+    """
+    return {"cluster_yml": scrub_yaml(stored.cluster_yml, stored.cluster_path),
+            "app_yml": scrub_app_yml(stored.app_yml, stored.app_path)}
 
 
 class Busy(Exception):
@@ -92,6 +100,48 @@ class UnknownNode(Exception):
         self.node = node
         Exception.__init__(self, "the configuration names no node %r; add it "
                                  "under nodes: in cluster.yml" % (node,))
+
+
+class GiveWay(object):
+    """
+    Lets a long computation in a thread give way to the reactor: the
+    reactor notes that it had a turn every ``BEAT`` seconds, and ``pause``
+    (called in the thread between steps of the computation) waits while it
+    has not had one for ``LAG`` seconds. The interpreter runs one thread at
+    a time: without this, ten thousand answers of a change and the plan of
+    that change share it evenly, and the answers wait for the plan.
+    """
+    BEAT = 0.005
+    LAG = 0.02
+    # The longest one pause waits: a reactor that stopped holds nothing up.
+    LONGEST = 1.0
+    STEP = 0.002
+
+    def __init__(self, reactor):
+        self._seen = time.monotonic()
+        self._beating = LoopingCall(self._beat)
+        self._beating.clock = reactor
+        self._beating.start(self.BEAT)
+
+    def _beat(self):
+        self._seen = time.monotonic()
+
+    def pause(self):
+        """
+        In the thread: return once the reactor had a turn lately.
+        """
+        waited = 0.0
+        while time.monotonic() - self._seen > self.LAG and \
+                waited < self.LONGEST:
+            time.sleep(self.STEP)
+            waited += self.STEP
+
+    def stop(self):
+        """
+        On the reactor: the computation is over.
+        """
+        if self._beating.running:
+            self._beating.stop()
 
 
 class BadReport(ValueError):
@@ -158,6 +208,7 @@ class ControlService(object):
         self.deployment = None
         self._backend = None
         self._reports = {}
+        # (the StoredConfiguration, its texts as shown), once asked for.
         self._shown = None
         self._configuring = DeferredLock()
         self._pending = 0
@@ -212,7 +263,6 @@ class ControlService(object):
             self.deployment = parsed.deployment
             self.transitions.configured(None, parsed.deployment,
                                         self._reactor.seconds())
-            self._shown = parsed.shown
             self.slices = Slices(stored.counter)
             self._backend = self._new_backend(parsed.deployment)
             self.listing.set_lister(self._backend.list_volumes)
@@ -361,15 +411,24 @@ class ControlService(object):
         What deploying ``new`` over ``old`` changes on each node
         (``placement.describe_changes``), foreseen in a thread: it is pure,
         and on a large cluster it takes a while that no agent and no other
-        request should wait for.
+        request should wait for. It gives way to the reactor whenever the
+        reactor has work (``GiveWay``).
 
         :return: a Deferred firing with ``{node: [line, ...]}``.
         """
+        way = GiveWay(self._reactor)
+
         def describe():
             plan = _placement().describe_changes(
-                old, new, volumes, allocation_unit, reported, indexed)
+                old, new, volumes, allocation_unit, reported, indexed,
+                pause=way.pause)
             return {node: list(lines) for node, lines in plan.items()}
-        return deferToThreadPool(self._reactor, self._parsing, describe)
+        d = deferToThreadPool(self._reactor, self._parsing, describe)
+
+        def stop(result):
+            way.stop()
+            return result
+        return d.addBoth(stop)
 
     @inlineCallbacks
     def _store(self, parsed, backend, volumes, listed_at, tasks, stored,
@@ -414,7 +473,6 @@ class ControlService(object):
         self.transitions.configured(self.deployment, deployment,
                                     self._reactor.seconds())
         previous, self.deployment = self.deployment, deployment
-        self._shown = parsed.shown
         if not same_backend:
             # The new backend was just listed: that listing seeds the cache.
             self._backend = backend
@@ -518,17 +576,35 @@ class ControlService(object):
         every secret-looking value redacted: the secrets themselves go only
         to the slices of the nodes that run their applications.
 
-        :raise NoConfiguration: none was deployed yet.
+        :return: a Deferred firing with the configuration as ``GET
+            /v1/configuration`` shows it; failing with ``NoConfiguration``
+            when none was deployed yet.
         """
-        if self.stored is None:
-            raise NoConfiguration()
-        # Redacted once, when it was read: never a whole YAML file's
-        # scrubbing per request on the reactor.
-        return {"generation": self.stored.generation,
-                "cluster_yml": self._shown["cluster_yml"],
-                "app_yml": self._shown["app_yml"],
-                "cluster_path": self.stored.cluster_path,
-                "app_path": self.stored.app_path}
+        stored = self.stored
+        if stored is None:
+            return fail(NoConfiguration())
+        if self._shown is not None and self._shown[0] is stored:
+            d = succeed(self._shown[1])
+        else:
+            # Redacted once per configuration, in a thread, when first
+            # asked for: not while the configuration is applied nor while
+            # the service starts (a large one takes seconds), and never a
+            # whole YAML file's scrubbing on the reactor.
+            d = deferToThreadPool(self._reactor, self._parsing, _as_shown,
+                                  stored)
+
+            def keep(shown):
+                if self.stored is stored:
+                    self._shown = (stored, shown)
+                return shown
+            d.addCallback(keep)
+        d.addCallback(lambda shown: {
+            "generation": stored.generation,
+            "cluster_yml": shown["cluster_yml"],
+            "app_yml": shown["app_yml"],
+            "cluster_path": stored.cluster_path,
+            "app_path": stored.app_path})
+        return d
 
     # --- slices ------------------------------------------------------------
 
