@@ -7,6 +7,7 @@ before anything changes.
 """
 
 import re
+import threading
 
 from pyrsistent import PClass, field
 
@@ -53,9 +54,9 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
     describe; ``ConfigError`` naming the file and line of the first mistake.
     """
     cluster_src = Source(cluster_text, cluster_path)
-    app_src = Source(app_text, app_path)
+    app_src = _APP_YML.source(app_text, app_path)
     cluster = _read_cluster(cluster_src)
-    applications = _read_applications(app_src)
+    applications = _APP_YML.applications(app_src)
     nodes = _read_nodes(cluster_src)
     placement = _read_placement(cluster_src, nodes, applications, app_path)
     _check_mountpoints(app_src, placement, applications)
@@ -66,6 +67,54 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
                       control_url=cluster["control"],
                       backend=cluster["backend"], nodes=nodes,
                       applications=applications, placement=placement)
+
+
+class _LastRead(object):
+    """
+    The last ``app.yml`` read, kept: a change of placement sends the same
+    applications again, and on a large cluster they take a second to read.
+    What is kept is read-only (the ``Source`` and the ``Application``
+    records), so threads may share it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        # ((text, path), Source, {name: Application} or None)
+        self._last = (None, None, None)
+
+    def source(self, text, path):
+        """
+        The ``Source`` of the ``app.yml`` ``text``.
+
+        :raise ConfigError: it is not YAML blockmover reads.
+        """
+        with self._lock:
+            key, src, _ = self._last
+        if key == (text, path):
+            return src
+        src = Source(text, path)
+        with self._lock:
+            self._last = ((text, path), src, None)
+        return src
+
+    def applications(self, src):
+        """
+        ``{name: Application}`` of ``src`` (from ``source``).
+
+        :raise ConfigError: as ``_read_applications``.
+        """
+        with self._lock:
+            key, last, applications = self._last
+        if last is src and applications is not None:
+            return applications
+        applications = _read_applications(src)
+        with self._lock:
+            if self._last[1] is src:
+                self._last = (key, src, applications)
+        return applications
+
+
+_APP_YML = _LastRead()
 
 
 def load_files(cluster_path, app_path):

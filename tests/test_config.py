@@ -811,3 +811,30 @@ def test_agent_state_dir_is_its_own(state_dir):
     assert load_agent_config(
         "version: 1\nnode: node1\ncontrol: https://10.77.0.1:4523\n"
         "state_dir: /tmp/agent\n").state_dir == "/tmp/agent"
+
+
+# --- the last app.yml read is kept -------------------------------------------
+
+def test_the_same_applications_are_read_once(monkeypatch):
+    from blockmover import config
+    first = load_deployment(CLUSTER, APP)
+    read = []
+    real = config._read_applications
+    monkeypatch.setattr(config, "_read_applications",
+                        lambda src: read.append(src) or real(src))
+    moved = load_deployment(edit(CLUSTER, "node1: [mongodb]\n  node2: []",
+                                 "node1: []\n  node2: [mongodb]"), APP)
+    assert read == []
+    assert moved.applications["mongodb"] is first.applications["mongodb"]
+    assert moved.placement["mongodb"] == "node2"
+    # Another app.yml is read, and an error in it is still reported in
+    # the order of old: the YAML of both files, then cluster.yml's keys.
+    changed = edit(APP, "\"27017\"]", "\"27018\"]")
+    assert load_deployment(CLUSTER, changed).applications["mongodb"] \
+        .command[-1] == "27018"
+    assert len(read) == 1
+    bad_cluster = edit(CLUSTER, "name: demo", "name: 'no such'")
+    assert error(bad_cluster, edit(APP, "version: 1", "version: [")) \
+        .file == "app.yml"
+    assert error(bad_cluster, edit(APP, "command:", "commands:")) \
+        .file == "cluster.yml"
