@@ -93,6 +93,7 @@ class _LastRead(object):
         if key == (text, path):
             return src
         src = Source(text, path)
+        src.let_go_of_nodes()
         with self._lock:
             self._last = ((text, path), src, None)
         return src

@@ -273,7 +273,12 @@ class ServerTLS(object):
         # A connection shows one client certificate for its life: who a
         # client is is checked once a connection
         # (``blockmover.control.access.Authority``).
-        self._options.getContext().set_options(SSL.OP_NO_RENEGOTIATION)
+        context = self._options.getContext()
+        context.set_options(SSL.OP_NO_RENEGOTIATION)
+        # Every node holds a connection open for its long poll, idle
+        # nearly always: OpenSSL lets go of an idle connection's read and
+        # write buffers (about 34 KiB) instead of keeping them.
+        context.set_mode(SSL.MODE_RELEASE_BUFFERS)
 
     def serverConnectionForTLS(self, tls_protocol):
         connection = self._options.serverConnectionForTLS(tls_protocol)

@@ -147,6 +147,10 @@ def describe(value):
     return "a %s" % (type(value).__name__,)
 
 
+# What a Source's nodes are once it let go of them.
+_LET_GO = object()
+
+
 class Source(object):
     """
     One parsed YAML file: ``data`` (plain dicts, lists and scalars; None for
@@ -203,6 +207,14 @@ class Source(object):
                               "write it with fewer levels of lists and "
                               "mappings")
 
+    def let_go_of_nodes(self):
+        """
+        Drop the composed nodes, which only ``redacted`` needs, to keep
+        this source for long: on a large configuration they are most of
+        its memory.
+        """
+        self._root = _LET_GO
+
     def line(self, key):
         """
         The line of ``key``, or of the nearest enclosing key that has one.
@@ -243,6 +255,9 @@ class Source(object):
             redacted.
         """
         regions = []
+        if self._root is _LET_GO:
+            raise ValueError("the nodes of %s were let go; read it again to "
+                             "redact it" % (self.path,))
         if self._root is not None:
             self._find_secrets(self._root, (), is_secret, marker, regions)
         text = self.text

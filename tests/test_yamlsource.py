@@ -85,3 +85,12 @@ def test_refusals_are_worded_by_the_refusing_loader(text, message):
 def test_a_star_in_a_value_is_read_by_the_careful_loader():
     source = Source("command: [ls, '*.log']\n", "f.yml")
     assert source.data == {"command": ["ls", "*.log"]}
+
+
+def test_a_source_kept_for_long_lets_go_of_its_nodes():
+    source = Source(TEXTS[4], "app.yml")
+    source.let_go_of_nodes()
+    assert source.data["applications"]["web"]["command"] == ["serve"]
+    assert source.line("applications.web.secrets") == 4
+    with pytest.raises(ValueError):
+        source.redacted(yamlsource.looks_secret, "<r>")
