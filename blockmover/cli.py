@@ -161,6 +161,13 @@ def _local_status_target(args, status_command):
         raise status_command.BadInput(str(e))
 
 
+def _power(args):
+    from blockmover.localcluster import power
+    switch = power.power_off if args.switch == "off" else power.power_on
+    switch(os.path.join(_state_dir(args), "cluster.json"), args.node)
+    return 0
+
+
 def _demo(args):
     from blockmover.localcluster.demo import demo
     return demo(documents=args.documents, keep=args.keep,
@@ -195,6 +202,26 @@ def _local_cluster_options(cluster, status, demo):
         "applications, mounts, loop devices, namespaces, bridge, state")
     _common(down, layout)
     down.set_defaults(run=_local_cluster(_down))
+    power = actions.add_parser(
+        "power", help="power a node off (its link cut, every process in it "
+        "killed, its mounts gone) or on again (its agent started): the "
+        "local cluster's fence",
+        description="Power a node of a local cluster off or on, as a "
+        "fence would. Off cuts the node's link, kills every process in its "
+        "network namespace and unmounts what it had mounted: once it "
+        "returns, the node cannot write to any volume. The node stays off "
+        "(cluster up leaves it so) until powered on, which brings the link "
+        "up and starts its agent. Both are safe to repeat. The OpenStack "
+        "emulator of a local cluster runs this when a node's server is "
+        "stopped or started, with the server's id after the node's name.")
+    _common(power, layout)
+    power.add_argument("switch", choices=["off", "on"],
+                       help="which way to switch it")
+    power.add_argument("node", help="the node's name, such as node1")
+    power.add_argument("server", nargs="?", default=None,
+                       help="the node's server id, as the emulator passes "
+                       "it (not needed)")
+    power.set_defaults(run=_local_cluster(_power))
 
     local = status.add_argument_group(
         "local cluster", "which local cluster to show when neither "

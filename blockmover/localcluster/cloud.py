@@ -72,10 +72,19 @@ def emulator_config(layout, password, admin_token):
         "projects": {"blockmover": {}},
         "servers": {node.name: {"id": server_id(layout, node)}
                     for node in layout.nodes},
+        # A server stops and starts as slowly as a volume detaches and
+        # attaches.
         "latency": {"attach": layout.attach_latency,
-                    "detach": layout.detach_latency},
+                    "detach": layout.detach_latency,
+                    "stop": layout.detach_latency,
+                    "start": layout.attach_latency},
         "quotas": {"volumes": layout.volume_quota},
         "admin_token": admin_token,
+        # Stopping a node's server powers the namespace node off, starting
+        # it powers it on: the emulator's SHUTOFF means the node is off.
+        "power_command": [script("blockmover"), "cluster", "power",
+                          "--name", layout.name,
+                          "--state-dir", layout.state_dir],
     }
 
 

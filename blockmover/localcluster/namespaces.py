@@ -59,19 +59,20 @@ def make_bridge(layout):
     run(["ip", "link", "set", "dev", layout.bridge, "up"])
 
 
-def make_node_network(layout, node):
+def make_node_network(layout, node, link_up=True):
     """
     The node's network namespace, with loopback up and ``eth0`` (the
     inside end of a veth pair whose host end is on the bridge) carrying the
-    node's address.
+    node's address. Without ``link_up`` the host end stays down, as for a
+    node powered off.
     """
     if not netns_exists(node.netns):
         run(["ip", "netns", "add", node.netns])
     if not link_exists(node.veth):
         run(["ip", "link", "add", "name", node.veth, "type", "veth",
              "peer", "name", "eth0", "netns", node.netns])
-    run(["ip", "link", "set", "dev", node.veth, "master", layout.bridge,
-         "up"])
+    run(["ip", "link", "set", "dev", node.veth, "master", layout.bridge]
+        + (["up"] if link_up else []))
     inside = ["ip", "-n", node.netns]
     address = node.address + "/24"
     if address not in run(inside + ["-o", "addr", "show", "dev", "eth0"]):

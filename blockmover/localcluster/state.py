@@ -27,8 +27,13 @@ class ProcessRecord(Process):
 
 
 class ClusterState(PClass):
+    """
+    The layout, the background processes, and the nodes powered off
+    (``blockmover cluster power off``): node name -> when.
+    """
     layout = field(type=ClusterLayout, mandatory=True)
     processes = pmap_field(str, ProcessRecord)
+    powered_off = pmap_field(str, float)
 
 
 def load(state_file):

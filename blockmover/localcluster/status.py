@@ -56,6 +56,7 @@ def local_facts(state_file):
                        "cloud": {...}},          # openstack only
          "nodes": {NODE: {"address": ADDRESS, "namespace": NAME,
                           "namespace_present": BOOL,
+                          "powered_off": BOOL,  # cluster power off
                           "agent": {"pid": PID | null, "running": BOOL}}}}
     """
     try:
@@ -81,13 +82,21 @@ def local_facts(state_file):
     nodes = {}
     for node in layout.nodes:
         present = netns_exists(node.netns)
-        line, data, running = _process(current, agent_key(node))
-        healthy &= running and present
-        lines.append("  %s %s: namespace %s, agent %s" % (
-            node.name, node.address, "present" if present else "MISSING",
-            line))
+        off = node.name in current.powered_off
+        if off:
+            # Down on purpose: its agent is not expected to run.
+            line, data = ("down with it (`blockmover cluster power on %s` "
+                          "boots it)" % (node.name,),
+                          {"pid": None, "running": False})
+        else:
+            line, data, running = _process(current, agent_key(node))
+            healthy &= running and present
+        lines.append("  %s %s: %snamespace %s, agent %s" % (
+            node.name, node.address, "POWERED OFF, " if off else "",
+            "present" if present else "MISSING", line))
         nodes[node.name] = {"address": node.address, "namespace": node.netns,
-                            "namespace_present": present, "agent": data}
+                            "namespace_present": present, "agent": data,
+                            "powered_off": off}
     lines.append("  " + trust.operator_hint(layout))
     return LocalFacts(lines, {
         "name": layout.name, "state_dir": layout.state_dir,

@@ -50,17 +50,19 @@ def _claim(layout, echo):
     return current
 
 
-def make_infrastructure(layout, echo):
+def make_infrastructure(layout, echo, powered_off=()):
     """
     The bridge, each node's network and mount namespace, and the cluster's
-    directories, CA, certificates and configuration files.
+    directories, CA, certificates and configuration files. The links of
+    the nodes named in ``powered_off`` stay down.
     """
     echo("bridge %s at %s/24" % (layout.bridge, layout.bridge_address))
     namespaces.make_bridge(layout)
     for node in layout.nodes:
         echo("%s: network namespace %s at %s"
              % (node.name, node.netns, node.address))
-        namespaces.make_node_network(layout, node)
+        namespaces.make_node_network(layout, node,
+                                     link_up=node.name not in powered_off)
     namespaces.make_mount_ns_dir(layout)
     for node in layout.nodes:
         echo("%s: mount namespace %s" % (node.name, node.mount_ns))
@@ -85,6 +87,21 @@ def make_infrastructure(layout, echo):
         write_yaml(node.agent_config, agent_config(layout, node))
 
 
+def wanted_services(current):
+    """
+    ``[(key, argv)]``: the services the cluster state ``current`` runs, in
+    the order they start: the OpenStack emulator (on that backend), the
+    control service, the agent of each node not powered off.
+    """
+    layout = current.layout
+    wanted = [(CONTROL, control_argv(layout))] + [
+        (agent_key(node), agent_argv(node)) for node in layout.nodes
+        if node.name not in current.powered_off]
+    if layout.backend == "openstack":
+        wanted.insert(0, (cloud.CLOUD, cloud.cloud_argv(layout)))
+    return wanted
+
+
 def start_missing(current, echo):
     """
     Start the OpenStack emulator (on that backend), the control service and
@@ -96,10 +113,10 @@ def start_missing(current, echo):
     # The agents hold no cloud credentials: they ask the control service.
     agent_env = service_env(layout, cloud_credentials=False)
     operator = trust.operator_credentials(layout)
-    wanted = [(CONTROL, control_argv(layout))] + [
-        (agent_key(node), agent_argv(node)) for node in layout.nodes]
-    if layout.backend == "openstack":
-        wanted.insert(0, (cloud.CLOUD, cloud.cloud_argv(layout)))
+    for name in sorted(current.powered_off):
+        echo("%s is powered off: its agent stays down (blockmover cluster "
+             "power on %s)" % (name, name))
+    wanted = wanted_services(current)
     for key, argv in wanted:
         record = current.processes.get(key)
         if record is not None and proc.is_running(record):
@@ -135,7 +152,7 @@ def up(layout, echo=print, services=True):
     :raise ClusterError: the cluster cannot be made as asked.
     """
     current = _claim(layout, echo)
-    make_infrastructure(current.layout, echo)
+    make_infrastructure(current.layout, echo, current.powered_off)
     if services:
         current = start_missing(current, echo)
     echo("cluster %s is up: %s; state in %s"
