@@ -305,7 +305,9 @@ def _revoke(args):
                  ", ".join("%x" % (entry.serial,) for entry in revoked)))
     else:
         print("every certificate of %s was revoked already" % (holder,))
-    print("  %s: copy to %s on every host that runs blockmover-control"
+    print("  %s: copy to %s on every host that runs blockmover-control,"
+          " and to the file an agent's metrics: crl: names on each node "
+          "that serves metrics"
           % (os.path.join(args.dir, ca.CRL), INSTALLED_CRL))
     return EXIT_OK
 
