@@ -253,8 +253,9 @@ class NodeFailures(object):
         for node, backend_id in sorted(removed.items()):
             volumes = {v.dataset_id: v
                        for v in listing.volumes_attached_to(backend_id)}
-            names = sorted(v.metadata.get(identity.NAME_KEY, v.dataset_id)
-                           for v in volumes.values())
+            names = sorted(
+                v.metadata.get(identity.APPLICATION_KEY, v.dataset_id)
+                for v in volumes.values())
             slices[node] = NodeDesired(
                 node=node, backend_id=backend_id,
                 cluster_name=cluster_name, generation=generation,
@@ -357,13 +358,24 @@ class NodeFailures(object):
         as plain data: which volume on which server and node, why, what
         the operator can do, how many tries failed and the next one.
         """
+        applications = self._applications_by_dataset()
         return [{"volume_id": r.volume.volume_id,
                  "dataset_id": r.volume.dataset_id,
-                 "application": r.volume.metadata.get(identity.NAME_KEY),
+                 "application": applications.get(r.volume.dataset_id),
                  "server": r.volume.attached_to, "node": r.node,
                  "reason": r.reason, "what_to_do": _DETACH_ADVICE,
                  "attempts": r.attempts, "retry_at": r.retry_at}
                 for _, r in sorted(self._refused.items())]
+
+    def _applications_by_dataset(self):
+        """
+        Dataset id -> the name of the configured application it is of.
+        """
+        deployment = self._service.deployment
+        if deployment is None:
+            return {}
+        return {identity.dataset_id(deployment.cluster_name, app): app
+                for app in deployment.applications}
 
     # --- the turn ----------------------------------------------------------
 

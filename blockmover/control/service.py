@@ -636,6 +636,8 @@ class ControlService(object):
     def _listed(self, changed):
         if changed:
             self._mark_dirty(self.listing.changes)
+            # A volume now listed on a node proven down is detached.
+            self.failures.wake()
         if self._dirty is None or self._dirty:
             self._slicing.run(self._recompute).addErrback(self._not_handed_out)
         else:
