@@ -18,6 +18,9 @@ Keep the cluster's certificate authority and certificates (blockmover ca).
 Show what a cluster is doing: its nodes, applications, moves in progress
 and what is stuck (blockmover status).
 
+Fence a failed node, or confirm it down, so that its volumes and
+applications can move (blockmover node fence|confirm-down).
+
 Run a local blockmover cluster on this machine (as root). Each node is a
 network namespace on a Linux bridge with its own persistent mount
 namespace; the control service runs on the host, one agent per node runs
@@ -32,6 +35,7 @@ examples:
   blockmover cluster up --nodes 2     # node1 at 10.77.0.11, node2 at .12
   blockmover status                   # also: the operator's TLS files
   blockmover status --cluster cluster.yml --watch   # any cluster
+  blockmover node confirm-down node2 --cluster cluster.yml
   blockmover-deploy --control https://10.77.0.1:4523 --wait \\
       --tls-dir /var/lib/blockmover/cluster/demo/tls/operator \\
       /var/lib/blockmover/cluster/demo/cluster.yml app.yml
@@ -134,6 +138,24 @@ def _status(args):
         print("blockmover status: %s" % (e,), file=sys.stderr)
         return status_command.EXIT_BAD_INPUT
     return status_command.run(target, args)
+
+
+def _node(args):
+    """
+    ``blockmover node fence|confirm-down NODE``: to the control service
+    --cluster or --control names, else the local cluster's.
+    """
+    from blockmover import node_command, status_command
+    try:
+        if status_command.names_a_cluster(args):
+            target = status_command.cluster_target(args)
+        else:
+            args.name = args.state_dir = None
+            target = _local_status_target(args, status_command)
+    except status_command.BadInput as e:
+        print("blockmover node %s: %s" % (args.action, e), file=sys.stderr)
+        return node_command.EXIT_BAD_INPUT
+    return node_command.run(target, args)
 
 
 def _local_status_target(args, status_command):
@@ -266,6 +288,14 @@ def parser(local_cluster=True):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     status_command.add_arguments(status)
     status.set_defaults(run=_status)
+    from blockmover import node_command
+    node = commands.add_parser(
+        "node", help="fence a failed node, or confirm it down, so that its "
+        "applications can move", description=node_command.DESCRIPTION,
+        epilog=node_command.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    node_command.add_arguments(node)
+    node.set_defaults(run=_node)
     demo = commands.add_parser(
         "demo", help="bring up 2 nodes, run MongoDB on node1 with data, "
         "move it to node2, verify every document, take the cluster down")

@@ -220,6 +220,29 @@ class ControlClient(object):
         """
         return self._request("GET", "/v1/state")
 
+    def fence_node(self, node):
+        """
+        Ask the control service to fence ``node`` (an operator's ``blockmover
+        node fence``): it starts a fence unless one runs or the node is
+        fenced already.
+
+        :return: Deferred firing with ``{"node": NODE, "failure": {...}}``
+            (the node's failure state, as ``GET /v1/state`` shows it).
+        """
+        return self._request("POST", "/v1/nodes/%s/fence" % (node,),
+                             body={})
+
+    def confirm_node_down(self, node):
+        """
+        Tell the control service that ``node`` is down (an operator's
+        ``blockmover node confirm-down``): its volumes may then move.
+
+        :return: Deferred firing like ``fence_node``'s; ``ControlError``
+            (code 409) while the node's lease holds.
+        """
+        return self._request("POST", "/v1/nodes/%s/confirm-down"
+                             % (node,), body={})
+
     def get_desired(self, node, after=None, timeout=30.0):
         """
         Long-poll ``node``'s desired slice.

@@ -14,7 +14,9 @@ from pyrsistent import PClass, field
 from blockmover import configfields, mountpoints
 from blockmover.backends import BACKENDS
 from blockmover.model import (
-    DEFAULT_READY_DEADLINE, Application, BackendConfig, Deployment,
+    DEFAULT_FENCE_DEADLINE, DEFAULT_FENCE_RETRIES, DEFAULT_LEASE,
+    DEFAULT_READY_DEADLINE, FENCE_BACKEND, FENCE_COMMAND, FENCE_METHODS,
+    FENCE_NONE, Application, BackendConfig, Deployment, Failover, Fencing,
     FILESYSTEMS, Limits, Node, Port, ReadyCheck, VolumeSpec, optional,
 )
 from blockmover.units import GiB
@@ -22,7 +24,7 @@ from blockmover.yamlsource import ConfigError, Source, join
 
 __all__ = ["ConfigError", "AgentConfig", "load_deployment", "load_files",
            "load_cluster_control", "load_agent_config", "load_agent_file",
-           "is_secrets", "DEFAULT_VOLUME_SIZE"]
+           "is_secrets", "is_fence_command", "DEFAULT_VOLUME_SIZE"]
 
 # The size of a volume whose ``maximum_size`` is not given (as in Flocker).
 DEFAULT_VOLUME_SIZE = GiB
@@ -36,10 +38,19 @@ _LIMIT_COUNTS = ("volumes_per_node", "region_volumes")
 # runtime; accepted so that existing Flocker configs load, and ignored.
 _FLOCKER_IGNORED = ("links", "restart_policy", "mem_limit", "cpu_shares")
 _APPLICATION_KEYS = ("command", "image", "ports", "environment",
-                     "secrets", "volume", "ready") + _FLOCKER_IGNORED
+                     "secrets", "volume", "ready",
+                     "failover") + _FLOCKER_IGNORED
 _READY_KEYS = ("tcp", "command", "deadline")
+_FAILOVER_KEYS = ("to", "automatic")
 _CLUSTER_KEYS = ("name", "control", "backend", "mountpoints_under",
-                 "allow_loader_environment")
+                 "allow_loader_environment", "lease", "fencing")
+_FENCING_KEYS = ("method", "command", "deadline", "retries")
+# The backends that can power a node off (``IFencesNodes``), for
+# ``fencing: {method: backend}``.
+_FENCING_BACKENDS = ("openstack",)
+# A lease shorter than a second would lapse on a busy but live node; one
+# longer than an hour leaves a dead node's applications down for that long.
+_LEASE_BOUNDS = (1.0, 3600.0)
 
 # Variables that change which code a program loads (the dynamic loader's,
 # glibc's iconv modules, Python's module path): refused in an
@@ -63,10 +74,12 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
     _check_places(app_src, cluster, applications)
     _check_environment(app_src, cluster, applications)
     _check_ports(app_src, placement, applications)
+    _check_failover(app_src, nodes, applications, cluster_src.path)
     return Deployment(cluster_name=cluster["name"],
                       control_url=cluster["control"],
                       backend=cluster["backend"], nodes=nodes,
-                      applications=applications, placement=placement)
+                      applications=applications, placement=placement,
+                      lease=cluster["lease"], fencing=cluster["fencing"])
 
 
 class _LastRead(object):
@@ -158,20 +171,88 @@ def _read_cluster(src):
                                            "deployment"), ("cluster", "nodes"))
     cluster = configfields.mapping(src, "cluster", data["cluster"],
                                    _CLUSTER_KEYS, ("name", "control"))
+    backend = _read_backend(src, "cluster.backend", cluster.get("backend"),
+                            limits=True)
+    backend_name = backend.name
     return {
         "name": configfields.name(src, "cluster.name", cluster["name"],
                                   "cluster"),
         "control": configfields.url(src, "cluster.control",
                                     cluster["control"]),
-        "backend": _read_backend(src, "cluster.backend",
-                                 cluster.get("backend"), limits=True),
+        "backend": backend,
         "mountpoints_under": _read_mountpoints_under(
             src, "cluster.mountpoints_under",
             cluster.get("mountpoints_under")),
         "allow_loader_environment": configfields.boolean(
             src, "cluster.allow_loader_environment",
             cluster.get("allow_loader_environment", False)),
+        "lease": configfields.seconds(
+            src, "cluster.lease", cluster.get("lease", DEFAULT_LEASE),
+            *_LEASE_BOUNDS, example="20"),
+        "fencing": _read_fencing(src, "cluster.fencing",
+                                 cluster.get("fencing"), backend_name),
     }
+
+
+def is_fence_command(path):
+    """
+    Whether ``path`` (a tuple of keys from the top of ``cluster.yml``) is
+    the fence command: it may carry a fence device's password, so it is
+    never shown back.
+    """
+    return tuple(path[:3]) == ("cluster", "fencing", "command")
+
+
+def _read_fencing(src, key, value, backend_name):
+    """
+    The cluster's ``Fencing``: ``method`` backend (the backend powers the
+    node off; the default where the backend can), command (the operator's
+    fence command) or none (nodes are only confirmed down by an operator;
+    the default elsewhere).
+    """
+    default = (FENCE_BACKEND if backend_name in _FENCING_BACKENDS
+               else FENCE_NONE)
+    if value is None:
+        return Fencing(method=default)
+    value = configfields.mapping(src, key, value, _FENCING_KEYS,
+                                 ("method",))
+    method = value["method"]
+    if method not in FENCE_METHODS:
+        raise src.error(join(key, "method"), "unknown fencing method %r; use"
+                        " backend (the backend powers the node's server "
+                        "off), command (your fence command) or none"
+                        % (method,))
+    if method == FENCE_BACKEND and backend_name not in _FENCING_BACKENDS:
+        raise src.error(join(key, "method"), "the %s backend cannot power "
+                        "a node off; use method: command with your fence "
+                        "command, or method: none and confirm failed nodes "
+                        "down with blockmover node confirm-down"
+                        % (backend_name,))
+    command = []
+    if method == FENCE_COMMAND:
+        if value.get("command") is None:
+            raise src.error(key, "method command needs 'command': the "
+                            "command that powers a node off, given the "
+                            "node's name and address after it, such as "
+                            "[/usr/local/bin/fence-node]")
+        command = configfields.command(src, join(key, "command"),
+                                       value["command"])
+        if not command:
+            raise src.error(join(key, "command"), "is empty; give the "
+                            "command that powers a node off")
+    elif "command" in value:
+        raise src.error(join(key, "command"), "is used by method command "
+                        "only; remove it or set method: command")
+    return Fencing(
+        method=method, command=command,
+        deadline=configfields.seconds(
+            src, join(key, "deadline"),
+            value.get("deadline", DEFAULT_FENCE_DEADLINE), 1.0, 3600.0,
+            example="60"),
+        retries=configfields.integer(
+            src, join(key, "retries"),
+            value.get("retries", DEFAULT_FENCE_RETRIES), low=0, high=100,
+            example="3"))
 
 
 def _read_mountpoints_under(src, key, value):
@@ -349,7 +430,49 @@ def _read_application(src, key, name, value):
         ports=_read_ports(src, join(key, "ports"), value.get("ports")),
         environment=environment, secrets=secrets,
         volume=_read_volume(src, join(key, "volume"), value.get("volume")),
-        ready=_read_ready(src, join(key, "ready"), value.get("ready")))
+        ready=_read_ready(src, join(key, "ready"), value.get("ready")),
+        failover=_read_failover(src, join(key, "failover"),
+                                value.get("failover")))
+
+
+def _read_failover(src, key, value):
+    """
+    An application's ``failover``: the nodes it may go to when its node
+    fails (``to``, in order) and whether it goes there by itself
+    (``automatic``, false unless said).
+    """
+    if value is None:
+        return None
+    value = configfields.mapping(src, key, value, _FAILOVER_KEYS, ("to",))
+    to = value["to"]
+    if not isinstance(to, list) or not to:
+        raise src.error(join(key, "to"), "must be a list of the nodes the "
+                        "application may fail over to, in order, such as "
+                        "[node2, node3]")
+    for i, node in enumerate(to):
+        configfields.name(src, join(join(key, "to"), i), node, "node")
+        if node in to[:i]:
+            raise src.error(join(join(key, "to"), i), "node %s is named "
+                            "twice; name each node once" % (node,))
+    return Failover(to=to, automatic=configfields.boolean(
+        src, join(key, "automatic"), value.get("automatic", False)))
+
+
+def _check_failover(app_src, nodes, applications, cluster_path):
+    """
+    Every failover candidate is a node of ``cluster.yml``.
+    """
+    for app in sorted(applications):
+        failover = applications[app].failover
+        if failover is None:
+            continue
+        for i, node in enumerate(failover.to):
+            if node not in nodes:
+                raise app_src.error(
+                    join(join(join(join("applications", app), "failover"),
+                              "to"), i),
+                    "unknown node %r; %s names the nodes %s"
+                    % (node, cluster_path, ", ".join(sorted(nodes))))
 
 
 def is_secrets(path):

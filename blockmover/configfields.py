@@ -126,6 +126,17 @@ def integer(src, key, value, low=1, high=None, example="10"):
     return value
 
 
+def seconds(src, key, value, low, high, example):
+    """
+    A duration in seconds, whole or not, from ``low`` to ``high``.
+    """
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not low <= value <= high):
+        raise src.error(key, "%r must be a number of seconds from %g to %g,"
+                        " such as %s" % (value, low, high, example))
+    return float(value)
+
+
 def size(src, key, value):
     """
     Bytes from a size as people write it (512M, 1G, 1.5T, bytes).

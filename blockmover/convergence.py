@@ -34,6 +34,16 @@ def _dataset_steps(dataset, progress, now):
     return steps
 
 
+def placed_on(app, wanted_on, state):
+    """
+    Where ``app`` should run now: where the control service placed it
+    (``wanted_on``, the configuration's node, unless it failed over from
+    there), as ``state`` (``GET /v1/state``) says.
+    """
+    info = state.get("applications", {}).get(app, {})
+    return info["placed_on"] if "placed_on" in info else wanted_on
+
+
 def application_line(app, wanted_on, state, cluster_name, now):
     """
     One line saying where ``app`` goes, whether it serves there, which
@@ -44,7 +54,10 @@ def application_line(app, wanted_on, state, cluster_name, now):
     dataset = dataset_id(cluster_name, app)
     info = state.get("applications", {}).get(app, {})
     running_on = info.get("running_on", [])
+    asked, wanted_on = wanted_on, placed_on(app, wanted_on, state)
     target = wanted_on if wanted_on is not None else "no node"
+    if wanted_on != asked:
+        target += " (failed over from %s)" % (asked,)
     parts = []
     for node, node_info in sorted(state.get("nodes", {}).items()):
         progress = (node_info or {}).get("progress")
@@ -91,10 +104,12 @@ def pending(deployment, state, slice_generations):
     """
     reasons = []
     for app in sorted(deployment.applications):
-        wanted_on = deployment.placement.get(app)
+        wanted_on = placed_on(app, deployment.placement.get(app), state)
         if not application_placed(app, wanted_on, state):
             reasons.append("%s does not run and serve where it should yet"
                            % (app,))
+    reasons += [stuck_detach_line(stuck)
+                for stuck in state.get("stuck_detaches") or []]
     nodes = state.get("nodes", {})
     for node, generation in sorted(slice_generations.items()):
         progress = (nodes.get(node) or {}).get("progress")
@@ -108,6 +123,24 @@ def pending(deployment, state, slice_generations):
         elif not progress.get("converged"):
             reasons.append("%s is still converging" % (node,))
     return reasons
+
+
+def stuck_detach_line(stuck):
+    """
+    A sentence for a person about a volume the cloud refused to detach
+    from a node proven down (an entry of ``GET /v1/state``'s
+    ``stuck_detaches``): which volume, on which server, why, and what to
+    do.
+    """
+    return ("volume %s%s is stuck on server %s (node %s, proven down): the "
+            "cloud refused to detach it %s (%s); %s" % (
+                stuck["volume_id"],
+                " of %s" % (stuck["application"],)
+                if stuck.get("application") else "",
+                stuck["server"], stuck["node"],
+                "once" if stuck["attempts"] == 1
+                else "%d times" % (stuck["attempts"],),
+                stuck["reason"], stuck["what_to_do"]))
 
 
 class ErrorWatch(object):
@@ -136,6 +169,10 @@ class ErrorWatch(object):
                 # The node itself is in trouble (cannot look at itself,
                 # refuses its slice): as persistent as any error.
                 found.append((("", "trouble"), progress["trouble"]))
+            for stuck in state.get("stuck_detaches") or []:
+                if stuck.get("node") == node:
+                    found.append(((stuck["volume_id"], "force-detach"),
+                                  stuck_detach_line(stuck)))
             for (dataset, kind), message in found:
                 key = (node, dataset, kind)
                 seen[key] = (self._first_seen.get(key, (now, None))[0],

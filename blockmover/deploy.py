@@ -20,7 +20,9 @@ from blockmover.client import (
     printable_url,
 )
 from blockmover.config import ConfigError, load_deployment
-from blockmover.convergence import ErrorWatch, application_line, pending
+from blockmover.convergence import (
+    ErrorWatch, application_line, pending, stuck_detach_line,
+)
 from blockmover.display import LiveLines
 from blockmover.logs import start_logging
 from blockmover.poll import Backoff
@@ -184,9 +186,11 @@ def _follow(reactor, client, args, deployment, out):
             now = reactor.seconds()
             wall = time.time()
             display.show(
-                application_line(app, deployment.placement.get(app), state,
-                                 deployment.cluster_name, wall)
-                for app in sorted(deployment.applications))
+                [application_line(app, deployment.placement.get(app), state,
+                                  deployment.cluster_name, wall)
+                 for app in sorted(deployment.applications)]
+                + [stuck_detach_line(stuck)
+                   for stuck in state.get("stuck_detaches") or []])
             reasons = pending(deployment, state, generations)
             if not reasons:
                 return

@@ -90,6 +90,17 @@ class ReadyCheck(PClass):
 REDACTED = "<redacted>"
 
 
+class Failover(PClass):
+    """
+    Where an application may go when its node fails (``app.yml``'s
+    ``failover:``): the nodes ``to`` try, in order, and whether the control
+    service moves it there by itself once its node is fenced or confirmed
+    down (``automatic``), or only tells the operator.
+    """
+    to = pvector_field(str)
+    automatic = field(type=bool, mandatory=True, initial=False)
+
+
 class Application(PClass):
     """
     An application as ``app.yml`` describes it: a plain process
@@ -113,6 +124,7 @@ class Application(PClass):
     secrets = pmap_field(str, str)
     volume = optional_record(VolumeSpec)
     ready = optional_record(ReadyCheck)
+    failover = optional_record(Failover)
 
     def __repr__(self):
         # A repr lands in logs, tracebacks and test output: names only.
@@ -160,6 +172,51 @@ class BackendConfig(PClass):
                    if isinstance(v, dict) else v)
 
 
+# How long a node's lease lasts when cluster.yml says nothing: an agent
+# renews it with every long poll and report, so a live node renews it
+# several times a lease (``blockmover.control.leases``).
+DEFAULT_LEASE = 20.0
+
+# The ways of fencing a node (``cluster.fencing.method``): ``backend`` asks
+# the block-storage backend to power the node's server off; ``command``
+# runs the operator's fence command; ``none`` fences nothing, and a node
+# that stops renewing its lease waits for an operator's confirm-down.
+FENCE_BACKEND = "backend"
+FENCE_COMMAND = "command"
+FENCE_NONE = "none"
+FENCE_METHODS = (FENCE_BACKEND, FENCE_COMMAND, FENCE_NONE)
+DEFAULT_FENCE_DEADLINE = 60.0
+DEFAULT_FENCE_RETRIES = 3
+
+
+class Fencing(PClass):
+    """
+    How the control service makes sure a node that stopped renewing its
+    lease can no longer write (``cluster.yml``'s ``cluster.fencing``):
+    ``method`` (one of ``FENCE_METHODS``); for ``command``, the operator's
+    ``command``, run with the node's name and address after it, which
+    exits 0 once the node is off. One try may take ``deadline`` seconds;
+    a failed one is tried again ``retries`` times, with backoff.
+    """
+    method = field(type=str, mandatory=True, initial=FENCE_NONE,
+                   invariant=lambda m: (m in FENCE_METHODS,
+                                        "method must be one of %s"
+                                        % (", ".join(FENCE_METHODS),)))
+    command = pvector_field(str)
+    deadline = field(type=float, mandatory=True,
+                     initial=DEFAULT_FENCE_DEADLINE,
+                     invariant=_positive("deadline"))
+    retries = field(type=int, mandatory=True, initial=DEFAULT_FENCE_RETRIES)
+
+    __invariant__ = lambda self: (
+        (self.method == FENCE_COMMAND) == bool(self.command),
+        "a command is given exactly when the method is command")
+
+    def __repr__(self):
+        # The command may carry a fence device's password: never shown.
+        return "Fencing(method=%r)" % (self.method,)
+
+
 class Node(PClass):
     """
     A machine of the cluster. ``instance_id`` is how the backend names it
@@ -186,6 +243,10 @@ class Deployment(PClass):
     nodes = pmap_field(str, Node)
     applications = pmap_field(str, Application)
     placement = pmap_field(str, str)
+    # Seconds a node's lease lasts (``blockmover.control.leases``).
+    lease = field(type=float, mandatory=True, initial=DEFAULT_LEASE,
+                  invariant=_positive("lease"))
+    fencing = field(type=Fencing, mandatory=True, initial=Fencing())
 
     def __invariant__(self):
         for app, node in self.placement.items():
@@ -253,6 +314,12 @@ class NodeDesired(PClass):
     applications = pmap_field(str, Application)
     volumes = pmap_field(str, Volume)
     listed_at = field(type=float, mandatory=True, initial=0.0)
+    # The applications this node must stop and never start, and whose
+    # volumes it must give up (detach), by name: they failed over to
+    # another node, or this node was fenced and is returning, or it is no
+    # longer in the configuration. Said explicitly so that a node coming
+    # back knows why its slice lost them.
+    release = pvector_field(str)
     # The eliot task of the deploy that last changed this slice, for this
     # node alone; the agent makes its changes inside it, so one move reads
     # as one tree across the CLI, the control service and the agents.

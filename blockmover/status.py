@@ -28,20 +28,44 @@ durations seconds; keys are only ever added)::
          "errors": [{"application": APP | null, "dataset_id": ID,
                      "kind": KIND, "error": TYPE, "message": TEXT,
                      "attempts": N, "retry_at": T | null}],
-         "trouble": TEXT | null}},
+         "trouble": TEXT | null,
+         "lease": {"renewed_at": T | null,   # null: not since the
+                                              # service started
+                   "expires_at": T, "seconds": S} | null,
+         "failure": {"state": "live" | "unresponsive" | "fencing"
+                              | "fenced" | "confirmed-down" | "returning",
+                     "down_since": T | null,  # proven down since
+                     "fence": {"result": "started" | "fenced" | "failed",
+                               "method": "backend" | "command" | "none",
+                               "requested_by": WHO, "started_at": T,
+                               "finished_at": T | null, "failures": N,
+                               "error": TEXT | null,
+                               "retry_at": T | null} | null,
+                     "confirmed_down": {"by": WHO, "at": T} | null,
+                     "removed": BOOL} | null,  # no longer configured
+         "release": [APP]}},   # what its slice tells it to give up
      "applications": {APP: {
          "dataset_id": ID, "wanted_on": NODE | null,
          "running_on": [NODE], "ready_on": [NODE], "mounted_on": [NODE],
          "attached_to": [NODE],
-         "ready": BOOL | null,  # serves where wanted; null: wanted nowhere
-         "placed": BOOL,        # runs and serves where wanted, only there
-         "since": T | null}},   # placed as it is since
+         "ready": BOOL | null,  # serves where placed; null: placed nowhere
+         "placed": BOOL,        # runs and serves where placed, only there
+         "since": T | null,     # placed as it is since
+         "placed_on": NODE | null,  # where it should run now: wanted_on,
+                                    # unless it failed over from there
+         "failover": {"from": NODE, "to": NODE, "decided_at": T} | null,
+         "failover_blocked": TEXT | null}},  # why it cannot fail over
      "moves": [{"application": APP, "dataset_id": ID, "from": [NODE],
                 "to": NODE | null, "phase": KIND | "waiting" | "pending",
                 "node": NODE | null, "detail": TEXT | null,
                 "since": T | null, "seconds": S | null}],
+     "stuck_detaches": [{"volume_id": ID, "dataset_id": ID,
+                         "application": APP | null, "server": BACKEND_ID,
+                         "node": NODE, "reason": TEXT, "what_to_do": TEXT,
+                         "attempts": N, "retry_at": T}],
      "stuck": [{"reason": "failing" | "blocked" | "held" | "slow"
-                          | "trouble" | "silent",
+                          | "trouble" | "silent" | "unfenced" | "down"
+                          | "refused",
                 "application": APP | null, "dataset_id": ID | null,
                 "node": NODE | null, "detail": TEXT, "since": T | null}]}
 
@@ -67,10 +91,23 @@ not pass by itself (a foreign filesystem, a device never formatted, ...);
 ``held``, a volume is attached to a node that should not hold it and that
 node does nothing about it; ``slow``, a change runs, or a move waits, for
 longer than ``stuck_after``; ``trouble``, a node cannot look at itself;
-``silent``, a move needs a node that does not report.
+``silent``, a move needs a node that does not report; ``unfenced``, a
+node's lease lapsed and it is not fenced (its fence failed, or there is no
+fencing method): nothing moves off it until it is fenced or an operator
+confirms it down; ``down``, an application's node is proven down and the
+application cannot fail over (no automatic failover, or no candidate can
+take it); ``refused``, the cloud refuses to detach a volume from a node
+proven down.
+
+A node's lease is renewed by every long poll and report of its agent; a
+node whose lease lapsed is ``unresponsive``, ``fencing`` while a fence
+runs, ``fenced`` or ``confirmed-down`` once proven unable to write (only
+then are its volumes detached and its applications failed over), and
+``returning`` when its agent is heard from again, until it holds nothing
+it should not.
 """
 
-from blockmover.convergence import application_placed
+from blockmover.convergence import application_placed, stuck_detach_line
 
 JSON_VERSION = 1
 
@@ -94,6 +131,13 @@ UNREPORTED = "unreported"
 BLOCKED = "blocked"
 HELD = "held"
 SLOW = "slow"
+UNFENCED = "unfenced"
+DOWN = "down"
+REFUSED = "refused"
+
+# Node failure states (``blockmover.control.failures``).
+UNRESPONSIVE = "unresponsive"
+FENCING = "fencing"
 
 # Phases of a move that are not a change running.
 WAITING = "waiting"
@@ -143,6 +187,8 @@ def _node(name, info, now, names, holders, silent_after):
         "generation": slice_generation,
         "seen_generation": None,
         "running": [], "waiting": [], "errors": [], "trouble": None,
+        "lease": info.get("lease"), "failure": info.get("failure"),
+        "release": list(info.get("release") or []),
     }
     if progress is None:
         node.update(condition=UNREPORTED, since=None)
@@ -187,6 +233,8 @@ def _applications(state):
     applications = {}
     for app, info in sorted((state.get("applications") or {}).items()):
         wanted_on = info.get("wanted_on")
+        # A control service before failovers says nothing of placed_on.
+        placed_on = info["placed_on"] if "placed_on" in info else wanted_on
         applications[app] = {
             "dataset_id": info.get("dataset_id"),
             "wanted_on": wanted_on,
@@ -194,10 +242,13 @@ def _applications(state):
             "ready_on": list(info.get("ready_on") or []),
             "mounted_on": list(info.get("mounted_on") or []),
             "attached_to": list(info.get("attached_to") or []),
-            "ready": (None if wanted_on is None
-                      else wanted_on in (info.get("ready_on") or [])),
-            "placed": application_placed(app, wanted_on, state),
+            "ready": (None if placed_on is None
+                      else placed_on in (info.get("ready_on") or [])),
+            "placed": application_placed(app, placed_on, state),
             "since": info.get("transitioned_at"),
+            "placed_on": placed_on,
+            "failover": info.get("failover"),
+            "failover_blocked": info.get("failover_blocked"),
         }
     return applications
 
@@ -239,7 +290,7 @@ def _move(name, app, nodes, state, now):
     to where, in which phase on which node and since when.
     """
     dataset = app["dataset_id"]
-    wanted_on = app["wanted_on"]
+    wanted_on = app["placed_on"]
     sources = sorted((set(app["running_on"]) | set(app["mounted_on"])
                       | set(app["attached_to"])) - {wanted_on})
     move = {"application": name, "dataset_id": dataset, "from": sources,
@@ -356,6 +407,19 @@ def _stuck(nodes, applications, moves, state, now, stuck_after):
             add(SLOW, move["node"], "%s for %s: %s" % (
                 move["phase"], duration(move["seconds"]), move["detail"]),
                 move["application"], dataset, move["since"])
+    for name, node in sorted(nodes.items()):
+        failure = node["failure"] or {}
+        if failure.get("state") in (UNRESPONSIVE, FENCING):
+            add(UNFENCED, name, _unfenced(name, node, now),
+                since=(node["lease"] or {}).get("expires_at"))
+    for name, app in sorted(applications.items()):
+        if app["failover_blocked"] and not app["placed"]:
+            add(DOWN, app["placed_on"], app["failover_blocked"], name,
+                app["dataset_id"])
+    for stuck_detach in state.get("stuck_detaches") or []:
+        add(REFUSED, stuck_detach["node"],
+            stuck_detach_line(stuck_detach), stuck_detach["application"],
+            stuck_detach["dataset_id"])
     for volume in state.get("unwanted_attachments") or []:
         holder = volume["attached_to"]
         node = nodes.get(holder, _silent_node())
@@ -368,6 +432,29 @@ def _stuck(nodes, applications, moves, state, now, stuck_after):
                 _story(holder, node, volume["dataset_id"], now)),
             None, volume["dataset_id"])
     return stuck
+
+
+def _unfenced(name, node, now):
+    """
+    Why nothing moves off node ``name`` whose lease lapsed, and what the
+    operator can do.
+    """
+    failure = node["failure"]
+    fence = failure.get("fence")
+    lapsed = (node["lease"] or {}).get("expires_at")
+    said = "%s's lease lapsed %s ago" % (name, _ago(lapsed, now))
+    if failure["state"] == FENCING:
+        said += "; fencing it now"
+    elif fence is not None and fence["result"] == "failed":
+        said += "; its fence failed %s: %s" % (_times(fence["failures"]),
+                                               fence["error"])
+        if fence.get("retry_at") is not None:
+            said += " (next try in %s)" % (duration(fence["retry_at"] - now),)
+    else:
+        said += "; it is not fenced"
+    return (said + ". Nothing moves off it until it is fenced or confirmed "
+            "down: once you know it is off, run blockmover node "
+            "confirm-down %s" % (name,))
 
 
 def _silent_node():
@@ -407,8 +494,8 @@ def summarize(state, control, received_at, stuck_after=DEFAULT_STUCK_AFTER,
     busy = set()
     for app in applications.values():
         busy.update(app["running_on"], app["mounted_on"], app["attached_to"])
-        if app["wanted_on"] is not None:
-            busy.add(app["wanted_on"])
+        if app["placed_on"] is not None:
+            busy.add(app["placed_on"])
     converged = not moves and not stuck and all(
         node["condition"] == CONVERGED or (
             node["condition"] in (UNREPORTED, SILENT) and name not in busy)
@@ -417,7 +504,8 @@ def summarize(state, control, received_at, stuck_after=DEFAULT_STUCK_AFTER,
             "control": control, "generation": state.get("generation", 0),
             "now": now, "listed_at": state.get("listed_at"),
             "converged": converged, "nodes": nodes,
-            "applications": applications, "moves": moves, "stuck": stuck}
+            "applications": applications, "moves": moves, "stuck": stuck,
+            "stuck_detaches": list(state.get("stuck_detaches") or [])}
 
 
 # --- for a person ----------------------------------------------------------
@@ -455,6 +543,53 @@ def table(header, rows):
     return ["  ".join([cell.ljust(width) for cell, width
                        in zip(row, widths)] + [row[-1]]).rstrip()
             for row in rows]
+
+
+def _lease(lease, now):
+    """
+    A node's lease for its row: when it lapses, or how long ago it did.
+    """
+    if not lease:
+        return ""
+    if lease["expires_at"] > now:
+        return "%s left" % (duration(lease["expires_at"] - now),)
+    return "lapsed %s ago" % (_ago(lease["expires_at"], now),)
+
+
+def _fence(failure, now):
+    """
+    A node's fence and confirmation, for its row.
+    """
+    said = []
+    fence = failure.get("fence")
+    if fence is not None:
+        when = fence["finished_at"] or fence["started_at"]
+        said.append("%s by %s (%s, asked by %s, %s ago)%s" % (
+            fence["result"], fence["method"],
+            "%d failed" % (fence["failures"],) if fence["failures"]
+            else "first try", fence["requested_by"], _ago(when, now),
+            ": " + fence["error"] if fence["result"] == "failed"
+            and fence["error"] else ""))
+    confirmed = failure.get("confirmed_down")
+    if confirmed is not None:
+        said.append("confirmed down by %s %s ago"
+                    % (confirmed["by"], _ago(confirmed["at"], now)))
+    if failure.get("removed"):
+        said.append("removed from the configuration")
+    return "; ".join(said)
+
+
+def _placed(app):
+    """
+    Where an application is placed, and why when it is not where it was
+    asked to run.
+    """
+    if app["placed_on"] is None:
+        return "no node"
+    if app["failover"] is not None and app["placed_on"] != app["wanted_on"]:
+        return "%s (failed over from %s)" % (app["placed_on"],
+                                            app["failover"]["from"])
+    return app["placed_on"]
 
 
 def _doing(name, node, now):
@@ -522,17 +657,25 @@ def lines(summary):
              "" if node["condition"] == CONVERGED
              else _doing(name, node, now)]
             for name, node in sorted(nodes.items())])
+        leased = [(name, node) for name, node in sorted(nodes.items())
+                  if node["failure"] is not None]
+        if leased:
+            out.append("")
+            out += table(["NODE", "STATE", "LEASE", "FENCE"], [
+                [name, node["failure"]["state"], _lease(node["lease"], now),
+                 _fence(node["failure"], now)]
+                for name, node in leased])
     else:
         out.append("no nodes")
     applications = summary["applications"]
     out.append("")
     if applications:
         out += table(["APPLICATION", "WANTED ON", "RUNNING ON", "READY",
-                      "SINCE"], [
+                      "SINCE", "PLACED ON"], [
             [name, app["wanted_on"] or "no node",
              ", ".join(app["running_on"]),
              {True: "yes", False: "no", None: ""}[app["ready"]],
-             _ago(app["since"], now)]
+             _ago(app["since"], now), _placed(app)]
             for name, app in sorted(applications.items())])
     else:
         out.append("no applications")

@@ -418,7 +418,8 @@ REQUESTS = (
             status=400, slow=True,
             message="app.yml:8: applications.junk: must be a mapping of "
                     "command, image, ports, environment, secrets, volume, "
-                    "ready, links, restart_policy, mem_limit, cpu_shares, "
+                    "ready, failover, links, restart_policy, mem_limit, "
+                    "cpu_shares, "
                     "not a list"),
     Request(name="a system mountpoint",
             kind=USER, who=OPERATOR, method="PUT", path="/v1/configuration",

@@ -216,10 +216,18 @@ def test_reports_show_up_in_state(control, root):
     status, state = control.request("GET", "/v1/state")
     assert state["cluster"] == "demo"
     assert before - 1 <= state["now"] <= time.time() + 1
-    assert state["nodes"]["node1"] == {
+    node1 = state["nodes"]["node1"]
+    assert node1 == {
         "reported_at": None, "state": None, "progress": None,
-        "generation": state["nodes"]["node1"]["generation"],
-        "address": "10.77.0.11", "transitioned_at": None}
+        "generation": node1["generation"],
+        "address": "10.77.0.11", "transitioned_at": None,
+        # A whole lease from the service's start, before a first renewal.
+        "lease": {"renewed_at": None, "seconds": 20.0,
+                  "expires_at": node1["lease"]["expires_at"]},
+        "failure": {"state": "live", "down_since": None, "fence": None,
+                    "confirmed_down": None, "removed": False},
+        "release": []}
+    assert state["now"] < node1["lease"]["expires_at"] <= state["now"] + 20
     configured_at = state["applications"]["mongodb"]["transitioned_at"]
     assert before - 1 <= configured_at <= state["now"]
     status, answer = control.request(
@@ -238,8 +246,13 @@ def test_reports_show_up_in_state(control, root):
         "dataset_id": DATASET, "wanted_on": "node1",
         "running_on": ["node1"], "ready_on": ["node1"],
         "mounted_on": ["node1"], "attached_to": [],
-        "transitioned_at": node1["reported_at"]}
+        "transitioned_at": node1["reported_at"],
+        "placed_on": "node1", "failover": None, "failover_blocked": None}
+    # The report renewed node1's lease.
+    assert node1["lease"]["renewed_at"] == node1["reported_at"]
+    assert node1["lease"]["expires_at"] == node1["reported_at"] + 20
     assert state["unwanted_attachments"] == []
+    assert state["stuck_detaches"] == []
     # The same again changes neither time.
     control.request("PUT", "/v1/nodes/node1/state",
                     report("node1", running=["mongodb"], mounted=[DATASET]))

@@ -16,7 +16,7 @@ from blockmover.control.service import ConfigurationRejected, ControlService
 from blockmover.control.store import FileStore
 from blockmover.identity import dataset_id
 from blockmover.model import Volume
-from blockmover.placement import Placement
+from blockmover.placement import Listing, Placement
 from blockmover.units import GiB, MiB
 from tests.reactors import run_reactor
 from tests.strategies import deployment_yaml, deployments
@@ -285,8 +285,13 @@ def _held(service, cloud):
                       desired.generation)
     expected = {}
     if service.deployment is not None and service.listing.listing is not None:
-        expected = reference_slices(service.deployment,
-                                    service.listing.volumes, MiB)
+        expected = dict(reference_slices(service.deployment,
+                                         service.listing.volumes, MiB))
+        # A node removed from the configuration keeps a slice releasing
+        # what it may still hold (computed whole every time).
+        expected.update(service.failures.removed_slices(
+            service.deployment.cluster_name,
+            Listing.of(service.listing.volumes), 0.0, 0))
     return held, expected, service.slices.counter
 
 

@@ -105,7 +105,7 @@ def test_converged_cluster():
                         "converged (volume listing 3s old)")
     assert "no moves in progress" in shown and "nothing stuck" in shown
     assert rows(shown, "APPLICATION")["demo"] == [
-        "node1", "node1", "yes", "1m40s"]
+        "node1", "node1", "yes", "1m40s", "node1"]
 
 
 def test_move_in_its_phase_is_not_stuck_until_it_lasts():
@@ -389,7 +389,8 @@ def test_status_of_a_move(control, workdir, loopback_root):
         data = json.loads(result.stdout)
         assert set(data) == {"version", "cluster", "control", "generation",
                              "now", "listed_at", "converged", "nodes",
-                             "applications", "moves", "stuck", "error"}
+                             "applications", "moves", "stuck", "error",
+                             "stuck_detaches"}
         assert (data["version"], data["cluster"], data["generation"],
                 data["converged"], data["error"]) == (
             1, "demo", generation, False, None)

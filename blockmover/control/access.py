@@ -9,6 +9,7 @@ identity may make a request, by one table, ``RULES``.
   volume listing.
 - A node reads only its own desired slice, writes only its own state, and
   asks for the cloud calls of only its own volumes.
+- A user fences a node or confirms it down (``blockmover node``).
 - The metrics scraper (``blockmover ca metrics``) and users read the
   Prometheus metrics, ``/metrics``; the scraper nothing else.
 - The control service's certificate opens nothing here.
@@ -81,6 +82,11 @@ RULES = tuple([
          kind=NODE, own=True,
          why="a node asks for the cloud calls of only its own volumes")
     for call in ("create", "attach", "detach", "grow", "formatted", "seen")
+] + [
+    Rule(method="POST", parts=("v1", "nodes", NODE_PART, action),
+         kind=USER, why="only an operator fences a node or confirms it "
+         "down")
+    for action in ("fence", "confirm-down")
 ] + [
     Rule(method="GET", parts=("v1", "nodes", NODE_PART, "volumes"),
          kind=NODE, own=True, why="a node reads only its own volumes"),

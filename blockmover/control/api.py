@@ -14,6 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 from blockmover.certificates import CertificateError
 from blockmover.control import access, limits
 from blockmover.control.errors import BackendError, StoreError
+from blockmover.control.failures import NotDown
 from blockmover.control.service import (
     BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
 )
@@ -53,7 +54,8 @@ _TIMED_OUT = _TimedOut()
 _CLIENT_ERRORS = [
     (BadRequest, 400), (BadReport, 400), (BackendError, 400),
     (access.Refused, 403),
-    (NoConfiguration, 404), (UnknownNode, 404), (TooLarge, 413),
+    (NoConfiguration, 404), (UnknownNode, 404), (NotDown, 409),
+    (TooLarge, 413),
     (TooManyPolls, 429), (Busy, 503),
     # The service's own failure, with a message that says what to check.
     (StoreError, 500),
@@ -305,7 +307,8 @@ class _Desired(_Endpoint):
                              % (timeout,))
         if not 0 <= timeout < float("inf"):
             raise BadRequest("timeout must be zero or more seconds")
-        timeout = min(timeout, MAX_POLL_TIMEOUT)
+        # A poll ends within a part of the lease: the next renews it.
+        timeout = min(timeout, MAX_POLL_TIMEOUT, self.service.poll_limit())
         polls = request.site.polls
         client = limits.client_of(request.getClientAddress())
         if not polls.take(client):
@@ -428,6 +431,35 @@ class _NodeSeen(_Endpoint):
                                                            volume_id)})
 
 
+class _NodeFailure(_Endpoint):
+    """
+    ``POST /v1/nodes/NODE/fence`` and ``POST /v1/nodes/NODE/confirm-down``:
+    an operator fences node NODE, or confirms it is down; recorded with
+    who (their certificate's identity) and when. Answers the node's state
+    (``GET /v1/state``'s fields of a node's lease and failure).
+    """
+    def __init__(self, service, reactor, node, action):
+        _Endpoint.__init__(self, service, reactor)
+        self.node = node
+        self.action = action
+
+    def POST(self, request):
+        service = self.service
+        if service.deployment is None:
+            raise NoConfiguration()
+        if self.node not in service.deployment.nodes:
+            raise UnknownNode(self.node)
+        who = str(request.identity) if request.identity is not None \
+            else "an unauthenticated client"
+        if self.action == "fence":
+            d = service.failures.request_fence(self.node, who)
+        else:
+            d = service.failures.confirm_down(self.node, who)
+        d.addCallback(lambda state: (200, {"node": self.node,
+                                           "failure": state}))
+        return d
+
+
 class _NotFound(_Endpoint):
     def GET(self, request):
         return _not_found(request)
@@ -472,6 +504,9 @@ class _Node(Resource):
                 return _Report(service, reactor, node)
             if name == b"volumes":
                 return _Node(service, reactor, node, ("volumes",))
+            if name in (b"fence", b"confirm-down"):
+                return _NodeFailure(service, reactor, node,
+                                    name.decode("ascii"))
         else:
             call = name.decode("ascii", "replace")
             if call in _NodeVolumeCall.CALLS:

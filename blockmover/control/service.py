@@ -16,9 +16,12 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from blockmover import identity
-from blockmover.config import ConfigError, load_deployment
+from blockmover.config import ConfigError, is_fence_command, load_deployment
 from blockmover.control.backend import ControlBackend, backend_key
 from blockmover.control.errors import BackendError, StoreError
+from blockmover.control.failures import NodeFailures
+from blockmover.control.failurestore import FailureStore
+from blockmover.control.leases import poll_limit
 from blockmover.control.listing import VolumeListing
 from blockmover.control.metrics import (
     CONFIGURATION, LISTING, ControlMetrics,
@@ -72,7 +75,8 @@ def _as_shown(stored):
     /v1/configuration`` shows them: every application's ``secrets`` and
     every secret-looking value redacted. Blocks: run it in a thread.
     """
-    return {"cluster_yml": scrub_yaml(stored.cluster_yml, stored.cluster_path),
+    return {"cluster_yml": scrub_yaml(stored.cluster_yml, stored.cluster_path,
+                                      is_fence_command),
             "app_yml": scrub_app_yml(stored.app_yml, stored.app_path)}
 
 
@@ -177,13 +181,16 @@ class ControlService(object):
 
     def __init__(self, store, reactor,
                  refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None,
-                 cluster=None, metrics=None):
+                 cluster=None, metrics=None, failure_store=None):
         """
         :param cluster: the name of the cluster this service serves (its
             CA's): a configuration naming another is refused. None takes
             any (a service without TLS, for tests of the HTTP layer).
         :param metrics: the ``ControlMetrics`` to count in (new ones of its
             own by default).
+        :param failure_store: where the records of failed nodes are kept
+            (``failurestore.FailureStore``; by default in ``store``'s
+            state directory).
         """
         self.metrics = metrics if metrics is not None else ControlMetrics()
         self.cluster = cluster
@@ -228,6 +235,10 @@ class ControlService(object):
         # The ``Placement`` of slices computed and being saved, not yet
         # handed out: a listing meanwhile counts for it too.
         self._proposing = None
+        # Leases, fences, force-detaches and failovers.
+        self.failures = NodeFailures(
+            self, reactor, failure_store if failure_store is not None
+            else FailureStore(store.state_dir))
 
     # --- life ------------------------------------------------------------
 
@@ -266,6 +277,7 @@ class ControlService(object):
             self.slices = Slices(stored.counter)
             self._backend = self._new_backend(parsed.deployment)
             self.listing.set_lister(self._backend.list_volumes)
+        self.failures.start()
         self.listing.start()
 
     def stop(self):
@@ -273,6 +285,7 @@ class ControlService(object):
         Stop listing, end every long poll, stop the backend's threads.
         """
         self.listing.stop()
+        self.failures.stop()
         self.slices.cancel_all()
         self._threadpool.stop()
         self.node_calls.stop()
@@ -287,6 +300,13 @@ class ControlService(object):
             ``StoreError`` when the store says why).
         """
         return self._writer.run(self.store.save, stored)
+
+    def write(self, function, *args):
+        """
+        Run ``function(*args)`` in the store's writer thread, after every
+        write queued before: for the other records the service keeps.
+        """
+        return self._writer.run(function, *args)
 
     @property
     def backend(self):
@@ -371,7 +391,10 @@ class ControlService(object):
         placement = _placement()
         # The configuration indexed once, for its checks, its slices and
         # its plan.
-        indexed = placement.Placement(deployment, backend.allocation_unit,
+        # The slices come from the placement with the failovers decided
+        # applied; the configuration stays as the operator wrote it.
+        indexed = placement.Placement(self.failures.effective(deployment),
+                                      backend.allocation_unit,
                                       self._placement)
         errors = placement.check_deployment(deployment, volumes,
                                             backend.allocation_unit,
@@ -456,11 +479,12 @@ class ControlService(object):
         self._proposing = indexed
         try:
             with self.metrics.recomputing(CONFIGURATION):
+                computed, removed = self._with_failures(
+                    deployment, indexed.slices(volumes, listed_at, nodes,
+                                               generation, tasks),
+                    volumes, listed_at, generation)
                 change = self.slices.propose_some(
-                    indexed.slices(volumes, listed_at, nodes, generation,
-                                   tasks),
-                    self.slices.nodes() - set(deployment.nodes), listed_at,
-                    generation, tasks)
+                    computed, removed, listed_at, generation, tasks)
             # Durable before anything changes: a crash now restarts with
             # it.
             yield self._save(stored)
@@ -473,6 +497,7 @@ class ControlService(object):
         self.transitions.configured(self.deployment, deployment,
                                     self._reactor.seconds())
         previous, self.deployment = self.deployment, deployment
+        yield self.failures.configured(previous, deployment)
         if not same_backend:
             # The new backend was just listed: that listing seeds the cache.
             self._backend = backend
@@ -611,6 +636,8 @@ class ControlService(object):
     def _listed(self, changed):
         if changed:
             self._mark_dirty(self.listing.changes)
+            # A volume now listed on a node proven down is detached.
+            self.failures.wake()
         if self._dirty is None or self._dirty:
             self._slicing.run(self._recompute).addErrback(self._not_handed_out)
         else:
@@ -624,6 +651,9 @@ class ControlService(object):
         if changes is None or self._placement is None:
             self._dirty = None
             return
+        if self._dirty is not None and self.failures.records is not None:
+            # A removed node's slice lists the volumes attached to it.
+            self._dirty |= set(self.failures.records.removed)
         for placement in (self._placement, self._proposing):
             if placement is not None and self._dirty is not None:
                 self._dirty |= placement.affected(changes)
@@ -648,24 +678,33 @@ class ControlService(object):
             return
         placement = self._placement
         dirty, self._dirty = self._dirty, set()
-        if placement is None or placement.deployment is not \
-                self.deployment or placement.allocation_unit != \
+        effective = self.failures.effective(self.deployment)
+        if placement is None or placement.allocation_unit != \
                 backend.allocation_unit:
-            placement = _placement().Placement(self.deployment,
+            placement = _placement().Placement(effective,
                                                backend.allocation_unit)
             dirty = None
+        elif placement.deployment is not effective:
+            # A failover decided or ended: the nodes it touches.
+            previous = placement
+            placement = _placement().Placement(
+                effective, backend.allocation_unit, previous)
+            dirty = _union(dirty, placement.touched(previous))
         if dirty is not None and not dirty:
             self.slices.touch(self.listing.listed_at)
             return
         self._proposing = placement
         try:
             with self.metrics.recomputing(LISTING):
-                change = self.slices.propose_some(
+                computed, removed = self._with_failures(
+                    self.deployment,
                     placement.slices(self.listing.listing,
                                      self.listing.listed_at, dirty,
                                      self.slices.counter + 1),
-                    self.slices.nodes() - set(self.deployment.nodes),
-                    self.listing.listed_at)
+                    self.listing.listing, self.listing.listed_at,
+                    self.slices.counter + 1)
+                change = self.slices.propose_some(
+                    computed, removed, self.listing.listed_at)
             if change.counter != self.slices.counter:
                 # Saved before any slice of the new generation is handed
                 # out, so a restart never hands out the same generation
@@ -682,6 +721,43 @@ class ControlService(object):
         self._placement = placement
         self._commit(change)
 
+    def _with_failures(self, deployment, computed, listing, listed_at,
+                       generation):
+        """
+        ``computed`` (node -> ``NodeDesired``) with what node failures
+        add: each node told which applications that failed over away from
+        it to release, and a slice for each node removed from the
+        configuration that may still hold volumes, releasing them all.
+
+        :return: ``(computed, removed)``: the slices, and the nodes whose
+            slices go away.
+        """
+        for node, desired in list(computed.items()):
+            release = self.failures.release_of(node, deployment)
+            if release:
+                computed[node] = desired.set(release=release)
+        # The nodes this configuration removes (not yet recorded as
+        # removed while it is being saved) and those removed before.
+        previous = self.deployment
+        dropped = {} if previous is None else {
+            name: node.backend_id for name, node in previous.nodes.items()
+            if name not in deployment.nodes}
+        leaving = self.failures.removed_slices(
+            deployment.cluster_name, listing, listed_at, generation, dropped)
+        for node, desired in leaving.items():
+            if node not in deployment.nodes:
+                computed[node] = desired
+        removed = self.slices.nodes() - set(deployment.nodes) - set(leaving)
+        return computed, removed
+
+    def nodes_changed(self, nodes):
+        """
+        The slices of ``nodes`` may change for a reason of their own
+        (their lease, fence or a failover): compute them again.
+        """
+        self._dirty = _union(self._dirty, set(nodes))
+        self._slicing.run(self._recompute).addErrback(self._not_handed_out)
+
     def _commit(self, change):
         self.slices.commit(change)
         if change.changed:
@@ -696,7 +772,8 @@ class ControlService(object):
         """
         if self.deployment is None:
             raise NoConfiguration()
-        if node not in self.deployment.nodes:
+        if node not in self.deployment.nodes and \
+                not self.failures.is_removed(node):
             raise UnknownNode(node)
 
     def wait_desired(self, node, after):
@@ -707,7 +784,15 @@ class ControlService(object):
         :raise UnknownNode, NoConfiguration: see ``check_node``.
         """
         self.check_node(node)
+        self.failures.renew(node)
         return self.slices.wait(node, after)
+
+    def poll_limit(self):
+        """
+        The longest a long poll may wait: a third of the lease, so a live
+        agent renews its lease often enough.
+        """
+        return poll_limit(self.failures.leases.duration)
 
     # --- reports -----------------------------------------------------------
 
@@ -722,7 +807,9 @@ class ControlService(object):
                             % (report.state.node, node, report.state.node))
         old, _ = self._reports.get(node, (None, None))
         now = self._reactor.seconds()
+        self.failures.renew(node, now)
         self._reports[node] = (report, now)
+        self.failures.reported(node, report, self.slices.get(node))
         self.metrics.moves.reported(node, report, now)
         self.transitions.reported(node, old, report, now,
                                   self.deployment.applications)
@@ -742,7 +829,7 @@ class ControlService(object):
         The cluster as the API's ``GET /v1/state`` shows it.
         """
         deployment = self.deployment
-        names = set(self._reports)
+        names = set(self._reports) | set(self.failures.records.removed)
         if deployment is not None:
             names |= set(deployment.nodes)
         nodes = {}
@@ -754,6 +841,10 @@ class ControlService(object):
                 "progress": to_data(report.progress) if report is not None else None,
                 "generation": self.slices.generation(name),
             }
+            nodes[name].update(self.failures.node_state(name))
+            desired = self.slices.get(name)
+            nodes[name]["release"] = (list(desired.release)
+                                      if desired is not None else [])
         applications = {}
         if deployment is not None:
             for app in sorted(deployment.applications):
@@ -772,6 +863,8 @@ class ControlService(object):
                         n for n, (r, _) in self._reports.items()
                         if dataset in r.state.mounts),
                 }
+                applications[app].update(
+                    self.failures.application_state(app, deployment))
         unwanted = self._status_fields(nodes, applications)
         return {"generation": self.stored.generation if self.stored else 0,
                 "listed_at": self.listing.listed_at,
@@ -779,7 +872,8 @@ class ControlService(object):
                 "now": self._reactor.seconds(),
                 "cluster": deployment.cluster_name if deployment is not None
                 else self.cluster,
-                "unwanted_attachments": unwanted}
+                "unwanted_attachments": unwanted,
+                "stuck_detaches": self.failures.stuck_detaches()}
 
     def _status_fields(self, nodes, applications):
         """

@@ -34,7 +34,8 @@ def _same_content(a, b):
             and a.cluster_name == b.cluster_name
             and a.datasets == b.datasets
             and a.applications == b.applications
-            and a.volumes == b.volumes)
+            and a.volumes == b.volumes
+            and a.release == b.release)
 
 
 class Slices(object):

@@ -1,0 +1,164 @@
+"""
+What the control service decided about failed nodes, kept on disk so that a
+restarted service neither fences nor decides twice: each node's fence
+attempts and their results, an operator's fence request or confirm-down
+(who and when), the failovers decided, and the nodes removed from the
+configuration that still hold volumes.
+
+One JSON file in the state directory (``failures.json``), replaced
+atomically like the configuration (``blockmover.control.store``): a crash
+at any point leaves the records before a change or after it, never a mix.
+Every record is written before what it allows is done: a fence is recorded
+as started before it is tried, a failover before any slice shows it.
+"""
+
+import json
+import os
+
+from pyrsistent import PClass, field, pmap_field
+
+from blockmover.control.errors import StoreError
+from blockmover.files import PRIVATE_FILE, private_directory, write_atomically
+from blockmover.model import optional, optional_record
+
+FORMAT_VERSION = 1
+FILENAME = "failures.json"
+
+# What a fence attempt came to.
+STARTED = "started"
+FENCED = "fenced"
+FAILED = "failed"
+
+# Who asked for a fence the service started by itself.
+BY_SERVICE = "control service"
+
+
+class FenceAttempt(PClass):
+    """
+    The last fence of a node: its ``result`` (``STARTED`` while it runs,
+    and after a crash in the middle; ``FENCED``; ``FAILED``), the
+    ``method`` used, who asked (``BY_SERVICE`` or an operator's identity),
+    how many tries failed in a row (``failures``), when it started and
+    ended (service clock), and the last error for a person.
+    """
+    result = field(type=str, mandatory=True)
+    method = field(type=str, mandatory=True)
+    requested_by = field(type=str, mandatory=True)
+    started_at = field(type=float, mandatory=True)
+    finished_at = optional(float)
+    failures = field(type=int, mandatory=True, initial=0)
+    error = optional(str)
+
+
+class Confirmation(PClass):
+    """
+    An operator's word that a node is down (``blockmover node
+    confirm-down``): who, by their certificate, and when.
+    """
+    by = field(type=str, mandatory=True)
+    at = field(type=float, mandatory=True)
+
+
+class NodeRecord(PClass):
+    """
+    What is recorded of one node: its last fence, an operator's
+    confirmation that it is down, and ``down_since`` (when it was first
+    proven down by either, None before): nothing moves off a node before
+    it is set. The record goes once the node has come back and holds
+    nothing it should not.
+    """
+    fence = optional_record(FenceAttempt)
+    confirmed_down = optional_record(Confirmation)
+    down_since = optional(float)
+
+
+class FailoverDecision(PClass):
+    """
+    The control service moved ``application`` from ``from_node`` (fenced
+    or confirmed down) to ``to_node``, at ``decided_at``. It holds while
+    the configuration still places the application on ``from_node``.
+    """
+    from_node = field(type=str, mandatory=True)
+    to_node = field(type=str, mandatory=True)
+    decided_at = field(type=float, mandatory=True)
+
+
+class FailureRecords(PClass):
+    """
+    Everything ``failures.json`` holds: node records by node name,
+    failover decisions by application, and the backend ids of nodes
+    removed from the configuration that may still hold volumes.
+    """
+    nodes = pmap_field(str, NodeRecord)
+    failovers = pmap_field(str, FailoverDecision)
+    removed = pmap_field(str, str)
+
+
+def _to_data(records):
+    def record(value):
+        return {name: (record(getattr(value, name))
+                       if isinstance(getattr(value, name), PClass)
+                       else getattr(value, name))
+                for name in value._pclass_fields}
+    return {"version": FORMAT_VERSION,
+            "nodes": {n: record(r) for n, r in records.nodes.items()},
+            "failovers": {a: record(d)
+                          for a, d in records.failovers.items()},
+            "removed": dict(records.removed)}
+
+
+class FailureStore(object):
+    """
+    ``FailureRecords`` in ``<state_dir>/failures.json``. Blocking file I/O:
+    ``save`` runs off the reactor, ``load`` once at the service's start.
+    """
+
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, FILENAME)
+
+    def load(self):
+        """
+        :return: the stored ``FailureRecords``, empty ones if none yet.
+        :raise StoreError: the file is unreadable or malformed.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return FailureRecords()
+        except OSError as e:
+            raise StoreError("cannot read %s: %s; check the state "
+                             "directory's permissions"
+                             % (self.path, e.strerror))
+        try:
+            data = json.loads(raw)
+            if data.get("version") != FORMAT_VERSION:
+                raise ValueError("format version %r, not %d"
+                                 % (data.get("version"), FORMAT_VERSION))
+            return FailureRecords.create({
+                "nodes": data["nodes"], "failovers": data["failovers"],
+                "removed": data.get("removed", {})})
+        except Exception as e:
+            # Never guessed around: these records say which nodes are
+            # proven down, and a wrong guess moves a volume off a live one.
+            raise StoreError(
+                "%s cannot be read (%s); restore it from a backup, or "
+                "remove it to forget every fence, confirmation and failover"
+                " (then confirm failed nodes down again)" % (self.path, e))
+
+    def save(self, records):
+        """
+        Replace the stored records with ``records``, durably.
+
+        :raise StoreError: they could not be saved; the old ones stay.
+        """
+        try:
+            private_directory(self.state_dir)
+            write_atomically(self.path, json.dumps(_to_data(records),
+                                                   indent=1, sort_keys=True),
+                             mode=PRIVATE_FILE)
+        except OSError as e:
+            raise StoreError("cannot save the node failure records in %s: "
+                             "%s; check the disk and the state directory"
+                             % (self.path, e.strerror or e))

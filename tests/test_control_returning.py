@@ -1,0 +1,89 @@
+"""
+A node that comes back, with a real control service over mutual TLS
+(loopback backend, no volume attached): a node fenced or confirmed down
+that reports again is returning, told what to release, and live again once
+it holds nothing it should not; a node removed from the configuration
+gets a slice releasing everything instead of a 404, until it holds
+nothing.
+"""
+
+import json
+import os
+
+import pytest
+
+from blockmover.poll import Backoff, poll
+from tests.test_control_api import CLUSTER, DATASET, Control, report
+from tests.test_control_failover import (
+    APP_WITH_FAILOVER, confirm_down, desired, failed_over, holding, state,
+)
+from tests.test_control_fencing import wait_for_failure
+
+
+@pytest.fixture
+def control(tmp_path):
+    service = Control(str(tmp_path / "state"), str(tmp_path / "control.log"))
+    service.start()
+    yield service
+    assert service.stop() in (0, None), "blockmover-control did not stop"
+
+
+def test_a_node_that_comes_back_releases_then_returns_to_service(
+        control, loopback_root):
+    cluster = CLUSTER.format(root=loopback_root).replace(
+        "  backend:", "  lease: 3600\n  backend:")
+    status, answer = control.configure(cluster, APP_WITH_FAILOVER % ("true",))
+    assert status == 200, answer
+    status, _ = control.request("PUT", "/v1/nodes/node2/state",
+                                report("node2"))
+    confirm_down(control, "node1")
+    failed_over(control)
+    # node1 comes back still running mongodb on its volume: it is told to
+    # release it, and stays returning while it holds it.
+    status, _ = control.request(
+        "PUT", "/v1/nodes/node1/state",
+        holding("node1", running=["mongodb"], mounted=[DATASET]))
+    assert status == 200
+    node1 = state(control)["nodes"]["node1"]
+    assert node1["failure"]["state"] == "returning"
+    assert node1["release"] == ["mongodb"]
+    slice1 = desired(control, "node1")
+    assert slice1["applications"] == {} and slice1["datasets"] == {}
+    assert slice1["release"] == ["mongodb"]
+    # It released everything: live again, its records gone.
+    status, _ = control.request("PUT", "/v1/nodes/node1/state",
+                                holding("node1"))
+    wait_for_failure(control, "node1", lambda f: f["state"] == "live",
+                     "node1 to return to service")
+    with open(os.path.join(control.state_dir, "failures.json")) as f:
+        recorded = json.load(f)
+    assert recorded["nodes"] == {}
+    # mongodb stays where it failed over to: no failback.
+    app = state(control)["applications"]["mongodb"]
+    assert app["placed_on"] == "node2"
+
+
+def test_a_removed_node_is_told_to_release_everything(control,
+                                                      loopback_root):
+    cluster = CLUSTER.format(root=loopback_root)
+    status, answer = control.configure(cluster)
+    assert status == 200, answer
+    without = cluster.replace("  node1: {address: 10.77.0.11}\n", "") \
+        .replace("  node1: [mongodb]\n  node2: []", "  node2: [mongodb]")
+    status, answer = control.configure(without)
+    assert status == 200, answer
+    slice1 = desired(control, "node1")
+    assert slice1["applications"] == {} and slice1["datasets"] == {}
+    assert state(control)["nodes"]["node1"]["failure"]["removed"] is True
+    # Its report is taken; once it holds nothing it is forgotten.
+    status, _ = control.request(
+        "PUT", "/v1/nodes/node1/state",
+        holding("node1", running=["mongodb"], mounted=[DATASET]))
+    assert status == 200
+    assert desired(control, "node1")["node"] == "node1"
+    status, _ = control.request("PUT", "/v1/nodes/node1/state",
+                                holding("node1"))
+    assert status == 200
+    poll(lambda: control.request("GET", "/v1/nodes/node1/desired")[0] == 404
+         or None, 30, "node1 to be forgotten",
+         Backoff(initial=0.05, maximum=0.5))
