@@ -13,7 +13,6 @@ import time
 
 from blockmover import proc
 from blockmover.localcluster import processes
-from blockmover.localcluster.namespaces import nsenter_argv
 from blockmover.localcluster.state import ProcessRecord
 from blockmover.mountinfo import process_mounts
 
@@ -46,8 +45,11 @@ class SafetyWatcher(object):
 
     def start(self):
         for node in self.layout.nodes:
+            # In the node's mount namespace only: a node powered off (every
+            # process in its network namespace killed) is still watched.
             self._sentinels[node.name] = processes.start(
-                nsenter_argv(node) + ["sleep", "86400"],
+                ["nsenter", "--mount=" + node.mount_ns, "--", "sleep",
+                 "86400"],
                 os.path.join(self.layout.logs_dir,
                              "sentinel-%s.out" % (node.name,)))
         self._netns = {_netns_id(node.netns_path): node.name

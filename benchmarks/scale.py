@@ -223,6 +223,11 @@ def write_stored(state_dir, cluster_yml, app_yml):
 
 # --- the processes -----------------------------------------------------------
 
+# What the service's systemd unit sets (etc/systemd/blockmover-control.service).
+CONTROL_ENVIRONMENT = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX",
+                                                          "2")}
+
+
 class Control(object):
     """
     ``scale_control`` (blockmover-control over the in-memory cloud) as a
@@ -260,7 +265,8 @@ class Control(object):
             "--refresh-interval", "3600"]
         with open(stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=stderr)
+                command, stdout=subprocess.DEVNULL, stderr=stderr,
+                env=dict(os.environ, **CONTROL_ENVIRONMENT))
         deadline = time.time() + 600
         while time.time() < deadline:
             with open(stderr_path) as f:

@@ -194,7 +194,7 @@ def _run(reactor, args, options):
         FileStore(options.state_dir), reactor,
         refresh_interval=options.refresh_interval,
         cluster=authority.cluster if authority is not None else None,
-        make_backend=make_backend)
+        make_backend=make_backend, startup_grace=options.startup_grace)
     service.start()
     port = yield serverFromString(reactor, options.listen).listen(wrap(
         make_site(service, reactor, authority,

@@ -241,8 +241,9 @@ def _local_cluster_options(cluster, status, demo):
                        help="which way to switch it")
     power.add_argument("node", help="the node's name, such as node1")
     power.add_argument("server", nargs="?", default=None,
-                       help="the node's server id, as the emulator passes "
-                       "it (not needed)")
+                       help="ignored: what a caller names the node by "
+                       "besides its name (the emulator passes the node's "
+                       "server id, a fence command its address)")
     power.set_defaults(run=_local_cluster(_power))
 
     local = status.add_argument_group(

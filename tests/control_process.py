@@ -29,7 +29,8 @@ class ControlProcess(object):
     """
 
     def __init__(self, state_dir, log, refresh_interval=3600, args=(),
-                 cluster="demo", insecure_plain_http=False, env=None):
+                 cluster="demo", insecure_plain_http=False, env=None,
+                 startup_grace=0):
         self.ca = cluster_ca(cluster)
         self.cluster = cluster
         # For tests of what the service does whatever its clients' names.
@@ -41,6 +42,10 @@ class ControlProcess(object):
         self.log = log
         self.stderr_path = log + ".stderr"
         self.refresh_interval = refresh_interval
+        # A node not heard from since the start is unresponsive one lease
+        # after it, not after the production grace: tests of leases wait
+        # less.
+        self.startup_grace = startup_grace
         self.process = None
         self.port = None
 
@@ -61,7 +66,8 @@ class ControlProcess(object):
                  "--listen", "tcp:0:interface=127.0.0.1",
                  *self._security_args(),
                  "--state-dir", self.state_dir, "--log", self.log,
-                 "--refresh-interval", str(self.refresh_interval)]
+                 "--refresh-interval", str(self.refresh_interval),
+                 "--startup-grace", str(self.startup_grace)]
                 + self.args,
                 stdout=subprocess.DEVNULL, stderr=stderr,
                 env=dict(os.environ, **self.env))

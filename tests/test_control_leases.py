@@ -12,7 +12,7 @@ from tests.test_control_api import CLUSTER, Control, report
 
 
 def test_a_lease_lasts_from_its_last_renewal():
-    leases = Leases(20.0, started_at=100.0)
+    leases = Leases(20.0, started_at=100.0, grace=0.0)
     # Before any renewal, a whole lease from the service's start.
     assert leases.renewed_at("node1") is None
     assert leases.expires_at("node1") == 120.0
@@ -22,6 +22,16 @@ def test_a_lease_lasts_from_its_last_renewal():
     assert leases.live("node1", 149.0) and not leases.live("node1", 150.0)
     leases.forget("node1")
     assert leases.renewed_at("node1") is None
+
+
+def test_after_a_start_a_node_has_the_grace_if_longer_than_a_lease():
+    leases = Leases(20.0, started_at=100.0, grace=60.0)
+    assert leases.expires_at("node1") == 160.0
+    assert leases.live("node1", 159.9) and not leases.live("node1", 160.0)
+    # Once heard from, a lease is a lease.
+    leases.renew("node1", 110.0)
+    assert leases.expires_at("node1") == 130.0
+    assert Leases(90.0, started_at=0.0, grace=60.0).expires_at("n") == 90.0
 
 
 def test_next_expiry_is_the_earliest_still_to_come():

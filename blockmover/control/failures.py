@@ -41,7 +41,7 @@ from blockmover.control.failurestore import (
     BY_SERVICE, FAILED, FENCED, STARTED, Confirmation, FailoverDecision,
     FenceAttempt, NodeRecord,
 )
-from blockmover.control.leases import Leases
+from blockmover.control.leases import STARTUP_GRACE, Leases
 from blockmover.model import DEFAULT_LEASE, FENCE_NONE, NodeDesired
 from blockmover.poll import Backoff
 
@@ -97,14 +97,18 @@ class NodeFailures(object):
     :param service: the ``ControlService``, for its deployment, listing,
         backend, slices and its writer thread.
     :param store: the ``failurestore.FailureStore``.
+    :param startup_grace: seconds from the start before a node not heard
+        from counts as unresponsive, if longer than a lease
+        (``leases.Leases``).
     """
 
-    def __init__(self, service, reactor, store):
+    def __init__(self, service, reactor, store, startup_grace=STARTUP_GRACE):
         self._service = service
         self._reactor = reactor
         self._store = store
         self.records = None
-        self.leases = Leases(DEFAULT_LEASE, reactor.seconds())
+        self._startup_grace = startup_grace
+        self.leases = Leases(DEFAULT_LEASE, reactor.seconds(), startup_grace)
         self._changing = DeferredLock()
         # Fence commands wait up to their deadline each: their own threads.
         self._fence_threads = ThreadPool(minthreads=0, maxthreads=4,
@@ -129,7 +133,8 @@ class NodeFailures(object):
         :raise StoreError: they cannot be read.
         """
         self.records = self._store.load()
-        self.leases = Leases(self._lease(), self._reactor.seconds())
+        self.leases = Leases(self._lease(), self._reactor.seconds(),
+                             self._startup_grace)
         self._fence_threads.start()
         self._running = True
         self.wake()

@@ -9,11 +9,18 @@ lease even when nothing changes; one lost poll or report does not make it
 unresponsive.
 
 Leases are kept in memory, on the service's clock: a service that starts
-gives every node a whole lease from its start (``Leases(started_at=...)``)
-before it counts it unresponsive, so a restart of the service never makes
-every node unresponsive at once, and a node that died while the service
-was down is noticed one lease after the start.
+gives every node a whole lease from its start, and at least
+``STARTUP_GRACE`` (``Leases(started_at=...)``), before it counts it
+unresponsive, so that a restart of the service never makes a node
+unresponsive because all the others reconnected first (at 10,000 nodes
+that takes about half a minute), and a node that died while the service
+was down is noticed that long after the start (as Kubernetes' node
+controller gives nodes a startup grace period).
 """
+
+# Seconds from the service's start before a node it has not heard from
+# counts as unresponsive, when that is longer than a lease.
+STARTUP_GRACE = 60.0
 
 # A long poll lasts at most this part of a lease: a live agent renews its
 # lease this many times a lease at least.
@@ -31,13 +38,15 @@ def poll_limit(lease):
 class Leases(object):
     """
     When each node last renewed its lease, and when it lapses: a lease
-    lasts ``duration`` seconds from its last renewal, or from
-    ``started_at`` for a node that has not renewed it since.
+    lasts ``duration`` seconds from its last renewal, or, for a node that
+    has not renewed it since ``started_at``, the longer of ``duration``
+    and ``grace`` from then.
     """
 
-    def __init__(self, duration, started_at):
+    def __init__(self, duration, started_at, grace=STARTUP_GRACE):
         self.duration = duration
         self._started_at = started_at
+        self._grace = grace
         self._renewed = {}
 
     def renew(self, node, now):
@@ -57,7 +66,10 @@ class Leases(object):
         """
         When ``node``'s lease lapses (or lapsed).
         """
-        return self._renewed.get(node, self._started_at) + self.duration
+        renewed = self._renewed.get(node)
+        if renewed is None:
+            return self._started_at + max(self.duration, self._grace)
+        return renewed + self.duration
 
     def live(self, node, now):
         """

@@ -21,6 +21,7 @@ from blockmover.control.access import Authority
 from blockmover.control.api import make_site
 from blockmover.control import limits
 from blockmover.control.errors import StoreError
+from blockmover.control.leases import STARTUP_GRACE
 from blockmover.control.service import (
     ControlService, DEFAULT_REFRESH_INTERVAL,
 )
@@ -93,6 +94,16 @@ def _positive(text):
     return value
 
 
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % (text,))
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be 0 to 3600 seconds")
+    return value
+
+
 def _count(text):
     try:
         value = int(text)
@@ -143,6 +154,12 @@ def parser():
         type=_positive, metavar="S",
         help="seconds between listings of the backend's volumes when "
              "nothing asks for one sooner (default: %(default)s)")
+    p.add_argument(
+        "--startup-grace", default=STARTUP_GRACE, type=_seconds, metavar="S",
+        help="seconds after the service starts before a node it has not "
+             "heard from yet counts as unresponsive (and may be fenced), "
+             "when that is longer than cluster.yml's lease: time for every "
+             "agent to reconnect after a restart (default: %(default)s)")
     p.add_argument(
         "--max-connections", default=limits.DEFAULT_MAX_CONNECTIONS,
         type=_count, metavar="N",
@@ -225,7 +242,8 @@ def _run(reactor, options):
     service = ControlService(
         FileStore(options.state_dir), reactor,
         refresh_interval=options.refresh_interval,
-        cluster=authority.cluster if authority is not None else None)
+        cluster=authority.cluster if authority is not None else None,
+        startup_grace=options.startup_grace)
     try:
         service.start()
     except StoreError as e:

@@ -21,7 +21,7 @@ from blockmover.control.backend import ControlBackend, backend_key
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.failures import NodeFailures
 from blockmover.control.failurestore import FailureStore
-from blockmover.control.leases import poll_limit
+from blockmover.control.leases import STARTUP_GRACE, poll_limit
 from blockmover.control.listing import VolumeListing
 from blockmover.control.metrics import (
     CONFIGURATION, LISTING, ControlMetrics,
@@ -181,7 +181,8 @@ class ControlService(object):
 
     def __init__(self, store, reactor,
                  refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None,
-                 cluster=None, metrics=None, failure_store=None):
+                 cluster=None, metrics=None, failure_store=None,
+                 startup_grace=STARTUP_GRACE):
         """
         :param cluster: the name of the cluster this service serves (its
             CA's): a configuration naming another is refused. None takes
@@ -191,6 +192,8 @@ class ControlService(object):
         :param failure_store: where the records of failed nodes are kept
             (``failurestore.FailureStore``; by default in ``store``'s
             state directory).
+        :param startup_grace: seconds from the start before a node not
+            heard from counts as unresponsive, if longer than a lease.
         """
         self.metrics = metrics if metrics is not None else ControlMetrics()
         self.cluster = cluster
@@ -235,10 +238,13 @@ class ControlService(object):
         # The ``Placement`` of slices computed and being saved, not yet
         # handed out: a listing meanwhile counts for it too.
         self._proposing = None
+        # ((deployment, slices' membership), the nodes with a slice it
+        # does not name): see _unconfigured.
+        self._unconfigured_cache = None
         # Leases, fences, force-detaches and failovers.
         self.failures = NodeFailures(
             self, reactor, failure_store if failure_store is not None
-            else FailureStore(store.state_dir))
+            else FailureStore(store.state_dir), startup_grace)
 
     # --- life ------------------------------------------------------------
 
@@ -739,7 +745,7 @@ class ControlService(object):
         # The nodes this configuration removes (not yet recorded as
         # removed while it is being saved) and those removed before.
         previous = self.deployment
-        dropped = {} if previous is None else {
+        dropped = {} if previous is None or previous is deployment else {
             name: node.backend_id for name, node in previous.nodes.items()
             if name not in deployment.nodes}
         leaving = self.failures.removed_slices(
@@ -747,8 +753,23 @@ class ControlService(object):
         for node, desired in leaving.items():
             if node not in deployment.nodes:
                 computed[node] = desired
-        removed = self.slices.nodes() - set(deployment.nodes) - set(leaving)
+        removed = self._unconfigured(deployment) - set(leaving)
         return computed, removed
+
+    def _unconfigured(self, deployment):
+        """
+        The nodes with a slice that ``deployment`` does not name; worked
+        out again only when either changed, not for every node's change
+        of lease (ten thousand nodes each costing ten thousand looks).
+        """
+        key = (deployment, self.slices.membership)
+        cached = self._unconfigured_cache
+        if cached is None or cached[0][0] is not deployment or \
+                cached[0][1] != key[1]:
+            cached = (key, frozenset(self.slices.nodes()
+                                     - set(deployment.nodes)))
+            self._unconfigured_cache = cached
+        return cached[1]
 
     def nodes_changed(self, nodes):
         """

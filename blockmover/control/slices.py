@@ -63,6 +63,10 @@ class Slices(object):
         # Grows on every commit: a change proposed against another version
         # is refused.
         self._version = 0
+        # Grows on every commit that gives a node its first slice or takes
+        # one's away: what is worked out from which nodes have slices
+        # holds while it stays.
+        self.membership = 0
 
     def get(self, node):
         """
@@ -161,6 +165,9 @@ class Slices(object):
             raise ValueError("the slices changed since this change was "
                              "proposed; propose it again")
         self._version += 1
+        if any((desired is None) != (node not in self._slices)
+               for node, desired in change.updates.items()):
+            self.membership += 1
         self.counter = change.counter
         self.listed_at = change.listed_at
         for node, desired in change.updates.items():

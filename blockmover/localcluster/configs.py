@@ -1,6 +1,7 @@
 """
 The files ``up`` writes for the services: ``cluster.yml`` (the nodes'
-addresses, the control service's https URL and an empty deployment) and
+addresses, the control service's https URL, the lease, the fence and an
+empty deployment) and
 one ``agent.yml`` per node, naming the node's TLS files.
 """
 
@@ -11,6 +12,7 @@ import yaml
 from blockmover.emulator.store import BY_ID_DIR
 from blockmover.files import write_atomically
 from blockmover.localcluster.cloud import cloud_name, server_id
+from blockmover.localcluster.services import script
 
 
 def backend_config(layout):
@@ -31,9 +33,25 @@ def _node(layout, node):
     return entry
 
 
-def cluster_config(layout, deployment=None):
+def fencing_config(layout):
     """
-    ``cluster.yml`` as data: the cluster's nodes and its backend, with
+    The ``fencing`` section of ``cluster.yml``: on the emulator, the
+    backend's (it stops the node's server, which powers the namespace node
+    off); on loopback, ``blockmover cluster power off`` as the fence
+    command (given the node's name and address).
+    """
+    if layout.backend == "openstack":
+        return {"method": "backend"}
+    return {"method": "command",
+            "command": [script("blockmover"), "cluster", "power", "--name",
+                        layout.name, "--state-dir", layout.state_dir, "off"],
+            "deadline": 60}
+
+
+def cluster_config(layout, deployment=None, fencing=None):
+    """
+    ``cluster.yml`` as data: the cluster's nodes and its backend, its
+    lease and fencing (``fencing`` in place of ``fencing_config``'s), with
     ``deployment`` (node -> application names) or none.
     """
     deployment = deployment or {}
@@ -43,6 +61,8 @@ def cluster_config(layout, deployment=None):
             "name": layout.name,
             "control": layout.control_url,
             "backend": backend_config(layout),
+            "lease": layout.lease,
+            "fencing": fencing or fencing_config(layout),
         },
         "nodes": {node.name: _node(layout, node) for node in layout.nodes},
         "deployment": {node.name: list(deployment.get(node.name, []))

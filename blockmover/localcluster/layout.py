@@ -60,6 +60,10 @@ class NodeLayout(PClass):
         return os.path.join(os.path.dirname(self.agent_config), "tls")
 
 
+# cluster.yml's default lease (blockmover.model.DEFAULT_LEASE).
+DEFAULT_LEASE = 20.0
+
+
 class ClusterLayout(PClass):
     """
     The whole local cluster: a bridge with the host's address, the nodes,
@@ -94,6 +98,8 @@ class ClusterLayout(PClass):
     # openstack: how many volumes the emulated project may hold.
     volume_quota = field(type=int, mandatory=True,
                          initial=DEFAULT_VOLUME_QUOTA)
+    # Seconds a node's lease lasts (cluster.yml's cluster.lease).
+    lease = field(type=float, mandatory=True, initial=DEFAULT_LEASE)
 
     @property
     def control_url(self):
@@ -189,7 +195,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
                 backend="loopback", attach_latency=DEFAULT_LATENCY,
                 detach_latency=DEFAULT_LATENCY,
                 refresh_interval=DEFAULT_REFRESH_INTERVAL,
-                volume_quota=DEFAULT_VOLUME_QUOTA):
+                volume_quota=DEFAULT_VOLUME_QUOTA, lease=None):
     """
     The layout of the cluster ``name`` with ``nodes`` nodes, named
     ``node1`` ... ``nodeN``, node k at ``<subnet>.(10 + k)`` and the host's
@@ -197,7 +203,10 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     emulated cloud whose attach and detach take the latencies given, in
     seconds). The control service lists the backend every
     ``refresh_interval`` seconds when nothing asks sooner. The emulated
-    project may hold ``volume_quota`` volumes.
+    project may hold ``volume_quota`` volumes. A node whose agent is not
+    heard from for ``lease`` seconds (default ``DEFAULT_LEASE``) is fenced:
+    powered off by ``blockmover cluster power`` (loopback) or by stopping
+    its server in the emulator (openstack).
 
     :raise ClusterError: a name, subnet, node count, backend or latency
         that cannot work.
@@ -218,6 +227,10 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     if not 1 <= volume_quota <= 10000:
         raise ClusterError("the volume quota is 1 to 10000 volumes, not %r"
                            % (volume_quota,))
+    lease = DEFAULT_LEASE if lease is None else float(lease)
+    if not 1 <= lease <= 3600:
+        raise ClusterError("the lease is 1 to 3600 seconds, not %r"
+                           % (lease,))
     if not 1 <= nodes <= MAX_NODES:
         raise ClusterError("a local cluster has 1 to %d nodes, not %d"
                            % (MAX_NODES, nodes))
@@ -258,6 +271,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
         detach_latency=float(detach_latency),
         refresh_interval=float(refresh_interval),
         volume_quota=int(volume_quota),
+        lease=lease,
     )
     for iface in [layout.bridge] + [n.veth for n in layout.nodes]:
         assert len(iface) <= IFNAMSIZ, iface
