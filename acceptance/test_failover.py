@@ -36,6 +36,7 @@ from acceptance.watcher import SafetyWatcher
 from blockmover import proc
 from blockmover.command import run
 from blockmover.localcluster import power, state, trust
+from blockmover.localcluster.cloud import admin as cloud_admin, server_id
 from blockmover.localcluster.database import (
     application, read_documents, wait_for_server, write_documents,
 )
@@ -73,18 +74,22 @@ class FailingCluster(object):
     def node(self, name):
         return self.layout.node(name)
 
-    def place(self, node, automatic=True, fencing=None):
+    def place(self, node, automatic=True, fencing=None, without=(),
+              wait=True):
         """
-        Deploy MongoDB on ``node`` (and wait), failing over to the other
-        node, ``automatic`` or not; ``fencing`` replaces the cluster's.
+        Deploy MongoDB on ``node`` (and ``wait``), failing over to the
+        other node, ``automatic`` or not; ``fencing`` replaces the
+        cluster's; the nodes named in ``without`` are left out.
         """
-        other = [n.name for n in self.layout.nodes if n.name != node]
+        other = [n.name for n in self.layout.nodes
+                 if n.name != node and n.name not in without]
         app = application(os.path.join(self.layout.state_dir, "data", APP))
-        app["failover"] = {"to": other, "automatic": automatic}
+        if other:
+            app["failover"] = {"to": other, "automatic": automatic}
         write_configuration(self.layout, {APP: app}, {APP: node},
-                            fencing=fencing)
+                            fencing=fencing, without=without)
         with open(self.log_path, "a") as output:
-            deploy(self.layout, timeout=240, output=output)
+            deploy(self.layout, wait=wait, timeout=240, output=output)
 
     def status(self):
         result = subprocess.run(
@@ -98,6 +103,9 @@ class FailingCluster(object):
         return poll(lambda: (lambda s: s if check(s) else None)(
             self.status()), deadline, what,
             Backoff(initial=0.2, maximum=1.0))
+
+    def cloud(self):
+        return cloud_admin(self.layout)
 
     def node_command(self, *args):
         return subprocess.run(
@@ -225,41 +233,35 @@ def test_partition(failing):
 
 def test_a_fence_that_fails(failing):
     layout = failing.layout
+    cloud = failing.cloud()
     if layout.backend == "openstack":
         failing.place("node1")
         # The server goes to ERROR: its power state is unknown, not off.
-        server = failing_server(failing, "node1")
-        cloud = trust_admin(failing)
-        cloud.reset_state(server, "error")
+        cloud.reset_server_state("node1", "error")
     else:
         failing.place("node1", fencing={"method": "command",
                                         "command": ["false"]})
-    power.power_off(layout.state_file, "node1", echo=failing.echo)
-    status = failing.wait_status(
-        lambda s: any(x["reason"] == "unfenced" and x["node"] == "node1"
-                      for x in s["stuck"]), "the failed fence to show")
-    assert _serving_on("node1")(status) is False or \
-        status["applications"][APP]["running_on"] != ["node2"]
-    # The operator knows the node is off, and says so.
-    result = failing.node_command("confirm-down", "node1")
-    assert result.returncode == 0, result.stdout + result.stderr
-    status = failing.wait_status(_serving_on("node2"),
-                                 "MongoDB to serve on node2")
-    assert status["nodes"]["node1"]["failure"]["confirmed_down"]["by"]
-    if layout.backend == "openstack":
-        trust_admin(failing).reset_state(failing_server(failing, "node1"),
-                                         "active")
+    try:
+        power.power_off(layout.state_file, "node1", echo=failing.echo)
+        status = failing.wait_status(
+            lambda s: any(x["reason"] == "unfenced" and x["node"] == "node1"
+                          for x in s["stuck"]), "the failed fence to show")
+        # Nothing moved: MongoDB is still placed on node1, running nowhere.
+        assert status["applications"][APP]["placed_on"] == "node1"
+        assert status["applications"][APP]["running_on"] == []
+        fence = status["nodes"]["node1"]["failure"]["fence"]
+        assert fence["result"] in ("started", "failed")
+        # The operator knows the node is off, and says so.
+        result = failing.node_command("confirm-down", "node1")
+        assert result.returncode == 0, result.stdout + result.stderr
+        status = failing.wait_status(_serving_on("node2"),
+                                     "MongoDB to serve on node2")
+        confirmed = status["nodes"]["node1"]["failure"]["confirmed_down"]
+        assert "operator" in confirmed["by"], confirmed
+    finally:
+        if layout.backend == "openstack":
+            cloud.reset_server_state("node1", "active")
     failing.place("node2")
-
-
-def failing_server(failing, node):
-    from blockmover.localcluster.cloud import server_id
-    return server_id(failing.layout, failing.node(node))
-
-
-def trust_admin(failing):
-    from blockmover.localcluster.cloud import admin
-    return admin(failing.layout)
 
 
 def test_nova_refuses_the_detach(failing):
@@ -267,37 +269,83 @@ def test_nova_refuses_the_detach(failing):
         pytest.skip("only Nova refuses a detach; loopback has no compute "
                     "service")
     failing.place("node2")
-    cloud = trust_admin(failing)
-    cloud.set_compute_service("node2", forced_down=True)
+    cloud = failing.cloud()
+    cloud.force_down("node2")
     try:
         power.power_off(failing.layout.state_file, "node2",
                         echo=failing.echo)
+        # The fence itself cannot finish while the compute service is
+        # down (Nova leaves the stop unfinished): the operator confirms.
+        failing.wait_status(_node_state("node2", "unresponsive", "fencing"),
+                            "node2's lease to lapse")
+        result = failing.node_command("confirm-down", "node2")
+        assert result.returncode == 0, result.stdout + result.stderr
         status = failing.wait_status(
             lambda s: any(x["reason"] == "refused" for x in s["stuck"]),
             "the refused detach to show")
         [stuck] = [x for x in status["stuck"] if x["reason"] == "refused"]
         assert stuck["node"] == "node2"
-        assert failing_server(failing, "node2") in stuck["detail"]
+        assert "stuck on server %s" % (failing_server(failing, "node2"),) \
+            in stuck["detail"]
         assert status["applications"][APP]["running_on"] == []
     finally:
-        cloud.set_compute_service("node2", forced_down=False)
+        cloud.force_down("node2", forced_down=False)
     failing.wait_status(_serving_on("node1"), "MongoDB to serve on node1")
     failing.place("node1")
 
 
+def failing_server(failing, node):
+    return server_id(failing.layout, failing.node(node))
+
+
+def test_a_node_removed_while_dead_releases_when_it_returns(failing):
+    layout = failing.layout
+    # No fence: nothing can prove node1 down, so nothing is detached from
+    # it while it is away.
+    failing.place("node1", fencing={"method": "none"})
+    power.power_off(layout.state_file, "node1", echo=failing.echo)
+    failing.wait_status(_node_state("node1", "unresponsive"),
+                        "node1's lease to lapse")
+    failing.place("node2", fencing={"method": "none"}, without=("node1",),
+                  wait=False)
+    status = failing.status()
+    assert status["nodes"]["node1"]["failure"]["removed"]
+    assert status["applications"][APP]["running_on"] == []
+    # Back, it is told to release everything, and MongoDB moves.
+    power.power_on(layout.state_file, "node1", echo=failing.echo)
+    failing.wait_status(_serving_on("node2"), "MongoDB to serve on node2")
+    failing.wait_status(lambda s: "node1" not in s["nodes"],
+                        "the removed node to be forgotten")
+    failing.place("node2")
+
+
+def _failovers_logged(layout, since):
+    """
+    The failover decisions the control service logged after byte
+    ``since`` of its log.
+    """
+    with open(layout.control_log) as f:
+        f.seek(since)
+        return [json.loads(line) for line in f
+                if '"blockmover:control:failover"' in line]
+
+
 def test_control_killed_mid_failover(failing):
+    layout = failing.layout
     failing.place("node1")
-    power.power_off(failing.layout.state_file, "node1", echo=failing.echo)
+    since = os.path.getsize(layout.control_log)
+    power.power_off(layout.state_file, "node1", echo=failing.echo)
     failing.wait_status(_node_state("node1", "fencing", "fenced"),
                         "the fence to start")
-    control = state.load(failing.layout.state_file).processes[CONTROL]
+    control = state.load(layout.state_file).processes[CONTROL]
     proc.kill(control)
-    up(failing.layout, echo=failing.echo)
+    up(layout, echo=failing.echo)
     status = failing.wait_status(_serving_on("node2"),
                                  "MongoDB to serve on node2")
-    decided = status["applications"][APP]["failover"]["decided_at"]
-    assert failing.status()["applications"][APP]["failover"][
-        "decided_at"] == decided
+    assert status["applications"][APP]["failover"]["to"] == "node2"
+    decided = _failovers_logged(layout, since)
+    assert [(d["application"], d["from_node"], d["to_node"])
+            for d in decided] == [(APP, "node1", "node2")], decided
     failing.place("node2")
 
 

@@ -57,6 +57,9 @@ RETURNING = "returning"
 # unresponsive (its fence device may come back).
 FENCE_BACKOFF = Backoff(initial=1.0, factor=2.0, maximum=30.0)
 LAST_FENCE_RETRY = 300.0
+# How often, at most, a turn looks for leases that lapsed: a lapse is
+# noticed within this part of a lease.
+TURNS_PER_LEASE = 20
 # A detach the cloud refused is tried again with this backoff: a compute
 # service comes back on its own time.
 DETACH_BACKOFF = Backoff(initial=2.0, factor=2.0, maximum=60.0)
@@ -406,7 +409,7 @@ class NodeFailures(object):
         if not self._running or deployment is None:
             return
         now = self._reactor.seconds()
-        for name in sorted(deployment.nodes):
+        for name in self._needing_a_look(deployment, now):
             record = self.records.nodes.get(name)
             condition = self.condition(name, now)
             resuming = (record is not None and record.fence is not None
@@ -425,6 +428,21 @@ class NodeFailures(object):
                 self._fail_over_from(name, now)
         self._sleep(now)
 
+    def _needing_a_look(self, deployment, now):
+        """
+        The nodes of ``deployment`` a turn may have something to do for,
+        sorted: those whose lease lapsed, those with a record (a fence, a
+        confirmation) and those being fenced. A live node without a record
+        needs nothing, and on a large cluster nearly every node is one.
+        """
+        live = self.leases.live
+        names = {name for name in deployment.nodes if not live(name, now)}
+        names.update(name for name in self.records.nodes
+                     if name in deployment.nodes)
+        names.update(name for name in self._fencing
+                     if name in deployment.nodes)
+        return sorted(names)
+
     def _sleep(self, now):
         deployment = self._service.deployment
         times = [t for t in self._fence_retry_at.values() if t > now]
@@ -432,7 +450,11 @@ class NodeFailures(object):
                   if r.retry_at > now]
         expiry = self.leases.next_expiry(deployment.nodes, now)
         if expiry is not None:
-            times.append(expiry)
+            # Some lease of thousands lapses every few milliseconds unless
+            # renewed, as it nearly always is: a lapse is looked for at
+            # most TURNS_PER_LEASE times a lease.
+            times.append(max(expiry, now + self.leases.duration
+                             / TURNS_PER_LEASE))
         if not times or not self._running:
             return
         if self._timer is not None and self._timer.active():

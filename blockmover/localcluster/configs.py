@@ -48,13 +48,15 @@ def fencing_config(layout):
             "deadline": 60}
 
 
-def cluster_config(layout, deployment=None, fencing=None):
+def cluster_config(layout, deployment=None, fencing=None, without=()):
     """
-    ``cluster.yml`` as data: the cluster's nodes and its backend, its
-    lease and fencing (``fencing`` in place of ``fencing_config``'s), with
-    ``deployment`` (node -> application names) or none.
+    ``cluster.yml`` as data: the cluster's nodes (but those named in
+    ``without``) and its backend, its lease and fencing (``fencing`` in
+    place of ``fencing_config``'s), with ``deployment`` (node ->
+    application names) or none.
     """
     deployment = deployment or {}
+    nodes = [node for node in layout.nodes if node.name not in without]
     return {
         "version": 1,
         "cluster": {
@@ -64,9 +66,9 @@ def cluster_config(layout, deployment=None, fencing=None):
             "lease": layout.lease,
             "fencing": fencing or fencing_config(layout),
         },
-        "nodes": {node.name: _node(layout, node) for node in layout.nodes},
+        "nodes": {node.name: _node(layout, node) for node in nodes},
         "deployment": {node.name: list(deployment.get(node.name, []))
-                       for node in layout.nodes},
+                       for node in nodes},
     }
 
 

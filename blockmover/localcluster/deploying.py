@@ -21,17 +21,19 @@ def app_yml_path(layout):
     return os.path.join(layout.state_dir, "app.yml")
 
 
-def write_configuration(layout, applications, placement, fencing=None):
+def write_configuration(layout, applications, placement, fencing=None,
+                        without=()):
     """
     Write ``app.yml`` with ``applications`` (name -> app.yml entry) and
     ``cluster.yml`` with ``placement`` (application -> node name), and
-    ``fencing`` in place of the local cluster's.
+    ``fencing`` in place of the local cluster's, naming no node of
+    ``without``.
     """
     deployment = {}
     for app, node in placement.items():
         deployment.setdefault(node, []).append(app)
     write_yaml(layout.cluster_yml, cluster_config(layout, deployment,
-                                                  fencing))
+                                                  fencing, without))
     write_yaml(app_yml_path(layout), {"version": 1,
                                       "applications": applications})
 

@@ -69,6 +69,9 @@ def control_argv(layout):
             "--crl", revocation_list(layout),
             "--state-dir", layout.control_state_dir,
             "--refresh-interval", repr(layout.refresh_interval),
+            # A few nodes reconnect within a second of a restart: a lease
+            # is grace enough.
+            "--startup-grace", repr(layout.lease),
             "--log", layout.control_log]
 
 
