@@ -867,6 +867,10 @@ class ControlService(object):
             nodes[name]["release"] = (list(desired.release)
                                       if desired is not None else [])
         applications = {}
+        # What a node proven down (fenced, confirmed down) last reported
+        # runs no more: it is off.
+        reports = [(n, r) for n, (r, _) in self._reports.items()
+                   if not self.failures.is_down(n)]
         if deployment is not None:
             for app in sorted(deployment.applications):
                 dataset = identity.dataset_id(deployment.cluster_name, app)
@@ -874,15 +878,13 @@ class ControlService(object):
                     "dataset_id": dataset,
                     "wanted_on": deployment.placement.get(app),
                     "running_on": sorted(
-                        n for n, (r, _) in self._reports.items()
-                        if app in r.state.running),
+                        n for n, r in reports if app in r.state.running),
                     "ready_on": sorted(
-                        n for n, (r, _) in self._reports.items()
+                        n for n, r in reports
                         if app in r.state.running
                         and r.state.running[app].ready),
                     "mounted_on": sorted(
-                        n for n, (r, _) in self._reports.items()
-                        if dataset in r.state.mounts),
+                        n for n, r in reports if dataset in r.state.mounts),
                 }
                 applications[app].update(
                     self.failures.application_state(app, deployment))
