@@ -229,14 +229,30 @@ class NodeFailures(object):
     def is_removed(self, node):
         return self.records is not None and node in self.records.removed
 
+    def releasing(self, node):
+        """
+        Whether ``node`` is to hold nothing at all: proven down, or
+        returning. Its slice releases everything until it is live again,
+        and it is live again only once that is saved: so a node coming
+        back never takes a volume while the records still say it is down
+        (a restarted service would detach it from under the node).
+        """
+        return self.condition(node) in (FENCED_STATE, CONFIRMED_DOWN,
+                                        RETURNING)
+
     def release_of(self, node, deployment):
         """
         The applications ``node``'s slice tells it to release: those that
-        failed over away from it.
+        failed over away from it, and while it is ``releasing``, every one
+        placed on it.
         """
-        return sorted(app for app, decision in self.records.failovers.items()
-                      if decision.from_node == node
-                      and failover_rules.holds(deployment, app, decision))
+        names = {app for app, decision in self.records.failovers.items()
+                 if decision.from_node == node
+                 and failover_rules.holds(deployment, app, decision)}
+        if self.releasing(node):
+            names.update(app for app, on in self.effective(
+                deployment).placement.items() if on == node)
+        return sorted(names)
 
     def removed_slices(self, cluster_name, listing, listed_at, generation,
                        also=None):
@@ -413,8 +429,8 @@ class NodeFailures(object):
                     and self._holds_something(name)
                     and now >= self._fence_retry_at.get(name, 0))):
                 by = record.fence.requested_by if resuming else BY_SERVICE
-                self._change(self._start_fence, name, by).addErrback(
-                    write_failure)
+                self._change(self._start_fence, name, by,
+                             not resuming).addErrback(write_failure)
             elif condition in (FENCED_STATE, CONFIRMED_DOWN):
                 self._detach_from(name, now)
                 self._fail_over_from(name, now)
@@ -450,15 +466,20 @@ class NodeFailures(object):
     # --- fencing -----------------------------------------------------------
 
     @inlineCallbacks
-    def _start_fence(self, node, who):
+    def _start_fence(self, node, who, automatic=False):
         """
         Record a fence of ``node`` as started, then run it (not waited
-        for). With ``_changing`` held.
+        for). With ``_changing`` held. Nothing is started for a node whose
+        fence runs (or ended and is being recorded), nor for one proven
+        down already; ``automatic`` (the service's own decision) only for
+        a node still unresponsive now.
 
         :return: the node's state.
         """
         deployment = self._service.deployment
-        if node in self._fencing or node not in deployment.nodes:
+        if node in self._fencing or node not in deployment.nodes or \
+                self.is_down(node) or (
+                    automatic and self.condition(node) != UNRESPONSIVE):
             return self.failure_state(node)
         record = self.records.nodes.get(node) or NodeRecord()
         failures = 0
@@ -481,7 +502,8 @@ class NodeFailures(object):
         return self.failure_state(node)
 
     def _fence_ended(self, result, node, attempt):
-        del self._fencing[node]
+        # The node stays in ``_fencing`` until the result is saved: no
+        # other fence starts in between.
         now = self._reactor.seconds()
         if isinstance(result, str):
             self._fence_retry_at.pop(node, None)
@@ -508,7 +530,12 @@ class NodeFailures(object):
         record = self.records.nodes.get(node) or NodeRecord()
         if attempt.result == FENCED and record.down_since is None:
             record = record.set(down_since=now)
-        yield self._save_node(node, record.set(fence=attempt))
+        try:
+            yield self._save_node(node, record.set(fence=attempt))
+        finally:
+            # Unsaved, a fence's result is as good as unknown: the record
+            # still says started, and the next turn fences again.
+            del self._fencing[node]
         self._service.nodes_changed({node})
         self.wake()
 

@@ -734,8 +734,16 @@ class ControlService(object):
         """
         for node, desired in list(computed.items()):
             release = self.failures.release_of(node, deployment)
+            if self.failures.releasing(node):
+                # Proven down or coming back: nothing wanted, only the
+                # volumes attached to it, to give up.
+                desired = desired.set(
+                    datasets={}, applications={},
+                    volumes={d: v for d, v in desired.volumes.items()
+                             if v.attached_to == desired.backend_id})
             if release:
-                computed[node] = desired.set(release=release)
+                desired = desired.set(release=release)
+            computed[node] = desired
         # The nodes this configuration removes (not yet recorded as
         # removed while it is being saved) and those removed before.
         previous = self.deployment
