@@ -359,13 +359,16 @@ class NodeFailures(object):
         if decision is not None and not failover_rules.holds(
                 deployment, application, decision):
             decision = None
+        placed_on = self.effective(deployment).placement.get(application)
+        blocked = None
+        if placed_on is not None and self.is_down(placed_on):
+            blocked = self._stranded.get(application)
         return {
-            "placed_on": self.effective(deployment).placement.get(
-                application),
+            "placed_on": placed_on,
             "failover": None if decision is None else {
                 "from": decision.from_node, "to": decision.to_node,
                 "decided_at": decision.decided_at},
-            "failover_blocked": self._stranded.get(application),
+            "failover_blocked": blocked,
         }
 
     def stuck_detaches(self):
@@ -446,9 +449,12 @@ class NodeFailures(object):
             times.append(expiry)
         if not times or not self._running:
             return
+        soonest = min(times)
         if self._timer is not None and self._timer.active():
+            if self._timer.getTime() > soonest:
+                self._timer.reset(soonest - now)
             return
-        self._timer = self._reactor.callLater(min(times) - now, self._turn)
+        self._timer = self._reactor.callLater(soonest - now, self._turn)
 
     def _holds_something(self, node):
         """
@@ -623,7 +629,7 @@ class NodeFailures(object):
                 continue
             target, reasons = failover_rules.choose(
                 deployment, placement, application,
-                lambda n: self.condition(n, now) == LIVE)
+                lambda n: self._heard_live(n, now))
             if target is None:
                 self._stranded[application] = (
                     "%s is down and no failover candidate can take %s: %s"
@@ -632,6 +638,16 @@ class NodeFailures(object):
             self._stranded.pop(application, None)
             self._change(self._decide, application, node, target,
                          now).addErrback(write_failure)
+
+    def _heard_live(self, node, now):
+        """
+        Whether ``node`` is live and was heard from since the service
+        started: a lease that holds only because the service started
+        lately says nothing of a node, and an application failed over to
+        a dead node would wait for that node's own fence.
+        """
+        return (self.condition(node, now) == LIVE
+                and self.leases.renewed_at(node) is not None)
 
     @inlineCallbacks
     def _decide(self, application, node, target, now):
