@@ -273,3 +273,48 @@ def test_nothing_moves_off_an_unfenced_node_until_confirmed_down(cloud,
             assert app["placed_on"] == "node3"
     finally:
         control.stop()
+
+
+@needs_root
+def test_a_server_in_error_is_not_fenced_until_confirmed_down(cloud,
+                                                              tmp_path):
+    """
+    node1's server is in ERROR: Nova cannot say it is off, so the backend's
+    fence fails, nothing moves and the state says why; once an operator
+    confirms node1 down, its volume is detached... unless Nova refuses
+    that too (a server in ERROR), which the state says; reset out of
+    ERROR, the detach goes through and the application fails over.
+    """
+    control = start_control(cloud, str(tmp_path))
+    try:
+        configure(control, cloud, lease=3600)
+        volume_id = attached_volume(control, cloud)
+        cloud.admin.reset_server_state(cloud.servers["node1"], "error")
+        with Renewing(control, ["node2", "node3"]):
+            configure(control, cloud, lease=1)
+            failed = wait_for(
+                control, lambda s: (s["nodes"]["node1"]["failure"]["fence"]
+                                    or {}).get("result") == "failed" and s,
+                "the fence to fail")
+            failure = failed["nodes"]["node1"]["failure"]
+            assert failure["down_since"] is None
+            assert "ERROR" in failure["fence"]["error"]
+            assert failed["applications"]["app"]["placed_on"] == "node1"
+            assert volume_holder(cloud, volume_id) == cloud.servers["node1"]
+            status, answer = control.request(
+                "POST", "/v1/nodes/node1/confirm-down", {}, kind="user",
+                name="operator")
+            assert status == 200, answer
+            stuck = wait_for(control, lambda s: s["stuck_detaches"],
+                             "Nova to refuse the detach")
+            assert stuck[0]["server"] == cloud.servers["node1"]
+            assert volume_holder(cloud, volume_id) == cloud.servers["node1"]
+            cloud.admin.reset_server_state(cloud.servers["node1"], "active")
+            poll(lambda: volume_holder(cloud, volume_id) is None or None,
+                 120, "the volume to be detached", QUICK)
+            app = wait_for(control, lambda s: s["applications"]["app"][
+                "failover"] is not None and s["applications"]["app"],
+                "app to fail over")
+            assert app["placed_on"] == "node3"
+    finally:
+        control.stop()

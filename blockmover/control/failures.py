@@ -51,6 +51,8 @@ FENCING = "fencing"
 FENCED_STATE = "fenced"
 CONFIRMED_DOWN = "confirmed-down"
 RETURNING = "returning"
+FAILURE_STATES = (LIVE, UNRESPONSIVE, FENCING, FENCED_STATE, CONFIRMED_DOWN,
+                  RETURNING)
 
 # After a failed fence: quick retries while ``fencing.retries`` lasts,
 # then one every LAST_FENCE_RETRY seconds, for as long as the node stays
