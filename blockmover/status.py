@@ -35,6 +35,7 @@ durations seconds; keys are only ever added)::
          "failure": {"state": "live" | "unresponsive" | "fencing"
                               | "fenced" | "confirmed-down" | "returning",
                      "down_since": T | null,  # proven down since
+                     "returned_at": T | null,  # heard from after that
                      "fence": {"result": "started" | "fenced" | "failed",
                                "method": "backend" | "command" | "none",
                                "requested_by": WHO, "started_at": T,

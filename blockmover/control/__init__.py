@@ -60,7 +60,8 @@ continues that task so a deploy reads as one tree across processes.
     Node failure (``blockmover.control.failures``) adds, per node,
     ``"lease": {"renewed_at": T | null, "expires_at": T, "seconds": S}``,
     ``"failure": {"state": "live" | "unresponsive" | "fencing" | "fenced"
-    | "confirmed-down" | "returning", "down_since": T | null, "fence":
+    | "confirmed-down" | "returning", "down_since": T | null,
+    "returned_at": T | null, "fence":
     {...} | null, "confirmed_down": {"by": WHO, "at": T} | null,
     "removed": BOOL}`` and ``"release": [APP, ...]`` (what its slice tells
     it to give up); per application ``"placed_on": NODE | null`` (where it

@@ -156,11 +156,17 @@ class NodeFailures(object):
         slice changes.
         """
         was = self.condition(node)
-        self.leases.renew(node, self._reactor.seconds() if now is None
-                          else now)
-        if was != self.condition(node):
+        now = self._reactor.seconds() if now is None else now
+        self.leases.renew(node, now)
+        condition = self.condition(node)
+        if was != condition:
             log_message(message_type="blockmover:control:node-state",
-                        node=node, state=self.condition(node), was=was)
+                        node=node, state=condition, was=was)
+            if condition == RETURNING:
+                # Saved, so that a restarted service does not take the
+                # old proof for a current one.
+                self._change(self._mark_returned, node, now).addErrback(
+                    write_failure)
             self._service.nodes_changed({node})
             self.wake()
 
@@ -196,16 +202,22 @@ class NodeFailures(object):
         """
         now = self._reactor.seconds() if now is None else now
         record = self.records.nodes.get(node) if self.records else None
+        live = self.leases.live(node, now)
         if record is not None and record.down_since is not None:
             renewed = self.leases.renewed_at(node)
-            if renewed is not None and renewed > record.down_since:
+            if record.proven_down() and (renewed is None
+                                         or renewed <= record.down_since):
+                if record.fence is not None and \
+                        record.fence.result == FENCED:
+                    return FENCED_STATE
+                return CONFIRMED_DOWN
+            if live and node not in self._fencing:
                 return RETURNING
-            if record.fence is not None and record.fence.result == FENCED:
-                return FENCED_STATE
-            return CONFIRMED_DOWN
+            # Heard from after its proof, then silent again: the proof no
+            # longer holds, and only a new one moves anything.
         if node in self._fencing:
             return FENCING
-        return LIVE if self.leases.live(node, now) else UNRESPONSIVE
+        return LIVE if live else UNRESPONSIVE
 
     def is_down(self, node):
         """
@@ -338,6 +350,7 @@ class NodeFailures(object):
         return {
             "state": self.condition(node),
             "down_since": record.down_since,
+            "returned_at": record.returned_at,
             "fence": None if fence is None else {
                 "result": fence.result, "method": fence.method,
                 "requested_by": fence.requested_by,
@@ -427,7 +440,7 @@ class NodeFailures(object):
             condition = self.condition(name, now)
             resuming = (record is not None and record.fence is not None
                         and record.fence.result == STARTED
-                        and record.down_since is None)
+                        and not self.is_down(name))
             if name not in self._fencing and (resuming or (
                     condition == UNRESPONSIVE
                     and deployment.fencing.method != FENCE_NONE
@@ -536,7 +549,8 @@ class NodeFailures(object):
     @inlineCallbacks
     def _fence_recorded(self, node, attempt, now):
         record = self.records.nodes.get(node) or NodeRecord()
-        if attempt.result == FENCED and record.down_since is None:
+        if attempt.result == FENCED and not record.proven_down():
+            # A new proof: the node was not proven down, or came back.
             record = record.set(down_since=now)
         try:
             yield self._save_node(node, record.set(fence=attempt))
@@ -551,7 +565,7 @@ class NodeFailures(object):
     def _confirm(self, node, who, now):
         record = self.records.nodes.get(node) or NodeRecord()
         record = record.set(confirmed_down=Confirmation(by=who, at=now))
-        if record.down_since is None:
+        if not record.proven_down():
             record = record.set(down_since=now)
         yield self._save_node(node, record)
         log_message(message_type="blockmover:control:confirmed-down",
@@ -669,6 +683,12 @@ class NodeFailures(object):
         self._service.nodes_changed({node, target})
 
     # --- coming back -------------------------------------------------------
+
+    @inlineCallbacks
+    def _mark_returned(self, node, now):
+        record = self.records.nodes.get(node)
+        if record is not None and record.proven_down():
+            yield self._save_node(node, record.set(returned_at=now))
 
     @inlineCallbacks
     def _back_in_service(self, node):

@@ -62,14 +62,24 @@ class Confirmation(PClass):
 class NodeRecord(PClass):
     """
     What is recorded of one node: its last fence, an operator's
-    confirmation that it is down, and ``down_since`` (when it was first
-    proven down by either, None before): nothing moves off a node before
-    it is set. The record goes once the node has come back and holds
-    nothing it should not.
+    confirmation that it is down, ``down_since`` (when it was last proven
+    down by either, None before: nothing moves off a node before it is
+    set) and ``returned_at`` (when it was heard from again after that:
+    the proof no longer holds). The record goes once the node has come
+    back and holds nothing it should not.
     """
     fence = optional_record(FenceAttempt)
     confirmed_down = optional_record(Confirmation)
     down_since = optional(float)
+    returned_at = optional(float)
+
+    def proven_down(self):
+        """
+        Whether the record proves the node down: a proof, and the node not
+        heard from since.
+        """
+        return self.down_since is not None and (
+            self.returned_at is None or self.returned_at < self.down_since)
 
 
 class FailoverDecision(PClass):
