@@ -318,3 +318,41 @@ def test_a_server_in_error_is_not_fenced_until_confirmed_down(cloud,
             assert app["placed_on"] == "node3"
     finally:
         control.stop()
+
+
+@needs_root
+def test_a_removed_node_confirmed_down_lets_its_volume_go(cloud, tmp_path):
+    """
+    node1 dies holding app's volume and is removed from the configuration,
+    app deployed on node2: the volume stays where it is until an operator
+    confirms node1 down (it cannot be fenced by an address the
+    configuration no longer has), then it is detached.
+    """
+    control = start_control(cloud, str(tmp_path))
+    try:
+        configure(control, cloud, lease=3600,
+                  fencing="  fencing: {method: none}\n")
+        volume_id = attached_volume(control, cloud)
+        without = CLUSTER.format(
+            cloud=CLOUD, lease=3600, fencing="  fencing: {method: none}\n",
+            **cloud.servers).replace(
+            "  node1: {address: 10.9.0.1, instance_id: %s}\n"
+            % (cloud.servers["node1"],), "").replace(
+            "  node1: [app]\n  node2: []", "  node2: [app]")
+        status, answer = control.request("PUT", "/v1/configuration", {
+            "cluster_yml": without, "app_yml": APP})
+        assert status == 200, answer
+        assert state(control)["nodes"]["node1"]["failure"]["removed"]
+        assert volume_holder(cloud, volume_id) == cloud.servers["node1"]
+        status, answer = control.request(
+            "POST", "/v1/nodes/node1/fence", {}, kind="user",
+            name="operator")
+        assert status == 409 and "confirm it down" in answer["errors"][0]
+        status, answer = control.request(
+            "POST", "/v1/nodes/node1/confirm-down", {}, kind="user",
+            name="operator")
+        assert status == 200, answer
+        poll(lambda: volume_holder(cloud, volume_id) is None or None,
+             60, "the volume to be detached", QUICK)
+    finally:
+        control.stop()

@@ -77,6 +77,12 @@ class NotDown(Exception):
     """
 
 
+class NotFenceable(Exception):
+    """
+    An operator asked to fence a node the service cannot fence (409).
+    """
+
+
 class _Refused(object):
     """
     The last refusal of a volume's force-detach, and when to try again.
@@ -306,12 +312,18 @@ class NodeFailures(object):
         condition = self.condition(node)
         if condition in (FENCING, FENCED_STATE):
             return self._change(lambda: self.failure_state(node))
+        if node not in self._service.deployment.nodes:
+            raise NotFenceable(
+                "node %s is no longer in the configuration, and is fenced by "
+                "its address there only; once it is off, confirm it down "
+                "with blockmover node confirm-down %s" % (node, node))
         return self._change(self._start_fence, node, who)
 
     def confirm_down(self, node, who):
         """
-        An operator confirmed ``node`` down: record who and when, then
-        detach its volumes and fail over its applications.
+        An operator confirmed ``node`` (configured, or removed from the
+        configuration while it may still hold volumes) down: record who
+        and when, then detach its volumes and fail over its applications.
 
         :raise NotDown: its lease holds: it is not down.
         :return: a Deferred firing with the node's state once recorded.
@@ -435,6 +447,11 @@ class NodeFailures(object):
         if not self._running or deployment is None:
             return
         now = self._reactor.seconds()
+        for name in sorted(self.records.removed):
+            # A node no longer configured is only ever confirmed down.
+            if name not in deployment.nodes and \
+                    self.condition(name, now) == CONFIRMED_DOWN:
+                self._detach_from(name, now)
         for name in sorted(deployment.nodes):
             record = self.records.nodes.get(name)
             condition = self.condition(name, now)
@@ -470,6 +487,16 @@ class NodeFailures(object):
                 self._timer.reset(soonest - now)
             return
         self._timer = self._reactor.callLater(soonest - now, self._turn)
+
+    def _backend_id(self, node):
+        """
+        How the backend knows ``node``: by the configuration, or, for a
+        node it no longer names, as it did when it last named it.
+        """
+        deployment = self._service.deployment
+        if node in deployment.nodes:
+            return deployment.nodes[node].backend_id
+        return self.records.removed[node]
 
     def _holds_something(self, node):
         """
@@ -582,12 +609,11 @@ class NodeFailures(object):
         attached to ``node`` (proven down), one call per volume at a time,
         a refused one again after its backoff.
         """
-        deployment = self._service.deployment
         listing = self._service.listing.listing
         backend = self._service.backend
         if listing is None or backend is None or backend.api is None:
             return
-        backend_id = deployment.nodes[node].backend_id
+        backend_id = self._backend_id(node)
         for volume in listing.volumes_attached_to(backend_id):
             refused = self._refused.get(volume.volume_id)
             if volume.volume_id in self._detaching or (
@@ -713,7 +739,8 @@ class NodeFailures(object):
                 self.records.removed[node]):
             return
         yield self._save(self.records.set(
-            removed=self.records.removed.discard(node)))
+            removed=self.records.removed.discard(node),
+            nodes=self.records.nodes.discard(node)))
         self._service.nodes_changed({node})
 
     @inlineCallbacks
@@ -730,7 +757,7 @@ class NodeFailures(object):
             if not failover_rules.holds(new, application, decision):
                 failovers = failovers.discard(application)
         nodes = records.nodes
-        for node in set(nodes) - set(new.nodes):
+        for node in set(nodes) - set(new.nodes) - set(removed):
             nodes = nodes.discard(node)
         changed = records.set(removed=removed, failovers=failovers,
                               nodes=nodes)
