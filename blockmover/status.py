@@ -552,9 +552,12 @@ def _lease(lease, now):
     """
     if not lease:
         return ""
+    renewed = ("renewed %s ago" % (_ago(lease["renewed_at"], now),)
+               if lease["renewed_at"] is not None
+               else "not renewed since the service started")
     if lease["expires_at"] > now:
-        return "%s left" % (duration(lease["expires_at"] - now),)
-    return "lapsed %s ago" % (_ago(lease["expires_at"], now),)
+        return "%s, %s left" % (renewed, duration(lease["expires_at"] - now))
+    return "%s, lapsed %s ago" % (renewed, _ago(lease["expires_at"], now))
 
 
 def _fence(failure, now):

@@ -68,3 +68,36 @@ def test_a_refused_detach_is_said_with_its_server_and_what_to_do():
     assert summary["stuck_detaches"] == [STUCK]
     assert [(s["reason"], s["node"], s["detail"]) for s in summary["stuck"]
             if s["reason"] == "refused"] == [("refused", "node1", said)]
+
+
+def test_status_shows_each_nodes_lease_and_state():
+    state = failed_over_state(["node2"])
+    state["nodes"]["node1"] = {
+        "lease": {"renewed_at": 40.0, "expires_at": 60.0, "seconds": 20.0},
+        "failure": {"state": "fenced", "down_since": 70.0,
+                    "returned_at": None, "confirmed_down": None,
+                    "removed": False,
+                    "fence": {"result": "fenced", "method": "command",
+                              "requested_by": "control service",
+                              "started_at": 65.0, "finished_at": 70.0,
+                              "failures": 0, "error": None,
+                              "retry_at": None}}}
+    state["nodes"]["node2"] = {
+        "lease": {"renewed_at": 95.0, "expires_at": 115.0, "seconds": 20.0},
+        "failure": {"state": "live", "down_since": None,
+                    "returned_at": None, "confirmed_down": None,
+                    "removed": False, "fence": None}}
+    summary = status.summarize(state, "https://c:4523", 100.0)
+    assert summary["nodes"]["node1"]["lease"]["expires_at"] == 60.0
+    assert summary["nodes"]["node1"]["failure"]["state"] == "fenced"
+    shown = status.lines(summary)
+    header = [i for i, line in enumerate(shown)
+              if line.split()[:4] == ["NODE", "STATE", "LEASE", "FENCE"]]
+    assert len(header) == 1
+    node1, node2 = shown[header[0] + 1], shown[header[0] + 2]
+    assert node1.split()[:2] == ["node1", "fenced"]
+    assert "renewed 1m ago, lapsed 40s ago" in node1
+    assert "fenced by command (first try, asked by control service, 30s " \
+        "ago)" in node1
+    assert node2.split()[:2] == ["node2", "live"]
+    assert "renewed 5s ago, 15s left" in node2
