@@ -201,6 +201,13 @@ class NodeFailures(object):
         self.leases.duration = new.lease
         return self._change(self._reconfigure, old, new)
 
+    def settled(self):
+        """
+        :return: a Deferred firing once every change of the records asked
+            for so far is saved and taken.
+        """
+        return self._changing.run(lambda: None)
+
     def condition(self, node, now=None):
         """
         ``node``'s state: one of ``LIVE``, ``UNRESPONSIVE``, ``FENCING``,

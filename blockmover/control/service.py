@@ -497,7 +497,6 @@ class ControlService(object):
         self.transitions.configured(self.deployment, deployment,
                                     self._reactor.seconds())
         previous, self.deployment = self.deployment, deployment
-        yield self.failures.configured(previous, deployment)
         if not same_backend:
             # The new backend was just listed: that listing seeds the cache.
             self._backend = backend
@@ -505,6 +504,11 @@ class ControlService(object):
                                     CONFIGURATION)
         self._placement = indexed
         self._commit(change)
+        # The nodes it removed, the failovers it ends: saved after, and
+        # not worth refusing the configuration for (a failover it ends
+        # no longer holds whatever the records say).
+        self.failures.configured(previous, deployment).addErrback(
+            write_failure)
         self.metrics.moves.placed(previous, deployment, self.slices.generation,
                                   self._reactor.seconds())
         if same_backend:
