@@ -42,6 +42,8 @@ durations seconds; keys are only ever added)::
                                "finished_at": T | null, "failures": N,
                                "error": TEXT | null,
                                "retry_at": T | null} | null,
+                     "earlier_fences": [{...}],  # ended before, oldest
+                                                 # first, as "fence"
                      "confirmed_down": {"by": WHO, "at": T} | null,
                      "removed": BOOL} | null,  # no longer configured
          "release": [APP]}},   # what its slice tells it to give up

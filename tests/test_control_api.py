@@ -226,6 +226,7 @@ def test_reports_show_up_in_state(control, root):
                   "expires_at": node1["lease"]["expires_at"]},
         "failure": {"state": "live", "down_since": None,
                     "returned_at": None, "fence": None,
+                    "earlier_fences": [],
                     "confirmed_down": None, "removed": False},
         "release": []}
     assert state["now"] < node1["lease"]["expires_at"] <= state["now"] + 20

@@ -15,7 +15,8 @@ A node is in one of these states (``NodeFailures.condition``):
 - ``returning``: fenced or confirmed down, and its agent renewed its lease
   since: the proof is void, nothing more is detached from it, and its
   slice tells it what to release (``NodeDesired.release``); it is live
-  again once its report shows it holds nothing it should not.
+  again once its report shows it holds nothing (while it returns its
+  slice wants nothing).
 
 Only a node fenced or confirmed down (and not returning) has its volumes
 detached by the service (through the backend, retried with backoff while
@@ -42,7 +43,7 @@ from blockmover.control.failurestore import (
     FenceAttempt, NodeRecord,
 )
 from blockmover.control.leases import Leases
-from blockmover.model import DEFAULT_LEASE, FENCE_NONE, NodeDesired
+from blockmover.model import DEFAULT_LEASE, FENCE_NONE, NodeDesired, to_data
 from blockmover.poll import Backoff
 
 LIVE = "live"
@@ -176,14 +177,16 @@ class NodeFailures(object):
             self._service.nodes_changed({node})
             self.wake()
 
-    def reported(self, node, report, desired):
+    def reported(self, node, report):
         """
-        ``node`` reported ``report`` while its slice is ``desired`` (or
-        None): a returning node that holds nothing it should not is live
-        again, and a removed node that holds nothing is forgotten.
+        ``node`` reported ``report``: a returning node that holds nothing
+        (its slice wants nothing while it returns: ``releasing``) is live
+        again, and a removed node that holds nothing is forgotten. Told
+        by the report alone, never by a slice that may not be computed
+        again yet.
         """
-        if self.condition(node) == RETURNING and desired is not None and \
-                _holds_only(report.state, desired):
+        if self.condition(node) == RETURNING and \
+                _holds_nothing(report.state):
             self._change(self._back_in_service, node).addErrback(
                 write_failure)
         elif node in self.records.removed and _holds_nothing(report.state):
@@ -377,6 +380,7 @@ class NodeFailures(object):
                 "finished_at": fence.finished_at,
                 "failures": fence.failures, "error": fence.error,
                 "retry_at": self._fence_retry_at.get(node)},
+            "earlier_fences": [to_data(f) for f in record.history],
             "confirmed_down": None if record.confirmed_down is None else {
                 "by": record.confirmed_down.by,
                 "at": record.confirmed_down.at},
@@ -545,7 +549,7 @@ class NodeFailures(object):
                                requested_by=who,
                                started_at=self._reactor.seconds(),
                                failures=failures)
-        yield self._save_node(node, record.set(fence=attempt))
+        yield self._save_node(node, record.with_fence(attempt))
         log_message(message_type="blockmover:control:fence-started",
                     node=node, method=attempt.method, by=who)
         d = maybeDeferred(fencing.fence, deployment, self._service.backend,
@@ -587,7 +591,7 @@ class NodeFailures(object):
             # A new proof: the node was not proven down, or came back.
             record = record.set(down_since=now)
         try:
-            yield self._save_node(node, record.set(fence=attempt))
+            yield self._save_node(node, record.with_fence(attempt))
         finally:
             # Unsaved, a fence's result is as good as unknown: the record
             # still says started, and the next turn fences again.
@@ -798,16 +802,6 @@ class NodeFailures(object):
             self.records = records
         d.addCallback(saved)
         return d
-
-
-def _holds_only(state, desired):
-    """
-    Whether the ``NodeState`` ``state`` holds nothing ``desired`` does not
-    give it: no device, mount or application of another dataset.
-    """
-    wanted = set(desired.datasets)
-    return (set(state.devices) <= wanted and set(state.mounts) <= wanted
-            and set(state.running) <= set(desired.applications))
 
 
 def _holds_nothing(state):

@@ -821,7 +821,7 @@ class ControlService(object):
         now = self._reactor.seconds()
         self.failures.renew(node, now)
         self._reports[node] = (report, now)
-        self.failures.reported(node, report, self.slices.get(node))
+        self.failures.reported(node, report)
         self.metrics.moves.reported(node, report, now)
         self.transitions.reported(node, old, report, now,
                                   self.deployment.applications)
