@@ -420,8 +420,10 @@ class ConvergenceLoop(object):
         return self._pausing
 
     def _new_slice(self, desired):
+        # What it must give up and why is in the slice itself: say it.
         log_message(message_type="blockmover:agent:desired",
-                    node=self._node, generation=desired.generation)
+                    node=self._node, generation=desired.generation,
+                    release=list(desired.release))
         previous, self._desired = self._desired, desired
         if desired.task_id is not None and desired.task_id != self._task_id:
             self._end_task()

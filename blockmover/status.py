@@ -35,12 +35,15 @@ durations seconds; keys are only ever added)::
          "failure": {"state": "live" | "unresponsive" | "fencing"
                               | "fenced" | "confirmed-down" | "returning",
                      "down_since": T | null,  # proven down since
+                     "returned_at": T | null,  # heard from after that
                      "fence": {"result": "started" | "fenced" | "failed",
                                "method": "backend" | "command" | "none",
                                "requested_by": WHO, "started_at": T,
                                "finished_at": T | null, "failures": N,
                                "error": TEXT | null,
                                "retry_at": T | null} | null,
+                     "earlier_fences": [{...}],  # ended before, oldest
+                                                 # first, as "fence"
                      "confirmed_down": {"by": WHO, "at": T} | null,
                      "removed": BOOL} | null,  # no longer configured
          "release": [APP]}},   # what its slice tells it to give up
@@ -551,9 +554,12 @@ def _lease(lease, now):
     """
     if not lease:
         return ""
+    renewed = ("renewed %s ago" % (_ago(lease["renewed_at"], now),)
+               if lease["renewed_at"] is not None
+               else "not renewed since the service started")
     if lease["expires_at"] > now:
-        return "%s left" % (duration(lease["expires_at"] - now),)
-    return "lapsed %s ago" % (_ago(lease["expires_at"], now),)
+        return "%s, %s left" % (renewed, duration(lease["expires_at"] - now))
+    return "%s, lapsed %s ago" % (renewed, _ago(lease["expires_at"], now))
 
 
 def _fence(failure, now):

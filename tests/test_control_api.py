@@ -224,7 +224,9 @@ def test_reports_show_up_in_state(control, root):
         # A whole lease from the service's start, before a first renewal.
         "lease": {"renewed_at": None, "seconds": 20.0,
                   "expires_at": node1["lease"]["expires_at"]},
-        "failure": {"state": "live", "down_since": None, "fence": None,
+        "failure": {"state": "live", "down_since": None,
+                    "returned_at": None, "fence": None,
+                    "earlier_fences": [],
                     "confirmed_down": None, "removed": False},
         "release": []}
     assert state["now"] < node1["lease"]["expires_at"] <= state["now"] + 20

@@ -136,5 +136,10 @@ def test_a_failover_ends_when_the_operator_deploys_elsewhere(
     app = state(control)["applications"]["mongodb"]
     assert (app["wanted_on"], app["placed_on"], app["failover"]) == (
         "node2", "node2", None)
-    with open(os.path.join(control.state_dir, "failures.json")) as f:
-        assert json.load(f)["failovers"] == {}
+
+    def failovers():
+        with open(os.path.join(control.state_dir, "failures.json")) as f:
+            return json.load(f)["failovers"]
+    # Saved once the configuration is taken.
+    poll(lambda: failovers() == {} or None, 30, "the failover to be ended",
+         Backoff(initial=0.05, maximum=0.5))

@@ -13,6 +13,7 @@ Uses the emulator and loop devices: run under the heavy lock.
 
 import json
 import os
+import signal
 import threading
 
 import pytest
@@ -192,7 +193,8 @@ def test_fenced_by_the_backend_detached_and_failed_over_once(cloud,
             status, shown = control.request("GET", "/v1/configuration")
             assert "node1: [app]" in shown["cluster_yml"]
     finally:
-        control.stop()
+        # Killed, not stopped: what it decided is on disk already.
+        control.stop(signal.SIGKILL)
     with open(os.path.join(str(tmp_path), "state", "failures.json")) as f:
         recorded = json.load(f)
     assert recorded["failovers"]["app"]["to_node"] == "node3"
@@ -271,5 +273,88 @@ def test_nothing_moves_off_an_unfenced_node_until_confirmed_down(cloud,
                 "failover"] is not None and s["applications"]["app"],
                 "app to fail over")
             assert app["placed_on"] == "node3"
+    finally:
+        control.stop()
+
+
+@needs_root
+def test_a_server_in_error_is_not_fenced_until_confirmed_down(cloud,
+                                                              tmp_path):
+    """
+    node1's server is in ERROR: Nova cannot say it is off, so the backend's
+    fence fails, nothing moves and the state says why; once an operator
+    confirms node1 down, its volume is detached... unless Nova refuses
+    that too (a server in ERROR), which the state says; reset out of
+    ERROR, the detach goes through and the application fails over.
+    """
+    control = start_control(cloud, str(tmp_path))
+    try:
+        configure(control, cloud, lease=3600)
+        volume_id = attached_volume(control, cloud)
+        cloud.admin.reset_server_state(cloud.servers["node1"], "error")
+        with Renewing(control, ["node2", "node3"]):
+            configure(control, cloud, lease=1)
+            failed = wait_for(
+                control, lambda s: (s["nodes"]["node1"]["failure"]["fence"]
+                                    or {}).get("result") == "failed" and s,
+                "the fence to fail")
+            failure = failed["nodes"]["node1"]["failure"]
+            assert failure["down_since"] is None
+            assert "ERROR" in failure["fence"]["error"]
+            assert failed["applications"]["app"]["placed_on"] == "node1"
+            assert volume_holder(cloud, volume_id) == cloud.servers["node1"]
+            status, answer = control.request(
+                "POST", "/v1/nodes/node1/confirm-down", {}, kind="user",
+                name="operator")
+            assert status == 200, answer
+            stuck = wait_for(control, lambda s: s["stuck_detaches"],
+                             "Nova to refuse the detach")
+            assert stuck[0]["server"] == cloud.servers["node1"]
+            assert volume_holder(cloud, volume_id) == cloud.servers["node1"]
+            cloud.admin.reset_server_state(cloud.servers["node1"], "active")
+            poll(lambda: volume_holder(cloud, volume_id) is None or None,
+                 120, "the volume to be detached", QUICK)
+            app = wait_for(control, lambda s: s["applications"]["app"][
+                "failover"] is not None and s["applications"]["app"],
+                "app to fail over")
+            assert app["placed_on"] == "node3"
+    finally:
+        control.stop()
+
+
+@needs_root
+def test_a_removed_node_confirmed_down_lets_its_volume_go(cloud, tmp_path):
+    """
+    node1 dies holding app's volume and is removed from the configuration,
+    app deployed on node2: the volume stays where it is until an operator
+    confirms node1 down (it cannot be fenced by an address the
+    configuration no longer has), then it is detached.
+    """
+    control = start_control(cloud, str(tmp_path))
+    try:
+        configure(control, cloud, lease=3600,
+                  fencing="  fencing: {method: none}\n")
+        volume_id = attached_volume(control, cloud)
+        without = CLUSTER.format(
+            cloud=CLOUD, lease=3600, fencing="  fencing: {method: none}\n",
+            **cloud.servers).replace(
+            "  node1: {address: 10.9.0.1, instance_id: %s}\n"
+            % (cloud.servers["node1"],), "").replace(
+            "  node1: [app]\n  node2: []", "  node2: [app]")
+        status, answer = control.request("PUT", "/v1/configuration", {
+            "cluster_yml": without, "app_yml": APP})
+        assert status == 200, answer
+        assert state(control)["nodes"]["node1"]["failure"]["removed"]
+        assert volume_holder(cloud, volume_id) == cloud.servers["node1"]
+        status, answer = control.request(
+            "POST", "/v1/nodes/node1/fence", {}, kind="user",
+            name="operator")
+        assert status == 409 and "confirm it down" in answer["errors"][0]
+        status, answer = control.request(
+            "POST", "/v1/nodes/node1/confirm-down", {}, kind="user",
+            name="operator")
+        assert status == 200, answer
+        poll(lambda: volume_holder(cloud, volume_id) is None or None,
+             60, "the volume to be detached", QUICK)
     finally:
         control.stop()

@@ -169,6 +169,10 @@ def test_a_fence_that_fails_moves_nothing_and_says_why(directory,
             and f, "the fence to fail twice")
         assert failure["state"] in ("unresponsive", "fencing")
         assert failure["down_since"] is None
+        # Each attempt that ended is kept, with its error.
+        assert [f["result"] for f in failure["earlier_fences"]][:1] == [
+            "failed"]
+        assert "no power control" in failure["earlier_fences"][0]["error"]
         assert "exited 1: no power control for node1" in \
             failure["fence"]["error"]
         status, state = control.request("GET", "/v1/state")

@@ -108,6 +108,8 @@ def settled(service):
     """
     yield service.listing.settled()
     yield service._slicing.run(lambda: None)
+    # What a configuration removed is recorded after its slices are out.
+    yield service.failures.settled()
 
 
 @inlineCallbacks

@@ -4,6 +4,9 @@ the operator's placement with the decisions that still hold, and the
 first live candidate that can take the application within the limits.
 """
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from blockmover.config import load_deployment
 from blockmover.control import failover
 from blockmover.control.failurestore import FailoverDecision
@@ -97,3 +100,27 @@ def test_a_decision_holds_while_the_configuration_keeps_its_node():
     assert failover.effective(moved, failovers) is moved
     # No decision: the deployment itself.
     assert failover.effective(DEPLOYMENT, {}) is DEPLOYMENT
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.sampled_from(["node1", "node2", "node3", "node4"])),
+       st.permutations(["node1", "node2", "node3", "node4"]))
+def test_the_choice_is_the_first_candidate_that_can_take_it(live, order):
+    """
+    Whatever is live and in whatever order the candidates come: the node
+    chosen is live, a candidate, not where the application is, and no
+    candidate before it could have taken it; with none chosen, every
+    candidate says why not.
+    """
+    app = DEPLOYMENT.applications["db"]
+    deployment = DEPLOYMENT.set(applications=DEPLOYMENT.applications.set(
+        "db", app.set(failover=app.failover.set(to=order))))
+    placement = dict(deployment.placement)
+    node, reasons = failover.choose(deployment, placement, "db",
+                                    lambda n: n in live)
+    if node is None:
+        assert len(reasons) == len(order)
+        return
+    assert node in live and node != placement["db"]
+    before = order[:order.index(node)]
+    assert [r.split(":")[0] for r in reasons] == before

@@ -511,6 +511,11 @@ def test_control_service_serves_its_state_as_metrics(tmp_path,
             poller.join()
         assert value(text, "blockmover_nodes", state="converged") == 1
         assert value(text, "blockmover_nodes", state="unreported") == 1
+        # Both within their leases (node2 by the service's start).
+        assert value(text, "blockmover_node_failures", state="live") == 2
+        assert value(text, "blockmover_node_failures",
+                     state="unresponsive") == 0
+        assert value(text, "blockmover_stuck_detaches") == 0
         assert value(text, "blockmover_long_polls") == 1
         # The deploy placed mongodb on node1: a move from no node.
         assert value(text, "blockmover_moves_in_progress",

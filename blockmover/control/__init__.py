@@ -57,14 +57,33 @@ continues that task so a deploy reads as one tree across processes.
     they start again from when it first heard. ``unwanted_attachments``
     are the volumes of the cluster the listing shows attached to a node
     though no application of the configuration uses them.
+    Node failure (``blockmover.control.failures``) adds, per node,
+    ``"lease": {"renewed_at": T | null, "expires_at": T, "seconds": S}``,
+    ``"failure": {"state": "live" | "unresponsive" | "fencing" | "fenced"
+    | "confirmed-down" | "returning", "down_since": T | null,
+    "returned_at": T | null, "fence":
+    {...} | null, "confirmed_down": {"by": WHO, "at": T} | null,
+    "removed": BOOL}`` and ``"release": [APP, ...]`` (what its slice tells
+    it to give up); per application ``"placed_on": NODE | null`` (where it
+    should run now: ``wanted_on`` unless it failed over), ``"failover":
+    {"from": NODE, "to": NODE, "decided_at": T} | null`` and
+    ``"failover_blocked": TEXT | null``; and at the top
+    ``"stuck_detaches": [{"volume_id", "dataset_id", "application",
+    "server", "node", "reason", "what_to_do", "attempts", "retry_at"}]``,
+    the volumes the cloud refuses to detach from a node proven down. A
+    node removed from the configuration that may still hold volumes is
+    listed too. (``blockmover.status`` documents each field.)
 
 ``GET /v1/nodes/{node}/desired?after=GEN&timeout=SECONDS``
     A long poll for the node's ``NodeDesired``, the only answer carrying
     secrets (its applications' alone). Answers at once when the
     slice's ``generation`` is greater than ``after`` (or ``after`` is
     missing), else as soon as it changes, else after ``timeout`` seconds
-    (default 30, at most 120) with 204 and no body. 404 for a node the
-    configuration does not name, and before the first configuration. 429
+    (default 30, at most 120, and at most a third of the cluster's lease:
+    each poll renews the node's lease) with 204 and no body. 404 for a
+    node the configuration does not name (a node it no longer names gets
+    a slice releasing everything while it may hold volumes), and before
+    the first configuration. 429
     (``Retry-After``) for a client address that holds 64 long polls already
     (``blockmover-control --max-polls-per-client``).
     Generations come from one counter and only grow, also across restarts
@@ -74,7 +93,17 @@ continues that task so a deploy reads as one tree across processes.
 
 ``PUT /v1/nodes/{node}/state``
     Body: a ``NodeReport``. 200 ``{}``. A report with ``changed_backend``
-    set makes the service refresh its volume listing now.
+    set makes the service refresh its volume listing now. It renews the
+    node's lease.
+
+``POST /v1/nodes/{node}/fence`` and ``POST /v1/nodes/{node}/confirm-down``
+    Body ``{}``; users only (``blockmover node``). ``fence`` starts a fence
+    by the cluster's method unless one runs or the node is fenced already;
+    ``confirm-down`` records that an operator knows the node is off, and
+    is refused (409) while the node renews its lease. Both are saved with
+    the user's identity and the time before they answer 200 ``{"node":
+    NODE, "failure": {...}}`` (the node's ``failure`` as in ``GET
+    /v1/state``); 404 for a node the configuration does not name.
 
 ``GET /v1/volumes``
     200 ``{"listed_at": T, "volumes": [Volume, ...], "refreshes": N,
@@ -84,7 +113,7 @@ continues that task so a deploy reads as one tree across processes.
 
 Errors are JSON ``{"errors": [MESSAGE, ...]}``: 400 for a malformed
 request, 404 for an unknown path or node, 405 for a method a path does not
-take, 413 for a body over its bound (4 MiB for ``PUT /v1/configuration``,
+take, 409 for a node confirmed down that is not, 413 for a body over its bound (4 MiB for ``PUT /v1/configuration``,
 256 KiB for any other), answered as soon as ``Content-Length`` says so,
 before the body is read, 429 for too many long polls of one client, 500
 when the service itself failed (the message or its log says why), 503 when

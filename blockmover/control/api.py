@@ -14,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 from blockmover.certificates import CertificateError
 from blockmover.control import access, limits
 from blockmover.control.errors import BackendError, StoreError
-from blockmover.control.failures import NotDown
+from blockmover.control.failures import NotDown, NotFenceable
 from blockmover.control.service import (
     BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
 )
@@ -55,6 +55,7 @@ _CLIENT_ERRORS = [
     (BadRequest, 400), (BadReport, 400), (BackendError, 400),
     (access.Refused, 403),
     (NoConfiguration, 404), (UnknownNode, 404), (NotDown, 409),
+    (NotFenceable, 409),
     (TooLarge, 413),
     (TooManyPolls, 429), (Busy, 503),
     # The service's own failure, with a message that says what to check.
@@ -447,7 +448,8 @@ class _NodeFailure(_Endpoint):
         service = self.service
         if service.deployment is None:
             raise NoConfiguration()
-        if self.node not in service.deployment.nodes:
+        if self.node not in service.deployment.nodes and \
+                not service.failures.is_removed(self.node):
             raise UnknownNode(self.node)
         who = str(request.identity) if request.identity is not None \
             else "an unauthenticated client"

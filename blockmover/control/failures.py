@@ -15,7 +15,8 @@ A node is in one of these states (``NodeFailures.condition``):
 - ``returning``: fenced or confirmed down, and its agent renewed its lease
   since: the proof is void, nothing more is detached from it, and its
   slice tells it what to release (``NodeDesired.release``); it is live
-  again once its report shows it holds nothing it should not.
+  again once its report shows it holds nothing (while it returns its
+  slice wants nothing).
 
 Only a node fenced or confirmed down (and not returning) has its volumes
 detached by the service (through the backend, retried with backoff while
@@ -42,7 +43,7 @@ from blockmover.control.failurestore import (
     FenceAttempt, NodeRecord,
 )
 from blockmover.control.leases import STARTUP_GRACE, Leases
-from blockmover.model import DEFAULT_LEASE, FENCE_NONE, NodeDesired
+from blockmover.model import DEFAULT_LEASE, FENCE_NONE, NodeDesired, to_data
 from blockmover.poll import Backoff
 
 LIVE = "live"
@@ -51,6 +52,8 @@ FENCING = "fencing"
 FENCED_STATE = "fenced"
 CONFIRMED_DOWN = "confirmed-down"
 RETURNING = "returning"
+FAILURE_STATES = (LIVE, UNRESPONSIVE, FENCING, FENCED_STATE, CONFIRMED_DOWN,
+                  RETURNING)
 
 # After a failed fence: quick retries while ``fencing.retries`` lasts,
 # then one every LAST_FENCE_RETRY seconds, for as long as the node stays
@@ -75,6 +78,12 @@ _DETACH_ADVICE = (
 class NotDown(Exception):
     """
     An operator confirmed down a node whose lease holds (409).
+    """
+
+
+class NotFenceable(Exception):
+    """
+    An operator asked to fence a node the service cannot fence (409).
     """
 
 
@@ -162,22 +171,30 @@ class NodeFailures(object):
         slice changes.
         """
         was = self.condition(node)
-        self.leases.renew(node, self._reactor.seconds() if now is None
-                          else now)
-        if was != self.condition(node):
+        now = self._reactor.seconds() if now is None else now
+        self.leases.renew(node, now)
+        condition = self.condition(node)
+        if was != condition:
             log_message(message_type="blockmover:control:node-state",
-                        node=node, state=self.condition(node), was=was)
+                        node=node, state=condition, was=was)
+            if condition == RETURNING:
+                # Saved, so that a restarted service does not take the
+                # old proof for a current one.
+                self._change(self._mark_returned, node, now).addErrback(
+                    write_failure)
             self._service.nodes_changed({node})
             self.wake()
 
-    def reported(self, node, report, desired):
+    def reported(self, node, report):
         """
-        ``node`` reported ``report`` while its slice is ``desired`` (or
-        None): a returning node that holds nothing it should not is live
-        again, and a removed node that holds nothing is forgotten.
+        ``node`` reported ``report``: a returning node that holds nothing
+        (its slice wants nothing while it returns: ``releasing``) is live
+        again, and a removed node that holds nothing is forgotten. Told
+        by the report alone, never by a slice that may not be computed
+        again yet.
         """
-        if self.condition(node) == RETURNING and desired is not None and \
-                _holds_only(report.state, desired):
+        if self.condition(node) == RETURNING and \
+                _holds_nothing(report.state):
             self._change(self._back_in_service, node).addErrback(
                 write_failure)
         elif node in self.records.removed and _holds_nothing(report.state):
@@ -195,6 +212,13 @@ class NodeFailures(object):
         self.leases.duration = new.lease
         return self._change(self._reconfigure, old, new)
 
+    def settled(self):
+        """
+        :return: a Deferred firing once every change of the records asked
+            for so far is saved and taken.
+        """
+        return self._changing.run(lambda: None)
+
     def condition(self, node, now=None):
         """
         ``node``'s state: one of ``LIVE``, ``UNRESPONSIVE``, ``FENCING``,
@@ -202,16 +226,22 @@ class NodeFailures(object):
         """
         now = self._reactor.seconds() if now is None else now
         record = self.records.nodes.get(node) if self.records else None
+        live = self.leases.live(node, now)
         if record is not None and record.down_since is not None:
             renewed = self.leases.renewed_at(node)
-            if renewed is not None and renewed > record.down_since:
+            if record.proven_down() and (renewed is None
+                                         or renewed <= record.down_since):
+                if record.fence is not None and \
+                        record.fence.result == FENCED:
+                    return FENCED_STATE
+                return CONFIRMED_DOWN
+            if live and node not in self._fencing:
                 return RETURNING
-            if record.fence is not None and record.fence.result == FENCED:
-                return FENCED_STATE
-            return CONFIRMED_DOWN
+            # Heard from after its proof, then silent again: the proof no
+            # longer holds, and only a new one moves anything.
         if node in self._fencing:
             return FENCING
-        return LIVE if self.leases.live(node, now) else UNRESPONSIVE
+        return LIVE if live else UNRESPONSIVE
 
     def is_down(self, node):
         """
@@ -237,14 +267,30 @@ class NodeFailures(object):
     def is_removed(self, node):
         return self.records is not None and node in self.records.removed
 
+    def releasing(self, node):
+        """
+        Whether ``node`` is to hold nothing at all: proven down, or
+        returning. Its slice releases everything until it is live again,
+        and it is live again only once that is saved: so a node coming
+        back never takes a volume while the records still say it is down
+        (a restarted service would detach it from under the node).
+        """
+        return self.condition(node) in (FENCED_STATE, CONFIRMED_DOWN,
+                                        RETURNING)
+
     def release_of(self, node, deployment):
         """
         The applications ``node``'s slice tells it to release: those that
-        failed over away from it.
+        failed over away from it, and while it is ``releasing``, every one
+        placed on it.
         """
-        return sorted(app for app, decision in self.records.failovers.items()
-                      if decision.from_node == node
-                      and failover_rules.holds(deployment, app, decision))
+        names = {app for app, decision in self.records.failovers.items()
+                 if decision.from_node == node
+                 and failover_rules.holds(deployment, app, decision)}
+        if self.releasing(node):
+            names.update(app for app, on in self.effective(
+                deployment).placement.items() if on == node)
+        return sorted(names)
 
     def removed_slices(self, cluster_name, listing, listed_at, generation,
                        also=None):
@@ -284,12 +330,18 @@ class NodeFailures(object):
         condition = self.condition(node)
         if condition in (FENCING, FENCED_STATE):
             return self._change(lambda: self.failure_state(node))
+        if node not in self._service.deployment.nodes:
+            raise NotFenceable(
+                "node %s is no longer in the configuration, and is fenced by "
+                "its address there only; once it is off, confirm it down "
+                "with blockmover node confirm-down %s" % (node, node))
         return self._change(self._start_fence, node, who)
 
     def confirm_down(self, node, who):
         """
-        An operator confirmed ``node`` down: record who and when, then
-        detach its volumes and fail over its applications.
+        An operator confirmed ``node`` (configured, or removed from the
+        configuration while it may still hold volumes) down: record who
+        and when, then detach its volumes and fail over its applications.
 
         :raise NotDown: its lease holds: it is not down.
         :return: a Deferred firing with the node's state once recorded.
@@ -328,6 +380,7 @@ class NodeFailures(object):
         return {
             "state": self.condition(node),
             "down_since": record.down_since,
+            "returned_at": record.returned_at,
             "fence": None if fence is None else {
                 "result": fence.result, "method": fence.method,
                 "requested_by": fence.requested_by,
@@ -335,6 +388,7 @@ class NodeFailures(object):
                 "finished_at": fence.finished_at,
                 "failures": fence.failures, "error": fence.error,
                 "retry_at": self._fence_retry_at.get(node)},
+            "earlier_fences": [to_data(f) for f in record.history],
             "confirmed_down": None if record.confirmed_down is None else {
                 "by": record.confirmed_down.by,
                 "at": record.confirmed_down.at},
@@ -351,13 +405,16 @@ class NodeFailures(object):
         if decision is not None and not failover_rules.holds(
                 deployment, application, decision):
             decision = None
+        placed_on = self.effective(deployment).placement.get(application)
+        blocked = None
+        if placed_on is not None and self.is_down(placed_on):
+            blocked = self._stranded.get(application)
         return {
-            "placed_on": self.effective(deployment).placement.get(
-                application),
+            "placed_on": placed_on,
             "failover": None if decision is None else {
                 "from": decision.from_node, "to": decision.to_node,
                 "decided_at": decision.decided_at},
-            "failover_blocked": self._stranded.get(application),
+            "failover_blocked": blocked,
         }
 
     def stuck_detaches(self):
@@ -409,20 +466,25 @@ class NodeFailures(object):
         if not self._running or deployment is None:
             return
         now = self._reactor.seconds()
+        for name in sorted(self.records.removed):
+            # A node no longer configured is only ever confirmed down.
+            if name not in deployment.nodes and \
+                    self.condition(name, now) == CONFIRMED_DOWN:
+                self._detach_from(name, now)
         for name in self._needing_a_look(deployment, now):
             record = self.records.nodes.get(name)
             condition = self.condition(name, now)
             resuming = (record is not None and record.fence is not None
                         and record.fence.result == STARTED
-                        and record.down_since is None)
+                        and not self.is_down(name))
             if name not in self._fencing and (resuming or (
                     condition == UNRESPONSIVE
                     and deployment.fencing.method != FENCE_NONE
                     and self._holds_something(name)
                     and now >= self._fence_retry_at.get(name, 0))):
                 by = record.fence.requested_by if resuming else BY_SERVICE
-                self._change(self._start_fence, name, by).addErrback(
-                    write_failure)
+                self._change(self._start_fence, name, by,
+                             not resuming).addErrback(write_failure)
             elif condition in (FENCED_STATE, CONFIRMED_DOWN):
                 self._detach_from(name, now)
                 self._fail_over_from(name, now)
@@ -457,9 +519,22 @@ class NodeFailures(object):
                              / TURNS_PER_LEASE))
         if not times or not self._running:
             return
+        soonest = min(times)
         if self._timer is not None and self._timer.active():
+            if self._timer.getTime() > soonest:
+                self._timer.reset(soonest - now)
             return
-        self._timer = self._reactor.callLater(min(times) - now, self._turn)
+        self._timer = self._reactor.callLater(soonest - now, self._turn)
+
+    def _backend_id(self, node):
+        """
+        How the backend knows ``node``: by the configuration, or, for a
+        node it no longer names, as it did when it last named it.
+        """
+        deployment = self._service.deployment
+        if node in deployment.nodes:
+            return deployment.nodes[node].backend_id
+        return self.records.removed[node]
 
     def _holds_something(self, node):
         """
@@ -477,15 +552,20 @@ class NodeFailures(object):
     # --- fencing -----------------------------------------------------------
 
     @inlineCallbacks
-    def _start_fence(self, node, who):
+    def _start_fence(self, node, who, automatic=False):
         """
         Record a fence of ``node`` as started, then run it (not waited
-        for). With ``_changing`` held.
+        for). With ``_changing`` held. Nothing is started for a node whose
+        fence runs (or ended and is being recorded), nor for one proven
+        down already; ``automatic`` (the service's own decision) only for
+        a node still unresponsive now.
 
         :return: the node's state.
         """
         deployment = self._service.deployment
-        if node in self._fencing or node not in deployment.nodes:
+        if node in self._fencing or node not in deployment.nodes or \
+                self.is_down(node) or (
+                    automatic and self.condition(node) != UNRESPONSIVE):
             return self.failure_state(node)
         record = self.records.nodes.get(node) or NodeRecord()
         failures = 0
@@ -496,7 +576,7 @@ class NodeFailures(object):
                                requested_by=who,
                                started_at=self._reactor.seconds(),
                                failures=failures)
-        yield self._save_node(node, record.set(fence=attempt))
+        yield self._save_node(node, record.with_fence(attempt))
         log_message(message_type="blockmover:control:fence-started",
                     node=node, method=attempt.method, by=who)
         d = maybeDeferred(fencing.fence, deployment, self._service.backend,
@@ -508,7 +588,8 @@ class NodeFailures(object):
         return self.failure_state(node)
 
     def _fence_ended(self, result, node, attempt):
-        del self._fencing[node]
+        # The node stays in ``_fencing`` until the result is saved: no
+        # other fence starts in between.
         now = self._reactor.seconds()
         if isinstance(result, str):
             self._fence_retry_at.pop(node, None)
@@ -533,9 +614,15 @@ class NodeFailures(object):
     @inlineCallbacks
     def _fence_recorded(self, node, attempt, now):
         record = self.records.nodes.get(node) or NodeRecord()
-        if attempt.result == FENCED and record.down_since is None:
+        if attempt.result == FENCED and not record.proven_down():
+            # A new proof: the node was not proven down, or came back.
             record = record.set(down_since=now)
-        yield self._save_node(node, record.set(fence=attempt))
+        try:
+            yield self._save_node(node, record.with_fence(attempt))
+        finally:
+            # Unsaved, a fence's result is as good as unknown: the record
+            # still says started, and the next turn fences again.
+            del self._fencing[node]
         self._service.nodes_changed({node})
         self.wake()
 
@@ -543,7 +630,7 @@ class NodeFailures(object):
     def _confirm(self, node, who, now):
         record = self.records.nodes.get(node) or NodeRecord()
         record = record.set(confirmed_down=Confirmation(by=who, at=now))
-        if record.down_since is None:
+        if not record.proven_down():
             record = record.set(down_since=now)
         yield self._save_node(node, record)
         log_message(message_type="blockmover:control:confirmed-down",
@@ -560,12 +647,11 @@ class NodeFailures(object):
         attached to ``node`` (proven down), one call per volume at a time,
         a refused one again after its backoff.
         """
-        deployment = self._service.deployment
         listing = self._service.listing.listing
         backend = self._service.backend
         if listing is None or backend is None or backend.api is None:
             return
-        backend_id = deployment.nodes[node].backend_id
+        backend_id = self._backend_id(node)
         for volume in listing.volumes_attached_to(backend_id):
             refused = self._refused.get(volume.volume_id)
             if volume.volume_id in self._detaching or (
@@ -623,7 +709,7 @@ class NodeFailures(object):
                 continue
             target, reasons = failover_rules.choose(
                 deployment, placement, application,
-                lambda n: self.condition(n, now) == LIVE)
+                lambda n: self._heard_live(n, now))
             if target is None:
                 self._stranded[application] = (
                     "%s is down and no failover candidate can take %s: %s"
@@ -632,6 +718,16 @@ class NodeFailures(object):
             self._stranded.pop(application, None)
             self._change(self._decide, application, node, target,
                          now).addErrback(write_failure)
+
+    def _heard_live(self, node, now):
+        """
+        Whether ``node`` is live and was heard from since the service
+        started: a lease that holds only because the service started
+        lately says nothing of a node, and an application failed over to
+        a dead node would wait for that node's own fence.
+        """
+        return (self.condition(node, now) == LIVE
+                and self.leases.renewed_at(node) is not None)
 
     @inlineCallbacks
     def _decide(self, application, node, target, now):
@@ -651,6 +747,12 @@ class NodeFailures(object):
         self._service.nodes_changed({node, target})
 
     # --- coming back -------------------------------------------------------
+
+    @inlineCallbacks
+    def _mark_returned(self, node, now):
+        record = self.records.nodes.get(node)
+        if record is not None and record.proven_down():
+            yield self._save_node(node, record.set(returned_at=now))
 
     @inlineCallbacks
     def _back_in_service(self, node):
@@ -675,7 +777,8 @@ class NodeFailures(object):
                 self.records.removed[node]):
             return
         yield self._save(self.records.set(
-            removed=self.records.removed.discard(node)))
+            removed=self.records.removed.discard(node),
+            nodes=self.records.nodes.discard(node)))
         self._service.nodes_changed({node})
 
     @inlineCallbacks
@@ -692,7 +795,7 @@ class NodeFailures(object):
             if not failover_rules.holds(new, application, decision):
                 failovers = failovers.discard(application)
         nodes = records.nodes
-        for node in set(nodes) - set(new.nodes):
+        for node in set(nodes) - set(new.nodes) - set(removed):
             nodes = nodes.discard(node)
         changed = records.set(removed=removed, failovers=failovers,
                               nodes=nodes)
@@ -726,16 +829,6 @@ class NodeFailures(object):
             self.records = records
         d.addCallback(saved)
         return d
-
-
-def _holds_only(state, desired):
-    """
-    Whether the ``NodeState`` ``state`` holds nothing ``desired`` does not
-    give it: no device, mount or application of another dataset.
-    """
-    wanted = set(desired.datasets)
-    return (set(state.devices) <= wanted and set(state.mounts) <= wanted
-            and set(state.running) <= set(desired.applications))
 
 
 def _holds_nothing(state):

@@ -15,11 +15,11 @@ as started before it is tried, a failover before any slice shows it.
 import json
 import os
 
-from pyrsistent import PClass, field, pmap_field
+from pyrsistent import PClass, field, pmap_field, pvector_field
 
 from blockmover.control.errors import StoreError
 from blockmover.files import PRIVATE_FILE, private_directory, write_atomically
-from blockmover.model import optional, optional_record
+from blockmover.model import optional, optional_record, to_data
 
 FORMAT_VERSION = 1
 FILENAME = "failures.json"
@@ -31,6 +31,10 @@ FAILED = "failed"
 
 # Who asked for a fence the service started by itself.
 BY_SERVICE = "control service"
+
+# The ended fence attempts of a node kept, the latest: enough to tell a
+# person what was tried, bounded for a fence device that fails for days.
+HISTORY = 20
 
 
 class FenceAttempt(PClass):
@@ -62,14 +66,38 @@ class Confirmation(PClass):
 class NodeRecord(PClass):
     """
     What is recorded of one node: its last fence, an operator's
-    confirmation that it is down, and ``down_since`` (when it was first
-    proven down by either, None before): nothing moves off a node before
-    it is set. The record goes once the node has come back and holds
-    nothing it should not.
+    confirmation that it is down, ``down_since`` (when it was last proven
+    down by either, None before: nothing moves off a node before it is
+    set) and ``returned_at`` (when it was heard from again after that:
+    the proof no longer holds). The record goes once the node has come
+    back and holds nothing it should not.
     """
     fence = optional_record(FenceAttempt)
     confirmed_down = optional_record(Confirmation)
     down_since = optional(float)
+    returned_at = optional(float)
+    # The fence attempts that ended before ``fence``, oldest first, at
+    # most ``HISTORY``.
+    history = pvector_field(FenceAttempt)
+
+    def with_fence(self, attempt):
+        """
+        This record with ``attempt`` as its fence, the fence it replaces
+        kept in ``history`` if that one had ended (one that had not is the
+        same attempt, now ended).
+        """
+        history = self.history
+        if self.fence is not None and self.fence.finished_at is not None:
+            history = history.append(self.fence)[-HISTORY:]
+        return self.set(fence=attempt, history=history)
+
+    def proven_down(self):
+        """
+        Whether the record proves the node down: a proof, and the node not
+        heard from since.
+        """
+        return self.down_since is not None and (
+            self.returned_at is None or self.returned_at < self.down_since)
 
 
 class FailoverDecision(PClass):
@@ -95,16 +123,7 @@ class FailureRecords(PClass):
 
 
 def _to_data(records):
-    def record(value):
-        return {name: (record(getattr(value, name))
-                       if isinstance(getattr(value, name), PClass)
-                       else getattr(value, name))
-                for name in value._pclass_fields}
-    return {"version": FORMAT_VERSION,
-            "nodes": {n: record(r) for n, r in records.nodes.items()},
-            "failovers": {a: record(d)
-                          for a, d in records.failovers.items()},
-            "removed": dict(records.removed)}
+    return dict(to_data(records), version=FORMAT_VERSION)
 
 
 class FailureStore(object):

@@ -46,6 +46,11 @@ Slices and nodes:
   ``converged`` (on their current slice), ``converging``, ``failing`` (a
   change failing, or trouble), ``unreported`` (no report for
   ``UNREPORTED_AFTER`` seconds, or none since the service started);
+- ``blockmover_node_failures{state}``: the configuration's nodes by
+  failure state (``blockmover.control.failures``): ``live``,
+  ``unresponsive``, ``fencing``, ``fenced``, ``confirmed-down``,
+  ``returning``; ``blockmover_stuck_detaches``: volumes the cloud refuses
+  to detach from a node proven down;
 - ``blockmover_configuration_generation`` and
   ``blockmover_slice_generation``: the configuration's generation and the
   highest slice generation handed out.
@@ -57,6 +62,7 @@ import time
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from blockmover.control.failures import FAILURE_STATES
 from blockmover.control.listing import NODE_REQUEST, START, TIMER
 from blockmover.control.moves import MoveWatch
 from blockmover.metrics import (
@@ -221,6 +227,11 @@ class _ServiceCollector(object):
             "Long polls of agents for their slice held now.",
             value=service.slices.waiting())
         yield self._nodes(now)
+        yield self._failures(now)
+        yield GaugeMetricFamily(
+            "blockmover_stuck_detaches",
+            "Volumes the cloud refuses to detach from a node proven down.",
+            value=len(service.failures.stuck_detaches()))
         yield GaugeMetricFamily(
             "blockmover_configuration_generation",
             "The generation of the configuration the service holds (0: "
@@ -246,6 +257,22 @@ class _ServiceCollector(object):
             "The configuration's nodes by state: converged, converging, "
             "failing, unreported.", labels=("state",))
         for state in NODE_STATES:
+            nodes.add_metric((state,), counts[state])
+        return nodes
+
+    def _failures(self, now):
+        failures = self._service.failures
+        counts = dict.fromkeys(FAILURE_STATES, 0)
+        deployment = self._service.deployment
+        if deployment is not None and failures.records is not None:
+            for node in deployment.nodes:
+                counts[failures.condition(node, now)] += 1
+        nodes = GaugeMetricFamily(
+            "blockmover_node_failures",
+            "The configuration's nodes by failure state: live, "
+            "unresponsive, fencing, fenced, confirmed-down, returning.",
+            labels=("state",))
+        for state in FAILURE_STATES:
             nodes.add_metric((state,), counts[state])
         return nodes
 

@@ -503,7 +503,6 @@ class ControlService(object):
         self.transitions.configured(self.deployment, deployment,
                                     self._reactor.seconds())
         previous, self.deployment = self.deployment, deployment
-        yield self.failures.configured(previous, deployment)
         if not same_backend:
             # The new backend was just listed: that listing seeds the cache.
             self._backend = backend
@@ -511,6 +510,11 @@ class ControlService(object):
                                     CONFIGURATION)
         self._placement = indexed
         self._commit(change)
+        # The nodes it removed, the failovers it ends: saved after, and
+        # not worth refusing the configuration for (a failover it ends
+        # no longer holds whatever the records say).
+        self.failures.configured(previous, deployment).addErrback(
+            write_failure)
         self.metrics.moves.placed(previous, deployment, self.slices.generation,
                                   self._reactor.seconds())
         if same_backend:
@@ -740,8 +744,16 @@ class ControlService(object):
         """
         for node, desired in list(computed.items()):
             release = self.failures.release_of(node, deployment)
+            if self.failures.releasing(node):
+                # Proven down or coming back: nothing wanted, only the
+                # volumes attached to it, to give up.
+                desired = desired.set(
+                    datasets={}, applications={},
+                    volumes={d: v for d, v in desired.volumes.items()
+                             if v.attached_to == desired.backend_id})
             if release:
-                computed[node] = desired.set(release=release)
+                desired = desired.set(release=release)
+            computed[node] = desired
         # The nodes this configuration removes (not yet recorded as
         # removed while it is being saved) and those removed before.
         previous = self.deployment
@@ -830,7 +842,7 @@ class ControlService(object):
         now = self._reactor.seconds()
         self.failures.renew(node, now)
         self._reports[node] = (report, now)
-        self.failures.reported(node, report, self.slices.get(node))
+        self.failures.reported(node, report)
         self.metrics.moves.reported(node, report, now)
         self.transitions.reported(node, old, report, now,
                                   self.deployment.applications)
