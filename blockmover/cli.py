@@ -185,8 +185,13 @@ def _local_status_target(args, status_command):
 
 def _power(args):
     from blockmover.localcluster import power
-    switch = power.power_off if args.switch == "off" else power.power_on
-    switch(os.path.join(_state_dir(args), "cluster.json"), args.node)
+    state_file = os.path.join(_state_dir(args), "cluster.json")
+    if args.switch == "off":
+        power.power_off(state_file, args.node)
+    else:
+        # The emulator names the node's server after the node.
+        power.power_on(state_file, args.node,
+                       by_the_cloud=args.server is not None)
     return 0
 
 
@@ -241,9 +246,10 @@ def _local_cluster_options(cluster, status, demo):
                        help="which way to switch it")
     power.add_argument("node", help="the node's name, such as node1")
     power.add_argument("server", nargs="?", default=None,
-                       help="ignored: what a caller names the node by "
-                       "besides its name (the emulator passes the node's "
-                       "server id, a fence command its address)")
+                       help="what a caller names the node by besides its "
+                       "name: the emulator passes the node's server id (and "
+                       "then on does not start the server through Nova: "
+                       "Nova is starting it), a fence command its address")
     power.set_defaults(run=_local_cluster(_power))
 
     local = status.add_argument_group(

@@ -7,6 +7,10 @@ progress, see ``model.Progress``), text and verdicts out.
 
 from blockmover.identity import dataset_id
 
+# The node failure states (``GET /v1/state``'s ``failure.state``) of a
+# node proven unable to write: fenced, or confirmed down by an operator.
+PROVEN_DOWN = ("fenced", "confirmed-down")
+
 def _of(dataset, step):
     return step.get("dataset_id") == dataset
 
@@ -112,6 +116,11 @@ def pending(deployment, state, slice_generations):
                 for stuck in state.get("stuck_detaches") or []]
     nodes = state.get("nodes", {})
     for node, generation in sorted(slice_generations.items()):
+        failure = (nodes.get(node) or {}).get("failure") or {}
+        if failure.get("state") in PROVEN_DOWN:
+            # Off: it sees nothing until it comes back, and then it
+            # releases what it held.
+            continue
         progress = (nodes.get(node) or {}).get("progress")
         if progress is None:
             if deployment.applications_on(node):

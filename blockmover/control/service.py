@@ -411,11 +411,14 @@ class ControlService(object):
         # the slices are handed out.
         foreseen = (self.deployment, deployment, volumes,
                     backend.allocation_unit,
+                    # A node proven down holds nothing any more, whatever
+                    # it last reported.
                     {node: report.state
                      for node, (report, _) in self._reports.items()
-                     if node in deployment.nodes or (
-                         self.deployment is not None
-                         and node in self.deployment.nodes)},
+                     if not self.failures.is_down(node) and (
+                         node in deployment.nodes or (
+                             self.deployment is not None
+                             and node in self.deployment.nodes))},
                     indexed)
         if dry_run:
             plan = yield self._plan(*foreseen)

@@ -20,6 +20,13 @@ idempotent: ``off`` again after a crash half-way finishes the job.
 On is a machine booting: the link is up again and its agent starts. It
 starts no application: that is the agent's to decide, with the control
 service.
+
+On the emulator a node is also its server: the emulator runs this command
+(with the server's id after the node's name) when the server is stopped
+or started. Powering a node on from the command line starts its server
+through Nova when Nova has it stopped, so that Nova never says SHUTOFF of
+a node that runs (a fence would take that for proof); Nova's start then
+powers the node on here.
 """
 
 import time
@@ -102,12 +109,41 @@ def _kill_everything_inside(node):
                        % (node.name, _ROUNDS))
 
 
-def power_on(state_file, node_name, echo=print, start_services=True):
+def _start_server(current, node, echo):
+    """
+    On the emulator, start ``node``'s server through Nova if Nova has it
+    stopped, and wait until it is ACTIVE: the emulator powers the node on
+    (this module, with the server's id) before it says so. True when it
+    did.
+    """
+    # Late: only the emulator's clusters need openstacksdk.
+    import openstack
+    from blockmover.localcluster.cloud import cloud_name, server_id
+    layout = current.layout
+    connection = openstack.connect(cloud=cloud_name(layout),
+                                   config_files=[layout.clouds_yaml])
+    try:
+        server = connection.compute.get_server(server_id(layout, node))
+        if server.status != "SHUTOFF":
+            return False
+        echo("%s: starting its server %s through Nova" % (node.name,
+                                                           server.id))
+        connection.compute.start_server(server)
+        connection.compute.wait_for_server(server, status="ACTIVE",
+                                           interval=0.5, wait=120)
+        return True
+    finally:
+        connection.close()
+
+
+def power_on(state_file, node_name, echo=print, start_services=True,
+             by_the_cloud=False):
     """
     Power the node ``node_name`` on: its link up, its agent started; safe
     to repeat. A node that was not off has only what is missing started.
     Without ``start_services`` no service is started (for a cluster made
-    without them).
+    without them). ``by_the_cloud``: the emulator asks, as it starts the
+    node's server.
 
     :raise ClusterError: there is no such cluster or node.
     """
@@ -115,6 +151,9 @@ def power_on(state_file, node_name, echo=print, start_services=True):
     # are off, which it asks this module about.
     from blockmover.localcluster.up import start_missing
     current, node = _load(state_file, node_name)
+    if current.layout.backend == "openstack" and not by_the_cloud and \
+            _start_server(current, node, echo):
+        current, node = _load(state_file, node_name)
     run(["ip", "link", "set", "dev", node.veth, "up"])
     echo("%s: link %s up" % (node_name, node.veth))
     if is_off(current, node_name):
