@@ -319,8 +319,10 @@ def test_a_node_removed_while_dead_releases_when_it_returns(failing):
     # Back, it is told to release everything, and MongoDB moves.
     power.power_on(layout.state_file, "node1", echo=failing.echo)
     failing.wait_status(_serving_on("node2"), "MongoDB to serve on node2")
-    failing.wait_status(lambda s: "node1" not in s["nodes"],
-                        "the removed node to be forgotten")
+    # node1 holds none of it any more, and joins again.
+    failing.wait_status(lambda s: "node1" not in s["applications"][APP][
+        "mounted_on"] and "node1" not in s["applications"][APP][
+        "attached_to"], "node1 to hold nothing of MongoDB")
     failing.place("node2")
 
 

@@ -118,10 +118,12 @@ def _start_server(current, node, echo):
     """
     # Late: only the emulator's clusters need openstacksdk.
     import openstack
+    from openstack.config import loader
     from blockmover.localcluster.cloud import cloud_name, server_id
     layout = current.layout
-    connection = openstack.connect(cloud=cloud_name(layout),
-                                   config_files=[layout.clouds_yaml])
+    cloud = loader.OpenStackConfig(
+        config_files=[layout.clouds_yaml]).get_one(cloud=cloud_name(layout))
+    connection = openstack.connection.Connection(config=cloud)
     try:
         server = connection.compute.get_server(server_id(layout, node))
         if server.status != "SHUTOFF":
