@@ -92,6 +92,11 @@ def one_run(bench, source, target, first_id):
     and the acknowledged writes missing on ``target``.
     """
     layout = bench.layout
+    # The node of the run before is back in service: a candidate again.
+    poll(lambda: True if all(
+        ((node.get("failure") or {}).get("state") or "live") == "live"
+        for node in bench.state()["nodes"].values()) else None, 300,
+        "every node to be live", Backoff(initial=0.2, maximum=1.0))
     bench.place(source)
     source_address = layout.node(source).address
     target_address = layout.node(target).address
@@ -99,7 +104,8 @@ def one_run(bench, source, target, first_id):
     old = Writer(source_address, first_id=first_id).start()
     poll(lambda: True if len(old.acknowledged) >= 10 else None, 60,
          "the writer's first acknowledged writes")
-    new = Writer(target_address, first_id=first_id + 10 ** 6, pause=0.02)
+    new = Writer(target_address, first_id=first_id + 10 ** 6, pause=0.02,
+                 timeout=0.5)
     powered_off_at = time.time()
     power.power_off(layout.state_file, source, echo=bench.echo)
     # Measured from the moment the power went, in monotonic time too.

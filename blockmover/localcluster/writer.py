@@ -36,12 +36,14 @@ class Writer(object):
     A thread writing to ``address`` until ``stop``, one document at a
     time, each with the next id from ``first_id``. A write that fails is
     not acknowledged and its id is not used again; the writer keeps trying
-    (after ``pause`` seconds) so that it writes again as soon as a server
-    answers at that address.
+    (after ``pause`` seconds, each try waiting ``timeout`` seconds at most
+    for a server) so that it writes again as soon as a server answers at
+    that address.
     """
 
-    def __init__(self, address, first_id=FIRST_ID, pause=0.05):
+    def __init__(self, address, first_id=FIRST_ID, pause=0.05, timeout=2.0):
         self.address = address
+        self._timeout = timeout
         self.acknowledged = []
         self.failures = 0
         self._next = first_id
@@ -70,7 +72,7 @@ class Writer(object):
         from pymongo.write_concern import WriteConcern
         while not self._stopping.is_set():
             try:
-                with _client(self.address, timeout=2.0) as client:
+                with _client(self.address, timeout=self._timeout) as client:
                     collection = client[DATABASE].get_collection(
                         COLLECTION, write_concern=WriteConcern(w=1, j=True))
                     while not self._stopping.is_set():
