@@ -57,7 +57,14 @@ class Bench(object):
     def __init__(self, layout, log):
         self.layout = layout
         self.log = log
-        self.credentials = trust.operator_credentials(layout)
+        self._credentials = None
+
+    @property
+    def credentials(self):
+        # Issued by the cluster's up.
+        if self._credentials is None:
+            self._credentials = trust.operator_credentials(self.layout)
+        return self._credentials
 
     def echo(self, line):
         self.log.write(line + "\n")
