@@ -16,8 +16,11 @@ node off the same way.
 - (openstack) Nova refusing the detach: nothing moves, the stuck volume is
   reported with its server; once the compute service is back, the
   failover completes.
+- A node removed from cluster.yml while it was away, unfenced: nothing
+  moves until it comes back, is told to release everything, and does.
 - The control service killed in the middle of a failover: restarted, it
   completes it, decided once.
+- A node's certificate cannot ask for a fence.
 
 The safety watcher looks the whole time: the volume mounted, and the
 server running, on at most one node at every moment.
