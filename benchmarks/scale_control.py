@@ -33,21 +33,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from eliot import log_message  # noqa: E402
-from twisted.internet.defer import Deferred, inlineCallbacks  # noqa: E402
-from twisted.internet.endpoints import serverFromString  # noqa: E402
 from twisted.internet.task import react  # noqa: E402
 from zope.interface import implementer  # noqa: E402
 
 from blockmover.backends.interface import IListsChanges  # noqa: E402
 from blockmover.control import main as control_main  # noqa: E402
-from blockmover.control.api import make_site  # noqa: E402
-from blockmover.control.service import ControlService  # noqa: E402
-from blockmover.control.store import FileStore  # noqa: E402
 from blockmover.identity import (  # noqa: E402
     FORMAT_KEY, FORMATTED, dataset_id, volume_metadata,
 )
-from blockmover.logs import start_logging  # noqa: E402
 from blockmover.model import Volume  # noqa: E402
 from blockmover.units import GiB, MiB  # noqa: E402
 
@@ -172,15 +165,11 @@ def parser():
     return p
 
 
-@inlineCallbacks
 def _run(reactor, args, options):
     """
-    ``blockmover.control.main``'s wiring, with the in-memory cloud as the
+    ``blockmover.control.main.run``, with the in-memory cloud as the
     backend every configuration names.
     """
-    start_logging(options.log)
-    control_main.tune_interpreter()
-    authority, wrap = control_main._security(options, reactor)
     cloud = []
 
     def make_backend(name, backend_options, cluster_name):
@@ -189,30 +178,7 @@ def _run(reactor, args, options):
             cloud.append(MemoryCloud(cluster_name, args.fake_nodes,
                                      args.changes, args.listings))
         return cloud[0]
-
-    service = ControlService(
-        FileStore(options.state_dir), reactor,
-        refresh_interval=options.refresh_interval,
-        cluster=authority.cluster if authority is not None else None,
-        make_backend=make_backend, startup_grace=options.startup_grace)
-    service.start()
-    port = yield serverFromString(reactor, options.listen).listen(wrap(
-        make_site(service, reactor, authority,
-                  max_connections=options.max_connections,
-                  polls_per_client=options.max_polls_per_client)))
-    address = port.getHost()
-    log_message(message_type="blockmover:control:listening",
-                host=address.host, port=address.port)
-    sys.stderr.write("blockmover-control listening on %s:%d\n"
-                     % (address.host, address.port))
-    sys.stderr.flush()
-
-    def shutdown():
-        d = port.stopListening()
-        service.stop()
-        return d
-    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
-    yield Deferred()
+    return control_main.run(reactor, options, make_backend=make_backend)
 
 
 def main(argv=None):

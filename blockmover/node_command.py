@@ -9,10 +9,10 @@ import sys
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import react
 
-from blockmover import tls
 from blockmover.client import (
     ControlClient, ControlError, ControlUnreachable, printable_url,
 )
+from blockmover.status_command import add_cluster_arguments
 
 EXIT_DONE = 0
 EXIT_REFUSED = 1
@@ -77,16 +77,7 @@ def add_arguments(parser):
                                  formatter_class=parser.formatter_class)
         sub.add_argument("node", metavar="NODE",
                          help="the node's name in cluster.yml")
-        where = sub.add_argument_group(
-            "cluster", "the control service to ask (without these: the "
-            "local cluster of `blockmover cluster up`)")
-        where.add_argument("--cluster", metavar="cluster.yml",
-                           help="the cluster's cluster.yml: its "
-                           "cluster.control is asked")
-        where.add_argument("--control", metavar="URL",
-                           help="the control service to ask (overrides "
-                           "--cluster's)")
-        tls.add_arguments(sub, "this user")
+        add_cluster_arguments(sub)
 
 
 def said(action, node, failure):

@@ -109,9 +109,11 @@ class LocalFacts(object):
         self.healthy = healthy
 
 
-def add_arguments(parser):
+def add_cluster_arguments(parser):
     """
-    The options of ``blockmover status`` for any cluster.
+    ``--cluster`` and ``--control``, which name the control service to ask
+    (``cluster_target``), and this user's TLS options: for every command
+    that asks a cluster's control service as its operator.
     """
     where = parser.add_argument_group(
         "cluster", "the control service to ask (without these: the local "
@@ -122,6 +124,14 @@ def add_arguments(parser):
     where.add_argument("--control", metavar="URL",
                        help="the control service to ask (overrides "
                        "--cluster's)")
+    tls.add_arguments(parser, "this user")
+
+
+def add_arguments(parser):
+    """
+    The options of ``blockmover status`` for any cluster.
+    """
+    add_cluster_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print JSON for scripts (see below)")
     parser.add_argument("--watch", action="store_true",
@@ -131,7 +141,6 @@ def add_arguments(parser):
                         default=status.DEFAULT_STUCK_AFTER,
                         help="count a change running, or a move waiting, "
                         "this long as stuck (default %(default)s)")
-    tls.add_arguments(parser, "this user")
 
 
 def names_a_cluster(args):

@@ -220,7 +220,13 @@ def tune_interpreter():
 
 
 @inlineCallbacks
-def _run(reactor, options):
+def run(reactor, options, make_backend=None):
+    """
+    The control service as ``options`` (this module's ``parser``) say,
+    until the reactor stops. ``make_backend`` replaces how the service
+    makes its backend (``ControlService``'s), for a benchmark's in-memory
+    cloud.
+    """
     start_logging(options.log)
     tune_interpreter()
     if options.listen.split(":", 1)[0] != "tcp":
@@ -243,7 +249,7 @@ def _run(reactor, options):
         FileStore(options.state_dir), reactor,
         refresh_interval=options.refresh_interval,
         cluster=authority.cluster if authority is not None else None,
-        startup_grace=options.startup_grace)
+        startup_grace=options.startup_grace, make_backend=make_backend)
     try:
         service.start()
     except StoreError as e:
@@ -281,7 +287,7 @@ def _run(reactor, options):
 
 def main(argv=None):
     options = parser().parse_args(argv)
-    react(_run, (options,))
+    react(run, (options,))
 
 
 if __name__ == "__main__":
