@@ -41,6 +41,10 @@ class NodeContext(PClass):
     backend = field(mandatory=True)
     runtime = field(mandatory=True)
     device_deadline = field(type=float, mandatory=True, initial=120.0)
+    # Pushes between sites: what this node knows of them
+    # (``agents.pushing.PushRegistry``) and the TLS files it pushes with.
+    pushes = field(initial=None)
+    push_files = field(initial=None)
 
 
 class DeviceMissing(Exception):
@@ -52,6 +56,13 @@ class DeviceMissing(Exception):
         Exception.__init__(
             self, "volume %s has no block device on this node; attach it "
             "here first" % (volume_id,))
+
+
+class IncomingVolume(Exception):
+    """
+    The dataset's volume in this site is being pushed into: it holds no
+    data anyone may use yet.
+    """
 
 
 class VolumeNotMounted(Exception):
@@ -132,6 +143,14 @@ class CreateVolume(Change):
                 self.dataset_id, self.size,
                 identity.volume_metadata(context.cluster_name,
                                          self.application))
+            if identity.is_incoming(volume):
+                # This site's volume of the dataset is being pushed into
+                # from another: it is not the dataset's data yet.
+                raise IncomingVolume(
+                    "volume %s of dataset %s is being pushed into (push %s) "
+                    "and holds no data to use yet"
+                    % (volume.volume_id, self.dataset_id,
+                       volume.metadata.get(identity.PUSH_ID_KEY)))
             action.add_success_fields(volume_id=volume.volume_id)
             return volume
 

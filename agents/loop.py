@@ -205,6 +205,8 @@ class ConvergenceLoop(object):
         parameters so that tests can drive the loop.
     :param metrics: the ``agents.metrics.AgentMetrics`` to count in (new
         ones of its own by default).
+    :param on_slice: called with each slice taken (on the reactor), before
+        anything is done with it.
     """
 
     def __init__(self, reactor, client, context, threadpool, node=None,
@@ -213,7 +215,7 @@ class ConvergenceLoop(object):
                                          maximum=30.0),
                  poll_timeout=30.0, observe=None, dataset_plan=None,
                  dataset_waiting=None, datasets=None, clock=time.time,
-                 metrics=None):
+                 metrics=None, on_slice=None):
         # Late imports: the planner and the look at the node pull in the
         # filesystem tools, which tests of the loop replace.
         if observe is None:
@@ -236,6 +238,7 @@ class ConvergenceLoop(object):
         self._dataset_waiting = dataset_waiting
         self._datasets = datasets
         self._clock = clock
+        self._on_slice = on_slice
         self.metrics = metrics if metrics is not None else AgentMetrics()
         self.metrics.watch(self)
         self._reporter = Reporter(
@@ -425,6 +428,12 @@ class ConvergenceLoop(object):
                     node=self._node, generation=desired.generation,
                     release=list(desired.release))
         previous, self._desired = self._desired, desired
+        if self._on_slice is not None:
+            try:
+                self._on_slice(desired)
+            except Exception as e:
+                write_failure_of(e)
+                self._trouble = "cannot take the slice's pushes: %s" % (e,)
         if desired.task_id is not None and desired.task_id != self._task_id:
             self._end_task()
             self._task = Action.continue_task(
@@ -558,13 +567,34 @@ class ConvergenceLoop(object):
         """
         state = self._state
         devices, mounts = state.devices, state.mounts
+        incoming = state.incoming
         devices = (devices.set(dataset, seen.devices[dataset])
                    if dataset in seen.devices else devices.discard(dataset))
         mounts = (mounts.set(dataset, seen.mounts[dataset])
                   if dataset in seen.mounts else mounts.discard(dataset))
+        incoming = (incoming.set(dataset, seen.incoming[dataset])
+                    if dataset in seen.incoming
+                    else incoming.discard(dataset))
         self._state = state.set(devices=devices, mounts=mounts,
-                                running=seen.running)
+                                incoming=incoming, running=seen.running,
+                                pushes=seen.pushes)
         return self._state
+
+    def current(self):
+        """
+        ``(desired, state)``: the slice held and the node as last seen
+        (either None before the first). Values: any thread may read them.
+        """
+        return self._desired, self._state
+
+    def pushes_progressed(self, pushes):
+        """
+        ``pushes`` (``{dataset: PushProgress}``) changed while a round
+        runs: report them. On the reactor.
+        """
+        if self._state is not None and self._state.pushes != pushes:
+            self._state = self._state.set(pushes=pushes)
+            self._report()
 
     @inlineCallbacks
     def _work(self, worker):
@@ -794,13 +824,17 @@ def _named(desired):
     The datasets ``desired`` names: wanted here, listed here, or of an
     application wanted here.
     """
-    return set(desired.datasets) | set(desired.volumes) | {
+    return set(desired.datasets) | set(desired.volumes) | set(
+        desired.incoming) | set(desired.outgoing) | {
         dataset_id(desired.cluster_name, name)
         for name in desired.applications}
 
 
 def _volume_id(desired, dataset):
     volume = desired.volumes.get(dataset)
+    incoming = desired.incoming.get(dataset)
+    if incoming is not None:
+        volume = incoming.volume
     return volume.volume_id if volume is not None else None
 
 
@@ -814,7 +848,8 @@ def _parts(desired):
 
     def part(dataset):
         return (desired.datasets.get(dataset), desired.volumes.get(dataset),
-                applications.get(dataset))
+                applications.get(dataset), desired.incoming.get(dataset),
+                desired.outgoing.get(dataset))
     return part
 
 

@@ -15,6 +15,7 @@ from agents.changes import NodeContext
 from agents.identity import NodeIdentity, check_slice
 from agents.loop import AgentThreadPool, ConvergenceLoop
 from agents.metrics import AgentMetrics, serve as serve_metrics
+from agents.pushing import PushRegistry, Receiving
 from agents.runtime import ProcessRuntime
 from blockmover import tls
 from blockmover.backends import make_backend
@@ -66,9 +67,11 @@ class ContextFactory(object):
     """
 
     def __init__(self, config, runtime, backend_factory=make_backend,
-                 backend_calls=None):
+                 backend_calls=None, pushes=None, push_files=None):
         self._config = config
         self._runtime = runtime
+        self._pushes = pushes
+        self._push_files = push_files
         self._backend_factory = backend_factory
         self._backend_calls = backend_calls
         self._lock = threading.Lock()
@@ -109,7 +112,9 @@ class ContextFactory(object):
             return NodeContext(node=self._config.node,
                                backend_id=desired.backend_id,
                                cluster_name=desired.cluster_name,
-                               backend=self._backend, runtime=self._runtime)
+                               backend=self._backend, runtime=self._runtime,
+                               pushes=self._pushes,
+                               push_files=self._push_files)
 
     def identity(self):
         """
@@ -221,12 +226,24 @@ def run_agent(reactor, config, credentials):
     threadpool.start()
     runtime = ProcessRuntime(config.state_dir)
     client = ControlClient(config.control, reactor, credentials=credentials)
+    pushes = PushRegistry()
+    loop = None
+
+    def current():
+        return loop.current()
+    receiving = Receiving(credentials.files, credentials.cluster, current,
+                          pushes)
     loop = ConvergenceLoop(
         reactor, client,
         ContextFactory(config, runtime,
                        backend_factory(config, client, reactor),
-                       backend_calls=metrics.backend_calls),
-        threadpool, node=config.node, metrics=metrics)
+                       backend_calls=metrics.backend_calls, pushes=pushes,
+                       push_files=credentials.files),
+        threadpool, node=config.node, metrics=metrics,
+        on_slice=receiving.slice_changed)
+    pushes.on_progress = lambda: reactor.callFromThread(
+        lambda: loop.pushes_progressed(pushes.snapshot()))
+    reactor.addSystemEventTrigger("before", "shutdown", receiving.stop)
     log_message(message_type="blockmover:agent:start", node=config.node,
                 cluster=config.cluster,
                 control=printable_url(config.control),

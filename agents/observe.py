@@ -99,11 +99,25 @@ def observe(context, desired, datasets=None, known=()):
         if mountpoint is not None:
             mounted[dataset_id] = Mount(dataset_id=dataset_id, device=path,
                                         mountpoint=mountpoint)
+    incoming = {}
+    for dataset_id, push in desired.incoming.items():
+        if push.volume is None or (datasets is not None
+                                   and dataset_id not in datasets):
+            continue
+        path = context.backend.get_device_path(push.volume.volume_id)
+        if path is not None:
+            # Never probed for a filesystem: what it holds is not data yet.
+            incoming[dataset_id] = Device(
+                volume_id=push.volume.volume_id, dataset_id=dataset_id,
+                path=path, size=device_size(path))
     known = {device_number(path)
-             for path in list(known) + [d.path for d in devices.values()]}
+             for path in list(known) + [d.path for d in devices.values()]
+             + [d.path for d in incoming.values()]}
     looked_at = desired.volumes if datasets is None else datasets
     mounted.update(stray_mounts(
-        [d for d in looked_at if d not in mounted], mounts, known))
+        [d for d in looked_at if d not in mounted and d not in incoming],
+        mounts, known))
+    pushes = context.pushes.snapshot() if context.pushes is not None else {}
     return NodeState(node=context.node, backend_id=context.backend_id,
-                     devices=devices, mounts=mounted,
-                     running=context.runtime.running())
+                     devices=devices, mounts=mounted, incoming=incoming,
+                     pushes=pushes, running=context.runtime.running())

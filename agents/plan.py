@@ -37,8 +37,11 @@ from agents.changes import (
     GrowVolume, MakeFilesystem, MountFilesystem, StartApplication,
     StopApplication, UnmountFilesystem,
 )
-from blockmover.identity import FORMAT_KEY, NEW, dataset_id, stamped
-from blockmover.model import Waiting
+from agents.pushing import CreateIncoming, MarkIncoming, PushFinal, PushRound
+from blockmover.identity import (
+    FORMAT_KEY, NEW, PUSH_ID_KEY, dataset_id, is_incoming, stamped,
+)
+from blockmover.model import PUSH_FAILED, PUSH_VERIFIED, Waiting
 from blockmover.units import MiB
 
 # A filesystem may leave a little of its device unused (ext4 drops a last
@@ -362,7 +365,8 @@ def views(desired, observed):
     id.
     """
     ids = (set(desired.datasets) | set(desired.volumes)
-           | set(observed.devices) | set(observed.mounts))
+           | set(observed.devices) | set(observed.mounts)) - set(
+               desired.incoming)
     return [_view(desired, observed, d) for d in sorted(ids)]
 
 
@@ -398,7 +402,9 @@ def datasets(desired, observed):
     """
     names = set(desired.applications) | set(observed.running)
     return sorted({view.dataset_id for view in views(desired, observed)}
-                  | {dataset_id(desired.cluster_name, name) for name in names})
+                  | {dataset_id(desired.cluster_name, name) for name in names}
+                  | set(desired.incoming) | set(desired.outgoing)
+                  | set(observed.incoming))
 
 
 def application_of(desired, observed, dataset):
@@ -457,6 +463,20 @@ def dataset_plan(desired, observed, dataset):
     plans again from a fresh look at the dataset; every change is
     idempotent.
     """
+    incoming = desired.incoming.get(dataset)
+    if incoming is not None:
+        return _receive(incoming, observed.incoming.get(dataset),
+                        observed.backend_id)
+    outgoing = desired.outgoing.get(dataset)
+    if outgoing is not None and outgoing.final:
+        return _last_round(desired, observed, dataset, outgoing)
+    changes = _converge(desired, observed, dataset)
+    if outgoing is not None and not changes:
+        return _next_round(observed, dataset, outgoing)
+    return changes
+
+
+def _converge(desired, observed, dataset):
     moves = volume_moves(desired, observed, dataset)
     name = application_of(desired, observed, dataset)
     running = name is not None and name in observed.running
@@ -475,6 +495,94 @@ def dataset_plan(desired, observed, dataset):
            if start else [])
         + ([AwaitReady(dataset_id=dataset, application=app)]
            if ready else []))
+
+
+# --- pushes between sites ---------------------------------------------------
+
+def _receive(incoming, device, backend_id):
+    """
+    The target's side of a push: the volume pushed into made (or the one
+    this site keeps marked), attached here and grown to the push's size;
+    never formatted, never mounted.
+    """
+    volume = incoming.volume
+    dataset = incoming.dataset_id
+    if volume is None:
+        return pvector([CreateIncoming(
+            dataset_id=dataset, application=incoming.application,
+            size=incoming.size, push_id=incoming.push_id,
+            generation=incoming.generation)])
+    changes = []
+    if not (is_incoming(volume)
+            and volume.metadata.get(PUSH_ID_KEY) == incoming.push_id):
+        changes.append(MarkIncoming(
+            dataset_id=dataset, volume_id=volume.volume_id,
+            push_id=incoming.push_id, generation=incoming.generation))
+    if volume.attached_to not in (None, backend_id):
+        # Held by the node of this site that last had it: it gives it up.
+        return pvector(changes)
+    if device is None:
+        changes.append(AttachVolume(dataset_id=dataset,
+                                    volume_id=volume.volume_id))
+    elif device.size < incoming.size:
+        changes.append(GrowVolume(dataset_id=dataset,
+                                  volume_id=volume.volume_id,
+                                  size=incoming.size))
+    return pvector(changes)
+
+
+def _pushing(observed, dataset, outgoing):
+    """
+    Whether ``outgoing`` can push from here now: its target's volume is
+    ready and this node holds the source's device.
+    """
+    device = observed.devices.get(dataset)
+    return (outgoing.target_volume is not None and device is not None
+            and device.volume_id == outgoing.source_volume)
+
+
+def _progress(observed, dataset, outgoing):
+    push = observed.pushes.get(dataset)
+    if push is None or push.push_id != outgoing.push_id:
+        return None
+    return push
+
+
+def _next_round(observed, dataset, outgoing):
+    """
+    A round of a push while the application runs, until the rounds have
+    settled (or the push was given up).
+    """
+    push = _progress(observed, dataset, outgoing)
+    if not _pushing(observed, dataset, outgoing) or dataset not in \
+            observed.mounts or (push is not None and (
+                push.settled or push.phase == PUSH_FAILED)):
+        return pvector()
+    return pvector([PushRound(dataset_id=dataset, outgoing=outgoing,
+                              device=observed.devices[dataset].path)])
+
+
+def _last_round(desired, observed, dataset, outgoing):
+    """
+    The end of a push at the source: the application stopped, the
+    filesystem unmounted, the volume kept attached, the last round pushed
+    and both sides' digests compared.
+    """
+    changes = []
+    if outgoing.application in observed.running:
+        changes.append(StopApplication(dataset_id=dataset,
+                                       name=outgoing.application))
+    mount = observed.mounts.get(dataset)
+    if mount is not None:
+        changes.append(UnmountFilesystem(dataset_id=dataset,
+                                         mountpoint=mount.mountpoint))
+    push = _progress(observed, dataset, outgoing)
+    if _pushing(observed, dataset, outgoing) and not (
+            push is not None and push.phase in (PUSH_VERIFIED,
+                                                PUSH_FAILED)):
+        changes.append(PushFinal(dataset_id=dataset, outgoing=outgoing,
+                                 device=observed.devices[dataset].path))
+    return pvector(changes)
 
 
 # The order of a move, for laying out a whole node's plan.

@@ -42,6 +42,7 @@ examples:
   blockmover cluster down
   blockmover demo                     # up, move MongoDB node1 -> node2, down
   blockmover cluster up --backend openstack --attach-latency 5
+  blockmover cluster up --nodes 4 --sites east,west
 
 A local cluster makes its own CA in its state directory and talks mutual
 TLS like any cluster: the control service, each agent and the operator
@@ -108,8 +109,23 @@ def _up(args):
     up(make_layout(args.name, args.nodes, args.subnet, _state_dir(args),
                    args.port, backend=args.backend,
                    attach_latency=args.attach_latency,
-                   detach_latency=args.detach_latency))
+                   detach_latency=args.detach_latency,
+                   sites=parse_sites(args.sites, args.backend)))
     return 0
+
+
+def parse_sites(text, backend):
+    """
+    ``[(site, backend)]`` of ``--sites`` (None: no sites), each site's
+    backend ``backend`` unless it says ``SITE=BACKEND``.
+    """
+    if not text:
+        return []
+    sites = []
+    for part in text.split(","):
+        name, _, site_backend = part.strip().partition("=")
+        sites.append((name, site_backend or backend))
+    return sites
 
 
 def _down(args):
@@ -223,6 +239,13 @@ def _local_cluster_options(cluster, status, demo):
                     help="the control service's port (default "
                     "%(default)s)")
     _backend(up, layout)
+    up.add_argument("--sites", default=None, metavar="SITE[=BACKEND],...",
+                    help="put the nodes in several sites, node k in the "
+                    "k-th site round the list, each on its own backend "
+                    "(--backend's unless the site says: a loopback root "
+                    "of its own, or a region of the emulated cloud named "
+                    "after the site), such as east,west or "
+                    "east=loopback,west=openstack")
     up.set_defaults(run=_local_cluster(_up))
     down = actions.add_parser(
         "down", help="remove everything the cluster made: processes, "

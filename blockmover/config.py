@@ -17,7 +17,8 @@ from blockmover.model import (
     DEFAULT_FENCE_DEADLINE, DEFAULT_FENCE_RETRIES, DEFAULT_LEASE,
     DEFAULT_READY_DEADLINE, FENCE_BACKEND, FENCE_COMMAND, FENCE_METHODS,
     FENCE_NONE, Application, BackendConfig, Deployment, Failover, Fencing,
-    FILESYSTEMS, Limits, Node, Port, ReadyCheck, VolumeSpec, optional,
+    FILESYSTEMS, Limits, Node, Port, Push, ReadyCheck, SINGLE_SITE,
+    VolumeSpec, optional,
 )
 from blockmover.units import GiB
 from blockmover.yamlsource import ConfigError, Source, join
@@ -42,8 +43,11 @@ _APPLICATION_KEYS = ("command", "image", "ports", "environment",
                      "failover") + _FLOCKER_IGNORED
 _READY_KEYS = ("tcp", "command", "deadline")
 _FAILOVER_KEYS = ("to", "automatic")
-_CLUSTER_KEYS = ("name", "control", "backend", "mountpoints_under",
-                 "allow_loader_environment", "lease", "fencing")
+_CLUSTER_KEYS = ("name", "control", "backend", "sites", "push",
+                 "mountpoints_under", "allow_loader_environment", "lease",
+                 "fencing")
+_SITE_KEYS = ("backend",)
+_PUSH_KEYS = ("bandwidth", "port")
 _FENCING_KEYS = ("method", "command", "deadline", "retries")
 # The backends that can power a node off (``IFencesNodes``), for
 # ``fencing: {method: backend}``.
@@ -68,7 +72,7 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
     app_src = _APP_YML.source(app_text, app_path)
     cluster = _read_cluster(cluster_src)
     applications = _APP_YML.applications(app_src)
-    nodes = _read_nodes(cluster_src)
+    nodes = _read_nodes(cluster_src, cluster["sites"])
     placement = _read_placement(cluster_src, nodes, applications, app_path)
     _check_mountpoints(app_src, placement, applications)
     _check_places(app_src, cluster, applications)
@@ -79,7 +83,8 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
                       control_url=cluster["control"],
                       backend=cluster["backend"], nodes=nodes,
                       applications=applications, placement=placement,
-                      lease=cluster["lease"], fencing=cluster["fencing"])
+                      lease=cluster["lease"], fencing=cluster["fencing"],
+                      sites=cluster["sites"], push=cluster["push"])
 
 
 class _LastRead(object):
@@ -171,9 +176,22 @@ def _read_cluster(src):
                                            "deployment"), ("cluster", "nodes"))
     cluster = configfields.mapping(src, "cluster", data["cluster"],
                                    _CLUSTER_KEYS, ("name", "control"))
-    backend = _read_backend(src, "cluster.backend", cluster.get("backend"),
-                            limits=True)
-    backend_name = backend.name
+    sites = _read_sites(src, "cluster.sites", cluster.get("sites"))
+    if sites and cluster.get("backend") is not None:
+        raise src.error("cluster.backend", "a cluster with sites names each "
+                        "site's backend under cluster.sites; remove "
+                        "cluster.backend")
+    if sites:
+        backend = sites[sorted(sites)[0]]
+    else:
+        backend = _read_backend(src, "cluster.backend",
+                                cluster.get("backend"), limits=True)
+    backend_names = {b.name for b in (sites or {None: backend}).values()}
+    fencing = None
+    for name in sorted(backend_names):
+        # Fencing must work in every site: checked against each backend.
+        fencing = _read_fencing(src, "cluster.fencing",
+                                cluster.get("fencing"), name)
     return {
         "name": configfields.name(src, "cluster.name", cluster["name"],
                                   "cluster"),
@@ -189,9 +207,63 @@ def _read_cluster(src):
         "lease": configfields.seconds(
             src, "cluster.lease", cluster.get("lease", DEFAULT_LEASE),
             *_LEASE_BOUNDS, example="20"),
-        "fencing": _read_fencing(src, "cluster.fencing",
-                                 cluster.get("fencing"), backend_name),
+        "fencing": fencing,
+        "sites": sites,
+        "push": _read_push(src, "cluster.push", cluster.get("push")),
     }
+
+
+def _read_sites(src, key, value):
+    """
+    ``{site: BackendConfig}`` of ``cluster.sites`` (empty when absent):
+    each site names its own backend, with its own limits.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise src.error(key, "must map each site's name to its backend, "
+                        "such as '{east: {backend: {name: loopback, root: "
+                        "/var/lib/blockmover/east}}}', or be left out for "
+                        "one site of cluster.backend")
+    sites = {}
+    seen = {}
+    for name, site in value.items():
+        site_key = join(key, name)
+        configfields.name(src, site_key, name, "site")
+        site = configfields.mapping(src, site_key, site, _SITE_KEYS,
+                                    ("backend",))
+        backend = _read_backend(src, join(site_key, "backend"),
+                                site["backend"], limits=True)
+        where = (backend.name, tuple(sorted(
+            (k, v) for k, v in backend.options.items()
+            if k in ("root", "cloud", "region"))))
+        if where in seen:
+            raise src.error(join(site_key, "backend"), "sites %s and %s "
+                            "name the same backend; each site is a backend "
+                            "of its own (another root, cloud or region)"
+                            % (seen[where], name))
+        seen[where] = name
+        sites[name] = backend
+    return sites
+
+
+def _read_push(src, key, value):
+    """
+    ``cluster.push``: ``bandwidth`` (bytes a second one push may send,
+    such as 100M) and ``port`` (where agents receive pushes).
+    """
+    if value is None:
+        return Push()
+    value = configfields.mapping(src, key, value, _PUSH_KEYS, empty_ok=True)
+    push = {}
+    if value.get("bandwidth") is not None:
+        push["bandwidth"] = configfields.size(src, join(key, "bandwidth"),
+                                              value["bandwidth"])
+    if value.get("port") is not None:
+        push["port"] = configfields.integer(src, join(key, "port"),
+                                            value["port"], high=65535,
+                                            example="4524")
+    return Push(**push)
 
 
 def is_fence_command(path):
@@ -315,7 +387,7 @@ def _read_limits(src, key, value):
     return Limits(**limits)
 
 
-def _read_nodes(src):
+def _read_nodes(src, sites):
     nodes = src.data["nodes"]
     if nodes is not None and not isinstance(nodes, dict):
         raise src.error("nodes", "must map each node's name to its address, "
@@ -329,9 +401,11 @@ def _read_nodes(src):
         key = join("nodes", name)
         configfields.name(src, key, name, "node")
         value = configfields.mapping(src, key, value,
-                                     ("address", "instance_id"),
+                                     ("address", "instance_id", "site"),
                                      ("address",))
-        node = Node(name=name,
+        site = _read_node_site(src, join(key, "site"), value.get("site"),
+                               sites)
+        node = Node(name=name, site=site,
                     address=configfields.string(src, join(key, "address"),
                                                 value["address"],
                                                 "an address"),
@@ -339,7 +413,8 @@ def _read_nodes(src):
                     else configfields.string(src, join(key, "instance_id"),
                                              value["instance_id"],
                                              "a backend instance id"))
-        # The backend knows a node only by this id: two nodes cannot share it.
+        # The backend knows a node only by this id: two nodes cannot share
+        # it (not even in two sites: a volume's holder is told by it).
         if node.backend_id in owners:
             raise src.error(key, "node %s has the same backend id %r as node "
                             "%s; give each node its own instance_id"
@@ -347,6 +422,28 @@ def _read_nodes(src):
         owners[node.backend_id] = name
         result[name] = node
     return result
+
+
+def _read_node_site(src, key, value, sites):
+    """
+    The site a node belongs to: one of ``cluster.sites``, required when
+    there are sites; the one site otherwise.
+    """
+    if not sites:
+        if value is not None:
+            raise src.error(key, "cluster.yml names no cluster.sites; name "
+                            "the sites there, each with its backend, or "
+                            "remove the node's site")
+        return SINGLE_SITE
+    if value is None:
+        raise src.error(key.rsplit(".", 1)[0], "says no site; give it one "
+                        "of %s, such as 'site: %s'"
+                        % (", ".join(sorted(sites)), sorted(sites)[0]))
+    value = configfields.string(src, key, value, "a site")
+    if value not in sites:
+        raise src.error(key, "unknown site %r; use one of %s"
+                        % (value, ", ".join(sorted(sites))))
+    return value
 
 
 def _read_placement(src, nodes, applications, app_path):
@@ -601,10 +698,11 @@ def _check_places(app_src, cluster, applications):
     Every volume is mounted where the cluster allows: not on its loopback
     backend's own directory, and inside ``mountpoints_under`` if set.
     """
-    backend = cluster["backend"]
-    protected = ()
-    if backend.name == "loopback" and "root" in backend.options:
-        protected = (backend.options["root"],)
+    protected = tuple(
+        backend.options["root"]
+        for backend in (cluster["sites"] or {None: cluster["backend"]})
+        .values()
+        if backend.name == "loopback" and "root" in backend.options)
     allowed = cluster["mountpoints_under"]
     for app in sorted(applications):
         volume = applications[app].volume

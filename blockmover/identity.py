@@ -18,6 +18,35 @@ NAME_KEY = "blockmover-name"
 FORMAT_KEY = "blockmover-format"
 NEW = "new"
 FORMATTED = "formatted"
+# A volume pushed into from another site is marked incoming (with the
+# push's id) until both sides' digests matched: never data before. Its
+# generation, one more than the volume pushed from, makes it the
+# dataset's volume once the mark says complete.
+PUSH_KEY = "blockmover-push"
+PUSH_ID_KEY = "blockmover-push-id"
+INCOMING = "incoming"
+COMPLETE = "complete"
+GENERATION_KEY = "blockmover-generation"
+
+
+def is_incoming(volume):
+    """
+    Whether ``volume`` (a ``model.Volume``) is being pushed into: it holds
+    no data anyone may use yet.
+    """
+    return volume.metadata.get(PUSH_KEY) == INCOMING
+
+
+def generation(volume):
+    """
+    The generation of ``volume``'s data: 0 for a volume never pushed into,
+    one more with every push. Of a dataset's volumes not incoming, the one
+    of the highest generation is the dataset's; the others are kept copies.
+    """
+    try:
+        return int(volume.metadata.get(GENERATION_KEY, "0"))
+    except ValueError:
+        return 0
 
 
 def dataset_id(cluster_name, application_name):

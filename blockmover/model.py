@@ -217,14 +217,34 @@ class Fencing(PClass):
         return "Fencing(method=%r)" % (self.method,)
 
 
+# The site of a cluster whose cluster.yml names one ``backend`` and no
+# ``sites``.
+SINGLE_SITE = "main"
+
+# Where an agent listens for the blocks another node's agent pushes to it.
+DEFAULT_PUSH_PORT = 4524
+
+
+class Push(PClass):
+    """
+    How volumes are pushed between sites (``cluster.yml``'s
+    ``cluster.push``): the most bytes a second one push may send (None: as
+    fast as it goes), and the port agents receive pushes on.
+    """
+    bandwidth = optional(int)
+    port = field(type=int, mandatory=True, initial=DEFAULT_PUSH_PORT)
+
+
 class Node(PClass):
     """
     A machine of the cluster. ``instance_id`` is how the backend names it
-    (a Nova server id); when unset the node's name is used.
+    (a Nova server id); when unset the node's name is used. ``site`` is
+    the site whose backend holds its volumes.
     """
     name = field(type=str, mandatory=True)
     address = field(type=str, mandatory=True)
     instance_id = optional(str)
+    site = field(type=str, mandatory=True, initial=SINGLE_SITE)
 
     @property
     def backend_id(self):
@@ -247,6 +267,11 @@ class Deployment(PClass):
     lease = field(type=float, mandatory=True, initial=DEFAULT_LEASE,
                   invariant=_positive("lease"))
     fencing = field(type=Fencing, mandatory=True, initial=Fencing())
+    # Site name -> its backend, when cluster.yml names ``sites``; empty
+    # for the one site (``SINGLE_SITE``) of ``backend``, which is then
+    # also the first site's backend.
+    sites = pmap_field(str, BackendConfig)
+    push = field(type=Push, mandatory=True, initial=Push())
 
     def __invariant__(self):
         for app, node in self.placement.items():
@@ -259,6 +284,37 @@ class Deployment(PClass):
 
     def applications_on(self, node):
         return sorted(a for a, n in self.placement.items() if n == node)
+
+    def site_backends(self):
+        """
+        ``{site name: BackendConfig}`` of every site.
+        """
+        if self.sites:
+            return dict(self.sites)
+        return {SINGLE_SITE: self.backend}
+
+    def backends_described(self):
+        """
+        The backends for a person: "the loopback backend", or "the backends
+        of sites east (loopback), west (openstack)".
+        """
+        if not self.sites:
+            return "the %s backend" % (self.backend.name,)
+        return "the backends of sites %s" % (", ".join(
+            "%s (%s)" % (site, backend.name)
+            for site, backend in sorted(self.sites.items())),)
+
+    def site_of(self, node):
+        """
+        The name of the site of the node named ``node``.
+        """
+        return self.nodes[node].site
+
+    def backend_of(self, node):
+        """
+        The ``BackendConfig`` of the site of the node named ``node``.
+        """
+        return self.site_backends()[self.site_of(node)]
 
     def node_by_backend_id(self, backend_id):
         for node in self.nodes.values():
@@ -279,6 +335,9 @@ class Volume(PClass):
     size = field(type=int, mandatory=True)
     attached_to = optional(str)
     metadata = pmap_field(str, str)
+    # The site whose backend holds it (the control service says; a
+    # backend itself knows of no other site).
+    site = field(type=str, mandatory=True, initial=SINGLE_SITE)
 
 
 # --- desired state of one node -------------------------------------------
@@ -292,6 +351,50 @@ class DesiredDataset(PClass):
     size = field(type=int, mandatory=True)
     filesystem = field(type=str, mandatory=True)
     mountpoint = field(type=str, mandatory=True)
+
+
+class IncomingPush(PClass):
+    """
+    A dataset whose blocks another node pushes into a volume of this
+    node's site, for the target node's slice: the volume to receive them
+    is made (or the one of the dataset this site keeps is taken), marked
+    incoming with ``push_id`` and ``generation``, attached here and grown
+    to ``size``, and never mounted; ``source_node`` alone may push into
+    it. ``volume`` is that volume as listed, once it is.
+    """
+    push_id = field(type=str, mandatory=True)
+    dataset_id = field(type=str, mandatory=True)
+    application = field(type=str, mandatory=True)
+    size = field(type=int, mandatory=True)
+    generation = field(type=int, mandatory=True)
+    source_node = field(type=str, mandatory=True)
+    volume = optional_record(Volume)
+    # Where this node's agent receives pushes.
+    port = field(type=int, mandatory=True, initial=DEFAULT_PUSH_PORT)
+
+
+class OutgoingPush(PClass):
+    """
+    A dataset this node pushes to ``target_node`` (at ``target_address``,
+    ``port``), for the source node's slice: while ``final`` is False its
+    application runs on and rounds are pushed until what changes between
+    two of them stops shrinking; once ``final``, the application is
+    stopped and its filesystem unmounted, its volume stays attached, a
+    last round is pushed and both sides' digests compared.
+    ``target_volume`` is the volume receiving, once it is attached to the
+    target (None until then).
+    """
+    push_id = field(type=str, mandatory=True)
+    dataset_id = field(type=str, mandatory=True)
+    application = field(type=str, mandatory=True)
+    source_volume = field(type=str, mandatory=True)
+    target_node = field(type=str, mandatory=True)
+    target_address = field(type=str, mandatory=True)
+    port = field(type=int, mandatory=True)
+    target_volume = optional(str)
+    size = field(type=int, mandatory=True)
+    final = field(type=bool, mandatory=True, initial=False)
+    bandwidth = optional(int)
 
 
 class NodeDesired(PClass):
@@ -320,6 +423,9 @@ class NodeDesired(PClass):
     # longer in the configuration. Said explicitly so that a node coming
     # back knows why its slice lost them.
     release = pvector_field(str)
+    # Pushes between sites this node takes part in, by dataset id.
+    incoming = pmap_field(str, IncomingPush)
+    outgoing = pmap_field(str, OutgoingPush)
     # The eliot task of the deploy that last changed this slice, for this
     # node alone; the agent makes its changes inside it, so one move reads
     # as one tree across the CLI, the control service and the agents.
@@ -361,6 +467,39 @@ class RunningApplication(PClass):
     ready = field(type=bool, mandatory=True, initial=False)
 
 
+# The phases of one side of a push (``PushProgress.phase``).
+PUSH_WAITING = "waiting"     # for the target's volume, or to start
+PUSH_LIVE = "live"           # rounds while the application runs
+PUSH_FINAL = "final"         # the last round, the application stopped
+PUSH_VERIFIED = "verified"   # both digests taken and equal
+PUSH_FAILED = "failed"       # given up: the application runs at the source
+PUSH_RECEIVING = "receiving"  # the target's side
+
+
+class PushProgress(PClass):
+    """
+    How far one push is, as one of its two nodes sees it: ``round`` (1 is
+    the first, whole one), bytes sent and left to look at in the current
+    round, the last round's rate (bytes a second), the outage a last
+    round would take at that rate (``estimated_downtime``, seconds),
+    ``settled`` once rounds stopped shrinking, the digests of the whole
+    device once taken, and the error that made it fail.
+    """
+    push_id = field(type=str, mandatory=True)
+    dataset_id = field(type=str, mandatory=True)
+    phase = field(type=str, mandatory=True)
+    round = field(type=int, mandatory=True, initial=0)
+    bytes_sent = field(type=int, mandatory=True, initial=0)
+    bytes_left = field(type=int, mandatory=True, initial=0)
+    last_round_bytes = optional(int)
+    rate = optional(float)
+    estimated_downtime = optional(float)
+    settled = field(type=bool, mandatory=True, initial=False)
+    source_digest = optional(str)
+    target_digest = optional(str)
+    error = optional(str)
+
+
 class NodeState(PClass):
     """
     What is on one node now: the devices of attached volumes by dataset id,
@@ -371,6 +510,11 @@ class NodeState(PClass):
     devices = pmap_field(str, Device)
     mounts = pmap_field(str, Mount)
     running = pmap_field(str, RunningApplication)
+    # The devices of volumes pushed into here (``NodeDesired.incoming``),
+    # by dataset id: never data until their push completes.
+    incoming = pmap_field(str, Device)
+    # How far the pushes this node takes part in are, by dataset id.
+    pushes = pmap_field(str, PushProgress)
 
 
 class Step(PClass):

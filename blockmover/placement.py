@@ -11,7 +11,9 @@ import weakref
 
 from pyrsistent import pmap
 
-from blockmover.identity import APPLICATION_KEY, dataset_id
+from blockmover.identity import (
+    APPLICATION_KEY, dataset_id, generation as data_generation, is_incoming,
+)
 from blockmover.model import DesiredDataset, Limits, NodeDesired
 from blockmover.units import MiB, format_size, round_up
 
@@ -36,13 +38,16 @@ def _datasets(deployment, allocation_unit):
 
 def _preference(backend_id):
     """
-    The order in which volumes claiming one dataset (a create interrupted
-    and retried) are chosen for the node ``backend_id`` (None: for no
-    node): the one attached there, then an unattached one, then the lowest
-    volume id, so that every caller sees the same choice.
+    The order in which volumes claiming one dataset are chosen for the
+    node ``backend_id`` (None: for no node): the data of the highest
+    generation first (a push between sites leaves the volume it came from
+    behind, one generation older); of one generation (a create interrupted
+    and retried), the one attached there, then an unattached one, then the
+    lowest volume id, so that every caller sees the same choice.
     """
     def key(volume):
-        return (volume.attached_to != backend_id or backend_id is None,
+        return (-data_generation(volume),
+                volume.attached_to != backend_id or backend_id is None,
                 volume.attached_to is not None, volume.volume_id)
     return key
 
@@ -111,14 +116,36 @@ class Listing(object):
     def chosen(self, dataset, backend_id=None):
         """
         The volume of ``dataset`` the node ``backend_id`` (None: no node)
-        sees, chosen as ``_preference`` says; None when there is none.
+        sees, chosen as ``_preference`` says; None when there is none. A
+        volume being pushed into is never chosen: it holds no data yet.
         """
         volumes = self._by_dataset.get(dataset)
         if not volumes:
             return None
         if len(volumes) == 1:
-            return volumes[0]
-        return min(volumes, key=_preference(backend_id))
+            return None if is_incoming(volumes[0]) else volumes[0]
+        data = [v for v in volumes if not is_incoming(v)]
+        if not data:
+            return None
+        return min(data, key=_preference(backend_id))
+
+    def incoming(self, dataset, site):
+        """
+        The volume of ``dataset`` in ``site`` marked incoming, or None.
+        """
+        for volume in self._by_dataset.get(dataset, ()):
+            if volume.site == site and is_incoming(volume):
+                return volume
+        return None
+
+    def kept(self, dataset):
+        """
+        The volumes of ``dataset`` neither chosen as its data nor being
+        pushed into: the copies pushes left behind, by volume id.
+        """
+        data = self.chosen(dataset)
+        return [v for v in self._by_dataset.get(dataset, ())
+                if v is not data and not is_incoming(v)]
 
     def volumes_attached_to(self, backend_id):
         """
@@ -199,6 +226,17 @@ def _take(by_attachment, backend_id, volume_id):
         by_attachment[backend_id] = kept
     else:
         del by_attachment[backend_id]
+
+
+def _kept_here(listing, dataset, backend_id):
+    """
+    The volume of ``dataset`` attached to ``backend_id`` that is neither
+    its data nor being pushed into, or None.
+    """
+    for volume in listing.claiming(dataset):
+        if volume.attached_to == backend_id and not is_incoming(volume):
+            return volume
+    return None
 
 
 class Placement(object):
@@ -283,6 +321,13 @@ class Placement(object):
         return [a for a in self.applications_on(node)
                 if a in self._dataset_of]
 
+    def node_wanting(self, dataset):
+        """
+        The name of the node ``dataset``'s application is placed on, or
+        None.
+        """
+        return self._wanted_on.get(dataset)
+
     def wanted_on(self, node):
         """
         ``{dataset id: DesiredDataset}`` of the applications placed on
@@ -311,6 +356,10 @@ class Placement(object):
         for dataset in set(wanted) | listing.datasets_attached_to(
                 backend_id):
             volume = listing.chosen(dataset, backend_id)
+            if dataset not in wanted and (volume is None or
+                                          volume.attached_to != backend_id):
+                # A copy a push left attached here: given up.
+                volume = _kept_here(listing, dataset, backend_id)
             if volume is not None and (dataset in wanted
                                        or volume.attached_to == backend_id):
                 relevant[dataset] = volume
@@ -450,10 +499,13 @@ def check_deployment(deployment, volumes, allocation_unit,
     ``placement`` is ``Placement(deployment, allocation_unit)`` where the
     caller has it already.
     """
-    limits = combined_limits(deployment.backend.limits, backend_limits)
     listing = Listing.of(volumes)
     if placement is None:
         placement = Placement(deployment, allocation_unit)
+    if deployment.sites:
+        return _site_errors(deployment, listing, placement,
+                            backend_limits or {})
+    limits = combined_limits(deployment.backend.limits, backend_limits)
     datasets = placement.datasets
     errors = []
     for dataset in sorted(datasets.values(), key=lambda d: d.application):
@@ -462,6 +514,59 @@ def check_deployment(deployment, volumes, allocation_unit,
     errors.extend(_node_errors(deployment, placement, limits))
     errors.extend(_region_errors(datasets, listing, limits))
     return errors
+
+
+def _site_errors(deployment, listing, placement, backend_limits):
+    """
+    ``check_deployment`` of a cluster of several sites: each site against
+    its own limits (``backend_limits`` is ``{site: Limits or None}``),
+    counting the datasets placed on its nodes (a push into a site makes
+    its volume there) and every other volume it holds (the copies pushes
+    leave behind among them).
+    """
+    errors = []
+    by_site = {}
+    for volume in listing.volumes():
+        by_site.setdefault(volume.site, []).append(volume)
+    for site, backend in sorted(deployment.sites.items()):
+        limits = combined_limits(backend.limits, backend_limits.get(site))
+        here = {d: dataset for d, dataset in placement.datasets.items()
+                if placement.node_wanting(d) is not None
+                and deployment.site_of(placement.node_wanting(d)) == site}
+        site_listing = Listing.of(by_site.get(site, ()))
+        found = []
+        for dataset in sorted(here.values(), key=lambda d: d.application):
+            found.extend(_size_errors(
+                dataset, listing.chosen(dataset.dataset_id), limits))
+        found.extend(_node_errors(
+            deployment, placement, limits,
+            [n for n in deployment.nodes if deployment.site_of(n) == site]))
+        found.extend(_region_errors(here, site_listing, limits))
+        errors.extend("site %s: %s" % (site, e) for e in found)
+    errors.extend(_unpushable(deployment, listing, placement))
+    return errors
+
+
+def _unpushable(deployment, listing, placement):
+    """
+    An application placed in another site than its volume can go there
+    only by a push from the node of that site holding the volume.
+    """
+    for dataset, want in sorted(placement.datasets.items(),
+                                key=lambda item: item[1].application):
+        node = placement.node_wanting(dataset)
+        volume = listing.chosen(dataset)
+        if node is None or volume is None or \
+                volume.site == deployment.site_of(node):
+            continue
+        holder = (deployment.node_by_backend_id(volume.attached_to)
+                  if volume.attached_to is not None else None)
+        if holder is None or holder.site != volume.site:
+            yield ("%s: its volume is in site %s and attached to no node "
+                   "there, so it cannot be pushed to %s in site %s; place "
+                   "it on a node of site %s first, then move it"
+                   % (want.application, volume.site, node,
+                      deployment.site_of(node), volume.site))
 
 
 # mkfs.xfs refuses filesystems of 300 MB (decimal) or less.
@@ -491,10 +596,10 @@ def _size_errors(dataset, volume, limits):
                % (app, format_size(volume.size), format_size(size)))
 
 
-def _node_errors(deployment, placement, limits):
+def _node_errors(deployment, placement, limits, nodes=None):
     if limits.volumes_per_node is None:
         return
-    for node in sorted(deployment.nodes):
+    for node in sorted(deployment.nodes if nodes is None else nodes):
         apps = placement.volume_applications_on(node)
         if len(apps) > limits.volumes_per_node:
             yield ("%s: %d volumes on %s but volumes_per_node is %d; move "

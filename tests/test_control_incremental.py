@@ -69,7 +69,8 @@ def deployment():
 
 
 def control_backend(reactor, pool, raw):
-    return ControlBackend(deployment(), reactor, pool,
+    d = deployment()
+    return ControlBackend(d.backend, d.cluster_name, reactor, pool,
                           make=lambda name, options, cluster: raw)
 
 

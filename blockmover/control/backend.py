@@ -1,11 +1,12 @@
 """
-The backend a deployment names, as the control service uses it: made once,
-off the reactor, and retried on the next listing if making it failed.
+The backends a deployment names, one a site, as the control service uses
+them: each made once, off the reactor, and retried on the next listing if
+making it failed.
 """
 
 import datetime
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import gatherResults, succeed
 from twisted.internet.threads import deferToThreadPool
 
 from blockmover.backends import make_backend
@@ -26,20 +27,132 @@ FULL_EVERY = 10
 SKEW = datetime.timedelta(seconds=60)
 
 
+def _site_key(backend, cluster_name):
+    return (backend.name, tuple(sorted(backend.options.items())),
+            cluster_name)
+
+
 def backend_key(deployment):
     """
-    What makes two deployments use the same backend: its name, options and
-    the cluster whose volumes it lists. Limits are checked, not used by it.
+    What makes two deployments use the same backends: each site's name,
+    backend name and options, and the cluster whose volumes they list.
+    Limits are checked, not used by them.
     """
-    return (deployment.backend.name,
-            tuple(sorted(deployment.backend.options.items())),
-            deployment.cluster_name)
+    return tuple(sorted(
+        (site, _site_key(backend, deployment.cluster_name))
+        for site, backend in deployment.site_backends().items()))
+
+
+class SiteBackends(object):
+    """
+    The ``ControlBackend`` of each site of a deployment, seen as one: one
+    listing of each site makes one listing of the cluster, each volume
+    tagged with its site; the calls for a node or a volume go to its
+    site's backend.
+
+    :ivar key: see ``backend_key``.
+    :ivar sites: ``{site name: ControlBackend}``.
+    """
+
+    def __init__(self, deployment, reactor, threadpool, make=make_backend,
+                 calls=None):
+        self.key = backend_key(deployment)
+        self.sites = {
+            site: ControlBackend(backend, deployment.cluster_name, reactor,
+                                 threadpool, make, calls, site)
+            for site, backend in deployment.site_backends().items()}
+        self._single = (next(iter(self.sites.values()))
+                        if len(self.sites) == 1 else None)
+
+    @property
+    def allocation_unit(self):
+        """
+        The largest of the sites' allocation units (a size rounded up to it
+        is one every site can make), once all are ready; else None.
+        """
+        units = [b.allocation_unit for b in self.sites.values()]
+        if any(unit is None for unit in units):
+            return None
+        return max(units)
+
+    @property
+    def api(self):
+        """
+        The one site's ``AsyncBlockDevice`` of a cluster of one site (None
+        until ready, and for several sites: ask ``for_node``).
+        """
+        return None if self._single is None else self._single.api
+
+    @property
+    def raw(self):
+        return None if self._single is None else self._single.raw
+
+    def ready(self):
+        """
+        Make every site's backend. :return: a Deferred firing with this
+        object, or failing with the first ``BackendError``.
+        """
+        d = gatherResults([b.ready() for b in self.sites.values()],
+                          consumeErrors=True)
+        d.addCallback(lambda _: self)
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d
+
+    def site(self, name):
+        """
+        The ``ControlBackend`` of the site named ``name`` (a node's
+        ``site``).
+        """
+        return self.sites[name]
+
+    def for_volume(self, volume):
+        """
+        The ``ControlBackend`` of the site holding ``volume``.
+        """
+        return self.sites[volume.site]
+
+    def list_volumes(self):
+        """
+        The lister of the service's ``VolumeListing``. With one site, that
+        site's listing (incremental where it can be). With several, one
+        whole listing of each site, side by side, their volumes tagged with
+        their site and put together.
+        """
+        if self._single is not None:
+            return self._single.list_volumes()
+        names = sorted(self.sites)
+        d = gatherResults([self.sites[n].list_volumes(whole=True)
+                           for n in names], consumeErrors=True)
+
+        def together(listings):
+            volumes = []
+            for name, listed in zip(names, listings):
+                volumes.extend(v.set(site=name) for v in listed)
+            return volumes
+        d.addCallback(together)
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d
+
+    def limits(self):
+        """
+        :return: a Deferred firing with the ``model.Limits`` the one site's
+            backend reports (or None), or, for several sites, with
+            ``{site: Limits or None}``.
+        """
+        if self._single is not None:
+            return self._single.limits()
+        names = sorted(self.sites)
+        d = gatherResults([self.sites[n].limits() for n in names],
+                          consumeErrors=True)
+        d.addCallback(lambda limits: dict(zip(names, limits)))
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d
 
 
 class ControlBackend(object):
     """
-    The deployment's ``IBlockDeviceAPI`` seen from the control service
-    (which is no node: ``instance_id`` is None).
+    One site's ``IBlockDeviceAPI`` seen from the control service (which is
+    no node: ``instance_id`` is None).
 
     :ivar key: see ``backend_key``.
     :ivar api: an ``AsyncBlockDevice`` once ``ready()`` succeeded, else None.
@@ -51,12 +164,17 @@ class ControlBackend(object):
     of the backend, by the service or for its nodes, is timed into it.
     """
 
-    def __init__(self, deployment, reactor, threadpool, make=make_backend,
-                 calls=None):
-        self.key = backend_key(deployment)
-        self._name = deployment.backend.name
-        self._options = dict(deployment.backend.options)
-        self._cluster_name = deployment.cluster_name
+    def __init__(self, backend, cluster_name, reactor, threadpool,
+                 make=make_backend, calls=None, site=None):
+        """
+        :param backend: the site's ``BackendConfig``.
+        :param site: the site's name, for messages (None: the one site).
+        """
+        self.key = _site_key(backend, cluster_name)
+        self.site_name = site
+        self.name = backend.name
+        self._options = dict(backend.options)
+        self._cluster_name = cluster_name
         self._reactor = reactor
         self._threadpool = threadpool
         self._make = make
@@ -76,9 +194,9 @@ class ControlBackend(object):
             return succeed(self)
 
         def make():
-            api = self._make(self._name, self._options, self._cluster_name)
+            api = self._make(self.name, self._options, self._cluster_name)
             if self._calls is not None:
-                api = MeasuredBlockDeviceAPI(api, self._calls, self._name)
+                api = MeasuredBlockDeviceAPI(api, self._calls, self.name)
             return api, api.allocation_unit()
 
         def made(result):
@@ -89,29 +207,31 @@ class ControlBackend(object):
             return self
 
         def failed(failure):
+            where = ("cluster.backend" if self.site_name is None else
+                     "cluster.sites.%s.backend" % (self.site_name,))
             raise BackendError(
-                "cannot use the %s backend of cluster %s: %s; check "
-                "cluster.backend in cluster.yml and that the backend is "
-                "reachable" % (self._name, self._cluster_name,
-                               failure.getErrorMessage()))
+                "cannot use the %s backend of cluster %s%s: %s; check "
+                "%s in cluster.yml and that the backend is reachable"
+                % (self.name, self._cluster_name, self._of_site(),
+                   failure.getErrorMessage(), where))
 
         d = deferToThreadPool(self._reactor, self._threadpool, make)
         d.addCallbacks(made, failed)
         return d
 
-    def list_volumes(self):
+    def list_volumes(self, whole=False):
         """
         The lister of the service's ``VolumeListing``, which keeps the one
         cache of the listing.
 
-        :return: a Deferred firing with every volume of the cluster (a
-            list), or, where the backend lists changes and a listing of
-            this object succeeded before, with the ``ChangedVolumes`` since
-            then, to merge into that listing. The first listing is always
-            whole.
+        :return: a Deferred firing with every volume of the cluster in this
+            site (a list), or, where the backend lists changes, a listing
+            of this object succeeded before and not ``whole``, with the
+            ``ChangedVolumes`` since then, to merge into that listing. The
+            first listing is always whole.
         """
         d = self.ready()
-        d.addCallback(lambda _: self._list())
+        d.addCallback(lambda _: self._list(whole))
         return d
 
     def _incremental(self):
@@ -119,9 +239,9 @@ class ControlBackend(object):
                 and self._listings % FULL_EVERY != 0
                 and IListsChanges.providedBy(self.raw))
 
-    def _list(self):
+    def _list(self, whole):
         started = datetime.datetime.now(datetime.timezone.utc)
-        incremental = self._incremental()
+        incremental = not whole and self._incremental()
         self._listings += 1
         if incremental:
             since = (self._last_started - SKEW).strftime(
@@ -154,9 +274,13 @@ class ControlBackend(object):
         d.addCallback(read)
         return d
 
+    def _of_site(self):
+        return "" if self.site_name is None else (
+            " in site %s" % (self.site_name,))
+
     def _failed(self, what, failure):
         raise BackendError(
-            "cannot %s the %s backend of cluster %s: %s; check that the "
+            "cannot %s the %s backend of cluster %s%s: %s; check that the "
             "backend is reachable and try again"
-            % (what, self._name, self._cluster_name,
+            % (what, self.name, self._cluster_name, self._of_site(),
                failure.getErrorMessage()))

@@ -49,16 +49,22 @@ def _overlaps(a, b):
     return (a + "/").startswith(b + "/") or (b + "/").startswith(a + "/")
 
 
-def _why_not(deployment, placement, application, node):
+def _why_not(deployment, placement, application, node, now_on=None):
     """
-    Why ``application`` cannot join ``node`` next to what ``placement``
-    (effective) puts there, or None when it can: the cluster's
-    volumes_per_node, a shared external port, overlapping mountpoints.
+    Why ``application`` (on ``now_on``) cannot join ``node`` next to what
+    ``placement`` (effective) puts there, or None when it can: another
+    site, the site's volumes_per_node, a shared external port,
+    overlapping mountpoints.
     """
     app = deployment.applications[application]
     there = [deployment.applications[a] for a, n in sorted(placement.items())
              if n == node and a != application]
-    limits = combined_limits(deployment.backend.limits)
+    limits = combined_limits(deployment.backend_of(node).limits)
+    if app.volume is not None and now_on is not None and \
+            deployment.site_of(now_on) != deployment.site_of(node):
+        # A volume goes to another site only by a push, from a live node.
+        return ("it is in site %s, and the volume in site %s"
+                % (deployment.site_of(node), deployment.site_of(now_on)))
     if app.volume is not None and limits.volumes_per_node is not None:
         volumes = len([a for a in there if a.volume is not None])
         if volumes + 1 > limits.volumes_per_node:
@@ -100,7 +106,8 @@ def choose(deployment, placement, application, live):
         elif not live(node):
             reasons.append("%s: not live" % (node,))
         else:
-            why = _why_not(deployment, placement, application, node)
+            why = _why_not(deployment, placement, application, node,
+                           now_on)
             if why is None:
                 return node, reasons
             reasons.append("%s: %s" % (node, why))

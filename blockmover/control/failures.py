@@ -649,7 +649,8 @@ class NodeFailures(object):
         """
         listing = self._service.listing.listing
         backend = self._service.backend
-        if listing is None or backend is None or backend.api is None:
+        if listing is None or backend is None or \
+                backend.allocation_unit is None:
             return
         backend_id = self._backend_id(node)
         for volume in listing.volumes_attached_to(backend_id):
@@ -660,7 +661,8 @@ class NodeFailures(object):
             self._detaching.add(volume.volume_id)
             log_message(message_type="blockmover:control:force-detach",
                         node=node, volume_id=volume.volume_id)
-            d = backend.api.detach_volume(volume.volume_id, backend_id)
+            d = backend.for_volume(volume).api.detach_volume(
+                volume.volume_id, backend_id)
             d.addBoth(self._detached, node, volume)
             d.addErrback(write_failure)
 

@@ -91,7 +91,8 @@ def run_fence_command(command, cluster, node, deadline):
 def fence(deployment, backend, node, reactor, threadpool):
     """
     Fence ``node`` (a ``model.Node``) by ``deployment``'s method, through
-    ``backend`` (the ``ControlBackend``) for method backend and in
+    ``backend`` (the ``SiteBackends``: the node's site's) for method
+    backend and in
     ``threadpool`` for method command.
 
     :return: a Deferred firing with what proved the node off, or failing
@@ -111,11 +112,12 @@ def fence(deployment, backend, node, reactor, threadpool):
                           " once it is off")
 
     def by_backend(_):
-        if not IFencesNodes.providedBy(backend.raw):
+        site = backend.site(node.site)
+        if not IFencesNodes.providedBy(site.raw):
             raise FenceFailed(node.name, None, "the %s backend cannot power"
                               " a node off; use cluster.fencing.method: "
-                              "command" % (deployment.backend.name,))
-        return backend.api.fence(node.backend_id)
+                              "command" % (site.name,))
+        return site.api.fence(node.backend_id)
 
     def fenced(power):
         return "the backend says server %s is %s" % (node.backend_id,

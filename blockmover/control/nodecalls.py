@@ -152,9 +152,9 @@ class NodeCalls(object):
         self._metrics = metrics
         self._threadpool = ThreadPool(minthreads=0, maxthreads=MAX_THREADS,
                                       name="blockmover-control-node-calls")
-        self._api = None
-        self._api_of = None
         self._wakes = NodeWakes()
+        # Each site's ``ControlBackend`` -> its AsyncBlockDevice here.
+        self._apis = {}
 
     def start(self):
         self._threadpool.start()
@@ -283,20 +283,26 @@ class NodeCalls(object):
         service = self._service
         service.check_node(node)
         desired = service.slices.get(node)
-        backend = service.backend
-        if desired is None or backend is None:
+        backends = service.backend
+        if desired is None or backends is None or \
+                node not in service.deployment.nodes:
             raise BackendError("the control service has not made node %s's "
                                "slice yet; ask again in a moment" % (node,))
+        backend = backends.site(service.deployment.nodes[node].site)
         d = backend.ready()
 
         def made(backend):
-            if self._api_of is not backend:
+            api = self._apis.get(backend)
+            if api is None:
                 if IWokenByNodes.providedBy(backend.raw):
                     backend.raw.wake_waits_with(self._wakes.watch)
-                self._api = AsyncBlockDevice(backend.raw, self._reactor,
-                                             self._threadpool)
-                self._api_of = backend
-            return desired, self._api
+                api = AsyncBlockDevice(backend.raw, self._reactor,
+                                       self._threadpool)
+                # Only the backends in use now are kept.
+                self._apis = {b: a for b, a in self._apis.items()
+                              if b in backends.sites.values()}
+                self._apis[backend] = api
+            return desired, api
         d.addCallback(made)
         return d
 

@@ -17,7 +17,7 @@ from twisted.python.threadpool import ThreadPool
 
 from blockmover import identity
 from blockmover.config import ConfigError, is_fence_command, load_deployment
-from blockmover.control.backend import ControlBackend, backend_key
+from blockmover.control.backend import SiteBackends, backend_key
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.failures import NodeFailures
 from blockmover.control.failurestore import FailureStore
@@ -27,6 +27,7 @@ from blockmover.control.metrics import (
     CONFIGURATION, LISTING, ControlMetrics,
 )
 from blockmover.control.nodecalls import NodeCalls
+from blockmover.control.pushes import Pushes, PushStore
 from blockmover.control.scrub import scrub_app_yml, scrub_yaml
 from blockmover.control.slices import Slices
 from blockmover.control.statefields import Transitions, attachments
@@ -245,6 +246,8 @@ class ControlService(object):
         self.failures = NodeFailures(
             self, reactor, failure_store if failure_store is not None
             else FailureStore(store.state_dir), startup_grace)
+        # Pushes between sites.
+        self.pushes = Pushes(self, reactor, PushStore(store.state_dir))
 
     # --- life ------------------------------------------------------------
 
@@ -258,6 +261,7 @@ class ControlService(object):
         self._parsing.start()
         self._writer.start()
         self.node_calls.start()
+        self.pushes.start()
         stored = self.store.load()
         if stored is not None:
             try:
@@ -325,8 +329,8 @@ class ControlService(object):
         kwargs = {}
         if self._make_backend is not None:
             kwargs["make"] = self._make_backend
-        return ControlBackend(deployment, self._reactor, self._threadpool,
-                              calls=self.metrics.backend_calls, **kwargs)
+        return SiteBackends(deployment, self._reactor, self._threadpool,
+                            calls=self.metrics.backend_calls, **kwargs)
 
     # --- configuration ---------------------------------------------------
 
@@ -395,13 +399,19 @@ class ControlService(object):
         except BackendError as e:
             raise ConfigurationRejected([str(e)])
         placement = _placement()
+        # The pushes it starts, goes on with or ends: saved with it.
+        pushes = self.pushes.proposed(
+            deployment, volumes,
+            {node: report for node, (report, _) in self._reports.items()})
         # The configuration indexed once, for its checks, its slices and
         # its plan.
         # The slices come from the placement with the failovers decided
-        # applied; the configuration stays as the operator wrote it.
-        indexed = placement.Placement(self.failures.effective(deployment),
-                                      backend.allocation_unit,
-                                      self._placement)
+        # and the pushes under way applied; the configuration stays as the
+        # operator wrote it.
+        indexed = placement.Placement(
+            self.pushes.effective(self.failures.effective(deployment),
+                                  pushes),
+            backend.allocation_unit, self._placement)
         errors = placement.check_deployment(deployment, volumes,
                                             backend.allocation_unit,
                                             backend_limits, indexed)
@@ -432,7 +442,7 @@ class ControlService(object):
             self._store, parsed, backend, volumes, listed_at, tasks,
             StoredConfiguration(cluster_yml=cluster_yml, app_yml=app_yml,
                                 cluster_path=cluster_path, app_path=app_path,
-                                generation=0, counter=0), indexed)
+                                generation=0, counter=0), indexed, pushes)
         log_message(message_type="blockmover:control:configured",
                     generation=generation, cluster=deployment.cluster_name)
         plan = yield self._plan(*foreseen)
@@ -464,7 +474,7 @@ class ControlService(object):
 
     @inlineCallbacks
     def _store(self, parsed, backend, volumes, listed_at, tasks, stored,
-               indexed):
+               indexed, pushes):
         """
         Save a checked configuration, then take it and hand out the slices
         it changes; with ``_slicing`` held. A failed save changes nothing.
@@ -487,13 +497,18 @@ class ControlService(object):
             nodes = _union(indexed.touched(self._placement), taken)
         self._proposing = indexed
         try:
+            if pushes is not self.pushes.records and nodes is not None:
+                nodes = _union(nodes, self.pushes.nodes() | {
+                    node for push in pushes.values() for node in push.nodes})
             with self.metrics.recomputing(CONFIGURATION):
                 computed, removed = self._with_failures(
                     deployment, indexed.slices(volumes, listed_at, nodes,
                                                generation, tasks),
-                    volumes, listed_at, generation)
+                    volumes, listed_at, generation, indexed, pushes)
                 change = self.slices.propose_some(
                     computed, removed, listed_at, generation, tasks)
+            # The pushes first: a slice may show one only once it is kept.
+            yield self.pushes.save(pushes)
             # Durable before anything changes: a crash now restarts with
             # it.
             yield self._save(stored)
@@ -548,11 +563,11 @@ class ControlService(object):
         if self.listing.volumes is None:
             raise ConfigurationRejected([
                 "cluster.yml renames the cluster from %r to %r, and whether "
-                "the %s backend still holds volumes of cluster %r cannot be "
+                "volumes of cluster %r are left in %s cannot be "
                 "told (%s); keep cluster.name: %s, or deploy again once the "
                 "backend can be listed"
                 % (current.cluster_name, deployment.cluster_name,
-                   current.backend.name, current.cluster_name,
+                   current.cluster_name, current.backends_described(),
                    self.listing.last_error, current.cluster_name)])
         owned = [v.metadata.get(identity.NAME_KEY, v.volume_id)
                  for v in self.listing.volumes
@@ -591,9 +606,10 @@ class ControlService(object):
                 yield self.listing.refresh(CONFIGURATION)
             if self.listing.volumes is None:
                 raise BackendError(
-                    "the %s backend cannot be listed (%s); check that it is "
+                    "%s cannot be listed (%s); check that it is "
                     "reachable and deploy again"
-                    % (deployment.backend.name, self.listing.last_error))
+                    % (deployment.backends_described(),
+                       self.listing.last_error))
             yield backend.ready()
             return backend, self.listing.listing, self.listing.listed_at
         backend = self._new_backend(deployment)
@@ -604,8 +620,9 @@ class ControlService(object):
             raise
         except Exception as e:
             raise BackendError(
-                "the %s backend cannot be listed (%s); check that it is "
-                "reachable and deploy again" % (deployment.backend.name, e))
+                "%s cannot be listed (%s); check that it is "
+                "reachable and deploy again"
+                % (deployment.backends_described(), e))
         return backend, _placement().Listing.of(volumes), listed_at
 
     def configuration(self):
@@ -651,6 +668,7 @@ class ControlService(object):
             self._mark_dirty(self.listing.changes)
             # A volume now listed on a node proven down is detached.
             self.failures.wake()
+            self.pushes.update().addErrback(write_failure)
         if self._dirty is None or self._dirty:
             self._slicing.run(self._recompute).addErrback(self._not_handed_out)
         else:
@@ -670,6 +688,9 @@ class ControlService(object):
         for placement in (self._placement, self._proposing):
             if placement is not None and self._dirty is not None:
                 self._dirty |= placement.affected(changes)
+        if self._dirty is not None:
+            # A push's volumes matter to both its nodes.
+            self._dirty |= self.pushes.affected(changes)
 
     def _not_handed_out(self, failure):
         # The slices were not handed out (their counter could not be saved,
@@ -691,7 +712,8 @@ class ControlService(object):
             return
         placement = self._placement
         dirty, self._dirty = self._dirty, set()
-        effective = self.failures.effective(self.deployment)
+        effective = self.pushes.effective(
+            self.failures.effective(self.deployment))
         if placement is None or placement.allocation_unit != \
                 backend.allocation_unit:
             placement = _placement().Placement(effective,
@@ -715,7 +737,7 @@ class ControlService(object):
                                      self.listing.listed_at, dirty,
                                      self.slices.counter + 1),
                     self.listing.listing, self.listing.listed_at,
-                    self.slices.counter + 1)
+                    self.slices.counter + 1, placement)
                 change = self.slices.propose_some(
                     computed, removed, self.listing.listed_at)
             if change.counter != self.slices.counter:
@@ -735,17 +757,26 @@ class ControlService(object):
         self._commit(change)
 
     def _with_failures(self, deployment, computed, listing, listed_at,
-                       generation):
+                       generation, placement, pushes=None):
         """
         ``computed`` (node -> ``NodeDesired``) with what node failures
-        add: each node told which applications that failed over away from
-        it to release, and a slice for each node removed from the
-        configuration that may still hold volumes, releasing them all.
+        and pushes add: each node told which applications that failed over
+        away from it to release, and a slice for each node removed from the
+        configuration that may still hold volumes, releasing them all; the
+        pushes of ``pushes`` (the saved ones by default) each node takes
+        part in.
 
         :return: ``(computed, removed)``: the slices, and the nodes whose
             slices go away.
         """
+        parts = self.pushes.parts(
+            deployment, listing,
+            lambda d: (placement.datasets[d].size
+                       if d in placement.datasets else None), pushes)
         for node, desired in list(computed.items()):
+            if node in parts:
+                incoming, outgoing = parts[node]
+                desired = desired.set(incoming=incoming, outgoing=outgoing)
             release = self.failures.release_of(node, deployment)
             if self.failures.releasing(node):
                 # Proven down or coming back: nothing wanted, only the
@@ -852,6 +883,8 @@ class ControlService(object):
         if report.changed_backend:
             # At most one listing a second, however many nodes report.
             self.listing.request()
+        if report.state.pushes or node in self.pushes.nodes():
+            self.pushes.update().addErrback(write_failure)
 
     def last_reports(self):
         """
@@ -911,7 +944,46 @@ class ControlService(object):
                 "cluster": deployment.cluster_name if deployment is not None
                 else self.cluster,
                 "unwanted_attachments": unwanted,
-                "stuck_detaches": self.failures.stuck_detaches()}
+                "stuck_detaches": self.failures.stuck_detaches(),
+                "sites": self._sites(),
+                "pushes": self._pushes_shown()}
+
+    def _sites(self):
+        """
+        Each site, for ``state()``: its backend, its nodes and how many of
+        the cluster's volumes it holds.
+        """
+        deployment = self.deployment
+        if deployment is None:
+            return {}
+        listing = self.listing.listing
+        held = {}
+        for volume in (listing.volumes() if listing is not None else ()):
+            held[volume.site] = held.get(volume.site, 0) + 1
+        return {site: {"backend": backend.name,
+                       "nodes": sorted(n for n, node in deployment.nodes.items()
+                                       if node.site == site),
+                       "volumes": held.get(site, 0)}
+                for site, backend in deployment.site_backends().items()}
+
+    def _pushes_shown(self):
+        """
+        Every push kept, for ``state()``: its record and the progress its
+        source and target last reported.
+        """
+        shown = {}
+        for dataset, push in sorted(self.pushes.records.items()):
+            entry = to_data(push)
+            for side, node in (("source", push.source_node),
+                               ("target", push.target_node)):
+                report, _ = self._reports.get(node, (None, None))
+                progress = (report.state.pushes.get(dataset)
+                            if report is not None else None)
+                entry[side + "_progress"] = (
+                    to_data(progress) if progress is not None
+                    and progress.push_id == push.push_id else None)
+            shown[push.application] = entry
+        return shown
 
     def _status_fields(self, nodes, applications):
         """

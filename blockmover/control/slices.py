@@ -35,7 +35,9 @@ def _same_content(a, b):
             and a.datasets == b.datasets
             and a.applications == b.applications
             and a.volumes == b.volumes
-            and a.release == b.release)
+            and a.release == b.release
+            and a.incoming == b.incoming
+            and a.outgoing == b.outgoing)
 
 
 class Slices(object):

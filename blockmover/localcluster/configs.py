@@ -15,20 +15,26 @@ from blockmover.localcluster.cloud import cloud_name, server_id
 from blockmover.localcluster.services import script
 
 
-def backend_config(layout):
+def backend_config(layout, site=""):
     """
-    The ``backend`` section of both files: the shared loopback root, or
-    the cluster's emulated cloud (by its clouds.yaml name; credentials stay
-    in clouds.yaml).
+    The ``backend`` section of both files for ``site`` ("" for a cluster
+    of one site): its loopback root, or the cluster's emulated cloud (by
+    its clouds.yaml name; credentials stay in clouds.yaml), in the region
+    named after the site.
     """
-    if layout.backend == "openstack":
-        return {"name": "openstack", "cloud": cloud_name(layout)}
-    return {"name": "loopback", "root": layout.backend_root}
+    if layout.site_backend(site) == "openstack":
+        config = {"name": "openstack", "cloud": cloud_name(layout)}
+        if site:
+            config["region"] = site
+        return config
+    return {"name": "loopback", "root": layout.site_root(site)}
 
 
 def _node(layout, node):
     entry = {"address": node.address}
-    if layout.backend == "openstack":
+    if node.site:
+        entry["site"] = node.site
+    if layout.site_backend(node.site) == "openstack":
         entry["instance_id"] = server_id(layout, node)
     return entry
 
@@ -40,7 +46,8 @@ def fencing_config(layout):
     off); on loopback, ``blockmover cluster power off`` as the fence
     command (given the node's name and address).
     """
-    if layout.backend == "openstack":
+    if all(layout.site_backend(node.site) == "openstack"
+           for node in layout.nodes):
         return {"method": "backend"}
     return {"method": "command",
             "command": [script("blockmover"), "cluster", "power", "--name",
@@ -57,15 +64,20 @@ def cluster_config(layout, deployment=None, fencing=None, without=()):
     """
     deployment = deployment or {}
     nodes = [node for node in layout.nodes if node.name not in without]
+    cluster = {
+        "name": layout.name,
+        "control": layout.control_url,
+        "backend": backend_config(layout),
+        "lease": layout.lease,
+        "fencing": fencing or fencing_config(layout),
+    }
+    if layout.sites:
+        del cluster["backend"]
+        cluster["sites"] = {site: {"backend": backend_config(layout, site)}
+                            for site in sorted(layout.sites)}
     return {
         "version": 1,
-        "cluster": {
-            "name": layout.name,
-            "control": layout.control_url,
-            "backend": backend_config(layout),
-            "lease": layout.lease,
-            "fencing": fencing or fencing_config(layout),
-        },
+        "cluster": cluster,
         "nodes": {node.name: _node(layout, node) for node in nodes},
         "deployment": {node.name: list(deployment.get(node.name, []))
                        for node in nodes},
@@ -84,10 +96,10 @@ def agent_config(layout, node):
         "control": layout.control_url,
         "state_dir": node.agent_state_dir,
         "log": node.agent_log,
-        "backend": backend_config(layout),
+        "backend": backend_config(layout, node.site),
         "tls": {"directory": node.tls_dir},
     }
-    if layout.backend == "openstack":
+    if layout.site_backend(node.site) == "openstack":
         # No cloud credentials on the node: its cloud calls go through the
         # control service, which checks them against the node's slice.
         config["instance_id"] = server_id(layout, node)

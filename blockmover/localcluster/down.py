@@ -59,7 +59,8 @@ def _stop_applications(current, echo):
 
 def _unmount_nodes(current, echo):
     layout = current.layout
-    devices = loop_devices_under(layout.backend_root)
+    devices = [d for root in layout.loopback_roots
+               for d in loop_devices_under(root)]
     for node in layout.nodes:
         if not is_mountpoint(node.mount_ns):
             continue
@@ -78,7 +79,7 @@ def _remove_mount_namespaces(current, echo):
 
 def _clean_cloud(current, echo):
     layout = current.layout
-    if layout.backend == "openstack":
+    if layout.uses_cloud:
         # The emulator has stopped: detach its loop devices and remove its
         # attachment links and volumes.
         cloud.cleanup(layout)
@@ -87,8 +88,9 @@ def _clean_cloud(current, echo):
 
 def _detach_devices(current, echo):
     layout = current.layout
-    for device in detach_loop_devices_under(layout.backend_root):
-        echo("detached %s" % (device,))
+    for root in layout.loopback_roots:
+        for device in detach_loop_devices_under(root):
+            echo("detached %s" % (device,))
 
 
 def _remove_network(current, echo):

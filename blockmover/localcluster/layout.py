@@ -7,7 +7,7 @@ import hashlib
 import os.path
 import re
 
-from pyrsistent import PClass, field, pvector_field
+from pyrsistent import PClass, field, pmap_field, pvector_field
 
 from blockmover.backends import BACKENDS
 from blockmover.control import DEFAULT_PORT
@@ -45,6 +45,8 @@ class NodeLayout(PClass):
     agent_config = field(type=str, mandatory=True)
     agent_state_dir = field(type=str, mandatory=True)
     agent_log = field(type=str, mandatory=True)
+    # The node's site, in a cluster of several ("" in a cluster of one).
+    site = field(type=str, mandatory=True, initial="")
 
     @property
     def netns_path(self):
@@ -100,6 +102,43 @@ class ClusterLayout(PClass):
                          initial=DEFAULT_VOLUME_QUOTA)
     # Seconds a node's lease lasts (cluster.yml's cluster.lease).
     lease = field(type=float, mandatory=True, initial=DEFAULT_LEASE)
+    # Site name -> the backend it runs on (loopback: a root of its own;
+    # openstack: a region of the emulated cloud named after the site), for
+    # a cluster of several sites; empty for one site of ``backend``.
+    sites = pmap_field(str, str)
+
+    def site_backend(self, site):
+        """
+        The backend (name) of ``site`` ("" for the one site).
+        """
+        return self.sites[site] if site else self.backend
+
+    def site_root(self, site):
+        """
+        The loopback root of ``site`` ("" for the one site).
+        """
+        if not site:
+            return self.backend_root
+        return os.path.join(self.state_dir, "sites", site)
+
+    @property
+    def loopback_roots(self):
+        """
+        Every directory whose files loop devices of this cluster may use:
+        the backend's (or the emulator's) and each loopback site's.
+        """
+        return [self.backend_root] + [
+            self.site_root(site) for site, backend in sorted(
+                self.sites.items()) if backend == "loopback"]
+
+    @property
+    def uses_cloud(self):
+        """
+        Whether the cluster runs the emulated cloud (a site, or its one
+        backend, on openstack).
+        """
+        return self.backend == "openstack" or "openstack" in \
+            self.sites.values()
 
     @property
     def control_url(self):
@@ -195,7 +234,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
                 backend="loopback", attach_latency=DEFAULT_LATENCY,
                 detach_latency=DEFAULT_LATENCY,
                 refresh_interval=DEFAULT_REFRESH_INTERVAL,
-                volume_quota=DEFAULT_VOLUME_QUOTA, lease=None):
+                volume_quota=DEFAULT_VOLUME_QUOTA, lease=None, sites=()):
     """
     The layout of the cluster ``name`` with ``nodes`` nodes, named
     ``node1`` ... ``nodeN``, node k at ``<subnet>.(10 + k)`` and the host's
@@ -207,6 +246,11 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     heard from for ``lease`` seconds (default ``DEFAULT_LEASE``) is fenced:
     powered off by ``blockmover cluster power`` (loopback) or by stopping
     its server in the emulator (openstack).
+
+    ``sites``, pairs of (site name, backend name) for a cluster of several
+    sites, puts node k in the k-th site round the list: a loopback site
+    has a root of its own, an openstack site is the emulated cloud's
+    region of its name.
 
     :raise ClusterError: a name, subnet, node count, backend or latency
         that cannot work.
@@ -234,6 +278,24 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     if not 1 <= nodes <= MAX_NODES:
         raise ClusterError("a local cluster has 1 to %d nodes, not %d"
                            % (MAX_NODES, nodes))
+    sites = list(sites)
+    for site, site_backend in sites:
+        if not _NAME.match(site):
+            raise ClusterError(
+                "site name %r is not usable: use lowercase letters, digits "
+                "and dashes, starting with a letter" % (site,))
+        if site_backend not in BACKENDS:
+            raise ClusterError("site %s runs on %s, not %r"
+                               % (site, " or ".join(BACKENDS), site_backend))
+    if len({site for site, _ in sites}) != len(sites):
+        raise ClusterError("each site is named once, not %s"
+                           % (", ".join(site for site, _ in sites),))
+    if len(sites) == 1:
+        raise ClusterError("a cluster of sites has two or more; for one, "
+                           "leave --sites out")
+    if sites and nodes < len(sites):
+        raise ClusterError("%d sites need at least %d nodes, one each"
+                           % (len(sites), len(sites)))
     state_dir = os.path.abspath(state_dir or default_state_dir(name))
     tag = _tag(name)
     run_dir = os.path.join(RUN_ROOT, name)
@@ -251,6 +313,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
             agent_state_dir=os.path.join(node_dir, "state"),
             agent_log=os.path.join(state_dir, "logs", "agent-%s.log"
                                    % (node,)),
+            site=sites[(k - 1) % len(sites)][0] if sites else "",
         ))
     layout = ClusterLayout(
         name=name,
@@ -272,6 +335,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
         refresh_interval=float(refresh_interval),
         volume_quota=int(volume_quota),
         lease=lease,
+        sites=dict(sites),
     )
     for iface in [layout.bridge] + [n.veth for n in layout.nodes]:
         assert len(iface) <= IFNAMSIZ, iface

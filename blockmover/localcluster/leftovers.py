@@ -33,8 +33,9 @@ def leftovers(layout, records=()):
         if mount.mountpoint.startswith(layout.state_dir + "/") or \
                 mount.mountpoint.startswith(layout.mount_ns_dir):
             found.append("mount %s" % (mount.mountpoint,))
-    for device in loop_devices_under(layout.backend_root):
-        found.append("loop device %s" % (device,))
+    for root in layout.loopback_roots:
+        for device in loop_devices_under(root):
+            found.append("loop device %s" % (device,))
     for record in records:
         if proc.is_running(record):
             found.append("process %d (%s)" % (record.pid,

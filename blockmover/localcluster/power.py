@@ -79,7 +79,8 @@ def power_off(state_file, node_name, echo=print):
     killed = _kill_everything_inside(node)
     echo("%s: %d processes killed" % (node_name, killed))
     if is_mountpoint(node.mount_ns):
-        devices = loop_devices_under(current.layout.backend_root)
+        devices = [d for root in current.layout.loopback_roots
+                   for d in loop_devices_under(root)]
         for mount in node_made_mounts(node.mount_ns, devices):
             unmount_in_namespace(node.mount_ns, mount.mountpoint)
             echo("%s: %s unmounted" % (node_name, mount.mountpoint))

@@ -24,7 +24,8 @@ def _claim(layout, echo):
     if existing is not None:
         if len(existing.layout.nodes) != len(layout.nodes) or \
                 existing.layout.subnet != layout.subnet or \
-                existing.layout.backend != layout.backend:
+                existing.layout.backend != layout.backend or \
+                existing.layout.sites != layout.sites:
             raise ClusterError(
                 "cluster %s is already up with %d nodes on %s.0/24 on the "
                 "%s backend; run `blockmover cluster down --name %s` first "
@@ -67,10 +68,10 @@ def make_infrastructure(layout, echo, powered_off=()):
     for node in layout.nodes:
         echo("%s: mount namespace %s" % (node.name, node.mount_ns))
         namespaces.make_node_mount_ns(node)
-    for directory in [layout.backend_root, layout.control_state_dir,
-                      layout.logs_dir]:
+    for directory in layout.loopback_roots + [layout.control_state_dir,
+                                              layout.logs_dir]:
         os.makedirs(directory, exist_ok=True)
-    if layout.backend == "openstack":
+    if layout.uses_cloud:
         cloud.write_files(layout)
         echo("OpenStack emulator files in %s (secrets readable by root "
              "only)" % (layout.cloud_dir,))
@@ -97,7 +98,7 @@ def wanted_services(current):
     wanted = [(CONTROL, control_argv(layout))] + [
         (agent_key(node), agent_argv(node)) for node in layout.nodes
         if node.name not in current.powered_off]
-    if layout.backend == "openstack":
+    if layout.uses_cloud:
         wanted.insert(0, (cloud.CLOUD, cloud.cloud_argv(layout)))
     return wanted
 
