@@ -59,7 +59,7 @@ class RunningEmulator(object):
         self.process = None
         self.url = None
         self.admin = None
-        self._token = None
+        self._tokens = {}
         user = next(iter(self.config.users.values()))
         self.project_id = self.config.projects[user["project"]]
         self.servers = {name: sid for sid, name in self.config.servers.items()}
@@ -102,7 +102,7 @@ class RunningEmulator(object):
         with open(self.clouds_yaml, "w") as f:
             f.write(clouds_yaml(self.config, self.url, CLOUD))
         os.chmod(self.clouds_yaml, 0o600)
-        self._token = None
+        self._tokens = {}
         return self
 
     def output(self):
@@ -152,16 +152,17 @@ class RunningEmulator(object):
             config_files=[self.clouds_yaml]).get_one(cloud=CLOUD)
         return openstack.connection.Connection(config=cloud)
 
-    def request(self, method, path, body=None, headers=None, token=True):
+    def request(self, method, path, body=None, headers=None, token=True,
+                user=None):
         """
         One raw HTTP request; returns (status, headers as a dict with
         lower-case names, parsed JSON body or None). With ``token``, the
-        first user's token goes in X-Auth-Token.
+        token of ``user`` (None: the first user) goes in X-Auth-Token.
         """
         host, port = self.url[len("http://"):].rsplit(":", 1)
         headers = dict(headers or {})
         if token:
-            headers.setdefault("X-Auth-Token", self.token())
+            headers.setdefault("X-Auth-Token", self.token(user))
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
@@ -177,12 +178,15 @@ class RunningEmulator(object):
         return (response.status, reply_headers,
                 json.loads(raw) if raw else None)
 
-    def token(self):
+    def token(self, name=None):
         """
-        A project-scoped token for the config's first user.
+        A project-scoped token for the user ``name`` (None: the config's
+        first user).
         """
-        if self._token is None:
-            name, user = next(iter(self.config.users.items()))
+        if name is None:
+            name = next(iter(self.config.users))
+        if name not in self._tokens:
+            user = self.config.users[name]
             status, headers, body = self.request(
                 "POST", "/identity/v3/auth/tokens", token=False, body={
                     "auth": {"identity": {"methods": ["password"],
@@ -196,8 +200,8 @@ class RunningEmulator(object):
             if status != 201:
                 raise EmulatorDied("authentication failed: %s %s"
                                    % (status, body))
-            self._token = headers["x-subject-token"]
-        return self._token
+            self._tokens[name] = headers["x-subject-token"]
+        return self._tokens[name]
 
     def volume_status(self, volume_id):
         status, _, body = self.request(

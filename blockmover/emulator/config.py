@@ -74,7 +74,7 @@ class EmulatorConfig(object):
     """
     The parsed configuration. Attributes: ``region``,
     ``availability_zone``, ``domain``, ``projects`` ({name: id}),
-    ``users`` ({name: {"id", "password", "project"}}), ``servers``
+    ``users`` ({name: {"id", "password", "project", "admin"}}), ``servers``
     ({id: name}), ``hosts`` ({server id: its compute host}),
     ``max_disk_devices``, ``quotas``, ``latency``, ``token_lifetime``,
     ``admin_token``, ``faults`` (raw data for ``faults.Faults``),
@@ -108,6 +108,9 @@ class EmulatorConfig(object):
                 "id": stable_id("user", name, hex_only=True),
                 "password": str(spec["password"]),
                 "project": project,
+                # Cinder's admin-only actions (os-reset_status,
+                # os-force_detach) need the admin role.
+                "admin": bool(spec.get("admin", False)),
             }
         servers = merged["servers"] or {}
         if isinstance(servers, list):

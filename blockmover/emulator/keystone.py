@@ -52,14 +52,16 @@ class Keystone(object):
 
     def check(self, token):
         """
-        ``{"user", "project"}`` (their ids) for a valid ``token``, or None.
+        ``{"user", "project", "admin"}`` (their ids, whether the user has
+        the admin role) for a valid ``token``, or None.
         """
         if not token:
             return None
         entry = self.store.state["tokens"].get(_hash(token))
         if entry is None or entry["expires"] < self.clock.seconds():
             return None
-        return {"user": entry["user"], "project": entry["project"]}
+        return {"user": entry["user"], "project": entry["project"],
+                "admin": entry.get("admin", False)}
 
     def catalog(self, base_url, project_id):
         region = self.config.region
@@ -121,8 +123,10 @@ class Keystone(object):
                     if v["expires"] < now.timestamp()]:
             del tokens[key]
         tokens[_hash(token)] = {"user": spec["id"], "project": project_id,
+                                "admin": spec["admin"],
                                 "expires": expires.timestamp()}
         domain = {"id": "default", "name": self.config.domain}
+        roles = ["member", "reader"] + (["admin"] if spec["admin"] else [])
         body = {"token": {
             "methods": ["password"],
             "user": {"id": spec["id"], "name": found, "domain": domain,
@@ -133,10 +137,8 @@ class Keystone(object):
             "project": {"id": project_id, "name": project_name,
                         "domain": domain},
             "is_domain": False,
-            "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_URL, "member").hex,
-                       "name": "member"},
-                      {"id": uuid.uuid5(uuid.NAMESPACE_URL, "reader").hex,
-                       "name": "reader"}],
+            "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_URL, role).hex,
+                       "name": role} for role in roles],
             "catalog": self.catalog(call.base_url, project_id),
         }}
         reply = Reply(201, body, {"X-Subject-Token": token})

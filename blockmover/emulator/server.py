@@ -215,12 +215,12 @@ class EmulatorResource(Resource):
             log_message(message_type="blockmover:emulator:request",
                         method=request.method.decode("ascii"),
                         path=request.path.decode("utf-8"), code=code)
+            # Cinder and Nova name the type of an empty answer too.
+            request.setHeader("Content-Type", "application/json")
             if body is None:
                 request.setHeader("Content-Length", "0")
             else:
-                data = json.dumps(body).encode("utf-8")
-                request.setHeader("Content-Type", "application/json")
-                request.write(data)
+                request.write(json.dumps(body).encode("utf-8"))
             request.finish()
         d.addCallback(write)
         d.addErrback(lambda f: log_message(
