@@ -140,16 +140,24 @@ class RunningEmulator(object):
         cloud_main(["cleanup", "--state-dir", self.state_dir])
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def connect(self):
+    def connect(self, region=None):
         """
-        An openstacksdk connection to the emulator, from its clouds.yaml.
+        An openstacksdk connection to the emulator, from a clouds.yaml
+        whose entry names ``region`` (None: the first region's, the one in
+        ``clouds_yaml``).
         """
         # Late: openstacksdk takes seconds to import, and only the tests
         # that connect need it.
         import openstack
         from openstack.config import loader
+        path = self.clouds_yaml
+        if region is not None:
+            path = os.path.join(self.dir, "clouds-%s.yaml" % (region,))
+            with open(path, "w") as f:
+                f.write(clouds_yaml(self.config, self.url, CLOUD, region))
+            os.chmod(path, 0o600)
         cloud = loader.OpenStackConfig(
-            config_files=[self.clouds_yaml]).get_one(cloud=CLOUD)
+            config_files=[path]).get_one(cloud=CLOUD)
         return openstack.connection.Connection(config=cloud)
 
     def request(self, method, path, body=None, headers=None, token=True,
@@ -203,17 +211,27 @@ class RunningEmulator(object):
             self._tokens[name] = headers["x-subject-token"]
         return self._tokens[name]
 
-    def volume_status(self, volume_id):
+    def prefix(self, region=None):
+        """
+        The path before the Cinder and Nova URLs of ``region`` (None: the
+        first region's, which has none).
+        """
+        if region is None or region == self.config.regions[0]:
+            return ""
+        return "/regions/" + region
+
+    def volume_status(self, volume_id, region=None):
         status, _, body = self.request(
-            "GET", "/v3/%s/volumes/%s" % (self.project_id, volume_id))
+            "GET", "%s/v3/%s/volumes/%s" % (self.prefix(region),
+                                           self.project_id, volume_id))
         return body["volume"]["status"] if status == 200 else None
 
-    def wait_for_status(self, volume_id, wanted, timeout=20):
+    def wait_for_status(self, volume_id, wanted, timeout=20, region=None):
         """
         Poll until the volume's status is ``wanted`` (None: it is gone).
         """
         def check():
-            status = self.volume_status(volume_id)
+            status = self.volume_status(volume_id, region)
             return True if status == wanted else None
         return poll(check, timeout, "volume %s to be %s" % (volume_id,
                                                             wanted),

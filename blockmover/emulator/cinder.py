@@ -1,5 +1,5 @@
 """
-Cinder v3: version discovery, volumes (create, get, list
+Cinder v3 of one region: version discovery, volumes (create, get, list
 with filters, sorting and pagination, update, delete), metadata,
 ``os-extend``, the admin actions ``os-reset_status`` and
 ``os-force_detach``, limits and quota sets, each path with and without
@@ -117,15 +117,17 @@ def _metadata_filter(value):
 
 class Cinder(object):
     """
-    The block-storage API over ``store``'s volumes, moving them through
-    ``lifecycle``.
+    The block-storage API of one region over ``store``'s volumes (a
+    ``RegionStore``), moving them through ``lifecycle``; ``prefix`` is the
+    region's path before ``/v3``.
     """
 
-    def __init__(self, config, store, lifecycle, clock):
+    def __init__(self, config, store, lifecycle, clock, prefix=""):
         self.config = config
         self.store = store
         self.lifecycle = lifecycle
         self.clock = clock
+        self.prefix = prefix
 
     # helpers
     def _project_of(self, call):
@@ -149,7 +151,7 @@ class Cinder(object):
 
     def quotas(self, project):
         limits = dict(self.config.quotas)
-        limits.update(self.store.state["quotas"].get(project, {}))
+        limits.update(self.store.quotas.get(project, {}))
         return limits
 
     def usage(self, project):
@@ -180,7 +182,7 @@ class Cinder(object):
                               used["gigabytes"]))
 
     def _links(self, call, volume):
-        base = call.base_url
+        base = call.base_url + self.prefix
         return [{"rel": "self", "href": "%s/v3/%s/volumes/%s" % (
                     base, volume["project_id"], volume["id"])},
                 {"rel": "bookmark", "href": "%s/%s/volumes/%s" % (
@@ -237,10 +239,10 @@ class Cinder(object):
 
     # handlers
     def versions(self, call):
-        return Reply(300, versions_body(call.base_url))
+        return Reply(300, versions_body(call.base_url + self.prefix))
 
     def version(self, call):
-        return Reply(200, versions_body(call.base_url))
+        return Reply(200, versions_body(call.base_url + self.prefix))
 
     def create(self, call):
         project = self._project_of(call)
@@ -374,7 +376,7 @@ class Cinder(object):
                      for v in values if k != "marker"]
             query.append(("marker", page[-1]["id"]))
             body["volumes_links"] = [{"rel": "next", "href": "%s/v3/%s/%s?%s"
-                                      % (call.base_url, project,
+                                      % (call.base_url + self.prefix, project,
                                          collection_path, urlencode(query))}]
         return Reply(200, body)
 
@@ -580,7 +582,7 @@ class Cinder(object):
         if not isinstance(wanted, dict):
             raise bad_request("Missing required element 'quota_set' in "
                               "request body.")
-        stored = self.store.state["quotas"].setdefault(project, {})
+        stored = self.store.quotas.setdefault(project, {})
         for key in ("volumes", "gigabytes", "per_volume_gigabytes"):
             if key in wanted:
                 try:
@@ -592,9 +594,15 @@ class Cinder(object):
         return self.store.save().addCallback(lambda _: reply)
 
 
-def add_routes(router, cinder):
-    router.add("GET", "/", cinder.versions, "volume", auth=False)
-    router.add("GET", "/v3", cinder.version, "volume", auth=False)
+def add_routes(router, cinder, region=None):
+    """
+    The routes of ``cinder``, under its region's prefix.
+    """
+    def add(method, path, handler, auth=True):
+        router.add(method, cinder.prefix + path, handler, "volume", auth=auth,
+                   region=region)
+    add("GET", "/", cinder.versions, auth=False)
+    add("GET", "/v3", cinder.version, auth=False)
     for prefix in ("/v3", "/v3/{project}"):
         table = [
             ("GET", "/volumes/detail", cinder.list_detail),
@@ -616,4 +624,4 @@ def add_routes(router, cinder):
             ("PUT", "/os-quota-sets/{quota_project}", cinder.quota_update),
         ]
         for method, path, handler in table:
-            router.add(method, prefix + path, handler, "volume")
+            add(method, prefix + path, handler)

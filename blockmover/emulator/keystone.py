@@ -16,6 +16,18 @@ from blockmover.emulator.routing import Reply
 PREFIX = "/identity"
 VOLUME_PATH = "/v3"
 COMPUTE_PATH = "/compute/v2.1"
+REGIONS_PATH = "/regions"
+
+
+def region_prefix(config, region):
+    """
+    The path before the Cinder and Nova URLs of ``region``: none for the
+    config's first region, so a one-region emulator's URLs are what they
+    always were; ``/regions/<name>`` for the others.
+    """
+    if region == config.regions[0]:
+        return ""
+    return "%s/%s" % (REGIONS_PATH, region)
 
 
 def _iso(moment):
@@ -64,21 +76,31 @@ class Keystone(object):
                 "admin": entry.get("admin", False)}
 
     def catalog(self, base_url, project_id):
-        region = self.config.region
-
-        def entry(kind, name, url):
+        """
+        Keystone, and Cinder and Nova once per region (Keystone is the
+        same in every region).
+        """
+        def entry(kind, name, urls):
             return {"type": kind, "name": name,
                     "id": uuid.uuid5(uuid.NAMESPACE_URL, kind).hex,
                     "endpoints": [{
-                        "id": uuid.uuid5(uuid.NAMESPACE_URL, url).hex,
+                        "id": uuid.uuid5(uuid.NAMESPACE_URL,
+                                         region + " " + url).hex,
                         "interface": "public", "region": region,
-                        "region_id": region, "url": url}]}
-        volume_url = "%s%s/%s" % (base_url, VOLUME_PATH, project_id)
+                        "region_id": region, "url": url}
+                        for region, url in urls]}
+
+        def each_region(path):
+            return [(region, base_url + region_prefix(self.config, region)
+                     + path) for region in self.config.regions]
+        volume_path = "%s/%s" % (VOLUME_PATH, project_id)
+        identity = [(region, base_url + PREFIX + "/v3")
+                    for region in self.config.regions]
         return [
-            entry("identity", "keystone", base_url + PREFIX + "/v3"),
-            entry("block-storage", "cinder", volume_url),
-            entry("volumev3", "cinderv3", volume_url),
-            entry("compute", "nova", base_url + COMPUTE_PATH),
+            entry("identity", "keystone", identity),
+            entry("block-storage", "cinder", each_region(volume_path)),
+            entry("volumev3", "cinderv3", each_region(volume_path)),
+            entry("compute", "nova", each_region(COMPUTE_PATH)),
         ]
 
     def authenticate(self, call):
