@@ -59,7 +59,7 @@ class RunningEmulator(object):
         self.process = None
         self.url = None
         self.admin = None
-        self._token = None
+        self._tokens = {}
         user = next(iter(self.config.users.values()))
         self.project_id = self.config.projects[user["project"]]
         self.servers = {name: sid for sid, name in self.config.servers.items()}
@@ -102,7 +102,7 @@ class RunningEmulator(object):
         with open(self.clouds_yaml, "w") as f:
             f.write(clouds_yaml(self.config, self.url, CLOUD))
         os.chmod(self.clouds_yaml, 0o600)
-        self._token = None
+        self._tokens = {}
         return self
 
     def output(self):
@@ -140,28 +140,37 @@ class RunningEmulator(object):
         cloud_main(["cleanup", "--state-dir", self.state_dir])
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def connect(self):
+    def connect(self, region=None):
         """
-        An openstacksdk connection to the emulator, from its clouds.yaml.
+        An openstacksdk connection to the emulator, from a clouds.yaml
+        whose entry names ``region`` (None: the first region's, the one in
+        ``clouds_yaml``).
         """
         # Late: openstacksdk takes seconds to import, and only the tests
         # that connect need it.
         import openstack
         from openstack.config import loader
+        path = self.clouds_yaml
+        if region is not None:
+            path = os.path.join(self.dir, "clouds-%s.yaml" % (region,))
+            with open(path, "w") as f:
+                f.write(clouds_yaml(self.config, self.url, CLOUD, region))
+            os.chmod(path, 0o600)
         cloud = loader.OpenStackConfig(
-            config_files=[self.clouds_yaml]).get_one(cloud=CLOUD)
+            config_files=[path]).get_one(cloud=CLOUD)
         return openstack.connection.Connection(config=cloud)
 
-    def request(self, method, path, body=None, headers=None, token=True):
+    def request(self, method, path, body=None, headers=None, token=True,
+                user=None):
         """
         One raw HTTP request; returns (status, headers as a dict with
         lower-case names, parsed JSON body or None). With ``token``, the
-        first user's token goes in X-Auth-Token.
+        token of ``user`` (None: the first user) goes in X-Auth-Token.
         """
         host, port = self.url[len("http://"):].rsplit(":", 1)
         headers = dict(headers or {})
         if token:
-            headers.setdefault("X-Auth-Token", self.token())
+            headers.setdefault("X-Auth-Token", self.token(user))
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
@@ -177,12 +186,15 @@ class RunningEmulator(object):
         return (response.status, reply_headers,
                 json.loads(raw) if raw else None)
 
-    def token(self):
+    def token(self, name=None):
         """
-        A project-scoped token for the config's first user.
+        A project-scoped token for the user ``name`` (None: the config's
+        first user).
         """
-        if self._token is None:
-            name, user = next(iter(self.config.users.items()))
+        if name is None:
+            name = next(iter(self.config.users))
+        if name not in self._tokens:
+            user = self.config.users[name]
             status, headers, body = self.request(
                 "POST", "/identity/v3/auth/tokens", token=False, body={
                     "auth": {"identity": {"methods": ["password"],
@@ -196,20 +208,30 @@ class RunningEmulator(object):
             if status != 201:
                 raise EmulatorDied("authentication failed: %s %s"
                                    % (status, body))
-            self._token = headers["x-subject-token"]
-        return self._token
+            self._tokens[name] = headers["x-subject-token"]
+        return self._tokens[name]
 
-    def volume_status(self, volume_id):
+    def prefix(self, region=None):
+        """
+        The path before the Cinder and Nova URLs of ``region`` (None: the
+        first region's, which has none).
+        """
+        if region is None or region == self.config.regions[0]:
+            return ""
+        return "/regions/" + region
+
+    def volume_status(self, volume_id, region=None):
         status, _, body = self.request(
-            "GET", "/v3/%s/volumes/%s" % (self.project_id, volume_id))
+            "GET", "%s/v3/%s/volumes/%s" % (self.prefix(region),
+                                           self.project_id, volume_id))
         return body["volume"]["status"] if status == 200 else None
 
-    def wait_for_status(self, volume_id, wanted, timeout=20):
+    def wait_for_status(self, volume_id, wanted, timeout=20, region=None):
         """
         Poll until the volume's status is ``wanted`` (None: it is gone).
         """
         def check():
-            status = self.volume_status(volume_id)
+            status = self.volume_status(volume_id, region)
             return True if status == wanted else None
         return poll(check, timeout, "volume %s to be %s" % (volume_id,
                                                             wanted),

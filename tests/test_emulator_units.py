@@ -1,8 +1,9 @@
 """
 The emulator's pure parts: fault selection, microversion parsing, route
-matching, configuration, clouds.yaml.
+matching, configuration, regions, clouds.yaml, the state file's layout.
 """
 
+import json
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from blockmover.emulator.errors import ApiError
 from blockmover.emulator.faults import FaultError, Faults
 from blockmover.emulator.main import clouds_yaml, main
 from blockmover.emulator.routing import Router
+from blockmover.emulator.store import Store
 
 KEYS = ["GET /v3/{project}/volumes/detail", "GET /v3/abc/volumes/detail"]
 
@@ -175,3 +177,55 @@ def test_power_errors_and_stuck_stops_by_server():
         faults.replace({"power_errors": [{"operation": "attach"}]})
     with pytest.raises(FaultError):
         faults.replace({"stuck": [{"operation": "stop", "name": "db*"}]})
+
+
+def test_regions_and_the_servers_in_each():
+    config = EmulatorConfig({"regions": ["RegionOne", "RegionTwo"],
+                             "servers": {"a": {}, "b": {"region":
+                                                        "RegionTwo"}}})
+    assert (config.regions, config.region) == (["RegionOne", "RegionTwo"],
+                                               "RegionOne")
+    two = config.in_region("RegionTwo")
+    assert (two.region, list(two.servers.values())) == ("RegionTwo", ["b"])
+    assert list(two.hosts) == list(two.servers)
+    assert list(config.in_region("RegionOne").servers.values()) == ["a"]
+    # The whole config is untouched by a region's view.
+    assert sorted(config.servers.values()) == ["a", "b"]
+    assert EmulatorConfig({"region": "Mars"}).regions == ["Mars"]
+    for bad in ({"regions": ["R1", "R1"]}, {"regions": [1]},
+                {"servers": {"a": {"region": "Elsewhere"}}}):
+        with pytest.raises(ConfigError):
+            EmulatorConfig(bad)
+    with pytest.raises(ConfigError):
+        config.in_region("RegionNine")
+
+
+def test_clouds_yaml_names_a_region():
+    config = EmulatorConfig({"regions": ["RegionOne", "RegionTwo"]})
+    for region, wanted in ((None, "RegionOne"), ("RegionTwo", "RegionTwo")):
+        data = yaml.safe_load(clouds_yaml(config, "http://h:9", "c", region))
+        assert data["clouds"]["c"]["region_name"] == wanted
+    with pytest.raises(ConfigError):
+        clouds_yaml(config, "http://h:9", "c", "RegionNine")
+
+
+def test_clouds_yaml_command_takes_a_region(tmp_path, capsys):
+    path = tmp_path / "emulator.yml"
+    path.write_text("regions: [RegionOne, RegionTwo]\n")
+    assert main(["clouds-yaml", "--config", str(path), "--url", "http://h:9",
+                 "--region", "RegionTwo"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert data["clouds"]["blockmover-cloud"]["region_name"] == "RegionTwo"
+
+
+def test_state_from_before_regions_is_the_first_regions(tmp_path):
+    old = {"volumes": {"v1": {"id": "v1"}}, "quotas": {"p": {"volumes": 3}},
+           "tokens": {"h": {"user": "u"}}, "servers": {}, "services": {}}
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    store = Store(None, str(tmp_path), ["RegionOne", "RegionTwo"])
+    one, two = store.region("RegionOne"), store.region("RegionTwo")
+    assert list(one.volumes) == ["v1"]
+    assert one.quotas == {"p": {"volumes": 3}}
+    assert (two.volumes, two.quotas) == ({}, {})
+    assert store.state["tokens"] == {"h": {"user": "u"}}
+    assert sorted(store.state) == ["regions", "tokens"]

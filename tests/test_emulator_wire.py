@@ -175,7 +175,7 @@ def test_pagination_markers(cloud, volume):
     status, _, body = cloud.request("GET", query + "&marker=unknown")
     assert status == 404
     assert body["itemNotFound"]["message"] == (
-        "Marker unknown could not be found.")
+        "Volume unknown could not be found.")
 
 
 def test_updated_at_filter(cloud, volume):

@@ -12,6 +12,11 @@ attach to, or a detach from, the node this backend runs on also watches the
 node's by-id directory and looks again the moment the volume's device comes
 or goes, so it ends soon after the cloud is done, however long it took.
 
+What it sends is checked first against what Cinder refuses
+(``cinder_rules``: names, metadata, keys, filters), so a request a real
+Cinder would answer with 400 fails here, naming the field, before it is
+sent.
+
 Fencing reads a server as ClusterLabs' ``fence_openstack`` does: ``ACTIVE``
 is on, ``SHUTOFF`` is off, any other status is unknown and refused at once,
 never powered off on a guess. It is stricter in one way: a ``SHUTOFF``
@@ -28,7 +33,7 @@ from openstack import exceptions as os_exceptions
 from openstack.compute.v2.server import Server
 from zope.interface import implementer
 
-from blockmover.backends import instance
+from blockmover.backends import cinder_rules, instance
 from blockmover.backends.deviceevents import DeviceEvents
 from blockmover.backends.devices import BY_ID, find_cloud_device, link_names
 from blockmover.backends.interface import (
@@ -62,6 +67,33 @@ _ATTACHING = ("reserved", "attaching")
 # The only two server statuses whose power Nova vouches for.
 _ON = "ACTIVE"
 _OFF = "SHUTOFF"
+# openstacksdk's names of Cinder's list filters, where they differ.
+_SDK_FILTERS = {"properties": "metadata"}
+
+
+class InvalidRequest(BlockDeviceError):
+    """
+    A request the backend was about to send is one Cinder refuses (see
+    ``cinder_rules``); ``field`` names what is wrong in it. Nothing was
+    sent.
+    """
+    def __init__(self, what, refused):
+        self.field = refused.field
+        BlockDeviceError.__init__(
+            self, "cannot %s: Cinder refuses its %s, so it was not sent: %s"
+            % (what, refused.field, refused.message))
+
+
+def _check(what, check, *args):
+    """
+    ``check(*args)`` (a ``cinder_rules`` check) of the request to ``what``.
+
+    :raise InvalidRequest: Cinder would refuse it.
+    """
+    try:
+        check(*args)
+    except cinder_rules.Refused as e:
+        raise InvalidRequest(what, e) from None
 
 
 class Retry(Exception):
@@ -336,6 +368,8 @@ class OpenStackBlockDeviceAPI(object):
         """
         if self._page_size is not None:
             query = dict(query, limit=self._page_size)
+        _check(what, cinder_rules.check_list_query,
+               [_SDK_FILTERS.get(name, name) for name in query])
         return self._call(what, lambda: list(
             self._cloud.block_storage.volumes(details=True, **query)))
 
@@ -398,17 +432,19 @@ class OpenStackBlockDeviceAPI(object):
         return None
 
     def create_volume(self, dataset_id, size, metadata):
+        attributes = dict(
+            name=metadata.get(NAME_KEY, "blockmover-" + dataset_id),
+            size=round_up(size, GiB) // GiB,
+            metadata=dict(metadata, **{CLUSTER_KEY: self._cluster,
+                                       DATASET_KEY: dataset_id}))
+        if self._availability_zone:
+            attributes["availability_zone"] = self._availability_zone
+        if self._volume_type:
+            attributes["volume_type"] = self._volume_type
+        _check("create the volume of dataset %s" % (dataset_id,),
+               cinder_rules.check_create, {"volume": attributes})
         raw = self._find_dataset(dataset_id)
         if raw is None:
-            attributes = dict(
-                name=metadata.get(NAME_KEY, "blockmover-" + dataset_id),
-                size=round_up(size, GiB) // GiB,
-                metadata=dict(metadata, **{CLUSTER_KEY: self._cluster,
-                                           DATASET_KEY: dataset_id}))
-            if self._availability_zone:
-                attributes["availability_zone"] = self._availability_zone
-            if self._volume_type:
-                attributes["volume_type"] = self._volume_type
             try:
                 raw = self._cloud.block_storage.create_volume(**attributes)
             except Exception as e:
@@ -435,6 +471,8 @@ class OpenStackBlockDeviceAPI(object):
         return _to_volume(self._get_raw(volume_id))
 
     def set_metadata(self, volume_id, metadata):
+        _check("set the metadata of volume %s" % (volume_id,),
+               cinder_rules.check_metadata_body, {"metadata": metadata})
         self._get_raw(volume_id)
         self._call("set metadata of %s" % (volume_id,),
                    self._cloud.block_storage.set_volume_metadata, volume_id,

@@ -26,8 +26,16 @@ address.
                                  os-services: the host's compute service
                                  goes down (or comes back); 200 with it
 
+``GET /admin/regions``            ``{"regions": [name, ...]}``, the first
+                                 the default
+
 ``{server}`` is a server's id or name; ``{host}`` a compute host, or a
 server's id or name for its host.
+
+Each region has its own faults, counters, volumes, servers and services:
+the paths above address the first region, and the same paths under
+``/admin/regions/{region}`` (``/admin/regions/RegionTwo/faults``) address
+any region.
 """
 
 import collections
@@ -38,6 +46,8 @@ from blockmover.emulator.compute import RESET_STATES
 from blockmover.emulator.errors import ApiError
 from blockmover.emulator.faults import FaultError
 from blockmover.emulator.routing import Reply
+
+PREFIX = "/admin"
 
 
 class Counters(object):
@@ -59,6 +69,10 @@ class Counters(object):
 
 
 class Admin(object):
+    """
+    The admin API of one region: its config view, ``store`` (a
+    ``RegionStore``), faults, counters and compute.
+    """
 
     def __init__(self, config, store, faults, counters, compute):
         self.config = config
@@ -166,18 +180,27 @@ class Admin(object):
             "service": self.compute.describe_service(host)}))
 
 
-def add_routes(router, admin):
+def region_path(region):
+    """
+    Where the admin API of ``region`` lives (None: the first region's).
+    """
+    if region is None:
+        return PREFIX
+    return "%s/regions/%s" % (PREFIX, region)
+
+
+def add_routes(router, admin, prefix=PREFIX):
     table = [
-        ("GET", "/admin/faults", admin.get_faults),
-        ("PUT", "/admin/faults", admin.put_faults),
-        ("DELETE", "/admin/faults", admin.clear_faults),
-        ("GET", "/admin/counters", admin.get_counters),
-        ("POST", "/admin/counters/reset", admin.reset_counters),
-        ("GET", "/admin/volumes", admin.volumes),
-        ("GET", "/admin/servers", admin.servers),
-        ("POST", "/admin/servers/{server}/reset-state", admin.reset_state),
-        ("GET", "/admin/services", admin.services),
-        ("PUT", "/admin/services/{host}", admin.force_down),
+        ("GET", "/faults", admin.get_faults),
+        ("PUT", "/faults", admin.put_faults),
+        ("DELETE", "/faults", admin.clear_faults),
+        ("GET", "/counters", admin.get_counters),
+        ("POST", "/counters/reset", admin.reset_counters),
+        ("GET", "/volumes", admin.volumes),
+        ("GET", "/servers", admin.servers),
+        ("POST", "/servers/{server}/reset-state", admin.reset_state),
+        ("GET", "/services", admin.services),
+        ("PUT", "/services/{host}", admin.force_down),
     ]
     for method, path, handler in table:
-        router.add(method, path, handler, "admin", auth=False)
+        router.add(method, prefix + path, handler, "admin", auth=False)

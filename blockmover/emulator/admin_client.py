@@ -41,17 +41,39 @@ class AdminUnreachable(AdminError):
 
 class EmulatorAdmin(object):
     """
-    The admin API of the emulator at ``url`` (e.g. ``http://127.0.0.1:8776``).
+    The admin API of the emulator at ``url`` (e.g. ``http://127.0.0.1:8776``),
+    for one of its regions: faults, counters, volumes, servers and
+    services are each region's own.
 
     :param token: the config's ``admin_token``, sent in ``X-Admin-Token``;
         None for an emulator without one, which answers loopback clients.
     :param timeout: seconds a call may take.
+    :param region: the region addressed; None for the config's first.
     """
 
-    def __init__(self, url, token=None, timeout=10.0):
-        self.url = url.rstrip("/") + "/admin"
+    def __init__(self, url, token=None, timeout=10.0, region=None):
+        self._base = url.rstrip("/")
+        self.region = region
+        self.url = self._base + "/admin"
+        if region is not None:
+            self.url += "/regions/" + urllib.parse.quote(region, safe="")
         self.timeout = timeout
         self._token = token
+
+    def in_region(self, region):
+        """
+        The same emulator's admin API for ``region``.
+        """
+        return EmulatorAdmin(self._base, token=self._token,
+                             timeout=self.timeout, region=region)
+
+    def regions(self):
+        """
+        The emulator's regions, the first the default.
+        """
+        return EmulatorAdmin(self._base, token=self._token,
+                             timeout=self.timeout)._call(
+                                 "GET", "/regions")["regions"]
 
     def _call(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode("utf-8")

@@ -1,7 +1,11 @@
 """
-Cinder v3: version discovery, volumes (create, get, list with filters and
-pagination, update, delete), metadata, ``os-extend``, limits and quota
-sets, each path with and without ``/{project_id}`` after ``/v3``.
+Cinder v3 of one region: version discovery, volumes (create, get, list
+with filters, sorting and pagination, update, delete), metadata,
+``os-extend``, the admin actions ``os-reset_status`` and
+``os-force_detach``, limits and quota sets, each path with and without
+``/{project_id}`` after ``/v3``. What Cinder refuses is refused with its
+words, by the rules the openstack backend checks before sending
+(``blockmover.backends.cinder_rules``).
 """
 
 import ast
@@ -10,6 +14,8 @@ import json
 import uuid
 from urllib.parse import urlencode
 
+from blockmover.backends import cinder_rules
+from blockmover.backends.cinder_rules import Refused
 from blockmover.emulator.errors import ApiError, bad_request, not_found
 from blockmover.emulator.lifecycle import now_text
 from blockmover.emulator.routing import Reply
@@ -27,6 +33,27 @@ DELETE_REFUSED = (
 
 SUMMARY_FILTERS = ("name", "status", "bootable", "availability_zone", "size")
 TIME_FILTERS = ("created_at", "updated_at")
+# Cinder honours updated_at=<op>:<time> from this microversion on (3.60
+# is only where it was documented) and ignores it below.
+TIME_FILTER_VERSION = (3, 31)
+
+# The statuses os-reset_status may set.
+RESET_STATUSES = ("available", "error", "creating", "deleting", "in-use",
+                  "attaching", "detaching", "error_deleting", "maintenance",
+                  "reserved", "error_extending", "extending")
+
+
+def _refusal(error):
+    # Cinder's 400 for what its schemas refuse.
+    return bad_request(error.message)
+
+
+def forbidden(policy):
+    """
+    Cinder's 403 for an action its policy keeps for admins.
+    """
+    return ApiError(403, "Policy doesn't allow %s to be performed."
+                    % (policy,))
 
 
 def versions_body(base_url):
@@ -80,26 +107,27 @@ def _metadata_filter(value):
         try:
             wanted = json.loads(value)
         except ValueError:
-            raise bad_request("Invalid filter: metadata must be a "
-                              "dictionary such as {'key': 'value'}.")
+            return lambda metadata: False
     if not isinstance(wanted, dict):
-        raise bad_request("Invalid filter: metadata must be a dictionary "
-                          "such as {'key': 'value'}.")
+        # Cinder finds no volume whose metadata is not a dictionary.
+        return lambda metadata: False
     return lambda metadata: all(metadata.get(str(k)) == str(v)
                                 for k, v in wanted.items())
 
 
 class Cinder(object):
     """
-    The block-storage API over ``store``'s volumes, moving them through
-    ``lifecycle``.
+    The block-storage API of one region over ``store``'s volumes (a
+    ``RegionStore``), moving them through ``lifecycle``; ``prefix`` is the
+    region's path before ``/v3``.
     """
 
-    def __init__(self, config, store, lifecycle, clock):
+    def __init__(self, config, store, lifecycle, clock, prefix=""):
         self.config = config
         self.store = store
         self.lifecycle = lifecycle
         self.clock = clock
+        self.prefix = prefix
 
     # helpers
     def _project_of(self, call):
@@ -123,7 +151,7 @@ class Cinder(object):
 
     def quotas(self, project):
         limits = dict(self.config.quotas)
-        limits.update(self.store.state["quotas"].get(project, {}))
+        limits.update(self.store.quotas.get(project, {}))
         return limits
 
     def usage(self, project):
@@ -154,10 +182,11 @@ class Cinder(object):
                               used["gigabytes"]))
 
     def _links(self, call, volume):
+        base = call.base_url + self.prefix
         return [{"rel": "self", "href": "%s/v3/%s/volumes/%s" % (
-                    call.base_url, volume["project_id"], volume["id"])},
+                    base, volume["project_id"], volume["id"])},
                 {"rel": "bookmark", "href": "%s/%s/volumes/%s" % (
-                    call.base_url, volume["project_id"], volume["id"])}]
+                    base, volume["project_id"], volume["id"])}]
 
     def _attachments(self, volume):
         attachment = volume.get("attachment")
@@ -210,17 +239,21 @@ class Cinder(object):
 
     # handlers
     def versions(self, call):
-        return Reply(300, versions_body(call.base_url))
+        return Reply(300, versions_body(call.base_url + self.prefix))
 
     def version(self, call):
-        return Reply(200, versions_body(call.base_url))
+        return Reply(200, versions_body(call.base_url + self.prefix))
 
     def create(self, call):
         project = self._project_of(call)
-        spec = (call.body or {}).get("volume")
-        if not isinstance(spec, dict):
+        if not isinstance((call.body or {}).get("volume"), dict):
             raise bad_request("Missing required element 'volume' in "
                               "request body.")
+        try:
+            cinder_rules.check_create(call.body, call.microversion)
+        except Refused as e:
+            raise _refusal(e)
+        spec = call.body["volume"]
         try:
             size = int(spec.get("size"))
         except (TypeError, ValueError):
@@ -232,8 +265,6 @@ class Cinder(object):
                               "Value: %s. %s is less than the minimum of 1"
                               % (size, size))
         metadata = spec.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise bad_request("Invalid input for field/attribute metadata.")
         zone = spec.get("availability_zone") or self.config.availability_zone
         if zone != self.config.availability_zone:
             raise bad_request("Invalid input received: Availability zone "
@@ -253,7 +284,7 @@ class Cinder(object):
             "volume_type": volume_type,
             "volume_type_id": str(uuid.uuid5(uuid.NAMESPACE_URL,
                                              "type/" + volume_type)),
-            "metadata": {str(k): str(v) for k, v in metadata.items()},
+            "metadata": dict(metadata),
             "created_at": now,
             "updated_at": None,
             "attachment": None,
@@ -267,6 +298,10 @@ class Cinder(object):
         return Reply(200, {"volume": self.render(call, self._volume(call))})
 
     def _filtered(self, call, project):
+        try:
+            cinder_rules.check_list_query(call.query)
+        except Refused as e:
+            raise _refusal(e)
         volumes = self._owned(project)
         for name in SUMMARY_FILTERS:
             value = call.arg(name)
@@ -281,9 +316,8 @@ class Cinder(object):
                 volumes = [v for v in volumes if v.get(name) == value]
         for name in TIME_FILTERS:
             value = call.arg(name)
-            # updated_at filtering arrived with microversion 3.60.
             if value is None or (name == "updated_at"
-                                 and call.microversion < (3, 60)):
+                                 and call.microversion < TIME_FILTER_VERSION):
                 continue
             check = _time_filter(value)
             volumes = [v for v in volumes if check(v.get(name))]
@@ -294,13 +328,29 @@ class Cinder(object):
         return volumes
 
     @staticmethod
-    def _sort_key(volume):
-        return (volume["created_at"], volume["id"])
+    def _sorted(volumes, order):
+        """
+        ``volumes`` in ``order`` ([(key, direction)]), then newest first
+        by creation and id, as Cinder breaks ties; no value sorts first.
+        """
+        order = list(order) + [("created_at", "desc"), ("id", "desc")]
+        result = list(volumes)
+        # Stable sorts from the last key to the first.
+        for key, direction in reversed(order):
+            result.sort(key=lambda v: (v.get(key) is not None,
+                                       v.get(key) or ""),
+                        reverse=direction == "desc")
+        return result
 
     def _list(self, call, render, collection_path):
         project = self._project_of(call)
-        volumes = sorted(self._filtered(call, project), key=self._sort_key,
-                         reverse=True)
+        try:
+            order = cinder_rules.sort_order(call.arg("sort"),
+                                            call.arg("sort_key"),
+                                            call.arg("sort_dir"))
+        except Refused as e:
+            raise _refusal(e)
+        volumes = self._sorted(self._filtered(call, project), order)
         try:
             limit = min(int(call.arg("limit", MAX_LIMIT)), MAX_LIMIT)
             if limit < 0:
@@ -311,10 +361,14 @@ class Cinder(object):
         if marker is not None:
             anchor = self.store.volumes.get(marker)
             if anchor is None or anchor["project_id"] != project:
-                raise not_found("Marker %s could not be found." % (marker,))
-            # Items after the marker in sort order, as Cinder pages.
-            key = self._sort_key(anchor)
-            volumes = [v for v in volumes if self._sort_key(v) < key]
+                raise not_found("Volume %s could not be found." % (marker,))
+            # Items after the marker in sort order, as Cinder pages: the
+            # order is total (the id breaks ties), so a position in it
+            # says what comes after.
+            everything = self._sorted(self._owned(project), order)
+            position = {v["id"]: i for i, v in enumerate(everything)}
+            volumes = [v for v in volumes
+                       if position[v["id"]] > position[marker]]
         page = volumes[:limit]
         body = {"volumes": [render(call, v) for v in page]}
         if page and limit <= len(page):
@@ -322,7 +376,7 @@ class Cinder(object):
                      for v in values if k != "marker"]
             query.append(("marker", page[-1]["id"]))
             body["volumes_links"] = [{"rel": "next", "href": "%s/v3/%s/%s?%s"
-                                      % (call.base_url, project,
+                                      % (call.base_url + self.prefix, project,
                                          collection_path, urlencode(query))}]
         return Reply(200, body)
 
@@ -334,16 +388,16 @@ class Cinder(object):
 
     def update(self, call):
         volume = self._volume(call)
-        spec = (call.body or {}).get("volume")
-        if not isinstance(spec, dict):
-            raise bad_request("Missing required element 'volume' in "
-                              "request body.")
+        try:
+            cinder_rules.check_update(call.body)
+        except Refused as e:
+            raise _refusal(e)
+        spec = call.body["volume"]
         for key in ("name", "description"):
             if key in spec:
                 volume[key] = spec[key]
-        if isinstance(spec.get("metadata"), dict):
-            volume["metadata"] = {str(k): str(v)
-                                  for k, v in spec["metadata"].items()}
+        if "metadata" in spec:
+            volume["metadata"] = dict(spec["metadata"])
         volume["updated_at"] = now_text(self.clock)
         reply = Reply(200, {"volume": self.render(call, volume)})
         return self.store.save().addCallback(lambda _: reply)
@@ -362,11 +416,57 @@ class Cinder(object):
     def action(self, call):
         volume = self._volume(call)
         body = call.body or {}
-        if "os-extend" not in body:
-            raise bad_request("There is no such action: %s"
-                              % (", ".join(body) or "none",))
+        actions = {"os-extend": self._extend,
+                   "os-reset_status": self._reset_status,
+                   "os-force_detach": self._force_detach}
+        for name, act in actions.items():
+            if name in body:
+                return act(call, volume, body[name])
+        raise bad_request("There is no such action: %s"
+                          % (", ".join(body) or "none",))
+
+    def _reset_status(self, call, volume, spec):
+        """
+        ``os-reset_status`` (admin only): the status changes and nothing
+        else happens, as in Cinder; ``attach_status: detached`` also
+        drops the attachment and its device.
+        """
+        if not call.auth.get("admin"):
+            raise forbidden("volume_extension:volume_admin_actions:"
+                            "reset_status")
+        spec = spec if isinstance(spec, dict) else {}
+        status = spec.get("status")
+        if status is not None and status not in RESET_STATUSES:
+            raise bad_request("Invalid input received: Must specify a valid "
+                              "status")
+        if spec.get("attach_status") == "detached" and volume.get(
+                "attachment"):
+            d = self.lifecycle.drop_attachment(volume,
+                                               status or "available")
+        else:
+            if status is not None:
+                volume["status"] = status
+                volume["updated_at"] = now_text(self.clock)
+            d = self.store.save()
+        return d.addCallback(lambda _: Reply(202))
+
+    def _force_detach(self, call, volume, spec):
+        """
+        ``os-force_detach`` (admin only): Cinder ends the attachment and
+        the storage connection at once and never tells Nova.
+        """
+        if not call.auth.get("admin"):
+            raise forbidden("volume_extension:volume_admin_actions:"
+                            "force_detach")
+        if not volume.get("attachment"):
+            raise bad_request("Invalid volume: Volume %s is not attached."
+                              % (volume["id"],))
+        d = self.lifecycle.drop_attachment(volume, "available")
+        return d.addCallback(lambda _: Reply(202))
+
+    def _extend(self, call, volume, spec):
         try:
-            new_size = int(body["os-extend"]["new_size"])
+            new_size = int(spec["new_size"])
         except (KeyError, TypeError, ValueError):
             raise bad_request("Invalid input for field/attribute new_size.")
         allowed = ["available"]
@@ -394,10 +494,11 @@ class Cinder(object):
         return Reply(200, {"metadata": dict(self._volume(call)["metadata"])})
 
     def _metadata_body(self, call):
-        metadata = (call.body or {}).get("metadata")
-        if not isinstance(metadata, dict):
-            raise bad_request("Malformed request body")
-        return {str(k): str(v) for k, v in metadata.items()}
+        try:
+            cinder_rules.check_metadata_body(call.body)
+        except Refused as e:
+            raise _refusal(e)
+        return dict(call.body["metadata"])
 
     def _metadata_saved(self, call, volume):
         volume["updated_at"] = now_text(self.clock)
@@ -418,14 +519,16 @@ class Cinder(object):
         volume = self._volume(call)
         key = call.params["key"]
         if key not in volume["metadata"]:
-            raise not_found("Metadata item was not found")
+            raise not_found("Volume %s has no metadata with key %s."
+                            % (volume["id"], key))
         return Reply(200, {"meta": {key: volume["metadata"][key]}})
 
     def metadata_key_delete(self, call):
         volume = self._volume(call)
         key = call.params["key"]
         if key not in volume["metadata"]:
-            raise not_found("Metadata item was not found")
+            raise not_found("Volume %s has no metadata with key %s."
+                            % (volume["id"], key))
         del volume["metadata"][key]
         volume["updated_at"] = now_text(self.clock)
         return self.store.save().addCallback(lambda _: Reply(200))
@@ -479,7 +582,7 @@ class Cinder(object):
         if not isinstance(wanted, dict):
             raise bad_request("Missing required element 'quota_set' in "
                               "request body.")
-        stored = self.store.state["quotas"].setdefault(project, {})
+        stored = self.store.quotas.setdefault(project, {})
         for key in ("volumes", "gigabytes", "per_volume_gigabytes"):
             if key in wanted:
                 try:
@@ -491,9 +594,15 @@ class Cinder(object):
         return self.store.save().addCallback(lambda _: reply)
 
 
-def add_routes(router, cinder):
-    router.add("GET", "/", cinder.versions, "volume", auth=False)
-    router.add("GET", "/v3", cinder.version, "volume", auth=False)
+def add_routes(router, cinder, region=None):
+    """
+    The routes of ``cinder``, under its region's prefix.
+    """
+    def add(method, path, handler, auth=True):
+        router.add(method, cinder.prefix + path, handler, "volume", auth=auth,
+                   region=region)
+    add("GET", "/", cinder.versions, auth=False)
+    add("GET", "/v3", cinder.version, auth=False)
     for prefix in ("/v3", "/v3/{project}"):
         table = [
             ("GET", "/volumes/detail", cinder.list_detail),
@@ -515,4 +624,4 @@ def add_routes(router, cinder):
             ("PUT", "/os-quota-sets/{quota_project}", cinder.quota_update),
         ]
         for method, path, handler in table:
-            router.add(method, prefix + path, handler, "volume")
+            add(method, prefix + path, handler)

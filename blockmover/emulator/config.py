@@ -6,6 +6,7 @@ small YAML file; everything has a default so ``blockmover-cloud serve``
 runs without one.
 """
 
+import copy
 import uuid
 
 import yaml
@@ -27,7 +28,10 @@ DEFAULT_QUOTAS = {"volumes": 10, "gigabytes": 1000,
                   "per_volume_gigabytes": -1}
 
 DEFAULT = {
+    # One region, or several: "regions: [RegionOne, RegionTwo]" (then
+    # "region" is not read). Each has its own volumes, servers and quotas.
     "region": "RegionOne",
+    "regions": None,
     "availability_zone": "nova",
     "domain": "Default",
     "projects": {"demo": {}},
@@ -72,9 +76,11 @@ def stable_id(kind, name, hex_only=False):
 
 class EmulatorConfig(object):
     """
-    The parsed configuration. Attributes: ``region``,
+    The parsed configuration. Attributes: ``regions`` (names, the first
+    the default), ``region`` (the first, or the one region of a config
+    from ``in_region``), ``regions_of`` ({server id: its region}),
     ``availability_zone``, ``domain``, ``projects`` ({name: id}),
-    ``users`` ({name: {"id", "password", "project"}}), ``servers``
+    ``users`` ({name: {"id", "password", "project", "admin"}}), ``servers``
     ({id: name}), ``hosts`` ({server id: its compute host}),
     ``max_disk_devices``, ``quotas``, ``latency``, ``token_lifetime``,
     ``admin_token``, ``faults`` (raw data for ``faults.Faults``),
@@ -85,7 +91,18 @@ class EmulatorConfig(object):
         merged = dict(DEFAULT)
         merged.update(data or {})
         self.source = source
-        self.region = str(merged["region"])
+        regions = merged["regions"] or [merged["region"]]
+        if isinstance(regions, str):
+            regions = [regions]
+        if not isinstance(regions, list) or not all(
+                isinstance(r, str) and r for r in regions):
+            raise ConfigError("%s: regions must be a list of region names, "
+                              "e.g. [RegionOne, RegionTwo]" % (source,))
+        if len(set(regions)) != len(regions):
+            raise ConfigError("%s: regions names a region twice: %s"
+                              % (source, ", ".join(regions)))
+        self.regions = list(regions)
+        self.region = self.regions[0]
         self.availability_zone = str(merged["availability_zone"])
         self.domain = str(merged["domain"])
         self.projects = {}
@@ -108,16 +125,27 @@ class EmulatorConfig(object):
                 "id": stable_id("user", name, hex_only=True),
                 "password": str(spec["password"]),
                 "project": project,
+                # Cinder's admin-only actions (os-reset_status,
+                # os-force_detach) need the admin role.
+                "admin": bool(spec.get("admin", False)),
             }
         servers = merged["servers"] or {}
         if isinstance(servers, list):
             servers = {name: {} for name in servers}
         self.servers = {}
         self.hosts = {}
+        self.regions_of = {}
         for name, spec in servers.items():
             spec = spec or {}
             server_id = str(spec.get("id") or stable_id("server", name))
             self.servers[server_id] = str(name)
+            region = str(spec.get("region") or self.region)
+            if region not in self.regions:
+                raise ConfigError("%s: server %r is in region %r, which is "
+                                  "not under 'regions:' (%s)" % (
+                                      source, name, region,
+                                      ", ".join(self.regions)))
+            self.regions_of[server_id] = region
             # Its own compute host unless told to share one, so a host's
             # service going down concerns that server alone.
             self.hosts[server_id] = str(spec.get("host")
@@ -150,6 +178,24 @@ class EmulatorConfig(object):
                               "--cluster, demo]" % (source,))
         self.power_command = list(command) if command else None
 
+    def in_region(self, region):
+        """
+        The config as the region ``region`` sees it: its own servers and
+        their hosts only, ``region`` set to it.
+        """
+        if region not in self.regions:
+            raise ConfigError("%s: no region %r; the regions are %s"
+                              % (self.source, region,
+                                 ", ".join(self.regions)))
+        view = copy.copy(self)
+        view.region = region
+        view.servers = {sid: name for sid, name in self.servers.items()
+                        if self.regions_of[sid] == region}
+        view.hosts = {sid: host for sid, host in self.hosts.items()
+                      if sid in view.servers}
+        view.regions_of = {sid: region for sid in view.servers}
+        return view
+
     def server_id(self, name):
         """
         The Nova id of the server called ``name``, or None.
@@ -169,8 +215,9 @@ class EmulatorConfig(object):
 
     def __repr__(self):
         # Never show passwords or the admin token.
-        return "<EmulatorConfig %s: %d users, %d servers>" % (
-            self.source, len(self.users), len(self.servers))
+        return "<EmulatorConfig %s: %d users, %d servers in %s>" % (
+            self.source, len(self.users), len(self.servers),
+            ", ".join(self.regions))
 
 
 def load_config(path):

@@ -16,6 +16,18 @@ from blockmover.emulator.routing import Reply
 PREFIX = "/identity"
 VOLUME_PATH = "/v3"
 COMPUTE_PATH = "/compute/v2.1"
+REGIONS_PATH = "/regions"
+
+
+def region_prefix(config, region):
+    """
+    The path before the Cinder and Nova URLs of ``region``: none for the
+    config's first region, so a one-region emulator's URLs are what they
+    always were; ``/regions/<name>`` for the others.
+    """
+    if region == config.regions[0]:
+        return ""
+    return "%s/%s" % (REGIONS_PATH, region)
 
 
 def _iso(moment):
@@ -52,31 +64,43 @@ class Keystone(object):
 
     def check(self, token):
         """
-        ``{"user", "project"}`` (their ids) for a valid ``token``, or None.
+        ``{"user", "project", "admin"}`` (their ids, whether the user has
+        the admin role) for a valid ``token``, or None.
         """
         if not token:
             return None
         entry = self.store.state["tokens"].get(_hash(token))
         if entry is None or entry["expires"] < self.clock.seconds():
             return None
-        return {"user": entry["user"], "project": entry["project"]}
+        return {"user": entry["user"], "project": entry["project"],
+                "admin": entry.get("admin", False)}
 
     def catalog(self, base_url, project_id):
-        region = self.config.region
-
-        def entry(kind, name, url):
+        """
+        Keystone, and Cinder and Nova once per region (Keystone is the
+        same in every region).
+        """
+        def entry(kind, name, urls):
             return {"type": kind, "name": name,
                     "id": uuid.uuid5(uuid.NAMESPACE_URL, kind).hex,
                     "endpoints": [{
-                        "id": uuid.uuid5(uuid.NAMESPACE_URL, url).hex,
+                        "id": uuid.uuid5(uuid.NAMESPACE_URL,
+                                         region + " " + url).hex,
                         "interface": "public", "region": region,
-                        "region_id": region, "url": url}]}
-        volume_url = "%s%s/%s" % (base_url, VOLUME_PATH, project_id)
+                        "region_id": region, "url": url}
+                        for region, url in urls]}
+
+        def each_region(path):
+            return [(region, base_url + region_prefix(self.config, region)
+                     + path) for region in self.config.regions]
+        volume_path = "%s/%s" % (VOLUME_PATH, project_id)
+        identity = [(region, base_url + PREFIX + "/v3")
+                    for region in self.config.regions]
         return [
-            entry("identity", "keystone", base_url + PREFIX + "/v3"),
-            entry("block-storage", "cinder", volume_url),
-            entry("volumev3", "cinderv3", volume_url),
-            entry("compute", "nova", base_url + COMPUTE_PATH),
+            entry("identity", "keystone", identity),
+            entry("block-storage", "cinder", each_region(volume_path)),
+            entry("volumev3", "cinderv3", each_region(volume_path)),
+            entry("compute", "nova", each_region(COMPUTE_PATH)),
         ]
 
     def authenticate(self, call):
@@ -121,8 +145,10 @@ class Keystone(object):
                     if v["expires"] < now.timestamp()]:
             del tokens[key]
         tokens[_hash(token)] = {"user": spec["id"], "project": project_id,
+                                "admin": spec["admin"],
                                 "expires": expires.timestamp()}
         domain = {"id": "default", "name": self.config.domain}
+        roles = ["member", "reader"] + (["admin"] if spec["admin"] else [])
         body = {"token": {
             "methods": ["password"],
             "user": {"id": spec["id"], "name": found, "domain": domain,
@@ -133,10 +159,8 @@ class Keystone(object):
             "project": {"id": project_id, "name": project_name,
                         "domain": domain},
             "is_domain": False,
-            "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_URL, "member").hex,
-                       "name": "member"},
-                      {"id": uuid.uuid5(uuid.NAMESPACE_URL, "reader").hex,
-                       "name": "reader"}],
+            "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_URL, role).hex,
+                       "name": role} for role in roles],
             "catalog": self.catalog(call.base_url, project_id),
         }}
         reply = Reply(201, body, {"X-Subject-Token": token})

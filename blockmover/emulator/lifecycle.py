@@ -240,6 +240,18 @@ class Lifecycle(object):
         d.addErrback(failed)
         return d
 
+    def drop_attachment(self, volume, status):
+        """
+        End the volume's attachment at once, as Cinder's ``os-force_detach``
+        (or a reset to ``detached``) does without Nova: the device and its
+        links go, the volume is left in ``status``. Returns a Deferred
+        firing once that is saved.
+        """
+        d = self._thread(unplug, *self._links(volume))
+        d.addErrback(self._failed, volume, "force-detach")
+        d.addCallback(lambda _: self._set(volume, status, attachment=None))
+        return d
+
     # extend
     def extend(self, volume, new_size):
         volume["extend_to"] = new_size

@@ -23,8 +23,15 @@ as a cloud's guest does, by links <state-dir>/by-id/<server id>/virtio-<first
 backend on the node as its device_root. Needs root for losetup.
 
 URLs: auth_url is http://HOST:PORT/identity; Cinder is /v3/<project id>,
-Nova /compute/v2.1 (both in the token's catalog). The admin API under
-/admin (faults, counters, volumes, servers, compute services) answers
+Nova /compute/v2.1 (both in the token's catalog). With several regions
+(regions: [RegionOne, RegionTwo]) the catalog lists Cinder and Nova once
+per region: the first at those URLs, each other under /regions/<name>
+(/regions/RegionTwo/v3/<project id>). Each region has its own volumes,
+servers (a server's region: servers: {node3: {region: RegionTwo}}),
+quotas, faults and counters; a volume attaches only to a server of its
+own region. clouds-yaml --region writes the entry of one region.
+
+The admin API under /admin (faults, counters, volumes, servers, compute services) answers
 loopback clients only, or, when the config sets admin_token, requests
 carrying it in X-Admin-Token. Through it a server is put in ERROR (POST
 /admin/servers/<server>/reset-state {"state": "error"}) and a compute
@@ -36,12 +43,20 @@ A server stopped with os-stop is powered off for its owner: GET
 and power_command, when set, runs with "off" or "on", the server's name
 and its id before the status says SHUTOFF or ACTIVE.
 
+The admin API of the first region is /admin; of any region,
+/admin/regions/<name> (faults, counters, volumes, servers, services).
+
+Several clouds are several emulators, each with its own --state-dir and
+port: nothing else of one is shared with another.
+
 The config (YAML, every key optional):
-  region: RegionOne
+  region: RegionOne             # or regions: [RegionOne, RegionTwo]
   availability_zone: nova
   projects: {demo: {}}
-  users: {demo: {password: demo-password, project: demo}}
-  servers: {node1: {}, node2: {id: <uuid>, host: compute-2}}
+  users: {demo: {password: demo-password, project: demo},
+          operator: {password: ..., project: demo, admin: true}}
+  servers: {node1: {}, node2: {id: <uuid>, host: compute-2,
+                               region: RegionOne}}
   max_disk_devices: 14          # per server; default unlimited
   quotas: {volumes: 10, gigabytes: 1000, per_volume_gigabytes: -1}
   latency: {create: 0.2, attach: 2.0, detach: 2.0, extend: 0.5, delete: 0.2,
@@ -92,11 +107,19 @@ def _serve(args):
     return 0
 
 
-def clouds_yaml(config, url, cloud):
+def clouds_yaml(config, url, cloud, region=None):
     """
     The clouds.yaml text that points openstacksdk at the emulator at
-    ``url`` as the config's first user.
+    ``url`` as the config's first user, in ``region`` (None: the first).
+
+    :raise ConfigError: the config has no such region.
     """
+    if region is None:
+        region = config.region
+    elif region not in config.regions:
+        raise ConfigError("%s: no region %r; the regions are %s"
+                          % (config.source, region,
+                             ", ".join(config.regions)))
     user, spec = next(iter(config.users.items()))
     return yaml.safe_dump({"clouds": {cloud: {
         "auth": {"auth_url": url.rstrip("/") + PREFIX,
@@ -104,7 +127,7 @@ def clouds_yaml(config, url, cloud):
                  "project_name": spec["project"],
                  "user_domain_name": config.domain,
                  "project_domain_name": config.domain},
-        "region_name": config.region,
+        "region_name": region,
         "identity_api_version": 3,
         "interface": "public",
     }}}, default_flow_style=False, sort_keys=False)
@@ -112,7 +135,7 @@ def clouds_yaml(config, url, cloud):
 
 def _clouds_yaml(args):
     sys.stdout.write(clouds_yaml(load_config(args.config), args.url,
-                                 args.cloud))
+                                 args.cloud, args.region))
     return 0
 
 
@@ -159,6 +182,9 @@ def parser():
                         help="the emulator's URL, e.g. http://127.0.0.1:8776")
     clouds.add_argument("--cloud", default="blockmover-cloud",
                         help="the cloud's name in clouds.yaml")
+    clouds.add_argument("--region",
+                        help="the region the entry uses (default: the "
+                             "config's first)")
     clouds.set_defaults(run=_clouds_yaml)
 
     cleanup = commands.add_parser(

@@ -48,9 +48,11 @@ def requested(headers, service):
         return lo
     version = _parse(value.strip(), service)
     if not lo <= version <= hi:
+        # Echoed like every other answer's version.
         raise ApiError(406, "Version %s is not supported by the API. "
                             "Minimum is %s and maximum is %s."
-                       % (text(version), text(lo), text(hi)))
+                       % (text(version), text(lo), text(hi)),
+                       headers=echo_headers(service, version))
     return version
 
 

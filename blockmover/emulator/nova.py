@@ -1,5 +1,5 @@
 """
-Nova: version discovery, servers (the cluster's nodes, from the config)
+Nova of one region: version discovery, servers (the cluster's nodes, from the config)
 with their power (``os-stop``, ``os-start``; see compute.py), flavors, and
 ``os-volume_attachments``, which reserve a volume and hand it to the
 lifecycle to become a loop device.
@@ -51,21 +51,26 @@ def _version(base_url):
 
 class Nova(object):
     """
-    The compute API over the config's servers and ``store``'s volumes.
+    The compute API of one region over its config's servers and
+    ``store``'s volumes (a ``RegionStore``): a volume of another region is
+    not found, as Cinder there does not know it. ``prefix`` is the
+    region's path before ``/compute``.
     """
 
-    def __init__(self, config, store, lifecycle, compute, clock):
+    def __init__(self, config, store, lifecycle, compute, clock, prefix=""):
         self.config = config
         self.store = store
         self.lifecycle = lifecycle
         self.compute = compute
         self.clock = clock
+        self.prefix = prefix
 
     def versions(self, call):
-        return Reply(300, {"versions": [_version(call.base_url)]})
+        return Reply(300, {"versions": [_version(call.base_url
+                                                 + self.prefix)]})
 
     def version(self, call):
-        return Reply(200, {"version": _version(call.base_url)})
+        return Reply(200, {"version": _version(call.base_url + self.prefix)})
 
     def _server_id(self, call):
         server_id = call.params["server"]
@@ -95,7 +100,8 @@ class Nova(object):
                                                record[attribute]))
 
     def _render_server(self, call, server_id):
-        link = "%s%s/servers/%s" % (call.base_url, COMPUTE_PATH, server_id)
+        link = "%s%s%s/servers/%s" % (call.base_url, self.prefix,
+                                      COMPUTE_PATH, server_id)
         power = self.compute.server(server_id)
         return {
             "id": server_id, "name": self.config.servers[server_id],
@@ -283,10 +289,16 @@ class Nova(object):
         return self.store.save().addCallback(lambda _: Reply(202))
 
 
-def add_routes(router, nova):
+def add_routes(router, nova, region=None):
+    """
+    The routes of ``nova``, under its region's prefix.
+    """
+    def add(method, path, handler, auth=True):
+        router.add(method, nova.prefix + path, handler, "compute", auth=auth,
+                   region=region)
     base = PREFIX + "/v2.1"
-    router.add("GET", PREFIX, nova.versions, "compute", auth=False)
-    router.add("GET", base, nova.version, "compute", auth=False)
+    add("GET", PREFIX, nova.versions, auth=False)
+    add("GET", base, nova.version, auth=False)
     table = [
         ("GET", "/servers/detail", nova.servers_detail),
         ("GET", "/servers", nova.servers),
@@ -302,4 +314,4 @@ def add_routes(router, nova):
          nova.detach),
     ]
     for method, path, handler in table:
-        router.add(method, base + path, handler, "compute")
+        add(method, base + path, handler)

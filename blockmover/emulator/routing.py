@@ -24,11 +24,15 @@ class Route(object):
     """
     ``handler(call)`` answers ``method`` on paths matching ``template``.
     ``service`` (identity, volume, compute, admin) says whose rules apply:
-    microversions, authentication, error shape.
+    microversions, authentication, error shape; ``region`` is the region
+    that answers (None: the first, or Keystone, which every region
+    shares), whose faults and counters the request meets.
     """
 
-    def __init__(self, method, template, handler, service, auth=True):
+    def __init__(self, method, template, handler, service, auth=True,
+                 region=None):
         self.method = method
+        self.region = region
         self.template = template
         self.segments = [s for s in template.split("/") if s]
         self.handler = handler
@@ -63,8 +67,10 @@ class Router(object):
     def __init__(self):
         self.routes = []
 
-    def add(self, method, template, handler, service, auth=True):
-        self.routes.append(Route(method, template, handler, service, auth))
+    def add(self, method, template, handler, service, auth=True,
+            region=None):
+        self.routes.append(Route(method, template, handler, service, auth,
+                                 region))
 
     def find(self, method, path):
         """

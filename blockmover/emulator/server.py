@@ -14,16 +14,11 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from blockmover.emulator import admin as admin_api
-from blockmover.emulator import cinder as cinder_api
-from blockmover.emulator.compute import Compute
 from blockmover.emulator import keystone as keystone_api
 from blockmover.emulator import microversion
-from blockmover.emulator import nova as nova_api
 from blockmover.emulator.errors import ApiError, KeystoneError
-from blockmover.emulator.faults import Faults
-from blockmover.emulator.lifecycle import Lifecycle
-from blockmover.emulator.routing import Call, Router
+from blockmover.emulator.region import Region
+from blockmover.emulator.routing import Call, Reply, Router
 from blockmover.emulator.store import Store
 
 STATUS_MESSAGES = {
@@ -36,35 +31,35 @@ STATUS_MESSAGES = {
 class Emulator(object):
     """
     The whole emulated cloud: ``config`` (an ``EmulatorConfig``), state
-    under ``state_dir``. ``start()`` loads it and resumes unfinished
-    transitions; ``site()`` is what to listen with.
+    under ``state_dir``, one Keystone and a ``Region`` per configured
+    region (``regions``: {name: Region}; ``first``, the default one).
+    ``start()`` loads the state and resumes unfinished transitions;
+    ``site()`` is what to listen with.
     """
 
     def __init__(self, reactor, config, state_dir):
         self.reactor = reactor
         self.config = config
-        self.store = Store(reactor, state_dir)
-        self.faults = Faults(config.faults, servers=config.servers)
-        self.counters = admin_api.Counters()
-        self.lifecycle = Lifecycle(reactor, self.store, config.latency,
-                                   self.faults)
-        self.compute = Compute(reactor, config, self.store, self.faults)
+        self.store = Store(reactor, state_dir, config.regions)
         self.keystone = keystone_api.Keystone(config, self.store, reactor)
+        self.regions = {name: Region(reactor, config, self.store, name)
+                        for name in config.regions}
+        self.first = self.regions[config.regions[0]]
         self.router = Router()
         keystone_api.add_routes(self.router, self.keystone)
-        nova_api.add_routes(self.router, nova_api.Nova(
-            config, self.store, self.lifecycle, self.compute, reactor))
-        self.admin = admin_api.Admin(config, self.store, self.faults,
-                                     self.counters, self.compute)
-        admin_api.add_routes(self.router, self.admin)
-        cinder_api.add_routes(self.router, cinder_api.Cinder(
-            config, self.store, self.lifecycle, reactor))
+        self.router.add("GET", "/admin/regions", self._list_regions, "admin",
+                        auth=False)
+        for region in self.regions.values():
+            region.add_routes(self.router, region is self.first)
+
+    def _list_regions(self, call):
+        return Reply(200, {"regions": list(self.config.regions)})
 
     def start(self):
         self.store.prepare_by_id(self.config.servers)
         self.store.start()
-        self.lifecycle.resume()
-        self.compute.resume()
+        for region in self.regions.values():
+            region.start()
 
     def stop(self):
         # Let queued writes land first so none overwrites the final state.
@@ -90,16 +85,18 @@ class Emulator(object):
         try:
             route, params = self.router.find(method, path)
         except ApiError as e:
-            self.counters.count("%s %s" % (method, path))
+            self.first.counters.count("%s %s" % (method, path))
             return succeed(_failure(e, None))
+        region = route.region or self.first
         if route.service != "admin":
-            self.counters.count(route.key)
+            region.counters.count(route.key)
         call = self._call(request, method, path, params)
         keys = self._keys(method, path, route)
         delay = 0.0
         if route.service != "admin":
-            delay = self.faults.latency(keys)
-        d = deferLater(self.reactor, delay, self._answer, route, call, keys)
+            delay = region.faults.latency(keys)
+        d = deferLater(self.reactor, delay, self._answer, route, region,
+                       call, keys)
         d.addErrback(lambda f: _failure(f.value, route)
                      if f.check(ApiError) else f)
         d.addErrback(self._crashed, route)
@@ -128,16 +125,16 @@ class Emulator(object):
         call.raw_body = request.content.read()
         return call
 
-    def _answer(self, route, call, keys):
+    def _answer(self, route, region, call, keys):
         extra = {}
         if route.service == "admin":
-            self.admin.authorize(call)
+            self.first.admin.authorize(call)
         else:
-            status = self.faults.error(keys)
+            status = region.faults.error(keys)
             if status is not None:
                 raise ApiError(status, STATUS_MESSAGES.get(
                     status, "Injected fault."))
-            retry_after = self.faults.over_limit(keys)
+            retry_after = region.faults.over_limit(keys)
             if retry_after is not None:
                 raise ApiError(413, "This request was rate-limited.",
                                retry_after=int(retry_after))
@@ -215,12 +212,12 @@ class EmulatorResource(Resource):
             log_message(message_type="blockmover:emulator:request",
                         method=request.method.decode("ascii"),
                         path=request.path.decode("utf-8"), code=code)
+            # Cinder and Nova name the type of an empty answer too.
+            request.setHeader("Content-Type", "application/json")
             if body is None:
                 request.setHeader("Content-Length", "0")
             else:
-                data = json.dumps(body).encode("utf-8")
-                request.setHeader("Content-Type", "application/json")
-                request.write(data)
+                request.write(json.dumps(body).encode("utf-8"))
             request.finish()
         d.addCallback(write)
         d.addErrback(lambda f: log_message(

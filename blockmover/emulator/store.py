@@ -1,8 +1,10 @@
 """
-The emulator's persistent state: volumes (with their attachment), quotas
-per project, issued tokens (only their hashes), servers' power and compute
-services' state, one JSON file written atomically, and the sparse files
-that are the volumes' contents.
+The emulator's persistent state: issued tokens (only their hashes), and
+per region its volumes (with their attachment), quotas per project,
+servers' power and compute services' state; one JSON file written
+atomically, and the sparse files that are the volumes' contents (volume
+and server ids are unique across regions, so the files of every region
+share the directories).
 
 All mutation happens on the reactor thread; ``save`` hands a snapshot to a
 single writer thread, so writes land in order and the reactor never waits
@@ -25,21 +27,24 @@ BY_ID_DIR = "by-id"
 URL_FILE = "url"
 
 
-def empty_state():
-    return {"volumes": {}, "quotas": {}, "tokens": {}, "servers": {},
-            "services": {}}
+# What each region keeps.
+REGION_KEYS = ("volumes", "quotas", "servers", "services")
+
+
+def empty_region():
+    return {key: {} for key in REGION_KEYS}
 
 
 class Store(object):
     """
-    The state under ``state_dir``: ``state`` is a plain JSON-able dict
-    (``volumes``: {id: volume record}, ``quotas``: {project: {resource:
-    limit}}, ``tokens``: {sha256: {user, project, expires}}, ``servers``:
-    {server id: power record, see compute.py}, ``services``: {compute
-    host: {"forced_down": bool}}).
+    The state under ``state_dir``: ``state`` is a plain JSON-able dict,
+    ``{"tokens": {sha256: {user, project, expires}}, "regions": {name:
+    region state}}``; ``region(name)`` is one region's part (see
+    ``RegionStore``). State written before regions existed is the first
+    region's.
     """
 
-    def __init__(self, reactor, state_dir):
+    def __init__(self, reactor, state_dir, regions=("RegionOne",)):
         self.reactor = reactor
         # Resolved: the kernel names a loop device's backing file by its
         # real path, and devices are found by comparing with it.
@@ -49,18 +54,33 @@ class Store(object):
         self.by_id_dir = os.path.join(self.state_dir, BY_ID_DIR)
         os.makedirs(self.volumes_dir, exist_ok=True)
         self.path = os.path.join(self.state_dir, STATE_FILE)
-        self.state = self._load()
+        self.state = self._load(list(regions))
         self._writer = FileWriter(reactor, "emulator-state-writer")
 
-    def _load(self):
+    def _load(self, regions):
         try:
             with open(self.path) as f:
                 state = json.load(f)
         except FileNotFoundError:
-            return empty_state()
-        for key, value in empty_state().items():
-            state.setdefault(key, value)
+            state = {}
+        state.setdefault("tokens", {})
+        state.setdefault("regions", {})
+        if any(key in state for key in REGION_KEYS):
+            # Written before regions: all of it is the first region's.
+            state["regions"].setdefault(regions[0], {
+                key: state.pop(key, {}) for key in REGION_KEYS})
+        for name in regions:
+            known = state["regions"].setdefault(name, empty_region())
+            for key, value in empty_region().items():
+                known.setdefault(key, value)
         return state
+
+    def region(self, name):
+        """
+        The state of region ``name`` (one of those the store was made
+        with).
+        """
+        return RegionStore(self, name)
 
     def start(self):
         self._writer.start()
@@ -68,17 +88,12 @@ class Store(object):
     def stop(self):
         self._writer.stop()
 
-    @property
-    def volumes(self):
-        return self.state["volumes"]
-
-    @property
-    def servers(self):
-        return self.state["servers"]
-
-    @property
-    def services(self):
-        return self.state["services"]
+    def all_volumes(self):
+        """
+        The volumes of every region.
+        """
+        return [volume for region in self.state["regions"].values()
+                for volume in region["volumes"].values()]
 
     def volume_path(self, volume_id):
         """
@@ -119,7 +134,7 @@ class Store(object):
         it before serving.
         """
         wanted = set()
-        for volume in self.volumes.values():
+        for volume in self.all_volumes():
             attachment = volume.get("attachment") or {}
             if attachment.get("server_id") and volume["status"] == "in-use":
                 wanted.add(self.device_link(attachment["server_id"],
@@ -148,6 +163,55 @@ class Store(object):
         """
         write_atomically(self.path, json.dumps(self.state, indent=1,
                                                sort_keys=True))
+
+
+class RegionStore(object):
+    """
+    One region's part of a ``Store``: ``volumes`` ({id: volume record}),
+    ``quotas`` ({project: {resource: limit}}), ``servers`` ({server id:
+    power record, see compute.py}), ``services`` ({compute host:
+    {"forced_down": bool}}); files and saving are the store's.
+    """
+
+    def __init__(self, store, name):
+        self.store = store
+        self.name = name
+        self._state = store.state["regions"][name]
+
+    @property
+    def volumes(self):
+        return self._state["volumes"]
+
+    @property
+    def quotas(self):
+        return self._state["quotas"]
+
+    @property
+    def servers(self):
+        return self._state["servers"]
+
+    @property
+    def services(self):
+        return self._state["services"]
+
+    @property
+    def state_dir(self):
+        return self.store.state_dir
+
+    def volume_path(self, volume_id):
+        return self.store.volume_path(volume_id)
+
+    def attachment_path(self, server_id, volume_id):
+        return self.store.attachment_path(server_id, volume_id)
+
+    def by_id_root(self, server_id):
+        return self.store.by_id_root(server_id)
+
+    def device_link(self, server_id, volume_id):
+        return self.store.device_link(server_id, volume_id)
+
+    def save(self):
+        return self.store.save()
 
 
 def remove_state(state_dir):
