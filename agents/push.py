@@ -523,22 +523,28 @@ class Receiver(object):
     The target node's side of pushes: a TLS server (a thread to accept,
     one a connection) presenting the node's certificate from ``files``
     (``blockmover.tls.TLSFiles``) and requiring a peer certificate of a
-    node of ``cluster`` (a ``blockmover.model.Deployment``: its name and
-    nodes), not revoked (``revoked()`` returns the revoked serial numbers;
-    ``clock()`` is the time in seconds).
+    node of the cluster named ``cluster``, not revoked (``revoked()``
+    returns the revoked serial numbers; ``clock()`` is the time in
+    seconds).
 
     ``authorize(peer_node, offer)`` returns the path of the device to write
     the offer into, or raises ``PushRefused`` with a reason for the
-    sender; it is called in the connection's thread. Every refusal is sent
-    to the peer on one line and logged (``blockmover:push:refused``).
+    sender (which node may push what is the slice's to say); it is called
+    in the connection's thread. Every refusal is sent to the peer on one
+    line and logged (``blockmover:push:refused``). ``on_received(offer,
+    bytes)`` is called as a round's blocks are written, ``on_verified(offer,
+    digest)`` once the device's digest is taken.
     """
 
     def __init__(self, files, cluster, authorize, address="0.0.0.0", port=0,
-                 revoked=lambda: frozenset(), clock=time.time):
+                 revoked=lambda: frozenset(), clock=time.time,
+                 on_received=None, on_verified=None):
         self._files = _Files(files)
         self._context = self._files.context(ssl.PROTOCOL_TLS_SERVER)
         self._cluster = cluster
         self._authorize = authorize
+        self._on_received = on_received or (lambda offer, received: None)
+        self._on_verified = on_verified or (lambda offer, digest: None)
         self._address = address
         self._requested_port = port
         self._revoked = revoked
@@ -667,10 +673,10 @@ class Receiver(object):
         except certificates.CertificateError as e:
             raise _Refusal(str(e))
         if holder.kind != certificates.NODE or \
-                holder.name not in self._cluster.nodes:
+                holder.cluster != self._cluster:
             raise _Refusal(
                 "only the nodes of cluster %s push volumes; the "
-                "certificate is %s's" % (self._cluster.cluster_name, holder))
+                "certificate is %s's" % (self._cluster, holder))
         return holder.name
 
     def _session(self, channel, peer_address):
@@ -749,6 +755,7 @@ class Receiver(object):
         buffer = memoryview(bytearray(offer.block_size))
         zeros = bytes(offer.block_size)
         written = 0
+        received = 0
         fd = os.open(device, os.O_WRONLY)
         try:
             while True:
@@ -767,6 +774,8 @@ class Receiver(object):
                 else:
                     data, digest = zeros[:length], zero_hash(length)
                 self._write(fd, volume, data, index * offer.block_size)
+                received += length
+                self._on_received(offer, received)
                 # The source's hash of what TLS brought intact; the
                 # verification hashes the device itself.
                 volume.hashes[index * HASH_SIZE:(index + 1) * HASH_SIZE] = \
@@ -802,7 +811,9 @@ class Receiver(object):
         volume.hashes = bytearray(b"".join(hashes))
         volume.device = device
         volume.geometry = (offer.size, offer.block_size)
-        channel.send_message({"digest": digest_of(hashes)})
+        digest = digest_of(hashes)
+        self._on_verified(offer, digest)
+        channel.send_message({"digest": digest})
 
 
 # --- the source's side ----------------------------------------------------
