@@ -37,7 +37,7 @@ from agents.changes import (
     GrowVolume, MakeFilesystem, MountFilesystem, StartApplication,
     StopApplication, UnmountFilesystem,
 )
-from agents.pushing import CreateIncoming, MarkIncoming, PushFinal, PushRound
+from agents.pushing import CreateIncoming, PushFinal, PushRound
 from blockmover.identity import (
     FORMAT_KEY, NEW, PUSH_ID_KEY, dataset_id, is_incoming, stamped,
 )
@@ -507,17 +507,17 @@ def _receive(incoming, device, backend_id):
     """
     volume = incoming.volume
     dataset = incoming.dataset_id
-    if volume is None:
-        return pvector([CreateIncoming(
+    changes = []
+    if volume is None or not (
+            is_incoming(volume)
+            and volume.metadata.get(PUSH_ID_KEY) == incoming.push_id):
+        # Made, or the one this site keeps of the dataset taken: marked.
+        changes.append(CreateIncoming(
             dataset_id=dataset, application=incoming.application,
             size=incoming.size, push_id=incoming.push_id,
-            generation=incoming.generation)])
-    changes = []
-    if not (is_incoming(volume)
-            and volume.metadata.get(PUSH_ID_KEY) == incoming.push_id):
-        changes.append(MarkIncoming(
-            dataset_id=dataset, volume_id=volume.volume_id,
-            push_id=incoming.push_id, generation=incoming.generation))
+            generation=incoming.generation))
+        if volume is None:
+            return pvector(changes)
     if volume.attached_to not in (None, backend_id):
         # Held by the node of this site that last had it: it gives it up.
         return pvector(changes)

@@ -226,7 +226,10 @@ class CreateIncoming(Change):
     Make the volume a push goes into, in this node's site: blank, stamped
     with the dataset's identity and marked incoming for the push. Where
     the site already keeps a volume of the dataset (a copy an earlier push
-    left), the backend gives that one, and it is marked incoming instead.
+    left, never its data: the data is in another site), the backend gives
+    that one, and it is marked incoming instead. A node without cloud
+    credentials asks the control service, which does the same from the
+    node's slice.
     """
     kind = "create"
     touches_backend = True
@@ -253,24 +256,6 @@ class CreateIncoming(Change):
                     volume.volume_id, _incoming(self.push_id,
                                                 self.generation))
             action.add_success_fields(volume_id=volume.volume_id)
-
-
-class MarkIncoming(Change):
-    """
-    Mark a volume this site keeps of the dataset (never its data: the
-    control service names only another) incoming for the push.
-    """
-    kind = "mark"
-    touches_backend = True
-    volume_id = field(type=str, mandatory=True)
-    push_id = field(type=str, mandatory=True)
-    generation = field(type=int, mandatory=True)
-
-    def run(self, context):
-        with _action(self, context, dataset_id=self.dataset_id,
-                     volume_id=self.volume_id, push_id=self.push_id):
-            context.backend.set_metadata(
-                self.volume_id, _incoming(self.push_id, self.generation))
 
 
 def _incoming(push_id, generation):

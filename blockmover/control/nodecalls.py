@@ -168,6 +168,10 @@ class NodeCalls(object):
     @inlineCallbacks
     def create(self, node, dataset_id):
         desired, api = yield self._ready(node)
+        push = desired.incoming.get(dataset_id)
+        if push is not None:
+            volume = yield self._create_incoming(node, desired, api, push)
+            return volume
         dataset = self._wanted(node, desired, dataset_id,
                                "create a volume for")
         with start_action(action_type="blockmover:control:node-create",
@@ -177,6 +181,39 @@ class NodeCalls(object):
                 identity.volume_metadata(desired.cluster_name,
                                          dataset.application)))
             action.add_success_fields(volume_id=volume.volume_id)
+        if identity.is_incoming(volume):
+            raise Refused(
+                "volume %s of dataset %s is being pushed into from another "
+                "site and holds no data to use yet"
+                % (volume.volume_id, dataset_id))
+        self._changed()
+        return volume
+
+    @inlineCallbacks
+    def _create_incoming(self, node, desired, api, push):
+        """
+        The volume ``push`` (an ``IncomingPush`` of ``node``'s slice) goes
+        into, in the node's site: made blank and marked incoming, or the
+        one the site keeps of the dataset, marked incoming. Never the
+        dataset's data: a push goes only into a site the data is not in.
+        """
+        marks = {identity.PUSH_KEY: identity.INCOMING,
+                 identity.PUSH_ID_KEY: push.push_id,
+                 identity.GENERATION_KEY: str(push.generation),
+                 identity.FORMAT_KEY: identity.NEW}
+        metadata = dict(identity.volume_metadata(desired.cluster_name,
+                                                 push.application))
+        metadata.update(marks)
+        with start_action(action_type="blockmover:control:node-create",
+                          node=node, dataset_id=push.dataset_id,
+                          push_id=push.push_id) as action:
+            volume = yield _backend_says(api.create_volume(
+                push.dataset_id, push.size, metadata))
+            if volume.metadata.get(identity.PUSH_ID_KEY) != push.push_id:
+                yield _backend_says(api.set_metadata(volume.volume_id,
+                                                     marks))
+                volume = yield self._volume(api, volume.volume_id)
+            action.add_success_fields(volume_id=volume.volume_id)
         self._changed()
         return volume
 
@@ -185,8 +222,9 @@ class NodeCalls(object):
     def attach(self, node, volume_id):
         desired, api = yield self._ready(node)
         volume = yield self._volume(api, volume_id)
-        self._wanted(node, desired, volume.dataset_id,
-                     "attach volume %s of" % (volume_id,))
+        if self._pushed_into(desired, volume) is None:
+            self._wanted(node, desired, volume.dataset_id,
+                         "attach volume %s of" % (volume_id,))
         with start_action(action_type="blockmover:control:node-attach",
                           node=node, volume_id=volume_id,
                           attach_to=desired.backend_id):
@@ -216,8 +254,9 @@ class NodeCalls(object):
     def grow(self, node, volume_id, size):
         desired, api = yield self._ready(node)
         volume = yield self._volume(api, volume_id)
-        dataset = self._wanted(node, desired, volume.dataset_id,
-                               "grow volume %s of" % (volume_id,))
+        dataset = self._pushed_into(desired, volume) or self._wanted(
+            node, desired, volume.dataset_id,
+            "grow volume %s of" % (volume_id,))
         if size > dataset.size:
             raise Refused(
                 "node %s may not grow volume %s to %d bytes: its slice "
@@ -252,7 +291,8 @@ class NodeCalls(object):
         desired, api = yield self._ready(node)
         volume = yield self._volume(api, volume_id)
         if (volume.attached_to != desired.backend_id
-                and volume.dataset_id not in desired.datasets):
+                and volume.dataset_id not in desired.datasets
+                and self._pushed_into(desired, volume) is None):
             raise Refused(
                 "node %s may not read volume %s: its slice does not want "
                 "dataset %s there and the volume is not attached to it"
@@ -312,6 +352,18 @@ class NodeCalls(object):
         is not this cluster's or cannot be read.
         """
         return _backend_says(api.get_volume(volume_id))
+
+    @staticmethod
+    def _pushed_into(desired, volume):
+        """
+        The ``IncomingPush`` of ``desired`` that ``volume`` (as the backend
+        says now) is marked incoming for, or None.
+        """
+        push = desired.incoming.get(volume.dataset_id)
+        if push is None or not identity.is_incoming(volume) or \
+                volume.metadata.get(identity.PUSH_ID_KEY) != push.push_id:
+            return None
+        return push
 
     @staticmethod
     def _wanted(node, desired, dataset_id, what):

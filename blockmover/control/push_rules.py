@@ -45,7 +45,7 @@ ACTIVE = (LIVE, FINAL)
 # The changes of the target's side of a push (``model.Step.kind``): when
 # one of them fails this often in a row, or with a refusal of the backend's
 # limits, the push fails before the application ever stopped.
-TARGET_STEPS = ("create", "attach", "mark", "grow")
+TARGET_STEPS = ("create", "attach", "grow")
 TARGET_ATTEMPTS = 3
 OVER_LIMIT = "OverLimit"
 

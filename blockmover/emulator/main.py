@@ -110,7 +110,8 @@ def _serve(args):
 def clouds_yaml(config, url, cloud, region=None):
     """
     The clouds.yaml text that points openstacksdk at the emulator at
-    ``url`` as the config's first user, in ``region`` (None: the first).
+    ``url`` as the config's first user, in ``region`` (None: the first) by
+    default, listing every region.
 
     :raise ConfigError: the config has no such region.
     """
@@ -121,7 +122,7 @@ def clouds_yaml(config, url, cloud, region=None):
                           % (config.source, region,
                              ", ".join(config.regions)))
     user, spec = next(iter(config.users.items()))
-    return yaml.safe_dump({"clouds": {cloud: {
+    entry = {
         "auth": {"auth_url": url.rstrip("/") + PREFIX,
                  "username": user, "password": spec["password"],
                  "project_name": spec["project"],
@@ -130,7 +131,14 @@ def clouds_yaml(config, url, cloud, region=None):
         "region_name": region,
         "identity_api_version": 3,
         "interface": "public",
-    }}}, default_flow_style=False, sort_keys=False)
+    }
+    if len(config.regions) > 1:
+        # Every region, so that a client may also name another
+        # (openstack.connect(region_name=...)).
+        entry["regions"] = [region] + [r for r in config.regions
+                                       if r != region]
+    return yaml.safe_dump({"clouds": {cloud: entry}},
+                          default_flow_style=False, sort_keys=False)
 
 
 def _clouds_yaml(args):

@@ -63,10 +63,11 @@ def _write_private(path, text):
 def emulator_config(layout, password, admin_token):
     """
     The emulator's config as data: one user with ``password``, a server
-    per node, the layout's attach and detach latencies and volume quota,
-    ``admin_token``.
+    per node (in a cluster of sites, per node of an openstack site, in the
+    region named after its site), the layout's attach and detach latencies
+    and volume quota (in each region), ``admin_token``.
     """
-    return {
+    config = {
         "users": {"blockmover": {"password": password,
                                  "project": "blockmover"}},
         "projects": {"blockmover": {}},
@@ -86,6 +87,17 @@ def emulator_config(layout, password, admin_token):
                           "--name", layout.name,
                           "--state-dir", layout.state_dir],
     }
+    if layout.sites:
+        # Each openstack site is a region of its name, with the servers
+        # of its nodes.
+        config["regions"] = sorted(site for site, backend in
+                                   layout.sites.items()
+                                   if backend == "openstack")
+        config["servers"] = {
+            node.name: {"id": server_id(layout, node), "region": node.site}
+            for node in layout.nodes
+            if layout.site_backend(node.site) == "openstack"}
+    return config
 
 
 def write_files(layout):

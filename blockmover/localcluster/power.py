@@ -123,7 +123,8 @@ def _start_server(current, node, echo):
     from blockmover.localcluster.cloud import cloud_name, server_id
     layout = current.layout
     cloud = loader.OpenStackConfig(
-        config_files=[layout.clouds_yaml]).get_one(cloud=cloud_name(layout))
+        config_files=[layout.clouds_yaml]).get_one(
+            cloud=cloud_name(layout), region_name=node.site or None)
     connection = openstack.connection.Connection(config=cloud)
     try:
         server = connection.compute.get_server(server_id(layout, node))
@@ -154,7 +155,8 @@ def power_on(state_file, node_name, echo=print, start_services=True,
     # are off, which it asks this module about.
     from blockmover.localcluster.up import start_missing
     current, node = _load(state_file, node_name)
-    if current.layout.backend == "openstack" and not by_the_cloud and \
+    if current.layout.site_backend(node.site) == "openstack" and \
+            not by_the_cloud and \
             _start_server(current, node, echo):
         current, node = _load(state_file, node_name)
     run(["ip", "link", "set", "dev", node.veth, "up"])

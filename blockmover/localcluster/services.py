@@ -56,7 +56,7 @@ def service_env(layout=None, cloud_credentials=True):
     if not cloud_credentials:
         return {name: value for name, value in env.items()
                 if not name.startswith("OS_")}
-    if layout is not None and layout.backend == "openstack":
+    if layout is not None and layout.uses_cloud:
         env["OS_CLIENT_CONFIG_FILE"] = layout.clouds_yaml
     return env
 

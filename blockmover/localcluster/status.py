@@ -73,7 +73,7 @@ def local_facts(state_file):
     lines = ["cluster %s (state in %s)" % (layout.name, layout.state_dir),
              "  control %s: %s" % (layout.control_url, line)]
     processes = {"control": dict(data, url=layout.control_url)}
-    if layout.backend == "openstack":
+    if layout.uses_cloud:
         line, data, running = _process(current, cloud.CLOUD)
         healthy &= running
         lines.append("  OpenStack emulator %s: %s" % (layout.cloud_url,
