@@ -530,9 +530,12 @@ def _site_errors(deployment, listing, placement, backend_limits):
         by_site.setdefault(volume.site, []).append(volume)
     for site, backend in sorted(deployment.sites.items()):
         limits = combined_limits(backend.limits, backend_limits.get(site))
+        # As configured, not as a push under way places it for now: a
+        # site must have room for what is being pushed into it.
         here = {d: dataset for d, dataset in placement.datasets.items()
-                if placement.node_wanting(d) is not None
-                and deployment.site_of(placement.node_wanting(d)) == site}
+                if deployment.placement.get(dataset.application) is not None
+                and deployment.site_of(deployment.placement[
+                    dataset.application]) == site}
         site_listing = Listing.of(by_site.get(site, ()))
         found = []
         for dataset in sorted(here.values(), key=lambda d: d.application):

@@ -171,6 +171,15 @@ def test_a_commit_seen_in_the_listing_ends_the_push():
     assert again[DB].phase == COMMITTED
 
 
+def test_a_listing_that_lags_behind_a_commit_starts_no_push():
+    records = _final(Listing.of([data(), incoming("p1")]))
+    records = records.set(DB, records[DB].set(phase=COMMITTED))
+    # Still the listing of before the commit: the data in site east.
+    after, _ = decide(deployment("node2"), Listing.of(
+        [data(), incoming("p1")]), records, {}, 40.0, make_id=ids("p2"))
+    assert (after[DB].push_id, after[DB].phase) == ("p1", COMMITTED)
+
+
 def test_a_source_that_gives_up_puts_the_application_back_until_the_next_deploy():
     listing = Listing.of([data(), incoming("p1")])
     records = _final(listing)

@@ -240,6 +240,10 @@ def decide(deployment, listing, records, reports, now, fresh=False,
         if push is not None and push.phase == FAILED and not fresh and \
                 push.target_node == need.target_node:
             continue
+        if push is not None and push.phase == COMMITTED and \
+                need.volume.volume_id == push.source_volume:
+            # The listing has not caught up with the commit yet.
+            continue
         if need.source_node is None:
             continue
         result[dataset] = PushRecord(

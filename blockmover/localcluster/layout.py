@@ -137,8 +137,9 @@ class ClusterLayout(PClass):
         Whether the cluster runs the emulated cloud (a site, or its one
         backend, on openstack).
         """
-        return self.backend == "openstack" or "openstack" in \
-            self.sites.values()
+        if self.sites:
+            return "openstack" in self.sites.values()
+        return self.backend == "openstack"
 
     @property
     def control_url(self):
