@@ -140,9 +140,9 @@ def _raise(error):
 class _Endpoint(Resource):
     """
     A leaf answering JSON, at its own path only (a path below it is a
-    404). Subclasses define ``GET``/``PUT`` methods taking
-    the request and returning ``(code, data)`` or a Deferred of it;
-    ``data`` None means no body, bytes a body serialized already.
+    404). Subclasses define ``GET``/``PUT``/``POST``/``DELETE`` methods
+    taking the request and returning ``(code, data)`` or a Deferred of
+    it; ``data`` None means no body, bytes a body serialized already.
     """
     isLeaf = True
 
