@@ -21,6 +21,9 @@ and what is stuck (blockmover status).
 Fence a failed node, or confirm it down, so that its volumes and
 applications can move (blockmover node fence|confirm-down).
 
+List the volumes pushes between sites keep, and remove them (blockmover
+volume list|remove).
+
 Run a local blockmover cluster on this machine (as root). Each node is a
 network namespace on a Linux bridge with its own persistent mount
 namespace; the control service runs on the host, one agent per node runs
@@ -36,6 +39,7 @@ examples:
   blockmover status                   # also: the operator's TLS files
   blockmover status --cluster cluster.yml --watch   # any cluster
   blockmover node confirm-down node2 --cluster cluster.yml
+  blockmover volume list --cluster cluster.yml
   blockmover-deploy --control https://10.77.0.1:4523 --wait \\
       --tls-dir /var/lib/blockmover/cluster/demo/tls/operator \\
       /var/lib/blockmover/cluster/demo/cluster.yml app.yml
@@ -172,6 +176,24 @@ def _node(args):
         print("blockmover node %s: %s" % (args.action, e), file=sys.stderr)
         return node_command.EXIT_BAD_INPUT
     return node_command.run(target, args)
+
+
+def _volume(args):
+    """
+    ``blockmover volume list|remove``: with the control service --cluster
+    or --control names, else the local cluster's.
+    """
+    from blockmover import status_command, volume_command
+    try:
+        if status_command.names_a_cluster(args):
+            target = status_command.cluster_target(args)
+        else:
+            args.name = args.state_dir = None
+            target = _local_status_target(args, status_command)
+    except status_command.BadInput as e:
+        print("blockmover volume %s: %s" % (args.action, e), file=sys.stderr)
+        return volume_command.EXIT_BAD_INPUT
+    return volume_command.run(target, args)
 
 
 def _local_status_target(args, status_command):
@@ -326,6 +348,14 @@ def parser(local_cluster=True):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     node_command.add_arguments(node)
     node.set_defaults(run=_node)
+    from blockmover import volume_command
+    volume = commands.add_parser(
+        "volume", help="list the volumes pushes between sites keep, and "
+        "remove them", description=volume_command.DESCRIPTION,
+        epilog=volume_command.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    volume_command.add_arguments(volume)
+    volume.set_defaults(run=_volume)
     demo = commands.add_parser(
         "demo", help="bring up 2 nodes, run MongoDB on node1 with data, "
         "move it to node2, verify every document, take the cluster down")

@@ -6,7 +6,7 @@ the reactor.
 """
 
 import json
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import treq
 from eliot import current_action
@@ -316,6 +316,26 @@ class ControlClient(object):
             [VOLUME_DATA, ...]}``, the service's cached listing.
         """
         return self._request("GET", "/v1/volumes")
+
+    def get_kept_volumes(self):
+        """
+        :return: Deferred firing with ``{"listed_at": T, "volumes":
+            [KEPT, ...]}``: the volumes an operator may remove, each as
+            ``blockmover.control.kept.KeptVolume``'s data.
+        """
+        return self._request("GET", "/v1/volumes/kept")
+
+    def remove_volume(self, volume_id):
+        """
+        Remove the kept volume ``volume_id`` (an operator's ``blockmover
+        volume remove``).
+
+        :return: Deferred firing with ``{"removed": KEPT}``;
+            ``ControlError`` with code 409 (saying why) for a volume that
+            is not to be removed, 404 for an unknown one.
+        """
+        return self._request("DELETE", "/v1/volumes/%s"
+                             % (quote(volume_id, safe=""),))
 
     # --- plumbing --------------------------------------------------------
 

@@ -26,6 +26,9 @@ from blockmover.convergence import (
 from blockmover.display import LiveLines
 from blockmover.logs import start_logging
 from blockmover.poll import Backoff
+from blockmover.status import (
+    PUSH_FAILED, PUSH_FINAL, PUSH_LIVE, push_summary, push_text,
+)
 
 EXIT_OK = 0
 EXIT_NOT_CONVERGED = 1
@@ -185,12 +188,19 @@ def _follow(reactor, client, args, deployment, out):
                 attempt = 0
             now = reactor.seconds()
             wall = time.time()
+            pushes = _pushes(deployment, state)
             display.show(
-                [application_line(app, deployment.placement.get(app), state,
-                                  deployment.cluster_name, wall)
+                [_with_push(application_line(
+                    app, deployment.placement.get(app), state,
+                    deployment.cluster_name, wall), pushes.get(app))
                  for app in sorted(deployment.applications)]
                 + [stuck_detach_line(stuck)
                    for stuck in state.get("stuck_detaches") or []])
+            failed = [push for _, push in sorted(pushes.items())
+                      if push["phase"] == PUSH_FAILED]
+            if failed:
+                raise Abort(EXIT_NOT_CONVERGED, "convergence failed: " +
+                            "; ".join(_failed_push(p) for p in failed))
             reasons = pending(deployment, state, generations)
             if not reasons:
                 return
@@ -208,12 +218,43 @@ def _follow(reactor, client, args, deployment, out):
         attempt += 1
 
 
+def _pushes(deployment, state):
+    """
+    ``{application: push}`` (each as ``status.push_summary`` makes it) of
+    the pushes in ``state`` that carry an application of ``deployment`` to
+    where it places it: those of this deploy. A push that failed is tried
+    again when a configuration is deployed, so one still failed after the
+    deploy is this deploy's.
+    """
+    return {app: push_summary(app, push)
+            for app, push in (state.get("pushes") or {}).items()
+            if app in deployment.applications
+            and push["target_node"] == deployment.placement.get(app)}
+
+
+def _with_push(line, push):
+    """
+    ``line`` (an application's) with how far its push is, while it is.
+    """
+    if push is None or \
+            push["phase"] not in (PUSH_LIVE, PUSH_FINAL, PUSH_FAILED):
+        return line
+    return "%s  %s" % (line, push_text(push))
+
+
+def _failed_push(push):
+    return "the push of %s from %s (%s) to %s (%s) failed: %s" % (
+        push["application"], push["from"]["node"], push["from"]["site"],
+        push["to"]["node"], push["to"]["site"],
+        push["error"] or "no reason given")
+
+
 def _progress_of(state):
     # What moves while a deploy converges: the nodes' reports (not when
     # they were sent) and where the applications run.
     return ({node: (report or {}).get("progress")
              for node, report in state.get("nodes", {}).items()},
-            state.get("applications"))
+            state.get("applications"), state.get("pushes"))
 
 
 @inlineCallbacks

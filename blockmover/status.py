@@ -70,7 +70,22 @@ durations seconds; keys are only ever added)::
                           | "trouble" | "silent" | "unfenced" | "down"
                           | "refused",
                 "application": APP | null, "dataset_id": ID | null,
-                "node": NODE | null, "detail": TEXT, "since": T | null}]}
+                "node": NODE | null, "detail": TEXT, "since": T | null}],
+     "sites": {SITE: {"backend": NAME, "nodes": [NODE],
+                      "volumes": N}},   # one site ("main") unless
+                                        # cluster.yml names several
+     "pushes": [{"application": APP, "dataset_id": ID, "push_id": ID,
+                 "from": {"node": NODE, "site": SITE},
+                 "to": {"node": NODE, "site": SITE},
+                 "phase": "live" | "final" | "committed" | "failed"
+                          | "cancelled",
+                 "round": N | null, "bytes_sent": BYTES | null,
+                 "bytes_left": BYTES | null,
+                 "rate": BYTES_PER_SECOND | null,
+                 "estimated_downtime": S | null, "settled": BOOL,
+                 "error": TEXT | null, "started_at": T,
+                 "ended_at": T | null}]}   # under way, or ended less
+                                          # than PUSH_SHOWN_FOR ago
 
 A node's ``condition``: ``unreported`` before its first report to this
 control service, ``silent`` when its last is older than ``SILENT_AFTER``,
@@ -102,6 +117,12 @@ application cannot fail over (no automatic failover, or no candidate can
 take it); ``refused``, the cloud refuses to detach a volume from a node
 proven down.
 
+A push carries an application's volume to a node of another site, in
+rounds while the application runs at the source (``live``), then in a last
+round while it runs nowhere (``final``); its round, bytes and rate are
+what the source last reported, the downtime what a last round would take
+at that rate.
+
 A node's lease is renewed by every long poll and report of its agent; a
 node whose lease lapsed is ``unresponsive``, ``fencing`` while a fence
 runs, ``fenced`` or ``confirmed-down`` once proven unable to write (only
@@ -121,6 +142,16 @@ DEFAULT_STUCK_AFTER = 60.0
 # An agent reports at least every 30 seconds, even when nothing changes
 # (``agents.loop.HEARTBEAT``): three reports missed and it counts as silent.
 SILENT_AFTER = 90.0
+
+# How long a push that ended stays in the status: long enough to read
+# what became of it after a deploy.
+PUSH_SHOWN_FOR = 3600.0
+
+# Push phases (``blockmover.control.push_rules``).
+PUSH_LIVE = "live"
+PUSH_FINAL = "final"
+PUSH_COMMITTED = "committed"
+PUSH_FAILED = "failed"
 
 # Node conditions.
 CONVERGED = "converged"
@@ -470,6 +501,41 @@ def _times(n):
     return "once" if n == 1 else "%d times" % (n,)
 
 
+def push_summary(application, push):
+    """
+    ``application``'s push (an entry of ``GET /v1/state``'s ``pushes``) in
+    the shape of the status's ``pushes``: its round, bytes and rate as its
+    source reported them (its target's before the source said anything).
+    """
+    progress = (push.get("source_progress") or push.get("target_progress")
+                or {})
+    return {"application": application, "dataset_id": push["dataset_id"],
+            "push_id": push["push_id"],
+            "from": {"node": push["source_node"],
+                     "site": push["source_site"]},
+            "to": {"node": push["target_node"], "site": push["target_site"]},
+            "phase": push["phase"], "round": progress.get("round"),
+            "bytes_sent": progress.get("bytes_sent"),
+            "bytes_left": progress.get("bytes_left"),
+            "rate": progress.get("rate"),
+            "estimated_downtime": progress.get("estimated_downtime"),
+            "settled": bool(progress.get("settled")),
+            "error": push.get("error") or progress.get("error"),
+            "started_at": push["started_at"],
+            "ended_at": push.get("ended_at")}
+
+
+def _pushes(state, now):
+    """
+    The pushes under way, and those that ended less than
+    ``PUSH_SHOWN_FOR`` ago, by application.
+    """
+    return [push_summary(app, push)
+            for app, push in sorted((state.get("pushes") or {}).items())
+            if push.get("ended_at") is None
+            or now - push["ended_at"] <= PUSH_SHOWN_FOR]
+
+
 def summarize(state, control, received_at, stuck_after=DEFAULT_STUCK_AFTER,
               silent_after=SILENT_AFTER):
     """
@@ -508,7 +574,9 @@ def summarize(state, control, received_at, stuck_after=DEFAULT_STUCK_AFTER,
             "now": now, "listed_at": state.get("listed_at"),
             "converged": converged, "nodes": nodes,
             "applications": applications, "moves": moves, "stuck": stuck,
-            "stuck_detaches": list(state.get("stuck_detaches") or [])}
+            "stuck_detaches": list(state.get("stuck_detaches") or []),
+            "sites": dict(state.get("sites") or {}),
+            "pushes": _pushes(state, now)}
 
 
 # --- for a person ----------------------------------------------------------
@@ -529,6 +597,62 @@ def duration(seconds):
         return "%dh%dm" % (hours, minutes) if minutes else "%dh" % (hours,)
     days, hours = divmod(hours, 24)
     return "%dd%dh" % (days, hours) if hours else "%dd" % (days,)
+
+
+def size_text(size):
+    """
+    ``size`` bytes as a person reads them: ``512 B``, ``88 MiB``, ``1.2
+    GiB`` (one decimal below ten of a unit).
+    """
+    size = max(0, size)
+    for unit, name in ((1024 ** 4, "TiB"), (1024 ** 3, "GiB"),
+                       (1024 ** 2, "MiB"), (1024, "KiB")):
+        if size >= unit:
+            value = size / unit
+            if value < 10:
+                return "%.1f %s" % (value, name)
+            return "%d %s" % (round(value), name)
+    return "%d B" % (size,)
+
+
+def seconds_text(seconds):
+    """
+    A short duration as a person reads it: ``0.4s``, ``1.2s``, else as
+    ``duration`` says.
+    """
+    if seconds < 10:
+        return "%.1fs" % (max(0.0, seconds),)
+    return duration(seconds)
+
+
+def push_text(push):
+    """
+    How far ``push`` (a status ``pushes`` entry) is, in a few words: ``push
+    round 2: 412 MiB sent, 88 MiB left, 310 MiB/s, downtime ~1.2s``, ``push
+    failed: ERROR``.
+    """
+    phase = push["phase"]
+    if phase == PUSH_FAILED:
+        return "push failed: %s" % (push["error"] or "no reason given",)
+    if phase == PUSH_COMMITTED:
+        return "pushed to %s (%s)" % (push["to"]["node"],
+                                      push["to"]["site"])
+    if phase != PUSH_LIVE and phase != PUSH_FINAL:
+        return "push %s%s" % (phase, ": " + push["error"]
+                              if push["error"] else "")
+    if not push["round"]:
+        return "push starting: %s makes the volume to push into" % (
+            push["to"]["node"],)
+    said = "push %s %d" % ("final round" if phase == PUSH_FINAL
+                           else "round", push["round"])
+    parts = ["%s sent" % (size_text(push["bytes_sent"] or 0),),
+             "%s left" % (size_text(push["bytes_left"] or 0),)]
+    if push["rate"]:
+        parts.append("%s/s" % (size_text(push["rate"]),))
+    if phase == PUSH_LIVE and push["estimated_downtime"] is not None:
+        parts.append("downtime ~%s" % (
+            seconds_text(push["estimated_downtime"]),))
+    return "%s: %s" % (said, ", ".join(parts))
 
 
 def _ago(when, now):
@@ -626,6 +750,28 @@ def _doing(name, node, now):
     return "; ".join(parts)
 
 
+def _push_row(push):
+    """
+    A push's row of the PUSHING table.
+    """
+    under_way = push["phase"] in (PUSH_LIVE, PUSH_FINAL)
+    started = under_way and push["round"]
+
+    def size(value):
+        return size_text(value) if started and value is not None else ""
+    return [push["application"],
+            "%s (%s)" % (push["from"]["node"], push["from"]["site"]),
+            "%s (%s)" % (push["to"]["node"], push["to"]["site"]),
+            push["phase"], str(push["round"]) if started else "",
+            size(push["bytes_sent"]), size(push["bytes_left"]),
+            size_text(push["rate"]) + "/s" if started and push["rate"]
+            else "",
+            "~" + seconds_text(push["estimated_downtime"])
+            if started and push["phase"] == PUSH_LIVE
+            and push["estimated_downtime"] is not None else "",
+            push["error"] or ""]
+
+
 def _headline(summary):
     where = "cluster %s at %s" % (summary["cluster"] or "?",
                                   summary["control"])
@@ -655,6 +801,13 @@ def lines(summary):
     nodes = summary["nodes"]
     if not summary["generation"] and not nodes:
         return out
+    sites = summary.get("sites") or {}
+    if len(sites) > 1:
+        out.append("")
+        out += table(["SITE", "BACKEND", "NODES", "VOLUMES"], [
+            [name, site["backend"], ", ".join(site["nodes"]),
+             str(site["volumes"])]
+            for name, site in sorted(sites.items())])
     out.append("")
     if nodes:
         out += table(["NODE", "ADDRESS", "CONDITION", "SINCE", "DOING"], [
@@ -695,6 +848,15 @@ def lines(summary):
             for move in summary["moves"]])
     else:
         out.append("no moves in progress")
+    pushes = summary.get("pushes") or []
+    if pushes or len(sites) > 1:
+        out.append("")
+    if pushes:
+        out += table(["PUSHING", "FROM", "TO", "PHASE", "ROUND", "SENT",
+                      "LEFT", "RATE", "DOWNTIME", "ERROR"], [
+            _push_row(push) for push in pushes])
+    elif len(sites) > 1:
+        out.append("no pushes")
     out.append("")
     if summary["stuck"]:
         out += table(["STUCK", "NODE", "REASON", "SINCE", "DETAIL"], [

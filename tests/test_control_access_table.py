@@ -42,7 +42,9 @@ def table(identity, method, parts):
     state and the volume listing; a node reads only its own slice and its
     own volumes, writes only its own state and asks for the cloud calls of
     only its own volumes; the metrics scraper and users read the metrics
-    (issue 9), and the scraper nothing else; the control service does none
+    (issue 9), and the scraper nothing else; a user lists the volumes kept
+    after pushes and removes any volume (the service refuses those it may
+    not: that is no question of who asks); the control service does none
     of it. :return: ``ALLOWED``, ``REFUSED``, or ``NO_ROUTE`` for a method
     and path the table has no row of.
     """
@@ -53,6 +55,11 @@ def table(identity, method, parts):
         rows = {"GET": user, "PUT": user}
     elif parts in (("v1", "state"), ("v1", "volumes")):
         rows = {"GET": user}
+    elif len(parts) == 3 and parts[:2] == ("v1", "volumes"):
+        # Whatever the id, "kept" too: a user may ask to remove it.
+        rows = {"DELETE": user}
+        if parts[2] == "kept":
+            rows["GET"] = user
     elif len(parts) >= 4 and parts[:2] == ("v1", "nodes"):
         own = identity.kind == NODE and identity.name == parts[2]
         below = parts[3:]
@@ -94,6 +101,7 @@ node_names = st.one_of(
 
 ROUTES = (
     ("metrics",), ("v1", "configuration"), ("v1", "state"), ("v1", "volumes"),
+    ("v1", "volumes", "kept"), ("v1", "volumes", None),
     ("v1", "nodes", None, "desired"), ("v1", "nodes", None, "state"),
     ("v1", "nodes", None, "volumes"),
 ) + tuple(("v1", "nodes", None, "volumes", call) for call in VOLUME_CALLS)

@@ -5,10 +5,16 @@ task id travelling to the service; and the pure pieces behind its progress
 display.
 """
 
+import argparse
 import io
 import json
 import os
 import subprocess
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+
+from blockmover import deploy as deploy_command
 from blockmover.certificates import USER
 from blockmover.config import load_deployment
 from blockmover.convergence import (
@@ -276,3 +282,110 @@ def test_aliases_refused_locally_and_nothing_sent(workdir):
     assert result.stdout == ""
     [message] = result.stderr.splitlines()
     assert message.startswith("%s:3: anchor &a is not supported" % (apps,))
+
+
+# --- pushes while waiting ----------------------------------------------------
+
+SITES_CLUSTER = """\
+version: 1
+cluster:
+  name: c
+  control: "https://127.0.0.1:1"
+  sites:
+    east: {backend: {name: loopback, root: /srv/east}}
+    west: {backend: {name: loopback, root: /srv/west}}
+nodes:
+  n1: {address: 10.0.0.1, site: east}
+  n2: {address: 10.0.0.2, site: west}
+deployment: {n1: [], n2: [db]}
+"""
+MiB = 1024 ** 2
+
+
+def _push(phase, progress=None, error=None, target="n2"):
+    return {"push_id": "p1", "dataset_id": dataset_id("c", "db"),
+            "application": "db", "source_node": "n1", "source_site": "east",
+            "source_volume": "v1", "target_node": target,
+            "target_site": "west", "generation": 1, "phase": phase,
+            "started_at": 10.0, "final_at": None, "ended_at": None,
+            "error": error, "source_progress": progress,
+            "target_progress": None}
+
+
+def _round(number, sent, left, rate, downtime):
+    return {"push_id": "p1", "dataset_id": dataset_id("c", "db"),
+            "phase": "live", "round": number, "bytes_sent": sent,
+            "bytes_left": left, "last_round_bytes": None, "rate": rate,
+            "estimated_downtime": downtime, "settled": False,
+            "source_digest": None, "target_digest": None, "error": None}
+
+
+class _States(object):
+    """
+    A control client answering ``get_state`` with each state in turn, the
+    last again and again.
+    """
+
+    def __init__(self, states):
+        self._states = list(states)
+
+    def get_state(self):
+        state = self._states[0]
+        if len(self._states) > 1:
+            self._states.pop(0)
+        return succeed(state)
+
+
+def _follow(states):
+    """
+    ``deploy._follow`` of ``states`` on a clock: what it showed, and the
+    ``Abort`` it ended with (None if it did not end after a minute).
+    """
+    clock = Clock()
+    out = io.StringIO()
+    args = argparse.Namespace(timeout=600.0, error_patience=60.0)
+    d = deploy_command._follow(clock, _States(states), args,
+                               load_deployment(SITES_CLUSTER, APPS), out)
+    ended = []
+    d.addErrback(lambda failure: ended.append(
+        failure.trap(deploy_command.Abort) and failure.value))
+    for _ in range(60):
+        clock.advance(1)
+    return out.getvalue().splitlines(), (ended or [None])[0]
+
+
+def test_wait_shows_how_far_a_push_is():
+    live = _state(["n1"], {"converged": False, "generation": 3})
+    live["pushes"] = {"db": _push("live", _round(
+        2, 412 * MiB, 88 * MiB, 310.0 * MiB, 1.21))}
+    shown, ended = _follow([live, live])
+    assert ended is None
+    assert shown == [
+        "db -> n2 [running on n1]  push round 2: 412 MiB sent, 88 MiB "
+        "left, 310 MiB/s, downtime ~1.2s"]
+
+
+def test_a_failed_push_ends_the_wait_with_its_error():
+    live = _state(["n1"], {"converged": False, "generation": 3})
+    live["pushes"] = {"db": _push("live")}
+    failed = dict(live, pushes={"db": _push(
+        "failed", error="the digests of n1 and n2 differ")})
+    shown, ended = _follow([live, live, failed])
+    assert shown[0] == ("db -> n2 [running on n1]  push starting: n2 makes "
+                        "the volume to push into")
+    assert shown[-1] == ("db -> n2 [running on n1]  push failed: the "
+                         "digests of n1 and n2 differ")
+    assert ended.code == deploy_command.EXIT_NOT_CONVERGED
+    assert str(ended) == (
+        "convergence failed: the push of db from n1 (east) to n2 (west) "
+        "failed: the digests of n1 and n2 differ")
+
+
+def test_a_push_elsewhere_is_not_this_deploys():
+    # A push to another node than this configuration's failed before: the
+    # deploy does not end for it.
+    moving = _state(["n1"], {"converged": False, "generation": 3})
+    moving["pushes"] = {"db": _push("failed", error="old", target="n3")}
+    shown, ended = _follow([moving])
+    assert ended is None
+    assert shown == ["db -> n2 [running on n1]"]

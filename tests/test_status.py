@@ -390,7 +390,9 @@ def test_status_of_a_move(control, workdir, loopback_root):
         assert set(data) == {"version", "cluster", "control", "generation",
                              "now", "listed_at", "converged", "nodes",
                              "applications", "moves", "stuck", "error",
-                             "stuck_detaches"}
+                             "stuck_detaches", "sites", "pushes"}
+        # One site, named for the one backend; no push.
+        assert (list(data["sites"]), data["pushes"]) == (["main"], [])
         assert (data["version"], data["cluster"], data["generation"],
                 data["converged"], data["error"]) == (
             1, "demo", generation, False, None)
@@ -610,3 +612,112 @@ def test_local_options_with_a_cluster_elsewhere(args):
     result = blockmover_status(*args)
     assert result.returncode == 2
     assert "--name and --state-dir name a local cluster" in result.stderr
+
+
+# --- sites and pushes --------------------------------------------------------
+
+def push_entry(phase, source_progress=None, error=None, ended_at=None,
+               application="demo"):
+    return {"push_id": "p1", "dataset_id": dataset_id("demo", application),
+            "application": application, "source_node": "node1",
+            "source_site": "east", "source_volume": "vol-east",
+            "target_node": "node2", "target_site": "west", "generation": 1,
+            "phase": phase, "started_at": NOW - 60, "final_at": None,
+            "ended_at": ended_at, "error": error,
+            "source_progress": source_progress, "target_progress": None}
+
+
+def push_progress(round, sent, left, rate, downtime, phase="live"):
+    return {"push_id": "p1", "dataset_id": DATASET, "phase": phase,
+            "round": round, "bytes_sent": sent, "bytes_left": left,
+            "last_round_bytes": None, "rate": rate,
+            "estimated_downtime": downtime, "settled": False,
+            "source_digest": None, "target_digest": None, "error": None}
+
+
+SITES = {"east": {"backend": "loopback", "nodes": ["node1"], "volumes": 2},
+         "west": {"backend": "openstack", "nodes": ["node2"], "volumes": 1}}
+
+
+def pushing_state(pushes):
+    state = state_of({"node1": node_info(apps=["demo"]),
+                      "node2": node_info(address="10.0.0.2")},
+                     app_info("node1", ["node1"], ["node1"], ["node1"]))
+    state.update(sites=SITES, pushes=pushes)
+    return state
+
+
+def test_sizes_and_short_durations_for_a_person():
+    assert [status.size_text(n) for n in (
+        0, 512, 2048, 88 * MiB, 412 * MiB + 1, 1288 * MiB, 20 * 1024 * MiB,
+        3 * 1024 ** 4)] == [
+        "0 B", "512 B", "2.0 KiB", "88 MiB", "412 MiB", "1.3 GiB",
+        "20 GiB", "3.0 TiB"]
+    assert [status.seconds_text(s) for s in (0.04, 1.25, 75)] == [
+        "0.0s", "1.2s", "1m15s"]
+
+
+def test_pushes_under_way_and_ended_lately_show_with_sites():
+    live = push_entry("live", push_progress(2, 412 * MiB, 88 * MiB,
+                                            310.0 * MiB, 1.21))
+    failed = push_entry("failed", error="the digests differ",
+                        ended_at=NOW - 30, application="web")
+    old = push_entry("committed", ended_at=NOW - status.PUSH_SHOWN_FOR - 1,
+                     application="old")
+    summary = summary_of(pushing_state({"demo": live, "web": failed,
+                                        "old": old}))
+    assert summary["sites"] == SITES
+    assert [p["application"] for p in summary["pushes"]] == ["demo", "web"]
+    shown = summary["pushes"][0]
+    assert (shown["from"], shown["to"], shown["phase"], shown["round"],
+            shown["bytes_sent"], shown["bytes_left"], shown["rate"],
+            shown["estimated_downtime"], shown["error"]) == (
+        {"node": "node1", "site": "east"}, {"node": "node2", "site": "west"},
+        "live", 2, 412 * MiB, 88 * MiB, 310.0 * MiB, 1.21, None)
+    assert summary["pushes"][1]["error"] == "the digests differ"
+    json.dumps(summary)
+    lines = status.lines(summary)
+    assert lines[2:5] == [
+        "SITE  BACKEND    NODES  VOLUMES",
+        "east  loopback   node1  2",
+        "west  openstack  node2  1"]
+    start = lines.index([line for line in lines
+                         if line.startswith("PUSHING")][0])
+    assert lines[start:start + 3] == [
+        "PUSHING  FROM          TO            PHASE   ROUND  SENT     LEFT"
+        "    RATE       DOWNTIME  ERROR",
+        "demo     node1 (east)  node2 (west)  live    2      412 MiB  88 MiB"
+        "  310 MiB/s  ~1.2s     -",
+        "web      node1 (east)  node2 (west)  failed  -      -        -     "
+        "  -          -         the digests differ"]
+    assert lines[start + 3] == ""
+
+
+def test_no_pushes_of_several_sites_and_one_site_as_before():
+    summary = summary_of(pushing_state({}))
+    assert "no pushes" in status.lines(summary)
+    one = pushing_state({})
+    del one["sites"], one["pushes"]
+    before = status.lines(summary_of(one))
+    one["sites"] = {"main": {"backend": "loopback",
+                             "nodes": ["node1", "node2"], "volumes": 1}}
+    one["pushes"] = {}
+    assert status.lines(summary_of(one)) == before
+    assert not any(line.startswith(("SITE", "PUSHING")) or
+                   line == "no pushes" for line in before)
+
+
+def test_push_text_says_how_far_a_push_is():
+    def text(phase, progress=None, error=None):
+        return status.push_text(status.push_summary(
+            "demo", push_entry(phase, progress, error)))
+    assert text("live", push_progress(2, 412 * MiB, 88 * MiB, 310.0 * MiB,
+                                      1.21)) == (
+        "push round 2: 412 MiB sent, 88 MiB left, 310 MiB/s, downtime ~1.2s")
+    assert text("final", push_progress(5, 3 * MiB, 0, 290.0 * MiB, 0.01)) \
+        == "push final round 5: 3.0 MiB sent, 0 B left, 290 MiB/s"
+    assert text("live") == ("push starting: node2 makes the volume to push "
+                            "into")
+    assert text("failed", error="site west could not make the volume") == (
+        "push failed: site west could not make the volume")
+    assert text("committed") == "pushed to node2 (west)"

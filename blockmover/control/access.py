@@ -10,6 +10,8 @@ identity may make a request, by one table, ``RULES``.
 - A node reads only its own desired slice, writes only its own state, and
   asks for the cloud calls of only its own volumes.
 - A user fences a node or confirms it down (``blockmover node``).
+- A user lists the volumes kept after pushes and removes them
+  (``blockmover volume``).
 - The metrics scraper (``blockmover ca metrics``) and users read the
   Prometheus metrics, ``/metrics``; the scraper nothing else.
 - The control service's certificate opens nothing here.
@@ -24,8 +26,10 @@ from pyrsistent import PClass, field
 from blockmover import certificates
 from blockmover.certificates import METRICS, NODE, USER
 
-# The one placeholder of a path: the node whose objects they are.
+# The placeholders of a path: the node whose objects they are, and a
+# volume (any id: the service itself says which it knows).
 NODE_PART = "{node}"
+VOLUME_PART = "{volume}"
 
 
 class Refused(Exception):
@@ -38,8 +42,8 @@ class Refused(Exception):
 class Rule(PClass):
     """
     ``method`` on the path ``parts`` (``NODE_PART`` matching any node's
-    name) is allowed to identities of ``kind``; with ``own``, only to the
-    node the path names.
+    name, ``VOLUME_PART`` any volume id) is allowed to identities of
+    ``kind``; with ``own``, only to the node the path names.
     """
     method = field(type=str, mandatory=True)
     parts = field(type=tuple, mandatory=True)
@@ -58,7 +62,7 @@ class Rule(PClass):
         for pattern, part in zip(self.parts, parts):
             if pattern == NODE_PART:
                 node = part
-            elif pattern != part:
+            elif pattern != VOLUME_PART and pattern != part:
                 return None
         return node
 
@@ -72,6 +76,10 @@ RULES = tuple([
          why="the cluster's state is the operators'"),
     Rule(method="GET", parts=("v1", "volumes"), kind=USER,
          why="the volume listing is the operators'"),
+    Rule(method="GET", parts=("v1", "volumes", "kept"), kind=USER,
+         why="the volumes kept after pushes are the operators' to know"),
+    Rule(method="DELETE", parts=("v1", "volumes", VOLUME_PART), kind=USER,
+         why="only an operator removes a kept volume"),
     Rule(method="GET", parts=("v1", "nodes", NODE_PART, "desired"),
          kind=NODE, own=True, why="a node reads only its own slice"),
     Rule(method="PUT", parts=("v1", "nodes", NODE_PART, "state"),

@@ -12,7 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from blockmover.certificates import CertificateError
-from blockmover.control import access, limits
+from blockmover.control import access, kept, limits
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.failures import NotDown, NotFenceable
 from blockmover.control.service import (
@@ -54,10 +54,11 @@ _TIMED_OUT = _TimedOut()
 _CLIENT_ERRORS = [
     (BadRequest, 400), (BadReport, 400), (BackendError, 400),
     (access.Refused, 403),
-    (NoConfiguration, 404), (UnknownNode, 404), (NotDown, 409),
-    (NotFenceable, 409),
+    (NoConfiguration, 404), (UnknownNode, 404),
+    (kept.UnknownKeptVolume, 404), (NotDown, 409),
+    (NotFenceable, 409), (kept.NotRemovable, 409),
     (TooLarge, 413),
-    (TooManyPolls, 429), (Busy, 503),
+    (TooManyPolls, 429), (Busy, 503), (kept.NotListed, 503),
     # The service's own failure, with a message that says what to check.
     (StoreError, 500),
 ]
@@ -123,6 +124,15 @@ def _identify(request, method):
     return identity
 
 
+def _who(request):
+    """
+    Who makes ``request``, for the records and logs of what an operator
+    did: their certificate's identity.
+    """
+    return (str(request.identity) if request.identity is not None
+            else "an unauthenticated client")
+
+
 def _raise(error):
     raise error
 
@@ -130,9 +140,9 @@ def _raise(error):
 class _Endpoint(Resource):
     """
     A leaf answering JSON, at its own path only (a path below it is a
-    404). Subclasses define ``GET``/``PUT`` methods taking
-    the request and returning ``(code, data)`` or a Deferred of it;
-    ``data`` None means no body, bytes a body serialized already.
+    404). Subclasses define ``GET``/``PUT``/``POST``/``DELETE`` methods
+    taking the request and returning ``(code, data)`` or a Deferred of
+    it; ``data`` None means no body, bytes a body serialized already.
     """
     isLeaf = True
 
@@ -162,7 +172,7 @@ class _Endpoint(Resource):
                 # those must be 404s.
                 result = maybeDeferred(_not_found, request)
             elif handler is None:
-                allowed = [m for m in ("GET", "PUT", "POST")
+                allowed = [m for m in ("GET", "PUT", "POST", "DELETE")
                            if hasattr(self, m)]
                 request.setHeader(b"Allow", ", ".join(allowed).encode())
                 result = maybeDeferred(lambda: (405, {"errors": [
@@ -285,6 +295,54 @@ class _State(_Endpoint):
 class _Volumes(_Endpoint):
     def GET(self, request):
         return (200, self.service.volumes())
+
+
+class _KeptVolumes(_Endpoint):
+    """
+    ``GET /v1/volumes/kept``: the volumes an operator may remove
+    (``blockmover.control.kept``).
+    """
+    def GET(self, request):
+        return (200, self.service.kept_volumes())
+
+
+class _Volume(_Endpoint):
+    """
+    ``DELETE /v1/volumes/VOLUME``: an operator removes a kept volume;
+    logged with who (their certificate's identity). Answers ``{"removed":
+    KEPT}``.
+    """
+    def __init__(self, service, reactor, volume_id):
+        _Endpoint.__init__(self, service, reactor)
+        self.volume_id = volume_id
+
+    def DELETE(self, request):
+        if self.service.deployment is None:
+            raise NoConfiguration()
+        d = self.service.remove_volume(self.volume_id, _who(request))
+        d.addCallback(lambda answer: (200, answer))
+        return d
+
+
+class _VolumesDirectory(Resource):
+    """
+    ``/v1/volumes``: the listing itself, ``kept`` below it, and each
+    volume by its id.
+    """
+    def __init__(self, service, reactor):
+        Resource.__init__(self)
+        self.service = service
+        self.reactor = reactor
+
+    def getChild(self, name, request):
+        if name == b"kept":
+            return _KeptVolumes(self.service, self.reactor)
+        # Twisted unquoted the segment already, as the access check saw it.
+        return _Volume(self.service, self.reactor,
+                       name.decode("utf-8", "replace"))
+
+    def render(self, request):
+        return _Volumes(self.service, self.reactor).render(request)
 
 
 class _Desired(_Endpoint):
@@ -451,8 +509,7 @@ class _NodeFailure(_Endpoint):
         if self.node not in service.deployment.nodes and \
                 not service.failures.is_removed(self.node):
             raise UnknownNode(self.node)
-        who = str(request.identity) if request.identity is not None \
-            else "an unauthenticated client"
+        who = _who(request)
         if self.action == "fence":
             d = service.failures.request_fence(self.node, who)
         else:
@@ -550,7 +607,7 @@ def make_root(service, reactor):
     v1 = _Tree(missing)
     v1.putChild(b"configuration", _Configuration(service, reactor))
     v1.putChild(b"state", _State(service, reactor))
-    v1.putChild(b"volumes", _Volumes(service, reactor))
+    v1.putChild(b"volumes", _VolumesDirectory(service, reactor))
     v1.putChild(b"nodes", _Nodes(service, reactor))
     root = _Tree(missing)
     root.putChild(b"v1", v1)

@@ -19,6 +19,7 @@ from blockmover import identity
 from blockmover.config import ConfigError, is_fence_command, load_deployment
 from blockmover.control.backend import SiteBackends, backend_key
 from blockmover.control.errors import BackendError, StoreError
+from blockmover.control import kept
 from blockmover.control.failures import NodeFailures
 from blockmover.control.failurestore import FailureStore
 from blockmover.control.leases import STARTUP_GRACE, poll_limit
@@ -1017,3 +1018,20 @@ class ControlService(object):
                 "volumes": [to_data(v) for v in self.listing.volumes or ()],
                 "refreshes": self.listing.refreshes,
                 "error": self.listing.last_error}
+
+    # --- kept volumes (``blockmover.control.kept``) ------------------------
+
+    def kept_volumes(self):
+        """
+        The volumes an operator may remove, as ``GET /v1/volumes/kept``
+        shows them.
+        """
+        return kept.shown(self.listing.listing, self.pushes.records,
+                          self.listing.listed_at)
+
+    def remove_volume(self, volume_id, who):
+        """
+        Remove the kept volume ``volume_id`` for the user ``who``
+        (``kept.remove``). :return: a Deferred.
+        """
+        return kept.remove(self, volume_id, who)
