@@ -165,6 +165,13 @@ class SiteCluster(object):
     def restart(self):
         up(self.layout, echo=self.echo)
 
+    def volume_command(self, *args):
+        return subprocess.run(
+            [BLOCKMOVER, "volume"] + list(args) + [
+                "--control", self.layout.control_url, "--tls-dir",
+                self.layout.operator_tls_dir],
+            capture_output=True, text=True, timeout=120)
+
     def pushes_logged(self):
         """
         What the control service logged of pushes, a line each.
@@ -286,6 +293,13 @@ def test_there_and_back_with_a_writer(sites):
     [data] = _mongodb_in(listing, sites.layout.name, "west")
     assert kept.attached_to is None and not is_incoming(kept)
     assert int(data.metadata["blockmover-generation"]) == 1
+    # blockmover volume list shows it to the operator.
+    listed = sites.volume_command("list", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    [shown] = [v for v in json.loads(listed.stdout)["volumes"]
+               if v["volume_id"] == kept.volume_id]
+    assert (shown["site"], shown["application"], shown["reason"]) == (
+        "east", APP, "left")
 
     # And back: into the volume site east kept.
     old, new = _move_with_writers(sites, "node2", "node1")

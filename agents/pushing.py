@@ -52,6 +52,7 @@ class _Push(object):
         self.target_digest = None
         self.error = None
         self.settled = False
+        self.running = False    # a round runs now
 
     def progress(self):
         last = self.rounds[-1] if self.rounds else None
@@ -64,8 +65,8 @@ class _Push(object):
             downtime = round(2 * last[1], 2)
         return PushProgress(
             push_id=self.push_id, dataset_id=self.dataset_id,
-            phase=self.phase, round=len(self.rounds) + (
-                1 if self.phase in (PUSH_LIVE, PUSH_FINAL) else 0),
+            phase=self.phase,
+            round=len(self.rounds) + (1 if self.running else 0),
             bytes_sent=self.sent, bytes_left=max(0, self.size - self.scanned),
             last_round_bytes=last[0] if last is not None else None,
             rate=rate, estimated_downtime=downtime, settled=self.settled,
@@ -140,6 +141,7 @@ class PushRegistry(object):
                               PUSH_LIVE)
             push.phase = PUSH_FINAL if outgoing.final else PUSH_LIVE
             push.sent, push.scanned, push.size = 0, 0, size
+            push.running = True
         self._tell(now=True)
 
     def round_progress(self, outgoing, sent, scanned):
@@ -158,6 +160,7 @@ class PushRegistry(object):
             push = self._push(outgoing.push_id, outgoing.dataset_id,
                               PUSH_LIVE)
             push.rounds.append((result.bytes_sent, result.seconds))
+            push.running = False
             push.sent, push.scanned = result.bytes_sent, result.bytes_scanned
             push.failures = 0
             push.error = None
@@ -183,6 +186,7 @@ class PushRegistry(object):
             push = self._push(outgoing.push_id, outgoing.dataset_id,
                               PUSH_LIVE)
             push.failures += 1
+            push.running = False
             push.error = str(error)
             if push.failures >= MOST_FAILURES:
                 push.phase = PUSH_FAILED

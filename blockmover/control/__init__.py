@@ -1,7 +1,7 @@
 """
 The control service: holds the cluster's desired configuration, keeps ONE
-cached listing of the backend's volumes, and hands each node its slice of
-the desired state.
+cached listing of each site's volumes, hands each node its slice of the
+desired state, and leads pushes of volumes between sites.
 
 REST API (JSON bodies, ``Content-Type: application/json``). Records travel
 as ``blockmover.model.to_data`` makes them. Every request may carry the
@@ -73,6 +73,10 @@ continues that task so a deploy reads as one tree across processes.
     the volumes the cloud refuses to detach from a node proven down. A
     node removed from the configuration that may still hold volumes is
     listed too. (``blockmover.status`` documents each field.)
+    Sites and pushes (``blockmover.control.push_rules``) add ``"sites":
+    {SITE: {"backend": NAME, "nodes": [NODE, ...], "volumes": N}}`` and
+    ``"pushes": {APP: PushRecord + "source_progress"/"target_progress"}``,
+    each progress a ``PushProgress`` its node last reported, or null.
 
 ``GET /v1/nodes/{node}/desired?after=GEN&timeout=SECONDS``
     A long poll for the node's ``NodeDesired``, the only answer carrying
@@ -107,9 +111,18 @@ continues that task so a deploy reads as one tree across processes.
 
 ``GET /v1/volumes``
     200 ``{"listed_at": T, "volumes": [Volume, ...], "refreshes": N,
-    "error": MESSAGE | null}``: the cached listing, how many listings of
-    the backend the cache took (agents' requests never cause one), and why
-    the last one failed (null when it succeeded).
+    "error": MESSAGE | null}``: the cached listing (each volume with its
+    site), how many listings of the backends the cache took (agents'
+    requests never cause one), and why the last one failed (null when it
+    succeeded).
+
+``GET /v1/volumes/kept`` and ``DELETE /v1/volumes/{volume}``
+    Users only (``blockmover volume``). The volumes kept that hold no
+    application's data (the ones pushes left behind, or pushed into by a
+    push that failed), ``{"listed_at": T, "volumes": [KEPT, ...]}``; and
+    removing one through its site's backend, 200 ``{"removed": KEPT}``,
+    409 for a volume that holds data, that a push under way uses or that
+    is attached, 404 for an unknown one (``blockmover.control.kept``).
 
 Errors are JSON ``{"errors": [MESSAGE, ...]}``: 400 for a malformed
 request, 404 for an unknown path or node, 405 for a method a path does not

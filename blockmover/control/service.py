@@ -28,6 +28,7 @@ from blockmover.control.metrics import (
     CONFIGURATION, LISTING, ControlMetrics,
 )
 from blockmover.control.nodecalls import NodeCalls
+from blockmover.control import push_rules
 from blockmover.control.pushes import Pushes, PushStore
 from blockmover.control.scrub import scrub_app_yml, scrub_yaml
 from blockmover.control.slices import Slices
@@ -170,6 +171,35 @@ def _union(nodes, more):
     if nodes is None or more is None:
         return None
     return nodes | more
+
+
+def _with_pushes(plan, before, after):
+    """
+    ``plan`` (node -> lines) with a line on each node of every push that
+    ``after`` starts or ends and ``before`` did not have so.
+    """
+    plan = {node: list(lines) for node, lines in plan.items()}
+    for dataset, push in sorted(after.items()):
+        old = before.get(dataset)
+        if old is not None and (old.push_id, old.phase) == (push.push_id,
+                                                             push.phase):
+            continue
+        if push.phase == push_rules.LIVE:
+            lines = {
+                push.source_node: "%s: push its volume to %s (site %s) "
+                "while it runs, then stop it for a last round"
+                % (push.application, push.target_node, push.target_site),
+                push.target_node: "%s: receive its volume from %s (site "
+                "%s), then start it" % (push.application, push.source_node,
+                                        push.source_site)}
+        elif push.phase == push_rules.CANCELLED:
+            lines = {push.source_node: "%s: push to %s cancelled (%s)"
+                     % (push.application, push.target_node, push.error)}
+        else:
+            continue
+        for node, line in lines.items():
+            plan.setdefault(node, []).append(line)
+    return plan
 
 
 class ControlService(object):
@@ -431,10 +461,12 @@ class ControlService(object):
                              self.deployment is not None
                              and node in self.deployment.nodes))},
                     indexed)
+        before = self.pushes.records
         if dry_run:
             plan = yield self._plan(*foreseen)
             current = self.stored.generation if self.stored else 0
-            return {"generation": current, "plan": plan}
+            return {"generation": current,
+                    "plan": _with_pushes(plan, before, pushes)}
         tasks = {}
         if action is not None:
             task = action.serialize_task_id().decode("ascii")
@@ -447,7 +479,8 @@ class ControlService(object):
         log_message(message_type="blockmover:control:configured",
                     generation=generation, cluster=deployment.cluster_name)
         plan = yield self._plan(*foreseen)
-        return {"generation": generation, "plan": plan}
+        return {"generation": generation,
+                "plan": _with_pushes(plan, before, pushes)}
 
     def _plan(self, old, new, volumes, allocation_unit, reported, indexed):
         """
