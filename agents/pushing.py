@@ -30,9 +30,12 @@ NOT_SHRINKING = 0.9
 SMALL_ROUND = 8 * MiB
 # ... or after this many rounds, whatever they sent.
 MOST_ROUNDS = 8
-# A push whose rounds fail this many times in a row is given up: the
-# control service then puts the application back on the source.
+# A push whose rounds fail this many times in a row, for at least this
+# long (seconds: a target's agent restarting is back well within it), is
+# given up: the control service then puts the application back on the
+# source.
 MOST_FAILURES = 5
+GIVE_UP_AFTER = 60.0
 # Progress is reported at most this often while a round runs (seconds).
 PROGRESS_EVERY = 1.0
 
@@ -48,6 +51,7 @@ class _Push(object):
         self.scanned = 0
         self.size = 0
         self.failures = 0
+        self.failing_since = None
         self.source_digest = None
         self.target_digest = None
         self.error = None
@@ -163,6 +167,7 @@ class PushRegistry(object):
             push.running = False
             push.sent, push.scanned = result.bytes_sent, result.bytes_scanned
             push.failures = 0
+            push.failing_since = None
             push.error = None
             push.settled = push.settled or _settled(push.rounds)
         self._tell(now=True)
@@ -180,15 +185,19 @@ class PushRegistry(object):
     def failed(self, outgoing, error):
         """
         A round or the check failed with ``error``: the push is given up
-        after ``MOST_FAILURES`` in a row.
+        after ``MOST_FAILURES`` in a row over ``GIVE_UP_AFTER`` seconds.
         """
         with self._lock:
             push = self._push(outgoing.push_id, outgoing.dataset_id,
                               PUSH_LIVE)
+            now = self._clock()
+            if push.failing_since is None:
+                push.failing_since = now
             push.failures += 1
             push.running = False
             push.error = str(error)
-            if push.failures >= MOST_FAILURES:
+            if push.failures >= MOST_FAILURES and \
+                    now - push.failing_since >= GIVE_UP_AFTER:
                 push.phase = PUSH_FAILED
         self._tell(now=True)
 

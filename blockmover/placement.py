@@ -230,11 +230,13 @@ def _take(by_attachment, backend_id, volume_id):
 
 def _kept_here(listing, dataset, backend_id):
     """
-    The volume of ``dataset`` attached to ``backend_id`` that is neither
-    its data nor being pushed into, or None.
+    The volume of ``dataset`` attached to ``backend_id`` that is not its
+    data (a copy a push left, or the volume of a push that failed), or
+    None. A volume a push under way goes into is the push's to keep: the
+    slice's ``incoming`` says so, and the agent heeds that first.
     """
     for volume in listing.claiming(dataset):
-        if volume.attached_to == backend_id and not is_incoming(volume):
+        if volume.attached_to == backend_id:
             return volume
     return None
 

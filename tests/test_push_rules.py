@@ -197,6 +197,19 @@ def test_a_source_that_gives_up_puts_the_application_back_until_the_next_deploy(
     assert (retried[DB].push_id, retried[DB].phase) == ("p2", LIVE)
 
 
+def test_a_node_proven_down_fails_the_push_and_starts_none():
+    listing = Listing.of([data(), incoming("p1")])
+    records = _final(listing)
+    after, _ = decide(deployment("node2"), listing, records, {}, 40.0,
+                      down={"node1"})
+    assert (after[DB].phase, after[DB].error) == (
+        FAILED, "node node1 is proven down")
+    assert effective_placement(deployment("node2"), after)["db"] == "node1"
+    again, _ = decide(deployment("node2"), listing, after, {}, 50.0,
+                      fresh=True, down={"node1"}, make_id=ids("p2"))
+    assert again[DB].push_id == "p1"
+
+
 def test_a_target_over_its_quota_fails_the_push_while_the_application_runs():
     listing = Listing.of([data()])
     records = started(listing)
@@ -266,3 +279,11 @@ def test_needed_pushes_of_a_cluster_of_one_site_are_none():
         APP)
     assert push_rules.needed_pushes(one, Listing.of([data(site="main")])) \
         == {}
+
+
+def test_a_volume_pushed_into_by_a_push_that_ended_is_given_up():
+    slices = desired_slices(deployment("node1"),
+                            [data(), incoming("p1", attached_to="node2")],
+                            GiB)
+    assert slices["node2"].volumes[DB].volume_id == "vol-in-west"
+    assert DB not in slices["node2"].datasets

@@ -6,7 +6,8 @@ making it failed.
 
 import datetime
 
-from twisted.internet.defer import gatherResults, succeed
+from eliot import log_message
+from twisted.internet.defer import DeferredList, gatherResults, succeed
 from twisted.internet.threads import deferToThreadPool
 
 from blockmover.backends import make_backend
@@ -63,6 +64,8 @@ class SiteBackends(object):
             for site, backend in deployment.site_backends().items()}
         self._single = (next(iter(self.sites.values()))
                         if len(self.sites) == 1 else None)
+        # Each site's last good listing, its volumes tagged.
+        self._last = {}
 
     @property
     def allocation_unit(self):
@@ -116,21 +119,33 @@ class SiteBackends(object):
         The lister of the service's ``VolumeListing``. With one site, that
         site's listing (incremental where it can be). With several, one
         whole listing of each site, side by side, their volumes tagged with
-        their site and put together.
+        their site and put together; a site that cannot be listed now is
+        taken as it last was (and fails the listing only before it ever
+        was listed).
         """
         if self._single is not None:
             return self._single.list_volumes()
         names = sorted(self.sites)
-        d = gatherResults([self.sites[n].list_volumes(whole=True)
-                           for n in names], consumeErrors=True)
+        d = DeferredList([self.sites[n].list_volumes(whole=True)
+                          for n in names], consumeErrors=True)
 
-        def together(listings):
+        def together(results):
             volumes = []
-            for name, listed in zip(names, listings):
-                volumes.extend(v.set(site=name) for v in listed)
+            for name, (ok, listed) in zip(names, results):
+                if ok:
+                    listed = [v.set(site=name) for v in listed]
+                    self._last[name] = listed
+                elif name in self._last:
+                    # One site out of reach holds up no other: its last
+                    # listing stands for it until it answers again.
+                    log_message(message_type="blockmover:control:site-unlisted",
+                                site=name, error=listed.getErrorMessage())
+                    listed = self._last[name]
+                else:
+                    return listed
+                volumes.extend(listed)
             return volumes
         d.addCallback(together)
-        d.addErrback(lambda failure: failure.value.subFailure)
         return d
 
     def limits(self):

@@ -180,13 +180,19 @@ def _ended(push, phase, now, error=None):
     return push.set(phase=phase, ended_at=now, error=error)
 
 
-def _advance(push, need, listing, reports, now):
+def _advance(push, need, listing, reports, now, down):
     """
     ``push`` (active) after what its nodes reported: the next record, and
     whether it is ready to commit.
     """
     if _committed(listing, push):
         return push.set(phase=COMMITTED, ended_at=now), False
+    for node in push.nodes:
+        if node in down:
+            # It will report no more: the application goes back to the
+            # source's site, where a failover may take it.
+            return _ended(push, FAILED, now, "node %s is proven down"
+                          % (node,)), False
     if need is None or need.target_node != push.target_node or \
             need.volume.volume_id != push.source_volume:
         return _ended(push, CANCELLED, now, "the configuration no longer "
@@ -213,7 +219,7 @@ def _advance(push, need, listing, reports, now):
 
 
 def decide(deployment, listing, records, reports, now, fresh=False,
-           make_id=new_push_id):
+           make_id=new_push_id, down=frozenset()):
     """
     The push records after a look: ``(records, commits)``.
 
@@ -221,6 +227,8 @@ def decide(deployment, listing, records, reports, now, fresh=False,
     :param reports: ``{node: NodeReport}``, the nodes' last.
     :param fresh: a configuration is being deployed: pushes that failed
         are tried again.
+    :param down: the nodes proven down (fenced or confirmed down): a push
+        either takes part in fails, and none starts from or to one.
     :return: the new records (the same mapping when nothing changed), and
         the records whose commit can be made now.
     """
@@ -230,7 +238,7 @@ def decide(deployment, listing, records, reports, now, fresh=False,
     for dataset, push in records.items():
         if push.phase in ACTIVE:
             result[dataset], ready = _advance(push, needs.get(dataset),
-                                              listing, reports, now)
+                                              listing, reports, now, down)
             if ready:
                 commits.append(result[dataset])
     for dataset, need in sorted(needs.items()):
@@ -244,7 +252,8 @@ def decide(deployment, listing, records, reports, now, fresh=False,
                 need.volume.volume_id == push.source_volume:
             # The listing has not caught up with the commit yet.
             continue
-        if need.source_node is None:
+        if need.source_node is None or need.source_node in down or \
+                need.target_node in down:
             continue
         result[dataset] = PushRecord(
             push_id=make_id(), dataset_id=dataset,

@@ -177,8 +177,12 @@ class Pushes(object):
         """
         records, _ = push_rules.decide(
             deployment, listing, self.records, reports,
-            self._reactor.seconds(), fresh=True)
+            self._reactor.seconds(), fresh=True, down=self._down(deployment))
         return records
+
+    def _down(self, deployment):
+        failures = self._service.failures
+        return frozenset(n for n in deployment.nodes if failures.is_down(n))
 
     def save(self, records):
         """
@@ -215,7 +219,7 @@ class Pushes(object):
                    in service.last_reports().items()}
         records, commits = push_rules.decide(
             deployment, service.listing.listing, self.records, reports,
-            self._reactor.seconds())
+            self._reactor.seconds(), down=self._down(deployment))
         before = self.records
         if records is not before:
             yield self.save(records)
