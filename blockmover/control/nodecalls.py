@@ -324,11 +324,11 @@ class NodeCalls(object):
         service.check_node(node)
         desired = service.slices.get(node)
         backends = service.backend
-        if desired is None or backends is None or \
-                node not in service.deployment.nodes:
+        site = self._site_of(node, desired)
+        if desired is None or backends is None or site is None:
             raise BackendError("the control service has not made node %s's "
                                "slice yet; ask again in a moment" % (node,))
-        backend = backends.site(service.deployment.nodes[node].site)
+        backend = backends.site(site)
         d = backend.ready()
 
         def made(backend):
@@ -345,6 +345,21 @@ class NodeCalls(object):
             return desired, api
         d.addCallback(made)
         return d
+
+    def _site_of(self, node, desired):
+        """
+        The site of ``node``: the configuration's; for a node it no longer
+        names (which still releases what it holds), the site of the
+        volumes its slice lists, or the one site. None when unknown.
+        """
+        service = self._service
+        if node in service.deployment.nodes:
+            return service.deployment.nodes[node].site
+        sites = service.backend.sites if service.backend is not None else {}
+        if len(sites) == 1:
+            return next(iter(sites))
+        held = {v.site for v in desired.volumes.values()} if desired else ()
+        return next(iter(held)) if len(held) == 1 else None
 
     def _volume(self, api, volume_id):
         """
