@@ -97,9 +97,6 @@ _WRITES_AHEAD = 8
 # O_DIRECT wants offsets, lengths and buffers aligned to the device's
 # logical block size; 4096 is a multiple of every common one.
 _DIRECT_ALIGNMENT = 4096
-# Both ends ask the kernel for socket buffers this big: a round streams
-# megabytes, and a WAN's bandwidth-delay product is more than the default.
-_SOCKET_BUFFER = 4 << 20
 # How long the source waits for each answer of the receiver's (the target
 # device's hashes, its fsync, its digest), which may need the whole device
 # read: this long, plus the device's size at the slowest rate a disk still
