@@ -40,6 +40,7 @@ Blocking: everything here runs in threads, never on the reactor.
 import datetime
 import hashlib
 import json
+import mmap
 import os
 import queue
 import socket
@@ -90,6 +91,18 @@ _STILL_HERE_AFTER = 10.0
 # How long a new session for a volume waits for the one before it (which
 # may not yet have seen its connection drop) before it is refused.
 _VOLUME_BUSY_WAIT = 30.0
+# The receiver's blocks waiting for its writer thread: enough to keep the
+# device busy while the next blocks arrive, few enough to bound memory.
+_WRITES_AHEAD = 8
+# O_DIRECT wants offsets, lengths and buffers aligned to the device's
+# logical block size; 4096 is a multiple of every common one.
+_DIRECT_ALIGNMENT = 4096
+# How long the source waits for each answer of the receiver's (the target
+# device's hashes, its fsync, its digest), which may need the whole device
+# read: this long, plus the device's size at the slowest rate a disk still
+# in service reads.
+_ANSWER_WAIT = 60.0
+_SLOWEST_READ = 10e6
 # How long ``Receiver.stop`` waits for its threads.
 _STOP_WAIT = 10.0
 # Progress is told at most this often (seconds).
@@ -518,6 +531,140 @@ class _TargetVolume(object):
         self.hashes = None
 
 
+class _Block(object):
+    """
+    A page-aligned buffer of one block (what O_DIRECT needs), lent by the
+    ``_DeviceWriter`` to the session to receive into.
+    """
+
+    def __init__(self, block_size):
+        self.memory = mmap.mmap(-1, block_size)
+        self.view = memoryview(self.memory)
+
+
+class _DeviceWriter(object):
+    """
+    Writes one round's blocks into ``device`` in a thread of its own, so
+    that the session receives the next blocks meanwhile, and sets each
+    block's hash in ``volume`` once it is written; tells
+    ``on_received(offer, bytes)`` as it goes.
+
+    Like ``dd oflag=direct``: aligned blocks are written with O_DIRECT,
+    so the round neither fills the page cache nor waits at the end for
+    it to be written back; the rest (a short last block, a device that
+    will not open so) through the page cache. ``finish`` waits for every
+    write and fsyncs. Any failed write forgets the volume's hashes (what
+    the device holds is then unknown) and fails the round.
+    """
+
+    def __init__(self, device, offer, volume, on_received):
+        self._device = device
+        self._offer = offer
+        self._volume = volume
+        self._on_received = on_received
+        self._free = queue.Queue()
+        self._queued = queue.Queue()
+        self._zeros = _Block(offer.block_size)
+        self._error = None
+        self._written = 0
+        self._received = 0
+        self._fd = self._direct = None
+
+    def __enter__(self):
+        self._fd = os.open(self._device, os.O_WRONLY)
+        try:
+            self._direct = os.open(self._device, os.O_WRONLY | os.O_DIRECT)
+        except OSError:
+            # A file on a filesystem without O_DIRECT: the page cache.
+            self._direct = None
+        for _ in range(_WRITES_AHEAD):
+            self._free.put(_Block(self._offer.block_size))
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="push-writer")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._queued.put(None)
+        self._thread.join()
+        for fd in (self._fd, self._direct):
+            if fd is not None:
+                os.close(fd)
+
+    def buffer(self):
+        """
+        A free ``_Block`` to receive into (waits for one).
+
+        :raise OSError: a write before failed.
+        """
+        block = self._free.get()
+        self._check()
+        return block
+
+    def write(self, block, index, length, digest):
+        """
+        Write ``length`` bytes of ``block`` (None: zeros) at block
+        ``index``, whose hash is ``digest``; ``block`` returns to the free
+        ones once written.
+        """
+        self._check()
+        self._queued.put((block, index, length, digest))
+
+    def finish(self):
+        """
+        Wait for every write, fsync; the number of blocks written.
+        """
+        self._queued.put(None)
+        self._thread.join()
+        self._check()
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            # What is on the device after a failed fsync is unknown.
+            self._volume.hashes = None
+            raise
+        return self._written
+
+    def _check(self):
+        if self._error is not None:
+            raise self._error
+
+    def _run(self):
+        while True:
+            item = self._queued.get()
+            if item is None:
+                return
+            block, index, length, digest = item
+            if self._error is None:
+                try:
+                    self._write(block or self._zeros, index, length)
+                except OSError as e:
+                    self._volume.hashes = None
+                    self._error = e
+                else:
+                    self._volume.hashes[
+                        index * HASH_SIZE:(index + 1) * HASH_SIZE] = digest
+                    self._written += 1
+                    self._received += length
+                    self._on_received(self._offer, self._received)
+            if block is not None:
+                self._free.put(block)
+            elif self._error is not None:
+                # The session may wait for a buffer: there is none to come.
+                self._free.put(self._zeros)
+
+    def _write(self, block, index, length):
+        offset = index * self._offer.block_size
+        fd = self._fd
+        if self._direct is not None and offset % _DIRECT_ALIGNMENT == 0 \
+                and length % _DIRECT_ALIGNMENT == 0:
+            fd = self._direct
+        data = block.view[:length]
+        done = 0
+        while done < length:
+            done += os.pwrite(fd, data[done:], offset + done)
+
+
 class Receiver(object):
     """
     The target node's side of pushes: a TLS server (a thread to accept,
@@ -741,6 +888,7 @@ class Receiver(object):
 
     def _round(self, channel, offer, device, volume):
         geometry = (offer.size, offer.block_size)
+        scanning = time.monotonic()
         if volume.hashes is None or volume.device != device or \
                 volume.geometry != geometry:
             volume.hashes = None
@@ -752,12 +900,9 @@ class Receiver(object):
         channel.connection.sendall(memoryview(volume.hashes))
         channel.connection.settimeout(_FRAME_TIMEOUT)
         started = time.monotonic()
-        buffer = memoryview(bytearray(offer.block_size))
-        zeros = bytes(offer.block_size)
-        written = 0
-        received = 0
-        fd = os.open(device, os.O_WRONLY)
-        try:
+        scanned = started - scanning
+        with _DeviceWriter(device, offer, volume, self._on_received) \
+                as writer:
             while True:
                 kind, index, length, digest = channel.receive_frame()
                 if kind == _END:
@@ -769,40 +914,20 @@ class Receiver(object):
                     raise _ProtocolError("a frame (%d, %d, %d) not of this "
                                          "offer" % (kind, index, length))
                 if kind == _DATA:
-                    data = buffer[:length]
-                    channel.receive_into(data)
+                    buffer = writer.buffer()
+                    channel.receive_into(buffer.view[:length])
+                    # The source's hash of what TLS brought intact; the
+                    # verification hashes the device itself.
+                    writer.write(buffer, index, length, digest)
                 else:
-                    data, digest = zeros[:length], zero_hash(length)
-                self._write(fd, volume, data, index * offer.block_size)
-                received += length
-                self._on_received(offer, received)
-                # The source's hash of what TLS brought intact; the
-                # verification hashes the device itself.
-                volume.hashes[index * HASH_SIZE:(index + 1) * HASH_SIZE] = \
-                    digest
-                written += 1
-            try:
-                os.fsync(fd)
-            except OSError:
-                # What is on the device after a failed fsync is unknown.
-                volume.hashes = None
-                raise
-        finally:
-            os.close(fd)
+                    writer.write(None, index, length, zero_hash(length))
+            written = writer.finish()
         channel.send_message({"written": written})
         log_message(message_type="blockmover:push:round-received",
                     push_id=offer.push_id, volume=offer.target_volume,
                     device=device, blocks=written,
-                    seconds=time.monotonic() - started)
-
-    def _write(self, fd, volume, data, offset):
-        try:
-            done = 0
-            while done < len(data):
-                done += os.pwrite(fd, data[done:], offset + done)
-        except OSError:
-            volume.hashes = None
-            raise
+                    seconds=time.monotonic() - started,
+                    hashes_seconds=round(scanned, 3))
 
     def _verify(self, channel, offer, device, volume):
         hashes = block_hashes(device, offer.size, offer.block_size)
@@ -827,6 +952,9 @@ class _Session(object):
     def __init__(self, offer, address, port, files, revoked, operation):
         self._offer = offer
         self._where = "%s:%s" % (address, port)
+        # What the source waits for now, for a timeout's message.
+        self.waiting_for = "its answer"
+        self.wait = _HANDSHAKE_TIMEOUT
         loaded = _Files(files)
         context = loaded.context(ssl.PROTOCOL_TLS_CLIENT)
         try:
@@ -863,7 +991,8 @@ class _Session(object):
             if "refused" in answer:
                 raise PushRefused("node %s refused the push: %s" % (
                     offer.target_node, answer["refused"]))
-            connection.settimeout(None)
+            self.wait = answer_wait(offer.size)
+            connection.settimeout(self.wait)
         except BaseException:
             connection.close()
             raise
@@ -892,6 +1021,13 @@ class _Session(object):
                                     self._offer.target_node))
 
     def failed(self, error):
+        if isinstance(error, TimeoutError):
+            return PushFailed(
+                "node %s at %s did not answer within %.0f s while this node "
+                "waited for %s (push %s); is its agent running and its disk "
+                "healthy? Push another round to finish it" % (
+                    self._offer.target_node, self._where, self.wait,
+                    self.waiting_for, self._offer.push_id))
         return PushFailed(
             "the push %s to node %s at %s was cut short (%s); push another "
             "round to finish it" % (self._offer.push_id,
@@ -900,6 +1036,14 @@ class _Session(object):
 
     def close(self):
         self.channel.connection.close()
+
+
+def answer_wait(size):
+    """
+    The seconds the source waits for each answer of the receiver's about
+    a device of ``size`` bytes (some need the whole device read).
+    """
+    return _ANSWER_WAIT + size / _SLOWEST_READ
 
 
 def _check_source(offer, device):
@@ -941,11 +1085,13 @@ def send_round(offer, device, address, port, files, cap=None, progress=None,
 
 def _push(session, offer, device, cap, progress, started):
     channel = session.channel
+    session.waiting_for = "the hashes of its device"
     answer = channel.receive_message()
     if answer.get("blocks") != offer.blocks:
         raise _ProtocolError("the receiver has %r blocks, not %d" % (
             answer.get("blocks"), offer.blocks))
     target = channel.receive_bytes(offer.blocks * HASH_SIZE)
+    session.waiting_for = "it to take the blocks sent"
     bucket = None
     if cap is not None:
         bucket = TokenBucket(cap, max(offer.block_size, cap / 10.0),
@@ -986,6 +1132,7 @@ def _push(session, offer, device, cap, progress, started):
                 channel.send_frame(_STILL_HERE)
                 last_sent = time.monotonic()
     channel.send_frame(_END)
+    session.waiting_for = "it to write and fsync the blocks sent"
     answer = channel.receive_message()
     if answer.get("written") != blocks_sent:
         raise _ProtocolError("the receiver wrote %r blocks of the %d sent"
@@ -1013,6 +1160,7 @@ def verify(offer, device, address, port, files, revoked=lambda: frozenset()):
     try:
         source = digest_of(block_hashes(device, offer.size,
                                         offer.block_size))
+        session.waiting_for = "its digest of its device"
         answer = session.channel.receive_message()
         if not isinstance(answer.get("digest"), str):
             raise _ProtocolError("an answer without a digest")

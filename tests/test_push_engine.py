@@ -7,6 +7,7 @@ receiver refuses and whom the sender refuses, and a round cut short.
 
 import contextlib
 import os
+import time
 
 import pytest
 from eliot import add_destinations, remove_destination
@@ -14,6 +15,7 @@ from eliot import add_destinations, remove_destination
 from blockmover import certificates
 from blockmover.certificates import NODE, USER
 
+from agents import push as engine
 from agents.push import (
     HASH_SIZE, Offer, PushFailed, PushRefused, Receiver, TokenBucket,
     send_round, verify,
@@ -316,6 +318,36 @@ def test_round_cut_short_is_finished_by_the_next():
             assert 0 < result.blocks_sent <= BLOCKS
             assert check(second, source).same
         assert read(target) == read(source)
+
+
+def test_receiver_that_does_not_answer_fails_the_round(monkeypatch):
+    """
+    A receiver that does not answer (here: reading its device for its
+    hashes takes too long) fails the round within the bounded wait, with
+    a message saying what the source waited for; the next round, once it
+    answers, finishes the push.
+    """
+    read_device = engine.block_hashes
+
+    def slow(path, size, block_size):
+        time.sleep(1.0)
+        return read_device(path, size, block_size)
+    monkeypatch.setattr(engine, "answer_wait", lambda size: 0.3)
+    with devices() as (source, target), receiving(target) as receiver:
+        write(source, random_blocks(range(10)))
+        monkeypatch.setattr(engine, "block_hashes", slow)
+        with pytest.raises(PushFailed) as failed:
+            push(receiver, source)
+        assert "did not answer within" in str(failed.value)
+        assert "waited for the hashes of its device" in str(failed.value)
+        monkeypatch.setattr(engine, "block_hashes", read_device)
+        assert push(receiver, source).blocks_sent == 10
+        assert read(target) == read(source)
+
+
+def test_answer_wait_grows_with_the_device():
+    assert engine.answer_wait(0) >= 60
+    assert engine.answer_wait(1 << 40) > 1000
 
 
 def test_token_bucket():
