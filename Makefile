@@ -3,7 +3,8 @@
 
 VENV ?= .venv
 PYTHON ?= python3
-SYSTEM_PACKAGES = e2fsprogs util-linux xfsprogs iproute2 procps kmod psmisc mount
+SYSTEM_PACKAGES = e2fsprogs util-linux xfsprogs iproute2 procps kmod psmisc mount \
+                  etcd-server
 
 .PHONY: demo test system venv clean
 
