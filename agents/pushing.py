@@ -8,6 +8,7 @@ The blocks themselves travel by ``agents.push`` (the engine); this module
 says when and how often.
 """
 
+import os
 import threading
 import time
 
@@ -327,6 +328,11 @@ class PushRound(_PushChange):
         with _action(self, context, dataset_id=self.dataset_id,
                      push_id=self.outgoing.push_id,
                      target=self.outgoing.target_node) as action:
+            # What the application wrote is in the page cache until the
+            # kernel writes it back (30 s later, by default): written now,
+            # this round reads it from the device, and the last round,
+            # with the application stopped, has that much less to send.
+            os.sync()
             _, result = self._round(context)
             action.add_success_fields(bytes_sent=result.bytes_sent,
                                       seconds=round(result.seconds, 3))
@@ -345,10 +351,13 @@ class PushFinal(_PushChange):
                      target=self.outgoing.target_node) as action:
             size, result = self._round(context)
             try:
+                # The last round read the whole source, unmounted since:
+                # its hashes give the source's digest; the target reads
+                # its own device again.
                 verification = engine.verify(
                     self._offer(context, size), self.device,
                     self.outgoing.target_address, self.outgoing.port,
-                    context.push_files)
+                    context.push_files, source_hashes=result.hashes)
             except Exception as e:
                 context.pushes.failed(self.outgoing, e)
                 raise

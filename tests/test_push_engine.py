@@ -366,3 +366,23 @@ def test_token_bucket():
     # A take bigger than the burst is let through at the rate.
     assert TokenBucket(rate=10, burst=5, now=0.0).take(25, now=0.0) == \
         pytest.approx(2.0)
+
+
+def test_verify_takes_the_source_digest_from_a_round_s_hashes():
+    """
+    The source's digest from the hashes a round just read is the digest
+    of reading it again; hashes of another geometry are refused before
+    anything is asked.
+    """
+    with devices() as (source, target), receiving(target) as receiver:
+        write(source, random_blocks(range(0, BLOCKS, 5)))
+        result = push(receiver, source)
+        read_again = check(receiver, source)
+        from_round = verify(offer(), source, "127.0.0.1", receiver.port,
+                            node_files("source"),
+                            source_hashes=result.hashes)
+        assert from_round.same
+        assert from_round.source_digest == read_again.source_digest
+        with pytest.raises(PushFailed):
+            verify(offer(), source, "127.0.0.1", receiver.port,
+                   node_files("source"), source_hashes=result.hashes[1:])
