@@ -162,6 +162,17 @@ class Offer(PClass):
         return {name: getattr(self, name) for name in self._pclass_fields}
 
 
+class Authorized(PClass):
+    """
+    What ``authorize`` may grant an offer: the ``device`` to write it
+    into, and whether that device is known to hold nothing but zeros
+    (``blank``: made blank for this push), so its blocks' hashes are known
+    without reading it. A bare path grants the device, not known blank.
+    """
+    device = field(type=str, mandatory=True)
+    blank = field(type=bool, mandatory=True, initial=False)
+
+
 class RoundResult(PClass):
     """
     What one round did: blocks and bytes of data sent (a zero block counts
@@ -877,9 +888,12 @@ class Receiver(object):
                 raise _Refusal("the offer is not one this node reads (%s)"
                                % (e,))
             try:
-                device = self._authorize(peer, offer)
+                granted = self._authorize(peer, offer)
             except PushRefused as e:
                 raise _Refusal(str(e))
+            if not isinstance(granted, Authorized):
+                granted = Authorized(device=granted)
+            device = granted.device
             try:
                 size = device_size(device)
             except OSError as e:
@@ -906,7 +920,7 @@ class Receiver(object):
         try:
             channel.send_message({"accepted": True})
             if operation == _ROUND:
-                self._round(channel, offer, device, volume)
+                self._round(channel, offer, device, volume, granted.blank)
             else:
                 self._verify(channel, offer, device, volume)
         except (OSError, ValueError, _ProtocolError) as e:
@@ -920,14 +934,21 @@ class Receiver(object):
         with self._lock:
             return self._volumes.setdefault(volume_id, _TargetVolume())
 
-    def _round(self, channel, offer, device, volume):
+    def _round(self, channel, offer, device, volume, blank=False):
         geometry = (offer.size, offer.block_size)
         scanning = time.monotonic()
         if volume.hashes is None or volume.device != device or \
                 volume.geometry != geometry:
             volume.hashes = None
-            volume.hashes = bytearray(b"".join(
-                block_hashes(device, offer.size, offer.block_size)))
+            if blank:
+                # Made blank for this push: taken as zeros without reading
+                # it. Were it not, the check at the end would say so, and
+                # the round after reads it.
+                hashes = [zero_hash(offer.block_length(i))
+                          for i in range(offer.blocks)]
+            else:
+                hashes = block_hashes(device, offer.size, offer.block_size)
+            volume.hashes = bytearray(b"".join(hashes))
             volume.device = device
             volume.geometry = geometry
         channel.send_message({"blocks": offer.blocks})

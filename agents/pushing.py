@@ -263,9 +263,11 @@ class CreateIncoming(Change):
             metadata = dict(identity.volume_metadata(context.cluster_name,
                                                      self.application))
             metadata.update(_incoming(self.push_id, self.generation))
+            metadata[identity.BLANK_FOR_KEY] = self.push_id
             volume = context.backend.create_volume(self.dataset_id,
                                                    self.size, metadata)
             if volume.metadata.get(identity.PUSH_ID_KEY) != self.push_id:
+                # A volume the site kept: it holds what it held.
                 context.backend.set_metadata(
                     volume.volume_id, _incoming(self.push_id,
                                                 self.generation))
@@ -276,7 +278,9 @@ def _incoming(push_id, generation):
     return {identity.PUSH_KEY: identity.INCOMING,
             identity.PUSH_ID_KEY: push_id,
             identity.GENERATION_KEY: str(generation),
-            identity.FORMAT_KEY: identity.NEW}
+            identity.FORMAT_KEY: identity.NEW,
+            # Made blank for another push, if at all.
+            identity.BLANK_FOR_KEY: "no"}
 
 
 class _PushChange(Change):
@@ -456,4 +460,6 @@ class Receiving(object):
             raise engine.PushRefused(
                 "volume %s is %d bytes here, less than the %d pushed"
                 % (offer.target_volume, device.size, offer.size))
-        return device.path
+        return engine.Authorized(
+            device=device.path,
+            blank=volume.metadata.get(identity.BLANK_FOR_KEY) == push.push_id)

@@ -27,6 +27,8 @@ PUSH_ID_KEY = "blockmover-push-id"
 INCOMING = "incoming"
 COMPLETE = "complete"
 GENERATION_KEY = "blockmover-generation"
+# The push a volume was made blank for: its first round need not read it.
+BLANK_FOR_KEY = "blockmover-blank-for"
 
 
 def is_incoming(volume):

@@ -17,7 +17,7 @@ from blockmover.certificates import NODE, USER
 
 from agents import push as engine
 from agents.push import (
-    HASH_SIZE, Offer, PushFailed, PushRefused, Receiver, TokenBucket,
+    HASH_SIZE, Authorized, Offer, PushFailed, PushRefused, Receiver, TokenBucket,
     send_round, verify,
 )
 
@@ -386,3 +386,28 @@ def test_verify_takes_the_source_digest_from_a_round_s_hashes():
         with pytest.raises(PushFailed):
             verify(offer(), source, "127.0.0.1", receiver.port,
                    node_files("source"), source_hashes=result.hashes[1:])
+
+
+def test_a_target_granted_blank_is_not_read_and_a_wrong_grant_is_caught():
+    """
+    A target granted as blank is taken as zeros without reading it: when
+    it was not, the check at the end says so, and the round after it
+    (hashes read from the device by the check) puts it right.
+    """
+    with devices() as (source, target):
+        write(source, random_blocks(range(0, BLOCKS, 4)))
+        # Not blank at all, whatever the grant says.
+        write(target, random_blocks(range(1, BLOCKS, 4)))
+
+        def authorize(peer, offer):
+            return Authorized(device=target, blank=True)
+        with receiving(target, authorize=authorize) as receiver:
+            first = push(receiver, source)
+            # Only the source's non-zero blocks went: the target's own
+            # were never looked at.
+            assert first.blocks_sent == len(range(0, BLOCKS, 4))
+            assert not check(receiver, source).same
+            again = push(receiver, source)
+            assert again.blocks_sent == len(range(1, BLOCKS, 4))
+            assert check(receiver, source).same
+        assert read(target) == read(source)

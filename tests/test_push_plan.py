@@ -16,7 +16,8 @@ from agents.pushing import (
     CreateIncoming, PushFinal, PushRegistry, PushRound, Receiving, _settled,
 )
 from blockmover.identity import (
-    FORMAT_KEY, FORMATTED, GENERATION_KEY, INCOMING, PUSH_ID_KEY, PUSH_KEY,
+    BLANK_FOR_KEY, FORMAT_KEY, FORMATTED, GENERATION_KEY, INCOMING,
+    PUSH_ID_KEY, PUSH_KEY,
 )
 from blockmover.model import (
     PUSH_FAILED, PUSH_LIVE, PUSH_VERIFIED, Device, IncomingPush, Mount,
@@ -237,5 +238,8 @@ def test_the_receiver_lets_in_only_what_the_slice_names(peer, changes,
 
 
 def test_the_receiver_gives_the_device_of_the_volume_marked_for_the_push():
-    assert receiving(marked(attached_to=ME)).authorize(
-        "node1", offer()) == "/dev/loop-in"
+    granted = receiving(marked(attached_to=ME)).authorize("node1", offer())
+    assert (granted.device, granted.blank) == ("/dev/loop-in", False)
+    made = marked(attached_to=ME)
+    made = made.set(metadata=made.metadata.set(BLANK_FOR_KEY, PUSH))
+    assert receiving(made).authorize("node1", offer()).blank

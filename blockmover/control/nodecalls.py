@@ -204,6 +204,9 @@ class NodeCalls(object):
         metadata = dict(identity.volume_metadata(desired.cluster_name,
                                                  push.application))
         metadata.update(marks)
+        metadata[identity.BLANK_FOR_KEY] = push.push_id
+        # A volume the site kept holds what it held.
+        marks[identity.BLANK_FOR_KEY] = "no"
         with start_action(action_type="blockmover:control:node-create",
                           node=node, dataset_id=push.dataset_id,
                           push_id=push.push_id) as action:
