@@ -165,17 +165,8 @@ def _node(args):
     ``blockmover node fence|confirm-down NODE``: to the control service
     --cluster or --control names, else the local cluster's.
     """
-    from blockmover import node_command, status_command
-    try:
-        if status_command.names_a_cluster(args):
-            target = status_command.cluster_target(args)
-        else:
-            args.name = args.state_dir = None
-            target = _local_status_target(args, status_command)
-    except status_command.BadInput as e:
-        print("blockmover node %s: %s" % (args.action, e), file=sys.stderr)
-        return node_command.EXIT_BAD_INPUT
-    return node_command.run(target, args)
+    from blockmover import node_command
+    return _to_control("node", node_command, args)
 
 
 def _volume(args):
@@ -183,7 +174,18 @@ def _volume(args):
     ``blockmover volume list|remove``: with the control service --cluster
     or --control names, else the local cluster's.
     """
-    from blockmover import status_command, volume_command
+    from blockmover import volume_command
+    return _to_control("volume", volume_command, args)
+
+
+def _to_control(name, command, args):
+    """
+    Run ``command`` (a module with ``run(target, args)`` and
+    ``EXIT_BAD_INPUT``), the ``blockmover NAME`` command, against the
+    control service --cluster or --control names, else the local
+    cluster's.
+    """
+    from blockmover import status_command
     try:
         if status_command.names_a_cluster(args):
             target = status_command.cluster_target(args)
@@ -191,9 +193,10 @@ def _volume(args):
             args.name = args.state_dir = None
             target = _local_status_target(args, status_command)
     except status_command.BadInput as e:
-        print("blockmover volume %s: %s" % (args.action, e), file=sys.stderr)
-        return volume_command.EXIT_BAD_INPUT
-    return volume_command.run(target, args)
+        print("blockmover %s %s: %s" % (name, args.action, e),
+              file=sys.stderr)
+        return command.EXIT_BAD_INPUT
+    return command.run(target, args)
 
 
 def _local_status_target(args, status_command):

@@ -4,6 +4,8 @@ a push starts, how it goes on from its nodes' reports and the listing,
 where the application runs meanwhile, and what each slice says of it.
 """
 
+import os
+
 from blockmover.config import load_deployment
 from blockmover.control import push_rules
 from blockmover.control.push_rules import (
@@ -287,3 +289,20 @@ def test_a_volume_pushed_into_by_a_push_that_ended_is_given_up():
                             GiB)
     assert slices["node2"].volumes[DB].volume_id == "vol-in-west"
     assert DB not in slices["node2"].datasets
+
+
+def test_push_records_are_kept_and_a_damaged_file_is_refused(tmp_path):
+    from blockmover.control.errors import StoreError
+    from blockmover.control.pushes import PushStore
+    import pytest
+    store = PushStore(str(tmp_path))
+    assert dict(store.load()) == {}
+    records = started(Listing.of([data()]))
+    store.save(records)
+    assert store.load() == records
+    assert oct(os.stat(store.path).st_mode & 0o777) == "0o600"
+    with open(store.path, "w") as f:
+        f.write("{not json")
+    with pytest.raises(StoreError) as refused:
+        store.load()
+    assert "deploying again starts a new one" in str(refused.value)

@@ -12,13 +12,10 @@ Every record is written before what it allows is done: a fence is recorded
 as started before it is tried, a failover before any slice shows it.
 """
 
-import json
-import os
 
 from pyrsistent import PClass, field, pmap_field, pvector_field
 
-from blockmover.control.errors import StoreError
-from blockmover.files import PRIVATE_FILE, private_directory, write_atomically
+from blockmover.control.recordfile import RecordFile
 from blockmover.model import optional, optional_record, to_data
 
 FORMAT_VERSION = 1
@@ -122,10 +119,6 @@ class FailureRecords(PClass):
     removed = pmap_field(str, str)
 
 
-def _to_data(records):
-    return dict(to_data(records), version=FORMAT_VERSION)
-
-
 class FailureStore(object):
     """
     ``FailureRecords`` in ``<state_dir>/failures.json``. Blocking file I/O:
@@ -133,38 +126,25 @@ class FailureStore(object):
     """
 
     def __init__(self, state_dir):
+        # Never guessed around: these records say which nodes are proven
+        # down, and a wrong guess moves a volume off a live one.
+        self._file = RecordFile(
+            state_dir, FILENAME, FORMAT_VERSION, "node failure records",
+            "restore it from a backup, or remove it to forget every fence, "
+            "confirmation and failover (then confirm failed nodes down "
+            "again)")
         self.state_dir = state_dir
-        self.path = os.path.join(state_dir, FILENAME)
+        self.path = self._file.path
 
     def load(self):
         """
         :return: the stored ``FailureRecords``, empty ones if none yet.
         :raise StoreError: the file is unreadable or malformed.
         """
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return FailureRecords()
-        except OSError as e:
-            raise StoreError("cannot read %s: %s; check the state "
-                             "directory's permissions"
-                             % (self.path, e.strerror))
-        try:
-            data = json.loads(raw)
-            if data.get("version") != FORMAT_VERSION:
-                raise ValueError("format version %r, not %d"
-                                 % (data.get("version"), FORMAT_VERSION))
-            return FailureRecords.create({
-                "nodes": data["nodes"], "failovers": data["failovers"],
-                "removed": data.get("removed", {})})
-        except Exception as e:
-            # Never guessed around: these records say which nodes are
-            # proven down, and a wrong guess moves a volume off a live one.
-            raise StoreError(
-                "%s cannot be read (%s); restore it from a backup, or "
-                "remove it to forget every fence, confirmation and failover"
-                " (then confirm failed nodes down again)" % (self.path, e))
+        records = self._file.load(lambda data: FailureRecords.create({
+            "nodes": data["nodes"], "failovers": data["failovers"],
+            "removed": data.get("removed", {})}))
+        return records if records is not None else FailureRecords()
 
     def save(self, records):
         """
@@ -172,12 +152,4 @@ class FailureStore(object):
 
         :raise StoreError: they could not be saved; the old ones stay.
         """
-        try:
-            private_directory(self.state_dir)
-            write_atomically(self.path, json.dumps(_to_data(records),
-                                                   indent=1, sort_keys=True),
-                             mode=PRIVATE_FILE)
-        except OSError as e:
-            raise StoreError("cannot save the node failure records in %s: "
-                             "%s; check the disk and the state directory"
-                             % (self.path, e.strerror or e))
+        self._file.save(to_data(records))

@@ -10,16 +10,13 @@ goes on with the same push (the same id, the same phase): never a second
 push of a dataset, never an application started twice.
 """
 
-import json
-import os
 
 from eliot import log_message, write_failure
 from pyrsistent import pmap
 from twisted.internet.defer import DeferredLock, inlineCallbacks, succeed
 
 from blockmover.control import push_rules
-from blockmover.control.errors import StoreError
-from blockmover.files import PRIVATE_FILE, private_directory, write_atomically
+from blockmover.control.recordfile import RecordFile
 from blockmover.identity import (
     COMPLETE, FORMAT_KEY, FORMATTED, PUSH_ID_KEY, PUSH_KEY, is_incoming,
 )
@@ -31,44 +28,30 @@ FILENAME = "pushes.json"
 
 class PushStore(object):
     """
-    ``{dataset id: PushRecord}`` in ``<state_dir>/pushes.json``, replaced
-    atomically. Blocking file I/O: ``save`` runs off the reactor, ``load``
-    once at the service's start.
+    ``{dataset id: PushRecord}`` in ``<state_dir>/pushes.json``. Blocking
+    file I/O: ``save`` runs off the reactor, ``load`` once at the
+    service's start.
     """
 
     def __init__(self, state_dir):
-        self.state_dir = state_dir
-        self.path = os.path.join(state_dir, FILENAME)
+        # Never guessed around: a push taken for another phase could start
+        # its application twice.
+        self._file = RecordFile(
+            state_dir, FILENAME, FORMAT_VERSION, "push records",
+            "restore it from a backup (a push under way when it was lost is "
+            "safe: its volume stays marked incoming, and deploying again "
+            "starts a new one)")
+        self.path = self._file.path
 
     def load(self):
         """
         :return: the stored records (empty if none yet).
         :raise StoreError: the file is unreadable or malformed.
         """
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return pmap()
-        except OSError as e:
-            raise StoreError("cannot read %s: %s; check the state "
-                             "directory's permissions"
-                             % (self.path, e.strerror))
-        try:
-            data = json.loads(raw)
-            if data.get("version") != FORMAT_VERSION:
-                raise ValueError("format version %r, not %d"
-                                 % (data.get("version"), FORMAT_VERSION))
-            return pmap({dataset: push_rules.PushRecord.create(record)
-                         for dataset, record in data["pushes"].items()})
-        except Exception as e:
-            # Never guessed around: a push taken for another phase could
-            # start its application twice.
-            raise StoreError(
-                "%s cannot be read (%s); restore it from a backup (a push "
-                "under way when it was lost is safe: its volume stays "
-                "marked incoming, and deploying again starts a new one)"
-                % (self.path, e))
+        records = self._file.load(lambda data: pmap({
+            dataset: push_rules.PushRecord.create(record)
+            for dataset, record in data["pushes"].items()}))
+        return records if records is not None else pmap()
 
     def save(self, records):
         """
@@ -76,19 +59,8 @@ class PushStore(object):
 
         :raise StoreError: they could not be saved; the old ones stay.
         """
-        try:
-            private_directory(self.state_dir)
-            write_atomically(
-                self.path,
-                json.dumps({"version": FORMAT_VERSION,
-                            "pushes": {d: to_data(r)
-                                       for d, r in records.items()}},
-                           indent=1, sort_keys=True),
-                mode=PRIVATE_FILE)
-        except OSError as e:
-            raise StoreError("cannot save the push records in %s: %s; "
-                             "check the disk and the state directory"
-                             % (self.path, e.strerror or e))
+        self._file.save({"pushes": {d: to_data(r)
+                                    for d, r in records.items()}})
 
 
 class Pushes(object):
