@@ -21,7 +21,8 @@ What is measured, per volume size (the application's ``maximum_size``):
   target acknowledged, as the writers saw them.
 - naive: the same stop and start, with the last round and check (the
   ``push_final`` step) replaced by dd's copy of the whole device:
-  downtime - last round and check + dd.
+  downtime - last round and check + dd. With ``--bandwidth`` the copy
+  goes over a link of that bandwidth too: at least size / bandwidth.
 - lost: acknowledged writes missing on the target (must be 0).
 
 Moves of the biggest volume go back and forth at each ``--rates``, to show
@@ -361,6 +362,13 @@ def run_size(bench, size, rates, moves_done):
         dd = min(bench.dd_over_tcp(device, scratch.path) for _ in range(2))
     print("%s: dd over TCP between the nodes %.2f s, %.0f MB/s"
           % (format_size(size), dd, mb_s(size, dd)), flush=True)
+    # The naive copy goes over the same link as the push: at most the
+    # cap's bytes a second, when there is one.
+    naive_copy = dd
+    if bench.bandwidth is not None:
+        naive_copy = max(dd, size / parse_size(bench.bandwidth))
+        print("%s: the naive copy over a link of %s/s takes %.2f s"
+              % (format_size(size), bench.bandwidth, naive_copy), flush=True)
     moves = []
     here, there = SOURCE, TARGET
     for rate in rates:
@@ -370,7 +378,7 @@ def run_size(bench, size, rates, moves_done):
         final = [r for r in move["rounds"] if r[0] == "final"]
         move["final"] = final[-1][2] if final else None
         if move["final"] is not None:
-            move["naive"] = move["downtime"] - move["final"] + dd
+            move["naive"] = move["downtime"] - move["final"] + naive_copy
         moves.append(move)
         moves_done.append(move)
         print_move(move)

@@ -74,7 +74,10 @@ def test_a_removed_node_is_told_to_release_everything(control,
     assert status == 200, answer
     slice1 = desired(control, "node1")
     assert slice1["applications"] == {} and slice1["datasets"] == {}
-    assert state(control)["nodes"]["node1"]["failure"]["removed"] is True
+    # Recorded removed once saved, just after the configuration's answer.
+    poll(lambda: state(control)["nodes"]["node1"]["failure"]["removed"]
+         or None, 30, "node1 to be recorded removed",
+         Backoff(initial=0.05, maximum=0.5))
     # Its report is taken; once it holds nothing it is forgotten.
     status, _ = control.request(
         "PUT", "/v1/nodes/node1/state",
