@@ -23,6 +23,13 @@ far as what it can see now (after ``CreateVolume`` or ``AttachVolume`` the
 next step waits for the next look). ``plan`` lays every dataset's plan out
 in that same order for the whole node, for people and the simulated world.
 
+A dataset pushed between sites is planned apart from the tables: on the
+target, the volume it goes into is made (or taken), attached and grown,
+never formatted nor mounted (``_receive``); on the source, rounds are
+pushed while the application runs (``_next_round``), then it is stopped
+and unmounted, its volume kept attached, for the last round
+(``_last_round``).
+
 A volume marked new (``identity.FORMAT_KEY`` = ``identity.NEW``) that already
 holds this dataset's filesystem (a crash between mkfs and marking) gets a
 ``MakeFilesystem``, which then only marks it formatted, before it is mounted:
@@ -469,7 +476,7 @@ def dataset_plan(desired, observed, dataset):
                         observed.backend_id)
     outgoing = desired.outgoing.get(dataset)
     if outgoing is not None and outgoing.final:
-        return _last_round(desired, observed, dataset, outgoing)
+        return _last_round(observed, dataset, outgoing)
     changes = _converge(desired, observed, dataset)
     if outgoing is not None and not changes:
         return _next_round(observed, dataset, outgoing)
@@ -562,7 +569,7 @@ def _next_round(observed, dataset, outgoing):
                               device=observed.devices[dataset].path)])
 
 
-def _last_round(desired, observed, dataset, outgoing):
+def _last_round(observed, dataset, outgoing):
     """
     The end of a push at the source: the application stopped, the
     filesystem unmounted, the volume kept attached, the last round pushed

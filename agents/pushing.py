@@ -208,6 +208,7 @@ class PushRegistry(object):
         with self._lock:
             push = self._push(offer.push_id, offer.dataset_id,
                               PUSH_RECEIVING)
+            push.phase = PUSH_RECEIVING
             push.sent = bytes_received
             push.size = offer.size
         self._tell()
@@ -216,6 +217,7 @@ class PushRegistry(object):
         with self._lock:
             push = self._push(offer.push_id, offer.dataset_id,
                               PUSH_RECEIVING)
+            push.phase = PUSH_RECEIVING
             push.target_digest = digest
         self._tell(now=True)
 

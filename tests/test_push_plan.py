@@ -243,3 +243,14 @@ def test_the_receiver_gives_the_device_of_the_volume_marked_for_the_push():
     made = marked(attached_to=ME)
     made = made.set(metadata=made.metadata.set(BLANK_FOR_KEY, PUSH))
     assert receiving(made).authorize("node1", offer()).blank
+
+
+def test_the_target_says_it_receives_once_blocks_come():
+    registry = PushRegistry(clock=lambda: 0.0)
+    registry.waiting(incoming())
+    assert registry.get(MONGO).phase == "waiting"
+    registry.received(offer(), 4 * MiB)
+    shown = registry.get(MONGO)
+    assert (shown.phase, shown.bytes_sent) == ("receiving", 4 * MiB)
+    registry.target_verified(offer(), "abc")
+    assert registry.get(MONGO).target_digest == "abc"

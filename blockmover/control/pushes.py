@@ -220,11 +220,11 @@ class Pushes(object):
             return
         backend = service.backend.site(push.target_site)
         yield backend.ready()
-        now = yield backend.api.get_volume(volume.volume_id)
+        as_it_is = yield backend.api.get_volume(volume.volume_id)
         target = service.deployment.nodes.get(push.target_node)
-        if target is None or not is_incoming(now) or \
-                now.metadata.get(PUSH_ID_KEY) != push.push_id or \
-                now.attached_to != target.backend_id:
+        if target is None or not is_incoming(as_it_is) or \
+                as_it_is.metadata.get(PUSH_ID_KEY) != push.push_id or \
+                as_it_is.attached_to != target.backend_id:
             log_message(message_type="blockmover:control:push-not-committed",
                         push_id=push.push_id, volume_id=volume.volume_id,
                         reason="the volume is no longer this push's")

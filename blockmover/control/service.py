@@ -173,7 +173,7 @@ def _union(nodes, more):
     return nodes | more
 
 
-def _with_pushes(plan, before, after):
+def _plan_with_pushes(plan, before, after):
     """
     ``plan`` (node -> lines) with a line on each node of every push that
     ``after`` starts or ends and ``before`` did not have so.
@@ -466,7 +466,7 @@ class ControlService(object):
             plan = yield self._plan(*foreseen)
             current = self.stored.generation if self.stored else 0
             return {"generation": current,
-                    "plan": _with_pushes(plan, before, pushes)}
+                    "plan": _plan_with_pushes(plan, before, pushes)}
         tasks = {}
         if action is not None:
             task = action.serialize_task_id().decode("ascii")
@@ -480,7 +480,7 @@ class ControlService(object):
                     generation=generation, cluster=deployment.cluster_name)
         plan = yield self._plan(*foreseen)
         return {"generation": generation,
-                "plan": _with_pushes(plan, before, pushes)}
+                "plan": _plan_with_pushes(plan, before, pushes)}
 
     def _plan(self, old, new, volumes, allocation_unit, reported, indexed):
         """
