@@ -428,8 +428,13 @@ class Receiving(object):
         self._receiver, self._port = receiver, ports[0]
 
     def stop(self):
+        """
+        Stop listening. The receiver's sessions are waited for in a thread
+        of their own (up to the engine's bound): this runs on the reactor.
+        """
         if self._receiver is not None:
-            self._receiver.stop()
+            threading.Thread(target=self._receiver.stop, daemon=True,
+                             name="push-receiver-stop").start()
             self._receiver, self._port = None, None
 
     def authorize(self, peer, offer):
