@@ -8,8 +8,15 @@ believes the source's node certificate, asks its ``authorize`` callback
 which device to write, and answers with the hash of each of that device's
 blocks. The source (``send_round``) reads its own device and sends only
 the blocks whose hash differs; a block of zeros is sent as a zero frame
-with no data. ``verify`` has both sides read their whole device and
-compare digests.
+with no data. ``verify`` compares a digest of each side's whole device.
+
+The check reads each device whole once the source no longer changes,
+without adding a read of its own to the outage: the source's digest comes
+from the hashes its last round read (the caller may give them), and the
+target reads its device beside that last round (asked for with ``last``),
+then reads again only the blocks the round wrote while it read. Nothing
+but the receiver writes a target device, so that is the whole device as
+it is at the check.
 
 What is kept where, so that a round cut short is repaired by the next one:
 the receiver keeps each target volume's block hashes in memory, read from
@@ -27,7 +34,8 @@ instructions: about 1.7 GB/s, against 0.6 GB/s for BLAKE2b).
 
 The protocol, on one TLS connection per round or verification: the source
 sends a message (a 4-byte big-endian length, then a JSON object) with the
-operation and the offer; the receiver answers ``{"refused": reason}`` or
+operation, the offer and whether it is the last round; the receiver
+answers ``{"refused": reason}`` or
 ``{"accepted": true}``. For a round it then sends ``{"blocks": n}`` and the
 n block hashes (32 bytes each); the source sends frames (``_FRAME``: kind,
 block index, length, hash), a data frame followed by its block; an end
@@ -574,6 +582,60 @@ class _TargetVolume(object):
         self.device = None
         self.geometry = None
         self.hashes = None
+        # A read of the whole device for the check, started with a last
+        # round (``_ReadAhead``), and the blocks written since it started.
+        self.reading = None
+        self.dirty = set()
+
+    def forget(self):
+        """
+        What the device holds is unknown: read it again.
+        """
+        self.hashes = None
+        self.reading = None
+
+
+class _ReadAhead(object):
+    """
+    The hashes of every block of ``device`` read in a thread of its own,
+    while a last round writes; ``result()`` waits for them (None when the
+    read failed).
+    """
+
+    def __init__(self, device, offer):
+        self._hashes = None
+        self._thread = threading.Thread(
+            target=self._read, args=(device, offer), daemon=True,
+            name="push-read-ahead")
+        self._thread.start()
+
+    def _read(self, device, offer):
+        try:
+            self._hashes = block_hashes(device, offer.size, offer.block_size)
+        except (OSError, PushFailed) as e:
+            log_message(message_type="blockmover:push:read-ahead-failed",
+                        device=device, error=str(e))
+
+    def result(self):
+        self._thread.join()
+        return self._hashes
+
+
+def _block_hash(device, offer, index):
+    """
+    The hash of block ``index`` of ``device`` as it is on it now.
+    """
+    length = offer.block_length(index)
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, index * offer.block_size)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise PushFailed("%s ends inside block %d" % (device, index))
+    if data == bytes(length):
+        return zero_hash(length)
+    return _HASH(data).digest()
 
 
 class _Block(object):
@@ -666,7 +728,7 @@ class _DeviceWriter(object):
             os.fsync(self._fd)
         except OSError:
             # What is on the device after a failed fsync is unknown.
-            self._volume.hashes = None
+            self._volume.forget()
             raise
         return self._written
 
@@ -681,10 +743,13 @@ class _DeviceWriter(object):
                 return
             block, index, length, digest = item
             if self._error is None:
+                # Before the write: a read for the check that may have
+                # seen the block before it must read it again.
+                self._volume.dirty.add(index)
                 try:
                     self._write(block or self._zeros, index, length)
                 except OSError as e:
-                    self._volume.hashes = None
+                    self._volume.forget()
                     self._error = e
                 else:
                     self._volume.hashes[
@@ -920,7 +985,8 @@ class Receiver(object):
         try:
             channel.send_message({"accepted": True})
             if operation == _ROUND:
-                self._round(channel, offer, device, volume, granted.blank)
+                self._round(channel, offer, device, volume, granted.blank,
+                            bool(request.get("last")))
             else:
                 self._verify(channel, offer, device, volume)
         except (OSError, ValueError, _ProtocolError) as e:
@@ -934,7 +1000,8 @@ class Receiver(object):
         with self._lock:
             return self._volumes.setdefault(volume_id, _TargetVolume())
 
-    def _round(self, channel, offer, device, volume, blank=False):
+    def _round(self, channel, offer, device, volume, blank=False,
+               last=False):
         geometry = (offer.size, offer.block_size)
         scanning = time.monotonic()
         if volume.hashes is None or volume.device != device or \
@@ -951,6 +1018,12 @@ class Receiver(object):
             volume.hashes = bytearray(b"".join(hashes))
             volume.device = device
             volume.geometry = geometry
+        if last:
+            # The source no longer changes: the device's read for the
+            # check runs beside this round, and what the round writes is
+            # read again at the check.
+            volume.dirty = set()
+            volume.reading = _ReadAhead(device, offer)
         channel.send_message({"blocks": offer.blocks})
         channel.connection.sendall(memoryview(volume.hashes))
         channel.connection.settimeout(_FRAME_TIMEOUT)
@@ -985,7 +1058,17 @@ class Receiver(object):
                     hashes_seconds=round(scanned, 3))
 
     def _verify(self, channel, offer, device, volume):
-        hashes = block_hashes(device, offer.size, offer.block_size)
+        hashes = None
+        reading, volume.reading = volume.reading, None
+        if reading is not None and volume.device == device and \
+                volume.geometry == (offer.size, offer.block_size):
+            # Read during the last round; the blocks it wrote, again now.
+            hashes = reading.result()
+            if hashes is not None:
+                for index in sorted(volume.dirty):
+                    hashes[index] = _block_hash(device, offer, index)
+        if hashes is None:
+            hashes = block_hashes(device, offer.size, offer.block_size)
         # Read just now from the device: the best there is to start the
         # next round from.
         volume.hashes = bytearray(b"".join(hashes))
@@ -1004,7 +1087,8 @@ class _Session(object):
     accepted: ``channel``.
     """
 
-    def __init__(self, offer, address, port, files, revoked, operation):
+    def __init__(self, offer, address, port, files, revoked, operation,
+                 last=False):
         self._offer = offer
         self._where = "%s:%s" % (address, port)
         # What the source waits for now, for a timeout's message.
@@ -1035,7 +1119,8 @@ class _Session(object):
             self._check_peer(loaded, connection, revoked)
             try:
                 self.channel.send_message({"operation": operation,
-                                           "offer": offer.to_data()})
+                                           "offer": offer.to_data(),
+                                           "last": last})
                 answer = self.channel.receive_message()
             except ssl.SSLError as e:
                 # TLS 1.3: the server's verdict on this node's certificate
@@ -1112,7 +1197,7 @@ def _check_source(offer, device):
 
 
 def send_round(offer, device, address, port, files, cap=None, progress=None,
-               revoked=lambda: frozenset()):
+               revoked=lambda: frozenset(), last=False):
     """
     Push one round of ``offer`` from ``device`` (a path) to the receiver
     at ``address``:``port``, presenting the node's ``files``
@@ -1121,7 +1206,9 @@ def send_round(offer, device, address, port, files, cap=None, progress=None,
     Sends every block whose hash differs from the target's, at most
     ``cap`` bytes a second if given, telling ``progress(bytes_sent,
     bytes_scanned, size)`` now and then; returns once the target has
-    written and synced them.
+    written and synced them. ``last``: the round before ``verify``, the
+    source no longer changing; the receiver reads its own device for the
+    check meanwhile.
 
     :return: a ``RoundResult``.
     :raise PushRefused: if the receiver would not take it.
@@ -1129,7 +1216,7 @@ def send_round(offer, device, address, port, files, cap=None, progress=None,
     """
     _check_source(offer, device)
     started = time.monotonic()
-    session = _Session(offer, address, port, files, revoked, _ROUND)
+    session = _Session(offer, address, port, files, revoked, _ROUND, last)
     try:
         return _push(session, offer, device, cap, progress, started)
     except (OSError, _ProtocolError) as e:

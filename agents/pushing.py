@@ -303,7 +303,7 @@ class _PushChange(Change):
             source_volume=outgoing.source_volume,
             target_volume=outgoing.target_volume, size=size)
 
-    def _round(self, context):
+    def _round(self, context, last=False):
         outgoing = self.outgoing
         pushes = context.pushes
         size = device_size(self.device)
@@ -314,7 +314,7 @@ class _PushChange(Change):
                 outgoing.target_address,
                 outgoing.port, context.push_files, cap=outgoing.bandwidth,
                 progress=lambda sent, scanned, total:
-                pushes.round_progress(outgoing, sent, scanned))
+                pushes.round_progress(outgoing, sent, scanned), last=last)
         except Exception as e:
             pushes.failed(outgoing, e)
             raise
@@ -355,11 +355,11 @@ class PushFinal(_PushChange):
         with _action(self, context, dataset_id=self.dataset_id,
                      push_id=self.outgoing.push_id,
                      target=self.outgoing.target_node) as action:
-            size, result = self._round(context)
+            size, result = self._round(context, last=True)
             try:
                 # The last round read the whole source, unmounted since:
-                # its hashes give the source's digest; the target reads
-                # its own device again.
+                # its hashes give the source's digest; the target read
+                # its own device beside that round.
                 verification = engine.verify(
                     self._offer(context, size), self.device,
                     self.outgoing.target_address, self.outgoing.port,

@@ -411,3 +411,38 @@ def test_a_target_granted_blank_is_not_read_and_a_wrong_grant_is_caught():
             assert again.blocks_sent == len(range(1, BLOCKS, 4))
             assert check(receiver, source).same
         assert read(target) == read(source)
+
+
+def test_the_check_after_a_last_round_reads_what_it_wrote_again():
+    """
+    A last round has the target read its device for the check beside the
+    round; the check then reads again the blocks the round wrote. A block
+    changed behind the receiver's back before the last round is caught,
+    as is one the round wrote (the device, not the round's hashes, is
+    what the check reads).
+    """
+    with devices() as (source, target), receiving(target) as receiver:
+        write(source, random_blocks(range(0, BLOCKS, 3)))
+        push(receiver, source)
+        write(source, random_blocks([7, 100]))
+        last = push(receiver, source, last=True)
+        assert last.blocks_sent == 2
+        same = verify(offer(), source, "127.0.0.1", receiver.port,
+                      node_files("source"), revoked=revoked_serials,
+                      source_hashes=last.hashes)
+        assert same.same
+        assert same.target_digest == check(receiver, source).target_digest
+        # Changed on the target behind the receiver's back, then a last
+        # round that writes block 7 again: both are seen by the check.
+        fd = os.open(target, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"\x01", 9 * BLOCK)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        write(source, random_blocks([7]))
+        last = push(receiver, source, last=True)
+        assert not check(receiver, source).same
+        push(receiver, source, last=True)
+        assert check(receiver, source).same
+        assert read(target) == read(source)
