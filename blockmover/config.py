@@ -186,12 +186,12 @@ def _read_cluster(src):
     else:
         backend = _read_backend(src, "cluster.backend",
                                 cluster.get("backend"), limits=True)
-    backend_names = {b.name for b in (sites or {None: backend}).values()}
-    fencing = None
-    for name in sorted(backend_names):
-        # Fencing must work in every site: checked against each backend.
-        fencing = _read_fencing(src, "cluster.fencing",
-                                cluster.get("fencing"), name)
+    # Fencing must work in every site: read against a backend that cannot
+    # power nodes off if any site's cannot.
+    names = sorted({b.name for b in (sites or {None: backend}).values()})
+    fencing = _read_fencing(
+        src, "cluster.fencing", cluster.get("fencing"),
+        next((n for n in names if n not in _FENCING_BACKENDS), names[0]))
     return {
         "name": configfields.name(src, "cluster.name", cluster["name"],
                                   "cluster"),

@@ -306,3 +306,19 @@ def test_push_records_are_kept_and_a_damaged_file_is_refused(tmp_path):
     with pytest.raises(StoreError) as refused:
         store.load()
     assert "deploying again starts a new one" in str(refused.value)
+
+
+def test_fencing_of_a_cluster_of_sites_works_in_every_site():
+    from blockmover.config import ConfigError
+    import pytest
+    mixed = CLUSTER.format(node="node1").replace(
+        "west: {backend: {name: loopback, root: /srv/west}}",
+        "west: {backend: {name: openstack, cloud: west}}")
+    # By default none: the loopback site cannot power a node off.
+    assert load_deployment(mixed, APP).fencing.method == "none"
+    with pytest.raises(ConfigError) as refused:
+        load_deployment(mixed.replace(
+            "  push: {bandwidth: 100M, port: 4600}",
+            "  push: {bandwidth: 100M, port: 4600}\n"
+            "  fencing: {method: backend}"), APP)
+    assert "loopback" in str(refused.value)
