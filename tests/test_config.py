@@ -87,9 +87,16 @@ def test_examples_load():
         node="node1", cluster="demo", control="https://10.77.0.1:4523",
         backend={"name": "loopback",
                  "options": {"root": "/var/lib/blockmover/loopback"}})
+    geo = load_files(path("sites-cluster.yml"), path("app.yml"))
+    assert sorted(geo.sites) == ["dr", "east", "west"]
+    assert geo.backend_of("node2").options["region"] == "RegionTwo"
+    assert geo.sites["east"].limits.region_volumes == 50
+    assert (geo.push.bandwidth, geo.push.port) == (100 * MiB, 4524)
+    assert geo.site_of("node3") == "dr"
     # Other examples (clouds.yaml) may sit beside these.
     assert {"agent.yml", "app.yml", "cluster.yml", "flocker-app.yml",
-            "openstack-cluster.yml"} <= set(os.listdir(EXAMPLES))
+            "openstack-cluster.yml", "sites-cluster.yml"} <= set(
+                os.listdir(EXAMPLES))
 
 
 def test_defaults_and_command_string():
