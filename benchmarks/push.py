@@ -40,7 +40,6 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,7 +49,7 @@ from blockmover.localcluster.configs import (  # noqa: E402
     cluster_config, write_yaml,
 )
 from blockmover.localcluster.database import (  # noqa: E402
-    DATABASE, _client, application, wait_for_server,
+    application, wait_for_server,
 )
 from blockmover.localcluster.deploying import (  # noqa: E402
     app_yml_path, deploy,
@@ -58,7 +57,7 @@ from blockmover.localcluster.deploying import (  # noqa: E402
 from blockmover.localcluster.mounts import namespace_mounts  # noqa: E402
 from blockmover.localcluster.namespaces import nsenter_argv  # noqa: E402
 from blockmover.localcluster.writer import (  # noqa: E402
-    COLLECTION, Acknowledged, lost, read_writes,
+    Writer, lost, read_writes,
 )
 from blockmover.poll import Backoff, poll  # noqa: E402
 from blockmover.units import MiB, format_size, parse_size  # noqa: E402
@@ -117,68 +116,6 @@ while True:
     while done < n:
         done += os.write(1, view[done:n])
 """
-
-
-class RateWriter(object):
-    """
-    Inserts documents into the server at ``address`` at ``rate`` a second
-    (one every 1/rate seconds, on schedule; a late one is not made up),
-    each acknowledged once journaled, remembering each acknowledgement as
-    ``Acknowledged``. Until a server answers it tries every ``pause``
-    seconds, each try waiting ``timeout`` at most.
-    """
-
-    def __init__(self, address, rate, first_id, pause=0.02, timeout=0.5):
-        self.address = address
-        self.rate = rate
-        self.acknowledged = []
-        self._next = first_id
-        self._pause = pause
-        self._timeout = timeout
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stopping.set()
-        self._thread.join(30)
-
-    def _run(self):
-        import pymongo.errors
-        from pymongo.write_concern import WriteConcern
-        payload = "x" * PAYLOAD
-        interval = 1.0 / self.rate
-        due = time.monotonic()
-        while not self._stopping.is_set():
-            try:
-                with _client(self.address, timeout=self._timeout) as client:
-                    collection = client[DATABASE].get_collection(
-                        COLLECTION, write_concern=WriteConcern(w=1, j=True))
-                    while not self._stopping.is_set():
-                        document_id = self._next
-                        self._next += 1
-                        collection.insert_one({"_id": document_id,
-                                               "writer": self.address,
-                                               "payload": payload})
-                        self.acknowledged.append(Acknowledged(
-                            document_id, self.address, time.monotonic()))
-                        due = max(due + interval, time.monotonic() - interval)
-                        self._stopping.wait(max(0.0, due - time.monotonic()))
-            except pymongo.errors.PyMongoError:
-                self._stopping.wait(self._pause)
-                due = time.monotonic()
-
-    def achieved(self):
-        """
-        Writes acknowledged a second over the writer's life.
-        """
-        if len(self.acknowledged) < 2:
-            return 0.0
-        span = self.acknowledged[-1].at - self.acknowledged[0].at
-        return (len(self.acknowledged) - 1) / span if span > 0 else 0.0
 
 
 class Bench(object):
@@ -286,8 +223,10 @@ class Bench(object):
         ``rate`` a second; the move's figures.
         """
         wait_for_server(self.address(source))
-        old = RateWriter(self.address(source), rate, self.next_id).start()
-        new = RateWriter(self.address(target), rate, self.next_id + 10 ** 8)
+        old = Writer(self.address(source), self.next_id, pause=0.02,
+                     timeout=0.5, rate=rate, payload=PAYLOAD).start()
+        new = Writer(self.address(target), self.next_id + 10 ** 8,
+                     pause=0.02, timeout=0.5, rate=rate, payload=PAYLOAD)
         self.next_id += 10 ** 7
         poll(lambda: True if len(old.acknowledged) >= 5 else None, 60,
              "the writer's first writes")

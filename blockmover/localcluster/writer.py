@@ -39,11 +39,17 @@ class Writer(object):
     (after ``pause`` seconds, each try waiting ``timeout`` seconds at most
     for a server) so that it writes again as soon as a server answers at
     that address.
+
+    With ``rate``, it writes at most that many documents a second (on
+    schedule: a late one is not made up), each carrying ``payload`` bytes.
     """
 
-    def __init__(self, address, first_id=FIRST_ID, pause=0.05, timeout=2.0):
+    def __init__(self, address, first_id=FIRST_ID, pause=0.05, timeout=2.0,
+                 rate=None, payload=0):
         self.address = address
         self._timeout = timeout
+        self._interval = 1.0 / rate if rate else 0.0
+        self._payload = "x" * payload
         self.acknowledged = []
         self.failures = 0
         self._next = first_id
@@ -65,11 +71,21 @@ class Writer(object):
         """
         return next((a for a in self.acknowledged if a.at > moment), None)
 
+    def achieved(self):
+        """
+        Writes acknowledged a second over the writer's life.
+        """
+        if len(self.acknowledged) < 2:
+            return 0.0
+        span = self.acknowledged[-1].at - self.acknowledged[0].at
+        return (len(self.acknowledged) - 1) / span if span > 0 else 0.0
+
     def _run(self):
         # Late: pymongo comes with the demo extra (setup.py).
         import pymongo
         import pymongo.errors
         from pymongo.write_concern import WriteConcern
+        due = time.monotonic()
         while not self._stopping.is_set():
             try:
                 with _client(self.address, timeout=self._timeout) as client:
@@ -78,13 +94,22 @@ class Writer(object):
                     while not self._stopping.is_set():
                         document_id = self._next
                         self._next += 1
-                        collection.insert_one({"_id": document_id,
-                                               "writer": self.address})
+                        document = {"_id": document_id,
+                                    "writer": self.address}
+                        if self._payload:
+                            document["payload"] = self._payload
+                        collection.insert_one(document)
                         self.acknowledged.append(Acknowledged(
                             document_id, self.address, time.monotonic()))
+                        if self._interval:
+                            due = max(due + self._interval,
+                                      time.monotonic() - self._interval)
+                            self._stopping.wait(
+                                max(0.0, due - time.monotonic()))
             except pymongo.errors.PyMongoError:
                 self.failures += 1
                 self._stopping.wait(self._pause)
+                due = time.monotonic()
 
 
 def read_writes(address):
