@@ -339,7 +339,9 @@ def issue(ca_certificate, ca_key, holder, public_key, now, days,
                 "the control service's certificate needs the addresses it "
                 "serves at; give each IP address and DNS name with "
                 "--address")
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        # A replica is a client too: of etcd, and of the leading replica.
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH,
+                  ExtendedKeyUsageOID.CLIENT_AUTH]
     elif holder.kind == NODE:
         names.insert(0, x509.DNSName(holder.name))
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH,

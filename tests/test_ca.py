@@ -101,7 +101,7 @@ def test_each_kind_says_what_it_is(authority):
     server, client = (x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
                       x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
     assert list(extension(parsed["control"], x509.ExtendedKeyUsage)) == [
-        server]
+        server, client]
     assert set(extension(parsed["node"], x509.ExtendedKeyUsage)) == {
         client, server}
     assert list(extension(parsed["user"], x509.ExtendedKeyUsage)) == [client]
