@@ -126,6 +126,21 @@ def control_urls(urls):
     return tuple(found)
 
 
+def require_https(urls):
+    """
+    :raise InsecureURL: one of ``urls`` is not ``https://``, naming it.
+    """
+    for url in urls:
+        if urlsplit(url).scheme != "https":
+            raise _not_https(url)
+
+
+def _not_https(url):
+    return InsecureURL("the control service's URL %s is not https://; "
+                       "blockmover speaks only mutual TLS with it"
+                       % (printable_url(url),))
+
+
 def control_argument(text):
     """
     The value of ``--control URL[,URL...]`` for argparse: ``control_urls``
@@ -270,10 +285,7 @@ class ControlClient(object):
         if parts.scheme == "http" and self._insecure_plain_http:
             return
         if parts.scheme != "https":
-            raise InsecureURL(
-                "the control service's URL %s is not https://; "
-                "blockmover speaks only mutual TLS with it"
-                % (printable_url(url),))
+            raise _not_https(url)
         if self._own_agent and self._policy is None:
             raise InsecureURL(
                 "no certificate to present to the control service at "
