@@ -365,6 +365,30 @@ def test_no_leader_asks_the_next_replica():
     assert [len(r) for r in requests] == [1, 1]
 
 
+def test_long_polls_keep_their_place_across_replicas():
+    """
+    A node's long polls: the one a replica without a leader could not
+    serve goes to the next with the same generation to wait after, and
+    the next poll starts at the replica that answered.
+    """
+    desired = NodeDesired(node="n1", backend_id="n1", cluster_name="c",
+                          generation=7)
+
+    @inlineCallbacks
+    def use(client):
+        first = yield client.get_desired("n1", after=6, timeout=1)
+        second = yield client.get_desired("n1", after=7, timeout=1)
+        return first, second
+    outcome, requests, urls = with_replicas(
+        2, lambda urls: [[(503, {"errors": ["electing"], "leader": None})],
+                         [(200, to_data(desired)), (204, None)]], use)
+    assert outcome == (desired, None)
+    assert [r["args"] for r in requests[0]] == [
+        {"after": "6", "timeout": "1"}]
+    assert [r["args"] for r in requests[1]] == [
+        {"after": "6", "timeout": "1"}, {"after": "7", "timeout": "1"}]
+
+
 def test_every_replica_down_names_them_all():
     """
     No replica can be reached: ControlUnreachable naming each, and why.
