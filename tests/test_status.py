@@ -605,6 +605,32 @@ def test_bad_cluster_file(workdir):
     assert result.returncode == 2 and "cannot read it" in result.stderr
 
 
+def test_status_of_replicas_one_down(control, workdir):
+    """
+    --control, or cluster.control, lists a replica that is down before the
+    one that runs: the status comes from the second, and says so.
+    """
+    down = "https://127.0.0.1:%d" % (free_port(),)
+    result = blockmover_status("--control", "%s,%s" % (down, control.url),
+                               "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["control"] == control.url
+    cluster, _ = write_configuration(
+        workdir, "[%s, %s]" % (down, control.url), "demo")
+    result = blockmover_status("--cluster", cluster)
+    assert result.returncode == 0, result.stderr
+    assert control.url in result.stdout
+
+
+def test_status_of_replicas_all_down():
+    urls = ["https://127.0.0.1:%d" % (free_port(),) for _ in range(2)]
+    result = blockmover_status("--control", ",".join(urls))
+    assert result.returncode == 3
+    assert result.stderr == (
+        "blockmover status: cannot reach the control service at %s: "
+        "connection refused; at %s: connection refused\n" % tuple(urls))
+
+
 @pytest.mark.parametrize("args", [
     ["--control", "https://127.0.0.1:1", "--name", "x"],
 ])
