@@ -347,8 +347,18 @@ def _look(client, target, stuck_after, interruption):
         return _Look(control, error="the control service at %s refused: %s"
                      % (control, e), local=local)
     control = printable_url(client.url)
+    replicas = None
+    try:
+        replicas = yield interruption.watch(client.get_replicas())
+    except ControlError as e:
+        # A service of one replica on files has none to show (404).
+        if e.code != 404:
+            replicas = {"error": str(e)}
+    except ControlUnreachable as e:
+        replicas = {"error": str(e)}
     return _Look(control, summary=status.summarize(
-        state, control, time.time(), stuck_after), local=local)
+        state, control, time.time(), stuck_after, replicas=replicas),
+        local=local)
 
 
 @inlineCallbacks
