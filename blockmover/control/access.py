@@ -14,7 +14,9 @@ identity may make a request, by one table, ``RULES``.
   (``blockmover volume``).
 - The metrics scraper (``blockmover ca metrics``) and users read the
   Prometheus metrics, ``/metrics``; the scraper nothing else.
-- The control service's certificate opens nothing here.
+- The control service's certificate opens nothing here; nor does an etcd
+  member's (``blockmover ca etcd``), which no rule names: it is for etcd's
+  clients and peers alone.
 """
 
 import datetime
