@@ -337,6 +337,23 @@ class ControlClient(object):
         return self._request("DELETE", "/v1/volumes/%s"
                              % (quote(volume_id, safe=""),))
 
+    def get_replicas(self):
+        """
+        :return: Deferred firing with the control service's replicas, which
+            leads, and how etcd's members are (``GET /v1/replicas``).
+        """
+        return self._request("GET", "/v1/replicas")
+
+    def renew_leases(self, nodes):
+        """
+        Tell the leading replica that ``nodes`` (names) polled this one
+        (a replica's own call, with the control service's certificate).
+
+        :return: Deferred firing with ``{"renewed": N}``.
+        """
+        return self._request("POST", "/v1/replicas/renewals",
+                             body={"nodes": sorted(nodes)})
+
     # --- plumbing --------------------------------------------------------
 
     def _url(self, path, query):

@@ -16,9 +16,9 @@ from blockmover.backends import BACKENDS
 from blockmover.model import (
     DEFAULT_FENCE_DEADLINE, DEFAULT_FENCE_RETRIES, DEFAULT_LEASE,
     DEFAULT_READY_DEADLINE, FENCE_BACKEND, FENCE_COMMAND, FENCE_METHODS,
-    FENCE_NONE, Application, BackendConfig, Deployment, Failover, Fencing,
-    FILESYSTEMS, Limits, Node, Port, Push, ReadyCheck, SINGLE_SITE,
-    VolumeSpec, optional,
+    FENCE_NONE, Application, BackendConfig, Deployment, ElectionTiming,
+    Failover, Fencing, FILESYSTEMS, Limits, Node, Port, Push, ReadyCheck,
+    SINGLE_SITE, VolumeSpec, optional,
 )
 from blockmover.units import GiB
 from blockmover.yamlsource import ConfigError, Source, join
@@ -45,7 +45,8 @@ _READY_KEYS = ("tcp", "command", "deadline")
 _FAILOVER_KEYS = ("to", "automatic")
 _CLUSTER_KEYS = ("name", "control", "backend", "sites", "push",
                  "mountpoints_under", "allow_loader_environment", "lease",
-                 "fencing")
+                 "fencing", "election")
+_ELECTION_KEYS = ("lease", "renew_deadline", "retry")
 _SITE_KEYS = ("backend",)
 _PUSH_KEYS = ("bandwidth", "port")
 _FENCING_KEYS = ("method", "command", "deadline", "retries")
@@ -84,7 +85,8 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
                       backend=cluster["backend"], nodes=nodes,
                       applications=applications, placement=placement,
                       lease=cluster["lease"], fencing=cluster["fencing"],
-                      sites=cluster["sites"], push=cluster["push"])
+                      sites=cluster["sites"], push=cluster["push"],
+                      election=cluster["election"])
 
 
 class _LastRead(object):
@@ -210,7 +212,47 @@ def _read_cluster(src):
         "fencing": fencing,
         "sites": sites,
         "push": _read_push(src, "cluster.push", cluster.get("push")),
+        "election": _read_election(src, "cluster.election",
+                                   cluster.get("election")),
     }
+
+
+def _read_election(src, key, value):
+    """
+    ``cluster.election``: the times of the election of the control
+    service's leader, when it runs as several replicas on etcd
+    (``lease``, ``renew_deadline``, ``retry``, in seconds).
+    """
+    if value is None:
+        return ElectionTiming()
+    value = configfields.mapping(src, key, value, _ELECTION_KEYS,
+                                 empty_ok=True)
+    times = {name: configfields.seconds(src, join(key, name), value[name],
+                                        0.1, 3600.0, example)
+             for name, example in (("lease", "15"), ("renew_deadline", "10"),
+                                   ("retry", "2"))
+             if value.get(name) is not None}
+    timing = ElectionTiming()
+    times = dict(lease=times.get("lease", timing.lease),
+                 renew_deadline=times.get("renew_deadline",
+                                          timing.renew_deadline),
+                 retry=times.get("retry", timing.retry))
+    if not 0 < times["retry"] < times["renew_deadline"] < times["lease"]:
+        raise src.error(key, "retry (%g) must be shorter than renew_deadline"
+                        " (%g), and renew_deadline shorter than lease (%g): a"
+                        " leader stops before its lease can end, and tries "
+                        "to renew it several times first"
+                        % (times["retry"], times["renew_deadline"],
+                           times["lease"]))
+    return ElectionTiming(**times)
+
+
+def election_of(cluster_text, cluster_path="cluster.yml"):
+    """
+    The ``ElectionTiming`` of a ``cluster.yml`` (its text), for a replica
+    about to campaign. :raise ConfigError: it cannot be read.
+    """
+    return _read_cluster(Source(cluster_text, cluster_path))["election"]
 
 
 def _read_sites(src, key, value):

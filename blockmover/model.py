@@ -225,6 +225,32 @@ SINGLE_SITE = "main"
 DEFAULT_PUSH_PORT = 4524
 
 
+# Kubernetes' defaults for its controllers' leader election: a leader that
+# cannot renew for 10 s stops, 5 s before anyone else may take over.
+ELECTION_LEASE = 15.0
+ELECTION_RENEW_DEADLINE = 10.0
+ELECTION_RETRY = 2.0
+
+
+class ElectionTiming(PClass):
+    """
+    The times of the election of the control service's leader
+    (``cluster.yml``'s ``cluster.election``; ``blockmover.control.election``),
+    in seconds: how long the lease lasts once renewed, how long a leader
+    goes on without renewing it, and how often it renews (and followers
+    try to lead).
+    """
+    lease = field(type=float, mandatory=True, initial=ELECTION_LEASE)
+    renew_deadline = field(type=float, mandatory=True,
+                           initial=ELECTION_RENEW_DEADLINE)
+    retry = field(type=float, mandatory=True, initial=ELECTION_RETRY)
+
+    __invariant__ = staticmethod(lambda t: (
+        0 < t.retry < t.renew_deadline < t.lease,
+        "the retry period must be shorter than the renew deadline, and the"
+        " renew deadline shorter than the lease"))
+
+
 class Push(PClass):
     """
     How volumes are pushed between sites (``cluster.yml``'s
@@ -272,6 +298,8 @@ class Deployment(PClass):
     # also the first site's backend.
     sites = pmap_field(str, BackendConfig)
     push = field(type=Push, mandatory=True, initial=Push())
+    election = field(type=ElectionTiming, mandatory=True,
+                     initial=ElectionTiming())
 
     def __invariant__(self):
         for app, node in self.placement.items():

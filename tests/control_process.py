@@ -30,7 +30,7 @@ class ControlProcess(object):
 
     def __init__(self, state_dir, log, refresh_interval=3600, args=(),
                  cluster="demo", insecure_plain_http=False, env=None,
-                 startup_grace=0):
+                 startup_grace=0, port=0):
         self.ca = cluster_ca(cluster)
         self.cluster = cluster
         # For tests of what the service does whatever its clients' names.
@@ -47,6 +47,9 @@ class ControlProcess(object):
         # less.
         self.startup_grace = startup_grace
         self.process = None
+        # The port asked for (0: the kernel's pick), the one it listens on
+        # once started.
+        self._listen_port = port
         self.port = None
 
     @property
@@ -63,7 +66,8 @@ class ControlProcess(object):
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
                 [os.path.join(VENV_BIN, "blockmover-control"),
-                 "--listen", "tcp:0:interface=127.0.0.1",
+                 "--listen", "tcp:%d:interface=127.0.0.1"
+                 % (self._listen_port,),
                  *self._security_args(),
                  "--state-dir", self.state_dir, "--log", self.log,
                  "--refresh-interval", str(self.refresh_interval),

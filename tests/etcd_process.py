@@ -119,9 +119,12 @@ class EtcdCluster(object):
     client every member trusts: the control service's, for 127.0.0.1.
     """
 
-    def __init__(self, size=1):
+    def __init__(self, size=1, ca=None):
         self.directory = tempfile.mkdtemp(prefix="blockmover-etcd-")
-        self.ca = TestCA(os.path.join(self.directory, "pki"), "etcdtest")
+        # Its own CA, unless it serves the replicas of a cluster's control
+        # service: then that cluster's (``tests.cluster_ca``).
+        self.ca = ca if ca is not None else TestCA(
+            os.path.join(self.directory, "pki"), "etcdtest")
         self.token = "blockmover-test-" + uuid.uuid4().hex[:8]
         self.members = [EtcdMember(self, "etcd%d" % (n + 1,))
                         for n in range(size)]

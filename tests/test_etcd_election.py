@@ -16,14 +16,13 @@ from pyrsistent import InvariantException
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 
-from blockmover.control.election import (
-    Election, Leader, Timing, current_leader,
-)
+from blockmover.control.election import Election, Leader, current_leader
 from blockmover.control.etcd import EtcdClient, EtcdTLS
+from blockmover.model import ElectionTiming
 from tests.etcd_process import EtcdCluster
 from tests.reactors import run_reactor
 
-TIMING = Timing(lease=4.0, renew_deadline=3.0, retry=0.5)
+TIMING = ElectionTiming(lease=4.0, renew_deadline=3.0, retry=0.5)
 # Generous: the bounds are lease + retry, plus time for etcd and a loaded
 # machine.
 SLACK = 5.0
@@ -129,8 +128,9 @@ def never_answers(*args, **kwargs):
 
 def test_timing_must_leave_room():
     with pytest.raises(InvariantException):
-        Timing(lease=10.0, renew_deadline=10.0, retry=2.0)
-    assert Timing() == Timing(lease=15.0, renew_deadline=10.0, retry=2.0)
+        ElectionTiming(lease=10.0, renew_deadline=10.0, retry=2.0)
+    assert ElectionTiming() == ElectionTiming(lease=15.0, renew_deadline=10.0,
+                                              retry=2.0)
 
 
 def test_one_of_three_leads_and_says_who(etcd):

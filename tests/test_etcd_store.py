@@ -11,7 +11,8 @@ from pyrsistent import pmap
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 
-from blockmover.control.election import Election, Timing
+from blockmover.control.election import Election
+from blockmover.model import ElectionTiming
 from blockmover.control.errors import StoreError
 from blockmover.control.etcd import EtcdClient, EtcdTLS
 from blockmover.control.etcdstore import EtcdStore, NotLeader, leader_key
@@ -23,7 +24,7 @@ from blockmover.control.store import StoredConfiguration
 from tests.etcd_process import EtcdCluster
 from tests.reactors import run_reactor
 
-TIMING = Timing(lease=4.0, renew_deadline=3.0, retry=0.5)
+TIMING = ElectionTiming(lease=4.0, renew_deadline=3.0, retry=0.5)
 
 CONFIGURATION = StoredConfiguration(
     generation=3, counter=7, cluster_yml="version: 1\n",

@@ -14,9 +14,10 @@ identity may make a request, by one table, ``RULES``.
   (``blockmover volume``).
 - The metrics scraper (``blockmover ca metrics``) and users read the
   Prometheus metrics, ``/metrics``; the scraper nothing else.
-- The control service's certificate opens nothing here; nor does an etcd
-  member's (``blockmover ca etcd``), which no rule names: it is for etcd's
-  clients and peers alone.
+- A replica of the control service tells the leading one which nodes
+  polled it (``POST /v1/replicas/renewals``); its certificate opens
+  nothing else. An etcd member's (``blockmover ca etcd``) opens nothing:
+  no rule names it, it is for etcd's clients and peers alone.
 """
 
 import datetime
@@ -26,7 +27,7 @@ import weakref
 from pyrsistent import PClass, field
 
 from blockmover import certificates
-from blockmover.certificates import METRICS, NODE, USER
+from blockmover.certificates import CONTROL, METRICS, NODE, USER
 
 # The placeholders of a path: the node whose objects they are, and a
 # volume (any id: the service itself says which it knows).
@@ -82,6 +83,11 @@ RULES = tuple([
          why="the volumes kept after pushes are the operators' to know"),
     Rule(method="DELETE", parts=("v1", "volumes", VOLUME_PART), kind=USER,
          why="only an operator removes a kept volume"),
+    Rule(method="GET", parts=("v1", "replicas"), kind=USER,
+         why="which replica leads is the operators' to know"),
+    Rule(method="POST", parts=("v1", "replicas", "renewals"), kind=CONTROL,
+         why="only a replica of the control service says which nodes "
+         "polled it"),
     Rule(method="GET", parts=("v1", "nodes", NODE_PART, "desired"),
          kind=NODE, own=True, why="a node reads only its own slice"),
     Rule(method="PUT", parts=("v1", "nodes", NODE_PART, "state"),

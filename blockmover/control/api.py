@@ -15,6 +15,7 @@ from blockmover.certificates import CertificateError
 from blockmover.control import access, kept, limits
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.failures import NotDown, NotFenceable
+from blockmover.control.replica import ReplicaUnavailable
 from blockmover.control.service import (
     BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
 )
@@ -145,6 +146,8 @@ class _Endpoint(Resource):
     it; ``data`` None means no body, bytes a body serialized already.
     """
     isLeaf = True
+    # Whether it answers the paths below its own too.
+    serves_below = False
 
     def __init__(self, service, reactor):
         Resource.__init__(self)
@@ -165,7 +168,7 @@ class _Endpoint(Resource):
         with action.context():
             if refusal is not None:
                 result = maybeDeferred(_raise, refusal)
-            elif request.postpath:
+            elif request.postpath and not self.serves_below:
                 # A leaf serves its one path, not those below it
                 # ("/v1/configuration/", ".../desired/x"): the access table
                 # lets a path it has no rule for through to its 404, so
@@ -201,6 +204,12 @@ class _Endpoint(Resource):
             return None
         if failure.check(ConfigurationRejected):
             return (400, {"errors": failure.value.errors})
+        if failure.check(ReplicaUnavailable):
+            leader = failure.value.leader
+            if leader is None:
+                request.setHeader(b"Retry-After", b"1")
+            return (421 if leader is not None else 503,
+                    {"errors": [str(failure.value)], "leader": leader})
         for kind, code in _CLIENT_ERRORS:
             if failure.check(kind):
                 if code in (429, 503):
@@ -599,9 +608,133 @@ class _Tree(Resource):
         return self._index.render(request)
 
 
-def make_root(service, reactor):
+class _Replicas(_Endpoint):
     """
-    The root ``IResource`` of the API for ``service``.
+    ``GET /v1/replicas``: the replicas of the control service, which
+    leads, and etcd's members (``replica.Replica.describe``); any replica
+    answers.
+    """
+    def GET(self, request):
+        d = self.service.describe()
+        d.addCallback(lambda answer: (200, answer))
+        return d
+
+
+class _Renewals(_Endpoint):
+    """
+    ``POST /v1/replicas/renewals``: another replica says which nodes
+    polled it (``{"nodes": [NODE, ...]}``), renewing their leases here,
+    at the leader.
+    """
+    def POST(self, request):
+        nodes = _body(request).get("nodes")
+        if not isinstance(nodes, list) or not all(
+                isinstance(node, str) for node in nodes):
+            raise BadRequest("the body needs 'nodes' (a list of names)")
+        return (200, {"renewed": self.service.renewed_elsewhere(nodes)})
+
+
+class _Misdirected(_Endpoint):
+    """
+    Whatever a replica that does not lead does not serve: answered 421
+    with the leader's address, for the client to ask it; 503 while
+    nobody leads (or this replica was just elected and is starting).
+    """
+    serves_below = True
+
+    def GET(self, request):
+        replica = self.service
+        leader = replica.leader_url()
+        if leader is not None:
+            raise ReplicaUnavailable(
+                "this replica (%s) does not lead the control service; the "
+                "leader at %s does" % (replica.name, leader), leader)
+        raise ReplicaUnavailable(
+            "no replica of the control service leads yet (%s); try again "
+            "in a second" % ("this one was just elected and is starting"
+                             if replica.leading else "an election is under "
+                             "way"), None)
+    PUT = POST = DELETE = GET
+
+
+class _FollowerNode(Resource):
+    """
+    ``/v1/nodes/NODE/...`` at a replica that does not lead: the node's
+    long poll, and nothing else.
+    """
+    def __init__(self, follower, reactor, node, misdirected):
+        Resource.__init__(self)
+        self._follower = follower
+        self._reactor = reactor
+        self._node = node
+        self._misdirected = misdirected
+
+    def getChild(self, name, request):
+        if name == b"desired":
+            return _Desired(self._follower, self._reactor, self._node)
+        return self._misdirected
+
+    def render(self, request):
+        return self._misdirected.render(request)
+
+
+class _FollowerNodes(Resource):
+    def __init__(self, follower, reactor, misdirected):
+        Resource.__init__(self)
+        self._follower = follower
+        self._reactor = reactor
+        self._misdirected = misdirected
+
+    def getChild(self, name, request):
+        return _FollowerNode(self._follower, self._reactor,
+                             name.decode("utf-8", "replace"),
+                             self._misdirected)
+
+    def render(self, request):
+        return self._misdirected.render(request)
+
+
+class _ReplicaRoot(Resource):
+    """
+    The API of one replica of several: the whole API while it leads (and
+    its service runs), else what a follower serves (``replica``).
+    """
+    def __init__(self, replica, reactor):
+        Resource.__init__(self)
+        self._replica = replica
+        self._reactor = reactor
+        misdirected = _Misdirected(replica, reactor)
+        v1 = _Tree(misdirected)
+        v1.putChild(b"nodes", _FollowerNodes(replica.follower, reactor,
+                                             misdirected))
+        v1.putChild(b"replicas", _Tree(_Replicas(replica, reactor),
+                                       misdirected))
+        self._following = _Tree(misdirected)
+        self._following.putChild(b"v1", v1)
+        self._following.putChild(b"metrics",
+                                 _Metrics(replica.follower, reactor))
+        self._leading = None
+
+    def _root(self):
+        service = self._replica.service
+        if service is None:
+            return self._following
+        if self._leading is None or self._leading[0] is not service:
+            self._leading = (service, make_root(service, self._reactor,
+                                                self._replica))
+        return self._leading[1]
+
+    def getChildWithDefault(self, name, request):
+        return self._root().getChildWithDefault(name, request)
+
+    def render(self, request):
+        return self._root().render(request)
+
+
+def make_root(service, reactor, replica=None):
+    """
+    The root ``IResource`` of the API for ``service``; with ``replica``
+    (a ``replica.Replica``), the API of the replica leading.
     """
     missing = _NotFound(service, reactor)
     v1 = _Tree(missing)
@@ -609,22 +742,37 @@ def make_root(service, reactor):
     v1.putChild(b"state", _State(service, reactor))
     v1.putChild(b"volumes", _VolumesDirectory(service, reactor))
     v1.putChild(b"nodes", _Nodes(service, reactor))
+    if replica is not None:
+        replicas = _Tree(_Replicas(replica, reactor), missing)
+        replicas.putChild(b"renewals", _Renewals(service, reactor))
+        v1.putChild(b"replicas", replicas)
     root = _Tree(missing)
     root.putChild(b"v1", v1)
     root.putChild(b"metrics", _Metrics(service, reactor))
     return root
 
 
+def make_replica_root(replica, reactor):
+    """
+    The root ``IResource`` of the API of ``replica``, one of several on
+    etcd.
+    """
+    return _ReplicaRoot(replica, reactor)
+
+
 def make_site(service, reactor, authority,
               max_connections=limits.DEFAULT_MAX_CONNECTIONS,
-              polls_per_client=limits.DEFAULT_POLLS_PER_CLIENT):
+              polls_per_client=limits.DEFAULT_POLLS_PER_CLIENT, root=None):
     """
     A quiet ``Site`` serving the API within ``blockmover.control.limits``,
     to the clients ``authority`` (``access.Authority``) identifies and
     allows. ``authority`` None serves everyone, unauthenticated: only for
-    tests of the HTTP layer itself, over plain HTTP.
+    tests of the HTTP layer itself, over plain HTTP. ``root`` serves in
+    place of ``service``'s API (a replica's, ``make_replica_root``).
     """
-    site = limits.LimitedSite(make_root(service, reactor), reactor,
+    if root is None:
+        root = make_root(service, reactor)
+    site = limits.LimitedSite(root, reactor,
                               max_connections=max_connections,
                               polls_per_client=polls_per_client)
     site.authority = authority

@@ -30,30 +30,7 @@ from pyrsistent import PClass, field
 from twisted.internet.defer import inlineCallbacks, succeed
 
 from blockmover.control.etcd import created_at, get, held_by, put
-
-# Kubernetes' defaults for its controllers' leader election: a leader that
-# cannot renew for 10 s stops, 5 s before anyone else may take over.
-LEASE = 15.0
-RENEW_DEADLINE = 10.0
-RETRY = 2.0
-
-
-class Timing(PClass):
-    """
-    The election's times, in seconds: how long the lease lasts once
-    renewed, how long a leader goes on without renewing it, and how often
-    it renews (and followers try to lead).
-    """
-    lease = field(type=float, mandatory=True, initial=LEASE)
-    renew_deadline = field(type=float, mandatory=True,
-                           initial=RENEW_DEADLINE)
-    retry = field(type=float, mandatory=True, initial=RETRY)
-
-    __invariant__ = staticmethod(lambda t: (
-        0 < t.retry < t.renew_deadline < t.lease,
-        "the retry period must be shorter than the renew deadline, and the"
-        " renew deadline shorter than the lease"))
-
+from blockmover.model import ElectionTiming
 
 class Leader(PClass):
     """
@@ -128,7 +105,7 @@ class Election(object):
     """
 
     def __init__(self, client, key, name, address, on_elected, on_lost,
-                 reactor, timing=Timing()):
+                 reactor, timing=ElectionTiming()):
         self._client = client
         self.key = key.encode() if isinstance(key, str) else key
         self.name = name

@@ -188,6 +188,25 @@ class Lease(PClass):
     ttl = field(type=int, mandatory=True)
 
 
+class MemberStatus(PClass):
+    """
+    How one member is: its etcd ``version``, whether it leads the etcd
+    cluster now, and the revision it has applied.
+    """
+    version = field(type=str, mandatory=True)
+    leader = field(type=bool, mandatory=True)
+    revision = field(type=int, mandatory=True)
+
+    @classmethod
+    def from_json(cls, data):
+        header = data.get("header", {})
+        member = header.get("member_id")
+        return cls(version=str(data.get("version", "")),
+                   leader=member is not None
+                   and data.get("leader") == member,
+                   revision=int(header.get("revision", 0)))
+
+
 class TxnResult(PClass):
     """
     What a transaction did: whether its compares held (``succeeded``, so
@@ -263,11 +282,15 @@ class Get(PClass):
     """
     key = field(type=bytes, mandatory=True)
     prefix = field(type=bool, mandatory=True, initial=False)
+    # Only the keys, their values left out (empty).
+    keys_only = field(type=bool, mandatory=True, initial=False)
 
     def to_json(self):
         request = {"key": _b64(self.key)}
         if self.prefix:
             request["range_end"] = _b64(prefix_end(self.key))
+        if self.keys_only:
+            request["keys_only"] = True
         return request
 
     def to_op(self):
@@ -307,8 +330,8 @@ class Delete(PClass):
         return {"request_delete_range": self.to_json()}
 
 
-def get(key, prefix=False):
-    return Get(key=_bytes(key), prefix=prefix)
+def get(key, prefix=False, keys_only=False):
+    return Get(key=_bytes(key), prefix=prefix, keys_only=keys_only)
 
 
 def put(key, value, lease=0):
@@ -411,13 +434,14 @@ class EtcdClient(object):
 
     # --- keys -------------------------------------------------------------
 
-    def range(self, key, prefix=False, timeout=None):
+    def range(self, key, prefix=False, timeout=None, keys_only=False):
         """
         :return: Deferred firing with the ``Range`` of ``key`` (bytes or
-            str), or with ``prefix`` of every key starting with it.
+            str), or with ``prefix`` of every key starting with it; with
+            ``keys_only``, their values left empty.
         """
         d = self._call("read %r" % (key,), "/v3/kv/range",
-                       get(key, prefix).to_json(), timeout)
+                       get(key, prefix, keys_only).to_json(), timeout)
         d.addCallback(Range.from_json)
         return d
 
@@ -507,6 +531,28 @@ class EtcdClient(object):
         d = self._call("revoke lease %x" % (lease,), "/v3/lease/revoke",
                        {"ID": str(lease)}, timeout)
         d.addCallbacks(lambda _: None, _unless_lease_gone)
+        return d
+
+    # --- members ------------------------------------------------------------
+
+    def member_status(self, endpoint, timeout=None):
+        """
+        Ask the member at ``endpoint`` (one of ``endpoints``) alone how it
+        is.
+
+        :return: Deferred firing with a ``MemberStatus``; failing with
+            ``EtcdError`` when it does not answer.
+        """
+        index = self.endpoints.index(endpoint.rstrip("/"))
+        d = self._post(index, "/v3/maintenance/status", {}, timeout)
+        d.addCallback(_answer, False)
+
+        def unreachable(failure):
+            if failure.check(EtcdError):
+                return failure
+            raise EtcdError(_reason(failure, self.timeout if timeout is None
+                                    else timeout))
+        d.addCallbacks(MemberStatus.from_json, unreachable)
         return d
 
     # --- watches ------------------------------------------------------------

@@ -16,22 +16,19 @@ this replica created, on its lease (``election.Leadership.compares``). A
 replica that lost the lead (paused, cut off from etcd, its lease ended)
 without knowing it yet writes nothing: its save fails with ``NotLeader``.
 
-How the control service will call it (it does not yet): the file stores
-are blocking and called in place (``load`` at start, ``save`` in the
-service's writer thread). Here both return Deferreds and are called on the
-reactor: the service waits for every ``load`` before it starts, and calls
-``save`` where it now hands the file store's to its writer thread
-(``ControlService.write``), using the Deferred the same way. Saves of one
-record are written in the order they were called, as the writer thread
-keeps them. Code that must stay in a thread can call
-``twisted.internet.threads.blockingCallFromThread(reactor, record.save,
-value)``, never from the reactor's own thread.
+How the control service uses them: the file stores are blocking, loaded
+in place at the start and saved in the service's writer thread. Here both
+return Deferreds on the reactor: a replica elected to lead reads every
+record (``EtcdStore.load``) before it makes its service, and hands it each
+record with its value read (``Loaded``), whose ``save`` the service calls
+on the reactor (``ControlService.save_record``). Saves of one record are
+written in the order they were called, as the writer thread keeps them.
 """
 
 import json
 
 from pyrsistent import PClass, field, pmap
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, gatherResults
 
 from blockmover.control import failurestore, push_rules, pushes, store
 from blockmover.control.errors import StoreError
@@ -141,6 +138,7 @@ class EtcdRecord(object):
         self._lock = DeferredLock()
         self._leader_key = leader_key(cluster)
         self.key = cluster_prefix(cluster) + codec.name.encode()
+        self.name = codec.name
 
     def load(self):
         """
@@ -208,6 +206,28 @@ class EtcdRecord(object):
             doing, self._codec.what, failure.value))
 
 
+class Loaded(object):
+    """
+    An ``EtcdRecord`` with the ``value`` read from it before the service
+    started: what the service's file stores are to it, ``load`` answering
+    at once and ``save`` the record's (a Deferred, ``asynchronous``).
+    """
+    asynchronous = True
+
+    def __init__(self, record, value):
+        self._record = record
+        self._value = value
+        # Where it is, in messages about what it holds.
+        self.path = "etcd (key %s)" % (record.key.decode("utf-8"),)
+        self.name = record.name
+
+    def load(self):
+        return self._value
+
+    def save(self, value):
+        return self._record.save(value)
+
+
 class EtcdStore(object):
     """
     The records of ``cluster``'s control service in etcd through
@@ -226,3 +246,18 @@ class EtcdStore(object):
                                         leadership)
         self.failures = EtcdRecord(client, cluster, FAILURES, leadership)
         self.pushes = EtcdRecord(client, cluster, PUSHES, leadership)
+
+    def load(self):
+        """
+        Read every record.
+
+        :return: Deferred firing with ``(configuration, failures,
+            pushes)``, each a ``Loaded``; failing with ``StoreError``
+            when one cannot be read.
+        """
+        records = (self.configuration, self.failures, self.pushes)
+        d = gatherResults([r.load() for r in records], consumeErrors=True)
+        d.addErrback(lambda failure: failure.value.subFailure)
+        d.addCallback(lambda values: tuple(
+            Loaded(record, value) for record, value in zip(records, values)))
+        return d

@@ -825,7 +825,7 @@ class NodeFailures(object):
         """
         Save ``records`` durably, then take them.
         """
-        d = self._service.write(self._store.save, records)
+        d = self._service.save_record(self._store, records)
 
         def saved(_):
             self.records = records

@@ -124,6 +124,9 @@ class FailureStore(object):
     ``FailureRecords`` in ``<state_dir>/failures.json``. Blocking file I/O:
     ``save`` runs off the reactor, ``load`` once at the service's start.
     """
+    # The record it keeps, in metrics.
+    name = "failures"
+
 
     def __init__(self, state_dir):
         # Never guessed around: these records say which nodes are proven

@@ -6,27 +6,37 @@ import argparse
 import datetime
 import gc
 import os
+import socket
 import sys
 
 from eliot import log_message
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.task import react
+from twisted.internet.task import deferLater, react
+from twisted.internet.threads import deferToThread
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from blockmover import tls
 from blockmover.certificates import CertificateError, RevocationFile
+from blockmover.client import ControlClient
+from blockmover.config import ConfigError, election_of
 from blockmover.control import DEFAULT_PORT
 from blockmover.control.access import Authority
-from blockmover.control.api import make_site
+from blockmover.control.api import make_replica_root, make_site
 from blockmover.control import limits
 from blockmover.control.errors import StoreError
+from blockmover.control.etcd import EtcdClient, EtcdError, EtcdTLS
+from blockmover.control.etcdstore import EtcdStore
 from blockmover.control.leases import STARTUP_GRACE
+from blockmover.control.metrics import ControlMetrics
+from blockmover.control.replica import Replica, SlicePublisher
 from blockmover.control.service import (
     ControlService, DEFAULT_REFRESH_INTERVAL,
 )
 from blockmover.control.store import FileStore
 from blockmover.logs import start_logging
+from blockmover.model import ElectionTiming
+from blockmover.poll import Backoff
 
 DEFAULT_STATE_DIR = "/var/lib/blockmover/control"
 # Thousands of agents reconnect at once when the service restarts: a
@@ -170,7 +180,39 @@ def parser():
         type=_count, metavar="N",
         help="long polls one client address may hold at once; one more is "
              "answered 429 (default: %(default)s)")
+    replicas = p.add_argument_group(
+        "replicas on etcd",
+        "Run the service as one of several replicas that keep their records"
+        " in etcd instead of --state-dir: one leads, the others serve the "
+        "agents' long polls and send every other request to it. See "
+        "README.rst, 'High availability'.")
+    replicas.add_argument(
+        "--etcd", metavar="URL[,URL...]", type=_urls,
+        help="the client URLs of etcd's members (https://HOST:2379,...); "
+             "the service presents its own certificate (control.crt, "
+             "issued with clientAuth) to them")
+    replicas.add_argument(
+        "--replica-name", metavar="NAME", default=None,
+        help="this replica's name among the others (default: the host's "
+             "name)")
+    replicas.add_argument(
+        "--advertise", metavar="URL", default=None,
+        help="the https URL the agents, the operators' tools and the other"
+             " replicas reach this replica at (required with --etcd)")
     return p
+
+
+def _urls(text):
+    urls = [url.strip().rstrip("/") for url in text.split(",")
+            if url.strip()]
+    if not urls:
+        raise argparse.ArgumentTypeError("give at least one URL")
+    for url in urls:
+        if not url.startswith("https://"):
+            raise argparse.ArgumentTypeError(
+                "%r is not an https:// URL; etcd is spoken to with mutual "
+                "TLS only" % (url,))
+    return urls
 
 
 _INSECURE_WARNING = """\
@@ -181,15 +223,28 @@ outside a test of the HTTP layer.
 """
 
 
+class Security(object):
+    """
+    What the options say of TLS: the ``authority`` (who clients are, None
+    without TLS), ``wrap`` (the site's factory in TLS), and the service's
+    own ``files`` and ``credentials`` (None without TLS).
+    """
+
+    def __init__(self, authority, wrap, files=None, credentials=None):
+        self.authority = authority
+        self.wrap = wrap
+        self.files = files
+        self.credentials = credentials
+
+
 def _security(options, reactor):
     """
-    The ``(authority, wrap)`` the options ask for: who clients are, and how
-    to wrap the site's factory in TLS.
+    The ``Security`` the options ask for.
 
     :raise tls.TLSError: if the TLS files cannot be used.
     """
     if options.insecure_plain_http_for_tests:
-        return None, lambda factory: factory
+        return Security(None, lambda factory: factory)
     files = tls.find_files(tls.CONTROL_STEMS, directory=options.tls_dir,
                            ca=options.ca, certificate=options.certificate,
                            key=options.key)
@@ -204,9 +259,11 @@ def _security(options, reactor):
     # Read once now: a service that cannot read it would refuse everyone.
     revocations.revoked()
     server = tls.ServerTLS(credentials)
-    return (Authority(credentials.ca_certificate, revocations),
-            lambda factory: TLSMemoryBIOFactory(server, False, factory,
-                                                clock=reactor))
+    return Security(Authority(credentials.ca_certificate, revocations),
+                    lambda factory: TLSMemoryBIOFactory(server, False,
+                                                        factory,
+                                                        clock=reactor),
+                    files, credentials)
 
 
 def tune_interpreter():
@@ -235,16 +292,20 @@ def run(reactor, options, make_backend=None):
                          "--tls-dir)\n")
         raise SystemExit(2)
     try:
-        authority, wrap = _security(options, reactor)
+        security = _security(options, reactor)
     except CertificateError as e:
         sys.stderr.write("blockmover-control: %s\n" % (e,))
         raise SystemExit(2)
     except tls.TLSError as e:
         sys.stderr.write("blockmover-control: %s\n" % (e,))
         raise SystemExit(2)
+    authority = security.authority
     if authority is None:
         sys.stderr.write(_INSECURE_WARNING)
         log_message(message_type="blockmover:control:insecure-plain-http")
+    if options.etcd:
+        yield run_replica(reactor, options, security, make_backend)
+        return
     service = ControlService(
         FileStore(options.state_dir), reactor,
         refresh_interval=options.refresh_interval,
@@ -257,24 +318,13 @@ def run(reactor, options, make_backend=None):
         sys.stderr.write("blockmover-control: %s\n" % (e,))
         raise SystemExit(1)
     try:
-        port = yield serverFromString(reactor, options.listen).listen(wrap(
-            make_site(service, reactor, authority,
-                      max_connections=options.max_connections,
-                      polls_per_client=options.max_polls_per_client)))
-    except Exception as e:
+        port = yield _listen(reactor, options, security, make_site(
+            service, reactor, authority,
+            max_connections=options.max_connections,
+            polls_per_client=options.max_polls_per_client))
+    except SystemExit:
         service.stop()
-        sys.stderr.write("blockmover-control: cannot listen on %s: %s; "
-                         "choose another --listen\n" % (options.listen, e))
-        raise SystemExit(1)
-    address = port.getHost()
-    log_message(message_type="blockmover:control:listening",
-                host=address.host, port=address.port)
-    sys.stderr.write("blockmover-control serving %s\n" % (
-        "cluster %s with mutual TLS" % (authority.cluster,)
-        if authority is not None else "INSECURE plain HTTP"))
-    sys.stderr.write("blockmover-control listening on %s:%d\n"
-                     % (address.host, address.port))
-    sys.stderr.flush()
+        raise
 
     def shutdown():
         d = port.stopListening()
@@ -282,6 +332,157 @@ def run(reactor, options, make_backend=None):
         return d
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     # Runs until SIGTERM or SIGINT stops the reactor.
+    yield Deferred()
+
+
+@inlineCallbacks
+def _listen(reactor, options, security, site):
+    """
+    Listen as ``options`` say, serving ``site`` (in TLS unless told
+    otherwise); say where on standard error.
+
+    :return: Deferred firing with the listening port.
+    :raise SystemExit: it cannot listen there.
+    """
+    try:
+        port = yield serverFromString(reactor, options.listen).listen(
+            security.wrap(site))
+    except Exception as e:
+        sys.stderr.write("blockmover-control: cannot listen on %s: %s; "
+                         "choose another --listen\n" % (options.listen, e))
+        raise SystemExit(1)
+    address = port.getHost()
+    log_message(message_type="blockmover:control:listening",
+                host=address.host, port=address.port)
+    authority = security.authority
+    sys.stderr.write("blockmover-control serving %s\n" % (
+        "cluster %s with mutual TLS" % (authority.cluster,)
+        if authority is not None else "INSECURE plain HTTP"))
+    sys.stderr.write("blockmover-control listening on %s:%d\n"
+                     % (address.host, address.port))
+    sys.stderr.flush()
+    return port
+
+
+# While etcd cannot be reached at the start, the next try.
+ETCD_WAIT = Backoff(initial=0.5, factor=2.0, maximum=5.0)
+
+
+@inlineCallbacks
+def _election_timing(reactor, store):
+    """
+    The election's times, from the configuration in etcd (its defaults
+    before the first), once etcd answers.
+    """
+    attempt = 0
+    while True:
+        try:
+            stored = yield store.configuration.load()
+            break
+        except StoreError as e:
+            delay = ETCD_WAIT.delay(attempt)
+            attempt += 1
+            log_message(message_type="blockmover:control:etcd-waiting",
+                        reason=str(e), retry_in=delay)
+            sys.stderr.write("blockmover-control: waiting for etcd: %s\n"
+                             % (e,))
+            yield deferLater(reactor, delay, lambda: None)
+    if stored is None:
+        return ElectionTiming()
+    try:
+        return (yield deferToThread(election_of, stored.cluster_yml,
+                                    stored.cluster_path))
+    except ConfigError as e:
+        log_message(message_type="blockmover:control:election-default",
+                    reason=str(e))
+        return ElectionTiming()
+
+
+def restart(reason):
+    """
+    Start this process afresh, as it was started (a replica that lost the
+    lead): nothing it was doing goes on.
+    """
+    sys.stderr.write("blockmover-control: %s; starting again as a "
+                     "follower\n" % (reason,))
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable] + sys.orig_argv[1:])
+
+
+@inlineCallbacks
+def run_replica(reactor, options, security, make_backend=None,
+                restart=restart):
+    """
+    One replica of the control service on etcd (``replica``), as
+    ``options`` say, until the reactor stops.
+    """
+    if security.authority is None:
+        sys.stderr.write("blockmover-control: --etcd needs TLS: etcd is "
+                         "spoken to with the service's certificate\n")
+        raise SystemExit(2)
+    if not options.advertise or not options.advertise.startswith(
+            "https://"):
+        sys.stderr.write("blockmover-control: --etcd needs --advertise "
+                         "https://HOST:PORT, where the others reach this "
+                         "replica\n")
+        raise SystemExit(2)
+    cluster = security.authority.cluster
+    name = options.replica_name or socket.gethostname()
+    client = EtcdClient(options.etcd, EtcdTLS(security.files), reactor)
+    metrics = ControlMetrics()
+    metrics.leader.set(0)
+    leaders = {}
+
+    def renew(nodes):
+        url = replica.leader_url()
+        if url not in leaders:
+            leaders[url] = ControlClient(url, reactor, timeout=5.0,
+                                         credentials=security.credentials)
+        return leaders[url].renew_leases(nodes)
+
+    @inlineCallbacks
+    def lead(replica):
+        leadership = lambda: replica.election.leadership  # noqa: E731
+        configuration, failures, pushes = yield EtcdStore(
+            client, cluster, leadership).load()
+        publisher = SlicePublisher(client, cluster, leadership, reactor,
+                                   replica.lost)
+        yield publisher.start()
+        service = ControlService(
+            configuration, reactor,
+            refresh_interval=options.refresh_interval, cluster=cluster,
+            startup_grace=options.startup_grace, make_backend=make_backend,
+            metrics=metrics, failure_store=failures, push_store=pushes,
+            published=publisher)
+        publisher.serve(service)
+        service.start()
+        return service
+
+    timing = yield _election_timing(reactor, EtcdStore(client, cluster,
+                                                       lambda: None))
+    replica = Replica(client, cluster, name, options.advertise.rstrip("/"),
+                      reactor, timing, lead, restart, renew, metrics)
+    port = yield _listen(reactor, options, security, make_site(
+        None, reactor, security.authority,
+        max_connections=options.max_connections,
+        polls_per_client=options.max_polls_per_client,
+        root=make_replica_root(replica, reactor)))
+    sys.stderr.write("blockmover-control: replica %s of cluster %s on etcd "
+                     "%s (lease %gs, renew deadline %gs, retry %gs)\n"
+                     % (name, cluster, ",".join(options.etcd), timing.lease,
+                        timing.renew_deadline, timing.retry))
+    sys.stderr.flush()
+    try:
+        yield replica.start()
+    except EtcdError as e:
+        restart("etcd could not be read to follow the leader (%s)" % (e,))
+
+    def shutdown():
+        d = port.stopListening()
+        d.addBoth(lambda _: replica.stop())
+        d.addBoth(lambda _: client.close())
+        return d
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     yield Deferred()
 
 

@@ -54,12 +54,22 @@ Slices and nodes:
 - ``blockmover_configuration_generation`` and
   ``blockmover_slice_generation``: the configuration's generation and the
   highest slice generation handed out.
+
+Replicas and the store (``blockmover.control.replica``):
+
+- ``blockmover_control_leader``: 1 while this replica leads (a service
+  of one replica on files always leads);
+- ``blockmover_control_leadership_changes_total{change}``: this replica
+  ``elected`` or having ``lost`` the lead;
+- ``blockmover_control_store_duration_seconds{record, status}``
+  (histogram): each save of a record (``configuration``, ``failures``,
+  ``pushes``) to the state directory or to etcd.
 """
 
 import contextlib
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from blockmover.control.failures import FAILURE_STATES
@@ -135,7 +145,40 @@ class ControlMetrics(object):
                 "with its volume let go), by kind.", ("kind",),
                 registry=self.registry, buckets=MOVE_BUCKETS))
 
+        self.leader = Gauge(
+            "blockmover_control_leader",
+            "1 while this replica of the control service leads.",
+            registry=self.registry)
+        self.leader.set(1)
+        self.leadership_changes = Counter(
+            "blockmover_control_leadership_changes",
+            "Times this replica was elected to lead, or lost the lead.",
+            ("change",), registry=self.registry)
+        for change in ("elected", "lost"):
+            self.leadership_changes.labels(change)
+        self.store_duration = Histogram(
+            "blockmover_control_store_duration_seconds",
+            "Seconds each save of a record of the control service took, "
+            "by record and status.", ("record", "status"),
+            registry=self.registry, buckets=WORK_BUCKETS)
+
     # --- hooks -------------------------------------------------------------
+
+    def leadership_changed(self, leading):
+        """
+        This replica started leading (``leading``), or stopped.
+        """
+        self.leader.set(1 if leading else 0)
+        self.leadership_changes.labels(
+            "elected" if leading else "lost").inc()
+
+    def stored(self, record, seconds, ok):
+        """
+        A save of ``record`` took ``seconds``, and succeeded (``ok``) or
+        not.
+        """
+        self.store_duration.labels(record, SUCCESS if ok else FAIL).observe(
+            seconds)
 
     def listing_started(self, cause):
         """

@@ -32,6 +32,9 @@ class PushStore(object):
     file I/O: ``save`` runs off the reactor, ``load`` once at the
     service's start.
     """
+    # The record it keeps, in metrics.
+    name = "pushes"
+
 
     def __init__(self, state_dir):
         # Never guessed around: a push taken for another phase could start
@@ -163,7 +166,7 @@ class Pushes(object):
         """
         if records is self.records:
             return succeed(None)
-        d = self._service.write(self._store.save, records)
+        d = self._service.save_record(self._store, records)
 
         def saved(_):
             self._log(self.records, records)

@@ -214,7 +214,8 @@ class ControlService(object):
     def __init__(self, store, reactor,
                  refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None,
                  cluster=None, metrics=None, failure_store=None,
-                 startup_grace=STARTUP_GRACE):
+                 startup_grace=STARTUP_GRACE, push_store=None,
+                 published=None):
         """
         :param cluster: the name of the cluster this service serves (its
             CA's): a configuration naming another is refused. None takes
@@ -226,6 +227,13 @@ class ControlService(object):
             state directory).
         :param startup_grace: seconds from the start before a node not
             heard from counts as unresponsive, if longer than a lease.
+        :param push_store: where the push records are kept
+            (``pushes.PushStore``; by default in ``store``'s state
+            directory).
+        :param published: called with every ``SliceChange`` once it is
+            handed out, and with the service once it started (a replica's
+            ``replica.SlicePublisher``, which writes the slices to etcd
+            for the other replicas to serve); None for none.
         """
         self.metrics = metrics if metrics is not None else ControlMetrics()
         self.cluster = cluster
@@ -278,7 +286,9 @@ class ControlService(object):
             self, reactor, failure_store if failure_store is not None
             else FailureStore(store.state_dir), startup_grace)
         # Pushes between sites.
-        self.pushes = Pushes(self, reactor, PushStore(store.state_dir))
+        self.pushes = Pushes(self, reactor, push_store if push_store
+                             is not None else PushStore(store.state_dir))
+        self._published = published
 
     # --- life ------------------------------------------------------------
 
@@ -301,7 +311,7 @@ class ControlService(object):
             except ConfigError as e:
                 raise StoreError(
                     "the configuration stored in %s no longer loads (%s); "
-                    "remove that file and deploy a corrected configuration"
+                    "remove it and deploy a corrected configuration"
                     % (self.store.path, e))
             name = parsed.deployment.cluster_name
             if self.cluster is not None and name != self.cluster:
@@ -335,19 +345,35 @@ class ControlService(object):
 
     def _save(self, stored):
         """
-        Write ``stored`` to the store off the reactor, durably.
+        Write ``stored`` to the store, durably.
 
-        :return: a Deferred firing once it is on disk, or failing (with
+        :return: a Deferred firing once it is kept, or failing (with
             ``StoreError`` when the store says why).
         """
-        return self._writer.run(self.store.save, stored)
+        return self.save_record(self.store, stored)
 
-    def write(self, function, *args):
+    def save_record(self, record, value):
         """
-        Run ``function(*args)`` in the store's writer thread, after every
-        write queued before: for the other records the service keeps.
+        Save ``value`` in ``record`` (the configuration's store or another
+        record's): a file store's blocking ``save`` in the store's writer
+        thread, after every write queued before; an etcd record's
+        (``asynchronous``) at once, since it waits for nothing itself.
+
+        :return: a Deferred firing once saved.
         """
-        return self._writer.run(function, *args)
+        started = time.perf_counter()
+        if getattr(record, "asynchronous", False):
+            d = record.save(value)
+        else:
+            d = self._writer.run(record.save, value)
+
+        def timed(result, ok):
+            self.metrics.stored(record.name, time.perf_counter() - started,
+                                ok)
+            return result
+        d.addCallbacks(timed, timed, callbackArgs=(True,),
+                       errbackArgs=(False,))
+        return d
 
     @property
     def backend(self):
@@ -861,6 +887,8 @@ class ControlService(object):
 
     def _commit(self, change):
         self.slices.commit(change)
+        if self._published is not None:
+            self._published(change)
         if change.changed:
             log_message(message_type="blockmover:control:slices",
                         generation=self.slices.counter,
@@ -887,6 +915,23 @@ class ControlService(object):
         self.check_node(node)
         self.failures.renew(node)
         return self.slices.wait(node, after)
+
+    def renewed_elsewhere(self, nodes):
+        """
+        ``nodes`` polled another replica: renew their leases, as their
+        polls here would. Names the configuration does not know are left
+        alone.
+
+        :return: how many leases were renewed.
+        """
+        deployment = self.deployment
+        renewed = 0
+        for node in nodes:
+            if deployment is not None and (
+                    node in deployment.nodes or self.failures.is_removed(node)):
+                self.failures.renew(node)
+                renewed += 1
+        return renewed
 
     def poll_limit(self):
         """

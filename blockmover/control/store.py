@@ -46,6 +46,9 @@ class FileStore(object):
     0700 and the file 0600, made so when they are loaded or saved, also
     where an older release left them looser.
     """
+    # The record it keeps, in metrics.
+    name = "configuration"
+
 
     def __init__(self, state_dir):
         self.state_dir = state_dir
