@@ -228,8 +228,8 @@ def up(layout, echo=print, services=True):
         current = start_missing(current, echo)
     echo("cluster %s is up: %s; state in %s"
          % (layout.name, ", ".join("%s %s" % (n.name, n.address)
-                                   for n in current.layout.nodes
-                                   + current.layout.replicas),
+                                   for n in list(current.layout.nodes)
+                                   + list(current.layout.replicas)),
             current.layout.state_dir))
     echo(trust.operator_hint(current.layout))
     return current
