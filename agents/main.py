@@ -32,8 +32,9 @@ from blockmover.metrics import MeasuredBlockDeviceAPI
 _DESCRIPTION = """\
 Converge this node towards the desired state the control service hands out:
 stop, unmount and detach what should go elsewhere; attach, mount and start
-what should run here. agent.yml names the node, the control service, the
-state directory (application records and logs), the log file and the
+what should run here. agent.yml names the node, the control service (its
+URL, or a list of its replicas' URLs: the agent asks whichever serves),
+the state directory (application records and logs), the log file and the
 backend. Each dataset (a volume and the application using it) converges
 on its own, side by side. SIGTERM stops the agent within seconds: changes
 still running are cut short and resumed when the agent starts again; the
@@ -225,7 +226,11 @@ def run_agent(reactor, config, credentials):
                                  name="blockmover-agent")
     threadpool.start()
     runtime = ProcessRuntime(config.state_dir)
-    client = ControlClient(config.control, reactor, credentials=credentials)
+    # One client for the agent's life: its long polls and reports go to
+    # whichever replica serves, each with the generation and task it
+    # carries.
+    client = ControlClient(config.control_urls, reactor,
+                           credentials=credentials)
     pushes = PushRegistry()
     loop = None
 
@@ -246,7 +251,7 @@ def run_agent(reactor, config, credentials):
     reactor.addSystemEventTrigger("before", "shutdown", receiving.stop)
     log_message(message_type="blockmover:agent:start", node=config.node,
                 cluster=config.cluster,
-                control=printable_url(config.control),
+                control=[printable_url(url) for url in config.control_urls],
                 certificate=credentials.files.certificate)
     # SIGTERM stops the reactor; stop the loop before it does.
     reactor.addSystemEventTrigger("before", "shutdown", loop.stop)

@@ -3,15 +3,22 @@ The one client of the control service's REST API (see
 ``blockmover.control``): the only place that knows its URLs. Shared by the
 agents and the deploy CLI; every method returns a Deferred and never blocks
 the reactor.
+
+The service may run as several replicas, one of them leading: a client
+given their URLs asks the one that answered it last, and moves on to
+another when that one cannot be reached, has no leader, or names its
+leader (a follower answers 421 with the leader's URL).
 """
 
+import argparse
 import json
+from contextlib import nullcontext
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import treq
-from eliot import current_action
+from eliot import current_action, log_message
 from OpenSSL import SSL
-from twisted.internet.defer import CancelledError, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import (
     ConnectError, ConnectingCancelledError, ConnectionRefusedError,
     DNSLookupError,
@@ -30,6 +37,16 @@ from blockmover.tls import ClientTLS, ServiceNotTrusted
 # How much longer than the server's long-poll timeout a request may take
 # before the client gives up on it.
 _LONG_POLL_MARGIN = 15.0
+
+# Times one call may ask one replica: twice, so that a leader named by
+# one follower and then, after an election, by another is asked again,
+# but replicas that disagree about their leader cannot keep a call going.
+_TRIES_PER_REPLICA = 2
+
+# A follower's answer to a request only the leader serves (with the
+# leader's URL), and any replica's while it knows no leader.
+_NOT_LEADER = 421
+_NO_LEADER = 503
 
 
 class ControlError(Exception):
@@ -66,13 +83,73 @@ class ControlUnreachable(Exception):
     """
     The control service could not be reached (connection refused, no such
     host, timed out). Check that it runs and that the URL is right.
+
+    ``url`` is the replica asked last and ``reason`` why it did not serve;
+    ``tried`` the ``(url, reason)`` of the replicas asked before it in the
+    same call, so ``urls`` names every replica asked.
     """
-    def __init__(self, url, reason):
-        url = printable_url(url)
-        self.url = url
+    def __init__(self, url, reason, tried=()):
+        self.url = printable_url(url)
+        self.reason = reason
+        self.tried = tuple((printable_url(u), r) for u, r in tried) + (
+            (self.url, reason),)
+        self.urls = tuple(u for u, _ in self.tried)
         Exception.__init__(
-            self, "cannot reach the control service at %s: %s"
-            % (url, reason))
+            self, "cannot reach the control service " + "; ".join(
+                "at %s: %s" % each for each in self.tried))
+
+
+def control_urls(urls):
+    """
+    The control service's URLs as a tuple, from one URL, several separated
+    by commas, or a list of them; each without a trailing ``/``, none
+    twice. Whether each is usable is for ``ControlClient`` to say.
+
+    :raise ValueError: no URL, or an empty one or one that is not a
+        string, saying so.
+    """
+    if isinstance(urls, str):
+        urls = urls.split(",")
+    urls = list(urls)
+    if not urls:
+        raise ValueError("no control service URL given; give one, or "
+                         "several separated by commas")
+    found = []
+    for url in urls:
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError("a control service URL must be a non-empty "
+                             "string such as https://10.0.0.1:4523, not %r"
+                             % (url,))
+        url = url.strip().rstrip("/")
+        if url not in found:
+            found.append(url)
+    return tuple(found)
+
+
+def require_https(urls):
+    """
+    :raise InsecureURL: one of ``urls`` is not ``https://``, naming it.
+    """
+    for url in urls:
+        if urlsplit(url).scheme != "https":
+            raise _not_https(url)
+
+
+def _not_https(url):
+    return InsecureURL("the control service's URL %s is not https://; "
+                       "blockmover speaks only mutual TLS with it"
+                       % (printable_url(url),))
+
+
+def control_argument(text):
+    """
+    The value of ``--control URL[,URL...]`` for argparse: ``control_urls``
+    of it.
+    """
+    try:
+        return control_urls(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 @implementer(IBodyProducer)
@@ -104,18 +181,23 @@ class _TLSEndpoints(object):
     """
     The TLS endpoints of the control service, on ``reactor`` in all their
     parts: TLS's own timers included (by default they run on the global
-    reactor, which a caller passing its own may not run).
+    reactor, which a caller passing its own may not run). With
+    ``plain_http`` an ``http`` URL is reached without TLS (only the
+    insecure test mode lets one through).
     """
 
-    def __init__(self, reactor, policy):
+    def __init__(self, reactor, policy, plain_http=False):
         self._reactor = reactor
         self._policy = policy
+        self._plain_http = plain_http
 
     def endpointForURI(self, uri):
         host = uri.host.decode("idna")
+        endpoint = HostnameEndpoint(self._reactor, host, uri.port)
+        if self._plain_http and uri.scheme == b"http":
+            return endpoint
         return wrapClientTLS(
-            self._policy.creatorForNetloc(uri.host, uri.port),
-            HostnameEndpoint(self._reactor, host, uri.port),
+            self._policy.creatorForNetloc(uri.host, uri.port), endpoint,
             clock=self._reactor)
 
 
@@ -129,57 +211,85 @@ def _headers():
 
 class ControlClient(object):
     """
-    A client of one control service at ``base_url`` (e.g.
-    ``https://10.77.0.1:4523``), presenting the certificate of
-    ``credentials`` (``blockmover.tls.Credentials``) and believing only its
-    cluster's control service.
+    A client of the control service at ``urls`` (one URL such as
+    ``https://10.77.0.1:4523``, or the URLs of its replicas, as a list or
+    separated by commas), presenting the certificate of ``credentials``
+    (``blockmover.tls.Credentials``) and believing only its cluster's
+    control service.
+
+    Each call asks the replica that answered last (at first, the first
+    URL). When that replica cannot be reached, or answers that it knows no
+    leader (503), the same request goes to the next replica; when it names
+    its leader (421), to the leader, which the client asks first from then
+    on. A call asks each replica at most twice and one that could not be
+    reached once, then fails with the last error: ``ControlUnreachable``
+    naming every replica asked, or the ``ControlError`` of the last answer.
+    A leader's URL is held to the same rules as those given, and its
+    server to the same certificate check.
 
     :param reactor: the reactor to use (the global one by default).
     :param agent: an ``IAgent`` to send requests with; by default one with
         its own persistent connection pool, closed by ``close()``.
-    :param timeout: seconds a request other than a long poll may take.
-    :param insecure_plain_http: allow an ``http://`` URL and no
+    :param timeout: seconds a request other than a long poll may take, at
+        each replica asked.
+    :param insecure_plain_http: allow ``http://`` URLs and no
         credentials: only for tests of the HTTP layer against a service run
         with ``--insecure-plain-http-for-tests``.
 
     :raise InsecureURL: for a URL other than ``https://`` (unless
         ``insecure_plain_http``), or an ``https://`` one without
         credentials.
+    :raise ValueError: no URL given.
     """
 
-    def __init__(self, base_url, reactor=None, agent=None, timeout=30.0,
+    def __init__(self, urls, reactor=None, agent=None, timeout=30.0,
                  credentials=None, insecure_plain_http=False):
         if reactor is None:
             # Late: importing the global reactor installs it, and a caller
             # passing its own must be free to choose another.
             from twisted.internet import reactor
-        self.base_url = base_url.rstrip("/")
+        self.urls = control_urls(urls)
         self._reactor = reactor
+        self._insecure_plain_http = insecure_plain_http
         self._pool = None
+        self._policy = None
+        if agent is None and credentials is not None:
+            self._policy = ClientTLS(credentials)
+        self._own_agent = agent is None
+        for url in self.urls:
+            self._check(url)
         if agent is None:
-            scheme = urlsplit(self.base_url).scheme
-            if scheme == "https" and credentials is not None:
-                policy = ClientTLS(credentials)
-            elif scheme == "http" and insecure_plain_http:
-                policy = None
-            elif scheme == "https":
-                raise InsecureURL(
-                    "no certificate to present to the control service at "
-                    "%s; give this client's TLS files" % (
-                        printable_url(base_url),))
-            else:
-                raise InsecureURL(
-                    "the control service's URL %s is not https://; "
-                    "blockmover speaks only mutual TLS with it"
-                    % (printable_url(base_url),))
             self._pool = HTTPConnectionPool(reactor, persistent=True)
-            if policy is None:
-                agent = Agent(reactor, pool=self._pool)
-            else:
-                agent = Agent.usingEndpointFactory(
-                    reactor, _TLSEndpoints(reactor, policy), pool=self._pool)
+            agent = Agent.usingEndpointFactory(
+                reactor, _TLSEndpoints(reactor, self._policy,
+                                       plain_http=insecure_plain_http),
+                pool=self._pool)
         self._http = treq.client.HTTPClient(agent)
         self._timeout = timeout
+        # The replica that answered last, asked first by the next call.
+        self.url = self.urls[0]
+
+    def _check(self, url):
+        """
+        :raise InsecureURL: ``url`` is not one this client may ask.
+        """
+        try:
+            parts = urlsplit(url)
+            parts.port
+        except ValueError:
+            parts = None
+        if parts is None or not parts.hostname:
+            raise InsecureURL(
+                "%s is not a URL with a host; write one such as "
+                "https://10.0.0.1:4523" % (printable_url(url),))
+        if parts.scheme == "http" and self._insecure_plain_http:
+            return
+        if parts.scheme != "https":
+            raise _not_https(url)
+        if self._own_agent and self._policy is None:
+            raise InsecureURL(
+                "no certificate to present to the control service at "
+                "%s; give this client's TLS files" % (printable_url(url),))
 
     def close(self):
         """
@@ -356,64 +466,233 @@ class ControlClient(object):
 
     # --- plumbing --------------------------------------------------------
 
-    def _url(self, path, query):
-        url = self.base_url + path
+    def _request(self, method, path, query=None, body=None, timeout=None):
+        """
+        The data of the answer to ``method`` ``path`` (with ``query`` and
+        the JSON of ``body``), from the first replica that serves it.
+        """
+        call = _Call(self, method, path, query, body,
+                     self._timeout if timeout is None else timeout)
+        call.ask(self.url)
+        return call.result
+
+    def _after(self, url, asked):
+        """
+        The replica to ask after ``url``: the next given URL not in
+        ``asked`` (the first, after a leader not given), or None.
+        """
+        start = self.urls.index(url) + 1 if url in self.urls else 0
+        for each in self.urls[start:] + self.urls[:start]:
+            if each not in asked:
+                return each
+        return None
+
+    def _send(self, replica, method, path, query, data, headers, timeout):
+        """
+        The request to the replica at URL ``replica``: a Deferred firing
+        with its response, or failing with ``ControlUnreachable``.
+        """
+        url = replica + path
         if query:
             url += "?" + urlencode(sorted(query.items()))
-        return url
-
-    def _request(self, method, path, query=None, body=None, timeout=None):
-        url = self._url(path, query)
-        data = None if body is None else _Body(
-            json.dumps(body).encode("utf-8"))
         d = self._http.request(
-            method, url, data=data, headers=_headers(), reactor=self._reactor,
-            timeout=self._timeout if timeout is None else timeout)
-        d.addErrback(self._unreachable)
-        d.addCallback(self._answer, method, path)
+            method, url, data=None if data is None else _Body(data),
+            headers={k: list(v) for k, v in headers.items()},
+            reactor=self._reactor, timeout=timeout)
+        d.addErrback(_unreachable, replica)
         return d
 
-    def _unreachable(self, failure):
-        failure.trap(ConnectError, DNSLookupError, CancelledError,
-                     ConnectingCancelledError, ResponseFailed,
-                     ResponseNeverReceived)
+
+class _Call(object):
+    """
+    One call of a ``ControlClient``: the same request (method, path, query,
+    body and task header) sent to one replica after another, as the
+    client's docstring says, until one answers. ``result`` fires with the
+    answer's data, or fails with the last error.
+    """
+
+    def __init__(self, client, method, path, query, body, timeout):
+        self._client = client
+        self._method = method
+        self._path = path
+        self._query = query
+        self._data = None if body is None else json.dumps(body).encode(
+            "utf-8")
+        # Read once: every replica continues the caller's task.
+        self._headers = _headers()
+        self._action = current_action()
+        self._timeout = timeout
+        self._asked = {}           # url -> times asked
+        self._failed = []          # (url, reason) of replicas that did not
+        self._unreachable = {}     # url -> its ControlUnreachable
+        self._pending = None
+        self._cancelled = False
+        self.result = Deferred(self._cancel)
+
+    def ask(self, url):
+        self._asked[url] = self._asked.get(url, 0) + 1
+        self._pending = self._client._send(
+            url, self._method, self._path, self._query, self._data,
+            self._headers, self._timeout)
+        self._pending.addCallbacks(self._answered, self._not_reached,
+                                   callbackArgs=(url,), errbackArgs=(url,))
+
+    def _cancel(self, _):
+        # The request's cancellation looks like no answer in time: ask no
+        # other replica after it (``result`` fails with CancelledError).
+        self._cancelled = True
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def _over(self):
+        return self._cancelled or self.result.called
+
+    def _not_reached(self, failure, url):
+        if self._over():
+            return
+        if not failure.check(ControlUnreachable):
+            self.result.errback(failure)
+            return
+        self._unreachable[url] = failure.value
+        self._move(url, failure.value.reason, failure.value)
+
+    def _answered(self, response, url):
+        if self._over():
+            return
+        self._pending = response.content()
+        self._pending.addCallback(_decode, response.code, self._method,
+                                  self._path)
+        self._pending.addCallbacks(self._done, self._refused,
+                                   callbackArgs=(url,), errbackArgs=(url,))
+
+    def _done(self, data, url):
+        if not self._over():
+            self._client.url = url
+            self.result.callback(data)
+
+    def _refused(self, failure, url):
+        if self._over():
+            return
         error = failure.value
-        tls_reason = _tls_reason(error)
-        if tls_reason is not None:
-            reason = tls_reason
-        elif isinstance(error, ConnectionRefusedError):
-            reason = "connection refused"
-        elif isinstance(error, (CancelledError, ConnectingCancelledError)) \
-                or (isinstance(error, (ResponseFailed, ResponseNeverReceived))
-                    and any(r.check(CancelledError) for r in error.reasons)):
-            reason = "no answer in time"
-        elif isinstance(error, (ResponseFailed, ResponseNeverReceived)):
-            reason = "the connection broke: " + "; ".join(
-                r.getErrorMessage() for r in error.reasons)
-        else:
-            reason = failure.getErrorMessage()
-        raise ControlUnreachable(self.base_url, reason)
-
-    def _answer(self, response, method, path):
-        if response.code == 204:
-            d = response.content()
-            d.addCallback(lambda _: None)
-            return d
-        d = response.content()
-        d.addCallback(self._decode, response.code, method, path)
-        return d
-
-    def _decode(self, content, code, method, path):
+        if not isinstance(error, _ReplicaAnswer):
+            if failure.check(ControlError):
+                self._client.url = url
+            self.result.errback(failure)
+            return
+        if error.code == _NO_LEADER:
+            self._move(url, "it knows no leader (%s)" % (error,),
+                       error.refusal)
+            return
+        leader = error.leader.rstrip("/")
         try:
-            data = json.loads(content.decode("utf-8")) if content else {}
-        except ValueError:
-            data = None
-        if 200 <= code < 300 and data is not None:
-            return data
-        if isinstance(data, dict) and data.get("errors"):
-            raise ControlError(code, [str(e) for e in data["errors"]])
-        raise ControlError(code, ["%s %s: the control service answered %d"
-                                  % (method, path, code)])
+            self._client._check(leader)
+        except InsecureURL as e:
+            self._move(url, "it names as its leader a URL this client may "
+                       "not use (%s); check the replicas' --advertise" % (e,),
+                       None)
+            return
+        if leader in self._unreachable:
+            self._move(url, "it names as its leader %s, not reached"
+                       % (printable_url(leader),), self._unreachable[leader])
+        elif self._asked.get(leader, 0) >= _TRIES_PER_REPLICA:
+            self._move(url, "it names as its leader %s, asked already"
+                       % (printable_url(leader),), error.refusal)
+        else:
+            self._moved(url, leader, "it is not the leader")
+            self.ask(leader)
+
+    def _move(self, url, reason, error):
+        """
+        ``url`` did not serve for ``reason``: ask the next replica, or fail
+        with ``error`` (None: unreachable for ``reason``) when every one
+        was asked.
+        """
+        self._failed.append((url, reason))
+        after = self._client._after(url, self._asked)
+        if after is not None:
+            self._moved(url, after, reason)
+            self.ask(after)
+            return
+        if error is None or isinstance(error, ControlUnreachable):
+            error = ControlUnreachable(url, reason, self._failed[:-1])
+        self.result.errback(error)
+
+    def _moved(self, url, to, reason):
+        context = self._action.context() if self._action is not None \
+            else nullcontext()
+        with context:
+            log_message(message_type="blockmover:control-client:replica",
+                        method=self._method, path=self._path,
+                        replica=printable_url(url), to=printable_url(to),
+                        reason=reason)
+
+
+class _ReplicaAnswer(Exception):
+    """
+    A replica's answer that another replica should be asked: it is not the
+    leader and names it (421, ``leader``), or it knows no leader (503);
+    ``refusal`` is the answer as a ``ControlError``.
+    """
+    def __init__(self, code, leader, refusal):
+        self.code = code
+        self.leader = leader
+        self.refusal = refusal
+        Exception.__init__(self, str(refusal))
+
+
+def _unreachable(failure, url):
+    """
+    ``failure`` to connect to ``url`` or get its answer as a
+    ``ControlUnreachable`` saying why.
+    """
+    failure.trap(ConnectError, DNSLookupError, CancelledError,
+                 ConnectingCancelledError, ResponseFailed,
+                 ResponseNeverReceived)
+    error = failure.value
+    tls_reason = _tls_reason(error)
+    if tls_reason is not None:
+        reason = tls_reason
+    elif isinstance(error, ConnectionRefusedError):
+        reason = "connection refused"
+    elif isinstance(error, (CancelledError, ConnectingCancelledError)) \
+            or (isinstance(error, (ResponseFailed, ResponseNeverReceived))
+                and any(r.check(CancelledError) for r in error.reasons)):
+        reason = "no answer in time"
+    elif isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+        reason = "the connection broke: " + "; ".join(
+            r.getErrorMessage() for r in error.reasons)
+    else:
+        reason = failure.getErrorMessage()
+    raise ControlUnreachable(url, reason)
+
+
+def _decode(content, code, method, path):
+    """
+    The data of an answer with status ``code`` and body ``content``.
+
+    :raise _ReplicaAnswer: another replica should be asked.
+    :raise ControlError: the service refused.
+    """
+    if code == 204:
+        return None
+    try:
+        data = json.loads(content.decode("utf-8")) if content else {}
+    except ValueError:
+        data = None
+    if 200 <= code < 300 and data is not None:
+        return data
+    if isinstance(data, dict) and data.get("errors"):
+        refusal = ControlError(code, [str(e) for e in data["errors"]])
+    else:
+        refusal = ControlError(code, ["%s %s: the control service answered "
+                                      "%d" % (method, path, code)])
+    if isinstance(data, dict):
+        leader = data.get("leader", False)
+        if code == _NOT_LEADER and isinstance(leader, str):
+            raise _ReplicaAnswer(code, leader, refusal)
+        if code == _NO_LEADER and leader is None:
+            raise _ReplicaAnswer(code, None, refusal)
+    raise refusal
 
 
 def _tls_reason(error):

@@ -18,7 +18,7 @@ from blockmover.model import (
     DEFAULT_READY_DEADLINE, FENCE_BACKEND, FENCE_COMMAND, FENCE_METHODS,
     FENCE_NONE, Application, BackendConfig, Deployment, ElectionTiming,
     Failover, Fencing, FILESYSTEMS, Limits, Node, Port, Push, ReadyCheck,
-    SINGLE_SITE, VolumeSpec, optional,
+    SINGLE_SITE, VolumeSpec, optional, other_urls,
 )
 from blockmover.units import GiB
 from blockmover.yamlsource import ConfigError, Source, join
@@ -81,7 +81,8 @@ def load_deployment(cluster_text, app_text, cluster_path="cluster.yml",
     _check_ports(app_src, placement, applications)
     _check_failover(app_src, nodes, applications, cluster_src.path)
     return Deployment(cluster_name=cluster["name"],
-                      control_url=cluster["control"],
+                      control_url=cluster["control"][0],
+                      other_control_urls=cluster["control"][1:],
                       backend=cluster["backend"], nodes=nodes,
                       applications=applications, placement=placement,
                       lease=cluster["lease"], fencing=cluster["fencing"],
@@ -149,10 +150,10 @@ def load_files(cluster_path, app_path):
 
 def load_cluster_control(path):
     """
-    The cluster's name and its control service's URL, from the
-    ``cluster.yml`` at ``path`` alone: for the tools that only ask the
-    control service (``blockmover status``). Its ``cluster:`` is checked
-    as a deploy checks it.
+    The cluster's name and its control service's URLs (a tuple: one per
+    replica), from the ``cluster.yml`` at ``path`` alone: for the tools
+    that only ask the control service (``blockmover status``). Its
+    ``cluster:`` is checked as a deploy checks it.
 
     :raise ConfigError: it cannot be read, or its ``cluster:`` is wrong.
     """
@@ -197,8 +198,8 @@ def _read_cluster(src):
     return {
         "name": configfields.name(src, "cluster.name", cluster["name"],
                                   "cluster"),
-        "control": configfields.url(src, "cluster.control",
-                                    cluster["control"]),
+        "control": configfields.urls(src, "cluster.control",
+                                     cluster["control"]),
         "backend": backend,
         "mountpoints_under": _read_mountpoints_under(
             src, "cluster.mountpoints_under",
@@ -849,11 +850,13 @@ class MetricsConfig(PClass):
 class AgentConfig(PClass):
     """
     One node's ``agent.yml``: which node this is, where the control service
-    is, where the agent keeps its state and log, how it reaches the
+    is (``control``, and ``other_control_urls`` when it lists several
+    replicas), where the agent keeps its state and log, how it reaches the
     backend, and where it serves its metrics (None: nowhere).
     """
     node = field(type=str, mandatory=True)
     control = field(type=str, mandatory=True)
+    other_control_urls = other_urls()
     # The cluster this node belongs to; a slice of another is refused.
     cluster = optional(str)
     state_dir = field(type=str, mandatory=True, initial=DEFAULT_STATE_DIR)
@@ -868,6 +871,14 @@ class AgentConfig(PClass):
     @property
     def control_url(self):
         return self.control
+
+    @property
+    def control_urls(self):
+        """
+        The URLs of the control service's replicas (one for a service of
+        one), as agent.yml lists them.
+        """
+        return (self.control,) + self.other_control_urls
 
 
 def load_agent_config(text, path="agent.yml"):
@@ -888,11 +899,13 @@ def load_agent_config(text, path="agent.yml"):
         configfields.absolute_path(src, "log", log)
     instance_id = data.get("instance_id")
     cluster = data.get("cluster")
+    control = configfields.urls(src, "control", data["control"])
     return AgentConfig(
         node=configfields.name(src, "node", data["node"], "node"),
         cluster=None if cluster is None else configfields.name(
             src, "cluster", cluster, "cluster"),
-        control=configfields.url(src, "control", data["control"]),
+        control=control[0],
+        other_control_urls=control[1:],
         state_dir=_read_state_dir(src, "state_dir",
                                   data.get("state_dir", DEFAULT_STATE_DIR)),
         log=log,

@@ -100,6 +100,32 @@ def url(src, key, value):
     return value
 
 
+def urls(src, key, value):
+    """
+    One https URL or a list of them (the control service's replicas', each
+    as ``url`` reads it), as a tuple.
+    """
+    if isinstance(value, list):
+        if not value:
+            raise src.error(key, "an empty list names no control service; "
+                            "write its URL, or its replicas' URLs such as "
+                            "[https://10.0.0.1:4523, https://10.0.0.2:4523]")
+        found = tuple(url(src, join(key, i), each)
+                      for i, each in enumerate(value))
+        for i, each in enumerate(found):
+            if each in found[:i]:
+                # The URL is not quoted back: it may carry a password.
+                raise src.error(join(key, i), "names the same URL as item "
+                                "%d; list each replica once"
+                                % (found.index(each),))
+        return found
+    if not isinstance(value, str):
+        raise src.error(key, "must be a URL such as https://10.0.0.1:4523, "
+                        "or a list of the replicas' URLs, not %s"
+                        % (describe(value),))
+    return (url(src, key, value),)
+
+
 def absolute_path(src, key, value, root_ok=False):
     string(src, key, value, "an absolute path")
     if (not value.startswith("/") or "\0" in value or "\n" in value

@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater, react
 from blockmover import tls
 from blockmover.client import (
     ControlClient, ControlError, ControlUnreachable, InsecureURL,
-    printable_url,
+    control_argument, printable_url, require_https,
 )
 from blockmover.config import ConfigError, load_deployment
 from blockmover.convergence import (
@@ -72,9 +72,11 @@ def parse_args(argv):
                         help="the nodes and where each application runs")
     parser.add_argument("app", metavar="app.yml",
                         help="what the applications are")
-    parser.add_argument("--control", metavar="URL",
+    parser.add_argument("--control", metavar="URL[,URL...]",
+                        type=control_argument,
                         help="the control service (default: cluster.control "
-                             "in cluster.yml)")
+                             "in cluster.yml); the URLs of several of its "
+                             "replicas may be given, separated by commas")
     parser.add_argument("--dry-run", action="store_true",
                         help="only show what would change; change nothing")
     parser.add_argument("--wait", action="store_true",
@@ -258,20 +260,20 @@ def _progress_of(state):
 
 
 @inlineCallbacks
-def deploy(reactor, args, deployment, cluster_yml, app_yml, url, out,
+def deploy(reactor, args, deployment, cluster_yml, app_yml, urls, out,
            credentials):
     """
-    Send the configuration to the control service at ``url`` and, with
-    ``args.wait``, follow the convergence. The whole deploy is one eliot
-    action whose task id travels with every request, made with
-    ``credentials`` (``tls.Credentials``).
+    Send the configuration to the control service at ``urls`` (its
+    replicas') and, with ``args.wait``, follow the convergence. The whole
+    deploy is one eliot action whose task id travels with every request,
+    made with ``credentials`` (``tls.Credentials``).
 
     :return: a Deferred firing with the exit status.
     """
-    client = ControlClient(url, reactor, credentials=credentials)
+    client = ControlClient(urls, reactor, credentials=credentials)
     try:
         with start_action(action_type="blockmover:deploy",
-                          control=printable_url(url),
+                          control=[printable_url(url) for url in urls],
                           cluster=deployment.cluster_name,
                           dry_run=args.dry_run, wait=args.wait):
             answer = yield _send(client, args, cluster_yml, app_yml)
@@ -307,13 +309,10 @@ def main(argv=None):
     except ConfigError as e:
         sys.stderr.write("%s\n" % (e,))
         sys.exit(EXIT_BAD_INPUT)
-    url = args.control or deployment.control_url
+    urls = args.control or deployment.control_urls
     try:
         credentials = tls.user_credentials(args)
-        if not url.startswith("https://"):
-            raise InsecureURL("the control service's URL %s is not "
-                              "https://; blockmover speaks only mutual TLS "
-                              "with it" % (printable_url(url),))
+        require_https(urls)
     except (tls.TLSError, InsecureURL) as e:
         sys.stderr.write("blockmover-deploy: %s\n" % (e,))
         sys.exit(EXIT_BAD_INPUT)
@@ -321,7 +320,7 @@ def main(argv=None):
         start_logging(args.log)
 
     def run(reactor):
-        d = deploy(reactor, args, deployment, cluster_yml, app_yml, url,
+        d = deploy(reactor, args, deployment, cluster_yml, app_yml, urls,
                    sys.stdout, credentials)
         d.addCallback(_exit)
         return d

@@ -38,6 +38,17 @@ def _positive(name):
     return check
 
 
+def other_urls():
+    """
+    A field holding the URLs of a control service's replicas after the
+    first (a tuple of strings; none for a service of one).
+    """
+    return field(type=tuple, mandatory=True, initial=(), factory=tuple,
+                 invariant=lambda urls: (
+                     all(isinstance(url, str) for url in urls),
+                     "a URL is a string"))
+
+
 # --- configuration -------------------------------------------------------
 
 class VolumeSpec(PClass):
@@ -285,6 +296,9 @@ class Deployment(PClass):
     """
     cluster_name = field(type=str, mandatory=True)
     control_url = field(type=str, mandatory=True)
+    # When cluster.yml names the control service's replicas: those after
+    # the first, ``control_url`` (see ``control_urls``).
+    other_control_urls = other_urls()
     backend = field(type=BackendConfig, mandatory=True)
     nodes = pmap_field(str, Node)
     applications = pmap_field(str, Application)
@@ -309,6 +323,14 @@ class Deployment(PClass):
             if node not in self.nodes:
                 return (False, "placement names unknown node %r" % (node,))
         return (True, "")
+
+    @property
+    def control_urls(self):
+        """
+        The URLs of the control service's replicas, as cluster.yml lists
+        them (one for a service of one).
+        """
+        return (self.control_url,) + self.other_control_urls
 
     def applications_on(self, node):
         return sorted(a for a, n in self.placement.items() if n == node)

@@ -10,7 +10,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import react
 
 from blockmover.client import (
-    ControlClient, ControlError, ControlUnreachable, printable_url,
+    ControlError, ControlUnreachable, printable_url,
 )
 from blockmover.status_command import add_cluster_arguments
 
@@ -60,6 +60,8 @@ examples:
   blockmover node fence node3 --cluster cluster.yml
   blockmover node confirm-down node3 --control https://10.0.0.1:4523 \\
       --tls-dir ~/demo-tls
+  blockmover node fence node3 --tls-dir ~/demo-tls \\
+      --control https://10.0.0.1:4523,https://10.0.0.2:4523
 """
 
 
@@ -108,9 +110,7 @@ def send(reactor, target, action, node, out, err):
 
     :return: a Deferred firing with the exit status.
     """
-    client = ControlClient(target.url, reactor, timeout=REQUEST_TIMEOUT,
-                           credentials=target.credentials)
-    url = printable_url(target.url)
+    client = target.client(reactor, REQUEST_TIMEOUT)
     try:
         if action == "fence":
             answer = yield client.fence_node(node)
@@ -121,7 +121,7 @@ def send(reactor, target, action, node, out, err):
         return EXIT_CONTROL
     except ControlError as e:
         err.write("blockmover node %s: the control service at %s refused: "
-                  "%s\n" % (action, url, e))
+                  "%s\n" % (action, printable_url(client.url), e))
         return EXIT_CONTROL if e.code in (401, 403) else EXIT_REFUSED
     finally:
         yield client.close()

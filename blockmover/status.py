@@ -84,8 +84,15 @@ durations seconds; keys are only ever added)::
                  "rate": BYTES_PER_SECOND | null,
                  "estimated_downtime": S | null, "settled": BOOL,
                  "error": TEXT | null, "started_at": T,
-                 "ended_at": T | null}]}   # under way, or ended less
+                 "ended_at": T | null}],  # under way, or ended less
                                           # than PUSH_SHOWN_FOR ago
+     "replicas": {                        # null: a service of one replica
+         "error": TEXT | null,            # they could not be read
+         "leader": {"name": NAME, "address": URL, "since": T} | null,
+         "replicas": [{"name": NAME, "address": URL, "leading": BOOL,
+                       "since": T | null}],  # leading since
+         "etcd": [{"endpoint": URL, "healthy": BOOL, "leader": BOOL,
+                   "error": TEXT | null}]} | null}
 
 A node's ``condition``: ``unreported`` before its first report to this
 control service, ``silent`` when its last is older than ``SILENT_AFTER``,
@@ -537,7 +544,7 @@ def _pushes(state, now):
 
 
 def summarize(state, control, received_at, stuck_after=DEFAULT_STUCK_AFTER,
-              silent_after=SILENT_AFTER):
+              silent_after=SILENT_AFTER, replicas=None):
     """
     The status of the cluster whose ``GET /v1/state`` answer is ``state``,
     in the shape the module's docstring shows.
@@ -547,6 +554,9 @@ def summarize(state, control, received_at, stuck_after=DEFAULT_STUCK_AFTER,
         used only if the service did not say its own time.
     :param stuck_after: seconds a change may run, or a move wait, before
         it counts as stuck.
+    :param replicas: ``GET /v1/replicas``'s answer, for a control service
+        of several replicas on etcd (or ``{"error": TEXT}`` when it could
+        not be read); None for a service of one.
     """
     now = state.get("now")
     if now is None:
@@ -576,7 +586,29 @@ def summarize(state, control, received_at, stuck_after=DEFAULT_STUCK_AFTER,
             "applications": applications, "moves": moves, "stuck": stuck,
             "stuck_detaches": list(state.get("stuck_detaches") or []),
             "sites": dict(state.get("sites") or {}),
-            "pushes": _pushes(state, now)}
+            "pushes": _pushes(state, now),
+            "replicas": _replicas(replicas)}
+
+
+def _replicas(answer):
+    """
+    The replicas and etcd's members, from ``GET /v1/replicas``'s answer.
+    """
+    if answer is None:
+        return None
+    if "error" in answer:
+        return {"error": answer["error"], "replicas": [], "etcd": [],
+                "leader": None}
+    return {"error": None, "leader": answer.get("leader"),
+            "replicas": [
+                {"name": r.get("name"), "address": r.get("address"),
+                 "leading": bool(r.get("leading")), "since": r.get("since")}
+                for r in answer.get("replicas") or ()],
+            "etcd": [{"endpoint": m.get("endpoint"),
+                      "healthy": bool(m.get("healthy")),
+                      "leader": bool(m.get("leader")),
+                      "error": m.get("error")}
+                     for m in answer.get("etcd") or ()]}
 
 
 # --- for a person ----------------------------------------------------------
@@ -772,6 +804,27 @@ def _push_row(push):
             push["error"] or ""]
 
 
+def _replica_lines(replicas, now):
+    """
+    The REPLICA and ETCD tables of a control service of several replicas.
+    """
+    if replicas["error"] is not None:
+        return ["replicas: cannot be read (%s)" % (replicas["error"],)]
+    out = table(["REPLICA", "ADDRESS", "ROLE", "SINCE"], [
+        [r["name"], r["address"], "leader" if r["leading"] else "follower",
+         _ago(r["since"], now) if r["leading"] and r["since"] else ""]
+        for r in replicas["replicas"]])
+    if replicas["leader"] is None:
+        out.append("no replica leads now: configurations, fences and "
+                   "failovers wait for one")
+    out.append("")
+    out += table(["ETCD", "HEALTH", "LEADER"], [
+        [m["endpoint"], "healthy" if m["healthy"] else
+         "unhealthy: %s" % (m["error"],), "yes" if m["leader"] else ""]
+        for m in replicas["etcd"]])
+    return out
+
+
 def _headline(summary):
     where = "cluster %s at %s" % (summary["cluster"] or "?",
                                   summary["control"])
@@ -801,6 +854,10 @@ def lines(summary):
     nodes = summary["nodes"]
     if not summary["generation"] and not nodes:
         return out
+    replicas = summary.get("replicas")
+    if replicas is not None:
+        out.append("")
+        out += _replica_lines(replicas, now)
     sites = summary.get("sites") or {}
     if len(sites) > 1:
         out.append("")

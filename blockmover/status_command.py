@@ -15,7 +15,8 @@ from twisted.internet.threads import deferToThread
 
 from blockmover import status, tls
 from blockmover.client import (
-    ControlClient, ControlError, ControlUnreachable, printable_url,
+    ControlClient, ControlError, ControlUnreachable, InsecureURL,
+    control_argument, control_urls, printable_url, require_https,
 )
 from blockmover.config import ConfigError, load_cluster_control
 from blockmover.display import LiveLines
@@ -34,7 +35,8 @@ there, since when), the moves in progress (their phase and how long they
 are in it) and what is stuck, with the reason.
 
 It asks the control service named by --control, or by cluster.control in
---cluster's cluster.yml, with this user's certificate (mutual TLS). Without
+--cluster's cluster.yml, with this user's certificate (mutual TLS); of a
+control service of several replicas, whichever answers. Without
 either it shows the local cluster of `blockmover cluster up` (as root),
 with what only the local cluster knows: its namespaces and processes.
 """
@@ -63,6 +65,7 @@ the control service is asked again.
 examples:
   blockmover status --cluster cluster.yml
   blockmover status --control https://10.0.0.1:4523 --tls-dir ~/demo-tls
+  blockmover status --control https://10.0.0.1:4523,https://10.0.0.2:4523
   blockmover status --cluster cluster.yml --json | jq '.stuck'
   blockmover status --cluster cluster.yml --watch
 """
@@ -84,16 +87,24 @@ class BadInput(Exception):
 
 class Target(object):
     """
-    Whose status to show: the control service at ``url``, asked with
+    Whose status to show: the control service at ``urls`` (one URL, or its
+    replicas' as ``client.control_urls`` reads them), asked with
     ``credentials`` (``tls.Credentials``), and for a local cluster
     ``local``, a blocking callable returning its ``LocalFacts`` (run in a
     thread at every look).
     """
 
-    def __init__(self, url, credentials, local=None):
-        self.url = url
+    def __init__(self, urls, credentials, local=None):
+        self.urls = control_urls(urls)
         self.credentials = credentials
         self.local = local
+
+    def client(self, reactor, timeout):
+        """
+        A ``ControlClient`` of this control service, on ``reactor``.
+        """
+        return ControlClient(self.urls, reactor, timeout=timeout,
+                             credentials=self.credentials)
 
 
 class LocalFacts(object):
@@ -121,9 +132,11 @@ def add_cluster_arguments(parser):
     where.add_argument("--cluster", metavar="cluster.yml",
                        help="the cluster's cluster.yml: its cluster.control "
                        "is asked")
-    where.add_argument("--control", metavar="URL",
+    where.add_argument("--control", metavar="URL[,URL...]",
+                       type=control_argument,
                        help="the control service to ask (overrides "
-                       "--cluster's)")
+                       "--cluster's); the URLs of several of its replicas "
+                       "may be given, separated by commas")
     tls.add_arguments(parser, "this user")
 
 
@@ -165,17 +178,17 @@ def cluster_target(args):
     :raise BadInput: saying what is wrong.
     """
     cluster = None
-    url = args.control
+    urls = args.control
     if args.cluster:
         try:
             cluster, named = load_cluster_control(args.cluster)
         except ConfigError as e:
             raise BadInput(str(e))
-        url = url or named
-    if not url.startswith("https://"):
-        raise BadInput("the control service's URL %s is not https://; "
-                       "blockmover speaks only mutual TLS with it"
-                       % (printable_url(url),))
+        urls = urls or named
+    try:
+        require_https(urls)
+    except InsecureURL as e:
+        raise BadInput(str(e))
     try:
         credentials = tls.user_credentials(args)
     except tls.TLSError as e:
@@ -187,17 +200,20 @@ def cluster_target(args):
             "--certificate, --key and --ca)"
             % (args.cluster, cluster, credentials.files.certificate,
                credentials.cluster, cluster))
-    return Target(url, credentials)
+    return Target(urls, credentials)
 
 
 class _Look(object):
     """
     One look at the cluster: the status ``summary`` (None when the
-    control service could not be read, then ``error`` says why) and the
-    ``local`` facts, if any.
+    control service could not be read, then ``error`` says why), the
+    ``local`` facts, if any, and ``control``, the URL of the control
+    service's replica that answered (when none did: the one that answered
+    before, else the first).
     """
 
-    def __init__(self, summary=None, error=None, local=None):
+    def __init__(self, control, summary=None, error=None, local=None):
+        self.control = control
         self.summary = summary
         self.error = error
         self.local = local
@@ -211,11 +227,11 @@ class _Look(object):
             return EXIT_CONVERGED
         return EXIT_NOT_CONVERGED
 
-    def data(self, control):
+    def data(self):
         if self.summary is not None:
             data = dict(self.summary, error=None)
         else:
-            data = {"version": status.JSON_VERSION, "control": control,
+            data = {"version": status.JSON_VERSION, "control": self.control,
                     "error": self.error}
         if self.local is not None:
             data["local"] = self.local.data
@@ -280,19 +296,18 @@ class _Shown(object):
     the status changed).
     """
 
-    def __init__(self, out, err, as_json, watch, control):
+    def __init__(self, out, err, as_json, watch):
         self._out = out
         self._err = err
         self._json = as_json
         self._watch = watch
-        self._control = control
         self._live = LiveLines(out) if watch and not as_json else None
         self._last_lines = []
         self._last_data = None
 
     def look(self, look):
         if self._json:
-            data = look.data(self._control)
+            data = look.data()
             if not self._watch:
                 self._out.write(json.dumps(data, indent=2, sort_keys=True)
                                 + "\n")
@@ -326,12 +341,23 @@ def _look(client, target, stuck_after, interruption):
     try:
         state = yield interruption.watch(client.get_state())
     except ControlUnreachable as e:
-        return _Look(error=str(e), local=local)
+        return _Look(printable_url(client.url), error=str(e), local=local)
     except ControlError as e:
-        return _Look(error="the control service at %s refused: %s" % (
-            printable_url(target.url), e), local=local)
-    return _Look(summary=status.summarize(
-        state, printable_url(target.url), time.time(), stuck_after),
+        control = printable_url(client.url)
+        return _Look(control, error="the control service at %s refused: %s"
+                     % (control, e), local=local)
+    control = printable_url(client.url)
+    replicas = None
+    try:
+        replicas = yield interruption.watch(client.get_replicas())
+    except ControlError as e:
+        # A service of one replica on files has none to show (404).
+        if e.code != 404:
+            replicas = {"error": str(e)}
+    except ControlUnreachable as e:
+        replicas = {"error": str(e)}
+    return _Look(control, summary=status.summarize(
+        state, control, time.time(), stuck_after, replicas=replicas),
         local=local)
 
 
@@ -344,9 +370,8 @@ def show(reactor, target, args, out, err):
     :return: a Deferred firing with the exit status.
     """
     interruption = _Interruption(reactor)
-    shown = _Shown(out, err, args.json, args.watch, printable_url(target.url))
-    client = ControlClient(target.url, reactor, timeout=REQUEST_TIMEOUT,
-                           credentials=target.credentials)
+    shown = _Shown(out, err, args.json, args.watch)
+    client = target.client(reactor, REQUEST_TIMEOUT)
     code = None
     attempt = 0
     previous = None
@@ -368,7 +393,7 @@ def show(reactor, target, args, out, err):
             code = look.code
             if not args.watch:
                 break
-            current = _without_clock(look.data(None))
+            current = _without_clock(look.data())
             if current != previous:
                 previous, attempt = current, 0
             try:
@@ -382,7 +407,7 @@ def show(reactor, target, args, out, err):
         interruption.ended()
     if code is None:
         shown.error("interrupted before the control service at %s answered"
-                    % (printable_url(target.url),))
+                    % (", ".join(printable_url(url) for url in target.urls),))
         return EXIT_CONTROL
     return code
 

@@ -11,7 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import react
 
 from blockmover.client import (
-    ControlClient, ControlError, ControlUnreachable, printable_url,
+    ControlError, ControlUnreachable, printable_url,
 )
 from blockmover.status import size_text, table
 from blockmover.status_command import add_cluster_arguments
@@ -125,8 +125,7 @@ def send(reactor, target, args, out, err):
 
     :return: a Deferred firing with the exit status.
     """
-    client = ControlClient(target.url, reactor, timeout=REQUEST_TIMEOUT,
-                           credentials=target.credentials)
+    client = target.client(reactor, REQUEST_TIMEOUT)
     command = "blockmover volume %s" % (args.action,)
     try:
         if args.action == "list":
@@ -138,7 +137,7 @@ def send(reactor, target, args, out, err):
         return EXIT_CONTROL
     except ControlError as e:
         err.write("%s: the control service at %s refused: %s\n"
-                  % (command, printable_url(target.url), e))
+                  % (command, printable_url(client.url), e))
         return EXIT_CONTROL if e.code in (401, 403) else EXIT_REFUSED
     finally:
         yield client.close()

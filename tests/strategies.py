@@ -74,8 +74,11 @@ def deployments(draw, min_nodes=1, max_nodes=4, max_applications=6,
         node = draw(st.one_of(st.none(), st.sampled_from(node_names)))
         if node is not None:
             placement[name] = node
+    replicas = draw(st.integers(min_value=1, max_value=3))
     return Deployment(cluster_name=draw(names),
                       control_url="https://127.0.0.1:4523",
+                      other_control_urls=["https://127.0.0.%d:4523" % (i,)
+                                          for i in range(2, replicas + 1)],
                       backend=BackendConfig(name="loopback",
                                             limits=draw(limits)),
                       nodes=nodes, applications=apps, placement=placement)
@@ -122,7 +125,10 @@ def deployment_yaml(deployment):
     cluster = {
         "version": 1,
         "cluster": {"name": deployment.cluster_name,
-                    "control": deployment.control_url, "backend": backend},
+                    "control": (deployment.control_url
+                                if not deployment.other_control_urls
+                                else list(deployment.control_urls)),
+                    "backend": backend},
         "nodes": nodes,
         "deployment": {n: deployment.applications_on(n)
                        for n in deployment.nodes},

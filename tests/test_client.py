@@ -11,19 +11,25 @@ import os
 import socket
 import sys
 
-from eliot import start_action
-from twisted.internet.defer import inlineCallbacks
+import pytest
+from eliot import add_destinations, remove_destination, start_action
+from twisted.internet.defer import CancelledError, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
-from blockmover.certificates import NODE
+from blockmover import tls
+from blockmover.certificates import CONTROL, NODE
 from blockmover.client import (
-    ControlClient, ControlError, ControlUnreachable, printable_url,
+    ControlClient, ControlError, ControlUnreachable, InsecureURL,
+    control_urls, printable_url,
 )
 from blockmover.logs import TASK_HEADER
 from blockmover.model import (
     NodeDesired, NodeReport, NodeState, Progress, to_data,
 )
+from tests.cluster_ca import cluster_ca
 from tests.reactors import run_reactor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,6 +66,9 @@ class Recorder(Resource):
             "task": request.getHeader(TASK_HEADER),
             "body": json.loads(body) if body else None,
         })
+        if not self.answers:
+            # No answer at all: the client's timeout or cancellation ends it.
+            return NOT_DONE_YET
         code, answer = self.answers.pop(0)
         request.setResponseCode(code)
         if answer is None:
@@ -190,6 +199,327 @@ def test_printable_url_hides_credentials():
     assert printable_url("http://admin:s3cret@10.0.0.1:4523/x") == \
         "http://***@10.0.0.1:4523/x"
     assert printable_url("https://10.0.0.1:4523") == "https://10.0.0.1:4523"
+
+
+# --- several replicas -------------------------------------------------------
+
+CLUSTER = "replicas"
+
+
+def listen(reactor, recorder, secure):
+    """
+    Serve ``recorder`` on a random port of 127.0.0.1, over TLS with the
+    control service's certificate of cluster CLUSTER if ``secure``.
+    """
+    site = Site(recorder)
+    if secure:
+        site = TLSMemoryBIOFactory(
+            tls.ServerTLS(cluster_ca(CLUSTER).credentials(CONTROL, None)),
+            False, site, clock=reactor)
+    return reactor.listenTCP(0, site, interface="127.0.0.1")
+
+
+def with_replicas(count, answers, use, down=(), given=None, secure=False,
+                  timeout=30.0):
+    """
+    Serve ``count`` recorders, each answering its list of ``(code, body)``
+    from ``answers(urls)`` (given every replica's URL), but nothing for
+    those whose index is in ``down`` (connections to them are refused);
+    run ``use(client)`` with a client of the URLs of the replicas whose
+    indexes are ``given`` (all by default), a node's of cluster CLUSTER
+    over TLS if ``secure``.
+
+    :return: ``use``'s result, or the exception it failed with; each
+        replica's recorded requests; the URLs.
+    """
+    recorders = [Recorder([]) for _ in range(count)]
+
+    @inlineCallbacks
+    def start(reactor):
+        ports = {i: listen(reactor, recorders[i], secure)
+                 for i in range(count) if i not in down}
+        scheme = "https" if secure else "http"
+        urls = ["%s://127.0.0.1:%d" % (
+            scheme, ports[i].getHost().port if i in ports else free_port())
+            for i in range(count)]
+        for recorder, canned in zip(recorders, answers(urls)):
+            recorder.answers = list(canned)
+        asked = [urls[i] for i in (range(count) if given is None
+                                   else given)]
+        if secure:
+            client = ControlClient(
+                asked, reactor, timeout=timeout, credentials=cluster_ca(
+                    CLUSTER).credentials(NODE, "node1"))
+        else:
+            client = ControlClient(asked, reactor, timeout=timeout,
+                                   insecure_plain_http=True)
+        try:
+            outcome = yield use(client)
+        except Exception as e:
+            outcome = e
+        finally:
+            yield client.close()
+            for port in ports.values():
+                yield port.stopListening()
+        return outcome, urls
+    outcome, urls = run_reactor(start)
+    return outcome, [r.requests for r in recorders], urls
+
+
+def moves_logged():
+    """
+    A list that gathers, while the test runs, the messages saying the
+    client moved to another replica.
+    """
+    seen = []
+
+    def gather(message):
+        if message.get("message_type") == \
+                "blockmover:control-client:replica":
+            seen.append(message)
+    add_destinations(gather)
+    return seen, lambda: remove_destination(gather)
+
+
+def test_unreachable_replica_is_passed_over():
+    """
+    The first replica refuses connections: the request goes to the
+    second, which the next call asks first; the move is logged with both
+    replicas and why.
+    """
+    @inlineCallbacks
+    def use(client):
+        first = yield client.get_state()
+        answered = client.url
+        second = yield client.get_state()
+        return first, second, answered
+
+    seen, stop = moves_logged()
+    try:
+        outcome, requests, urls = with_replicas(
+            2, lambda urls: [[], [(200, {"generation": 1}),
+                               (200, {"generation": 2})]],
+            use, down={0})
+    finally:
+        stop()
+    first, second, answered = outcome
+    assert (first, second) == ({"generation": 1}, {"generation": 2})
+    assert answered == urls[1]
+    assert [r["path"] for r in requests[1]] == ["/v1/state"] * 2
+    [moved] = seen
+    assert (moved["replica"], moved["to"], moved["reason"]) == (
+        urls[0], urls[1], "connection refused")
+
+
+def test_follower_sends_the_same_request_to_its_leader():
+    """
+    A follower answers 421 naming its leader (one the client was not
+    given): the same request, body, query and task header go there, and
+    the next call goes to the leader first.
+    """
+    @inlineCallbacks
+    def use(client):
+        with start_action(action_type="test:deploy") as action:
+            answer = yield client.put_configuration(
+                "c: 1", "a: 2", "cluster.yml", "app.yml", dry_run=True)
+        return answer, action.task_uuid, client.url, (
+            yield client.get_state())
+
+    # Given the follower alone: it learns the leader from its answer.
+    (answer, task, answered, state), requests, urls = with_replicas(
+        2, lambda urls: [
+            [(421, {"errors": ["not the leader"], "leader": urls[1]})],
+            [(200, {"generation": 4}), (200, {"generation": 5})]],
+        use, given=[0])
+    assert answer == {"generation": 4}
+    assert answered == urls[1]
+    [to_follower] = requests[0]
+    to_leader, next_call = requests[1]
+    assert to_leader == to_follower
+    assert to_leader["task"].split("@")[0] == task
+    assert to_leader["args"] == {"dry_run": "1"}
+    assert to_leader["body"]["cluster_yml"] == "c: 1"
+    assert next_call["path"] == "/v1/state"
+    assert state == {"generation": 5}
+
+
+def test_no_leader_asks_the_next_replica():
+    """
+    A replica that knows no leader (503, leader null): the next one is
+    asked. When none knows one, the call fails with the last answer.
+    """
+    no_leader = (503, {"errors": ["no leader is known yet"],
+                       "leader": None})
+    outcome, requests, urls = with_replicas(
+        2, lambda urls: [[no_leader], [(200, {"generation": 1})]],
+        lambda client: client.get_state())
+    assert outcome == {"generation": 1}
+    assert [len(r) for r in requests] == [1, 1]
+
+    outcome, requests, urls = with_replicas(
+        2, lambda urls: [[no_leader], [no_leader]],
+        lambda client: client.get_state())
+    assert isinstance(outcome, ControlError)
+    assert (outcome.code, outcome.messages) == (503,
+                                               ["no leader is known yet"])
+    assert [len(r) for r in requests] == [1, 1]
+
+
+def test_long_polls_keep_their_place_across_replicas():
+    """
+    A node's long polls: the one a replica without a leader could not
+    serve goes to the next with the same generation to wait after, and
+    the next poll starts at the replica that answered.
+    """
+    desired = NodeDesired(node="n1", backend_id="n1", cluster_name="c",
+                          generation=7)
+
+    @inlineCallbacks
+    def use(client):
+        first = yield client.get_desired("n1", after=6, timeout=1)
+        second = yield client.get_desired("n1", after=7, timeout=1)
+        return first, second
+    outcome, requests, urls = with_replicas(
+        2, lambda urls: [[(503, {"errors": ["electing"], "leader": None})],
+                         [(200, to_data(desired)), (204, None)]], use)
+    assert outcome == (desired, None)
+    assert [r["args"] for r in requests[0]] == [
+        {"after": "6", "timeout": "1"}]
+    assert [r["args"] for r in requests[1]] == [
+        {"after": "6", "timeout": "1"}, {"after": "7", "timeout": "1"}]
+
+
+def test_every_replica_down_names_them_all():
+    """
+    No replica can be reached: ControlUnreachable naming each, and why.
+    """
+    outcome, _, urls = with_replicas(
+        3, lambda urls: [[], [], []], lambda client: client.get_state(),
+        down={0, 1, 2})
+    assert isinstance(outcome, ControlUnreachable)
+    assert outcome.urls == tuple(urls)
+    assert str(outcome) == "cannot reach the control service " + "; ".join(
+        "at %s: connection refused" % (url,) for url in urls)
+
+
+def test_replica_without_an_answer_in_time_is_passed_over():
+    """
+    A replica that takes the connection but never answers is given up
+    after the timeout, and the next one asked.
+    """
+    outcome, requests, urls = with_replicas(
+        2, lambda urls: [[], [(200, {"generation": 1})]],
+        lambda client: client.get_state(), timeout=0.5)
+    assert outcome == {"generation": 1}
+    assert [len(r) for r in requests] == [1, 1]
+
+
+def test_cancelled_call_asks_no_other_replica():
+    """
+    A call cancelled while its replica has not answered (an agent
+    stopping during its long poll) fails with CancelledError at once, and
+    no other replica is asked.
+    """
+    @inlineCallbacks
+    def use(client):
+        d = client.get_desired("node1", timeout=30)
+        client._reactor.callLater(0.2, d.cancel)
+        try:
+            yield d
+        except CancelledError as e:
+            # Time for a request to another replica, were one made.
+            yield deferLater(client._reactor, 0.5)
+            return e
+    outcome, requests, urls = with_replicas(
+        2, lambda urls: [[], [(200, {"generation": 1})]], use)
+    assert isinstance(outcome, CancelledError)
+    assert [len(r) for r in requests] == [1, 0]
+
+
+def test_replicas_that_disagree_on_their_leader_end_the_call():
+    """
+    Two replicas each naming the other leader: each is asked at most
+    twice, and the call fails with the last refusal.
+    """
+    def answers(urls):
+        return [[(421, {"errors": ["follower"], "leader": urls[1]})] * 5,
+                [(421, {"errors": ["follower"], "leader": urls[0]})] * 5]
+    outcome, requests, urls = with_replicas(
+        2, answers, lambda client: client.get_state())
+    assert isinstance(outcome, ControlError) and outcome.code == 421
+    assert [len(r) for r in requests] == [2, 2]
+
+
+def test_follower_leads_to_leader_over_tls():
+    """
+    Over mutual TLS: a follower's leader is asked with the same client
+    certificate and believed only as the cluster's control service.
+    """
+    def answers(urls):
+        # The leader by another name its certificate holds.
+        leader = urls[1].replace("127.0.0.1", "localhost")
+        return [[(421, {"errors": ["follower"], "leader": leader})],
+                [(200, {"generation": 3})]]
+    outcome, requests, urls = with_replicas(
+        2, answers, lambda client: client.get_state(), secure=True)
+    assert outcome == {"generation": 3}
+    assert [len(r) for r in requests] == [1, 1]
+
+
+def test_leader_named_at_plain_http_is_refused():
+    """
+    A follower naming its leader at an http:// URL: the client sends it
+    nothing (the request would go without TLS) and says why.
+    """
+    plain = Recorder([(200, {"generation": 1})])
+
+    @inlineCallbacks
+    def start(reactor):
+        port = listen(reactor, plain, secure=False)
+        leader = "http://127.0.0.1:%d" % (port.getHost().port,)
+        follower = Recorder([(421, {"errors": ["follower"],
+                                    "leader": leader})])
+        tls_port = listen(reactor, follower, secure=True)
+        url = "https://127.0.0.1:%d" % (tls_port.getHost().port,)
+        client = ControlClient(url, reactor, credentials=cluster_ca(
+            CLUSTER).credentials(NODE, "node1"))
+        try:
+            yield client.get_state()
+        except ControlUnreachable as e:
+            return e, url
+        finally:
+            yield client.close()
+            yield port.stopListening()
+            yield tls_port.stopListening()
+    error, url = run_reactor(start)
+    assert isinstance(error, ControlUnreachable)
+    assert error.urls == (url,)
+    assert "not https://" in str(error)
+    assert plain.requests == []
+
+
+def test_several_urls_given():
+    """
+    One URL, several separated by commas or a list: the client asks them
+    in that order; each must be https, and none may be missing.
+    """
+    assert control_urls("https://a:1/, https://b:2") == (
+        "https://a:1", "https://b:2")
+    assert control_urls(["https://a:1", "https://a:1/"]) == ("https://a:1",)
+    for nothing in ("", [], "https://a:1,,https://b:2", [None]):
+        with pytest.raises(ValueError):
+            control_urls(nothing)
+    credentials = cluster_ca(CLUSTER).credentials(NODE, "node1")
+    client = ControlClient("https://a:1,https://b:2", object(),
+                           credentials=credentials)
+    assert (client.urls, client.url) == (("https://a:1", "https://b:2"),
+                                        "https://a:1")
+    with pytest.raises(InsecureURL) as error:
+        ControlClient(["https://a:1", "http://b:2"], object(),
+                      credentials=credentials)
+    assert "http://b:2 is not https://" in str(error.value)
+    with pytest.raises(InsecureURL):
+        ControlClient(["https://a:1"], object())
 
 
 # --- the real control service ----------------------------------------------

@@ -225,9 +225,23 @@ def test_round_trip(deployment):
     (edit(CLUSTER, "name: loopback", "name: loopback\n    limits: "
           "{volumes_per_node: 0}"), APP, "cluster.yml", 7,
      "cluster.backend.limits.volumes_per_node", "at least 1"),
-    # control URL
+    # control URL, or the URLs of its replicas
     (edit(CLUSTER, "https://10.77.0.1:4523", "10.77.0.1"), APP,
      "cluster.yml", 4, "cluster.control", "not an https URL"),
+    (edit(CLUSTER, "https://10.77.0.1:4523", "[]"), APP,
+     "cluster.yml", 4, "cluster.control", "an empty list names no control "
+     "service"),
+    (edit(CLUSTER, "https://10.77.0.1:4523", "{url: x}"), APP,
+     "cluster.yml", 4, "cluster.control", "or a list of the replicas' URLs"),
+    (edit(CLUSTER, "https://10.77.0.1:4523",
+          "[https://10.77.0.1:4523, 4523]"), APP,
+     "cluster.yml", 4, "cluster.control[1]", "must be a URL such as"),
+    (edit(CLUSTER, "https://10.77.0.1:4523",
+          "\n    - https://10.77.0.1:4523\n    - http://10.77.0.2:4523"),
+     APP, "cluster.yml", 6, "cluster.control[1]", "not an https URL"),
+    (edit(CLUSTER, "https://10.77.0.1:4523",
+          "[https://10.77.0.1:4523, https://10.77.0.1:4523]"), APP,
+     "cluster.yml", 4, "cluster.control[1]", "names the same URL as item 0"),
     # two applications mounting one path on one node
     (edit(CLUSTER, "node1: [mongodb]", "node1: [mongodb, other]"),
      APP + "  other:\n    command: [x]\n"
@@ -342,11 +356,30 @@ def test_deep_nesting_refused():
 
 def test_secret_not_echoed():
     """
-    A control URL carrying a password is refused without repeating it.
+    A control URL carrying a password is refused without repeating it,
+    alone or in a list.
     """
     e = error(edit(CLUSTER, "https://10.77.0.1:4523",
                    "ftp://admin:s3cretpw@10.77.0.1"))
     assert "s3cretpw" not in str(e)
+    e = error(edit(CLUSTER, "https://10.77.0.1:4523",
+                   "[https://a:s3cretpw@h:1, https://a:s3cretpw@h:1]"))
+    assert "s3cretpw" not in str(e)
+
+
+def test_control_replicas():
+    """
+    cluster.control may list the control service's replicas: the first is
+    its control_url, as when it names one.
+    """
+    one = load_deployment(CLUSTER, APP)
+    assert one.control_urls == ("https://10.77.0.1:4523",)
+    several = load_deployment(edit(
+        CLUSTER, "https://10.77.0.1:4523",
+        "[https://10.77.0.1:4523, 'https://cp2.example:4523']"), APP)
+    assert several.control_url == "https://10.77.0.1:4523"
+    assert several.control_urls == ("https://10.77.0.1:4523",
+                                    "https://cp2.example:4523")
 
 
 # --- agent.yml -------------------------------------------------------------
@@ -361,6 +394,20 @@ def test_agent_defaults():
     assert agent.instance_id is None
     assert agent.backend.name == "loopback"
     assert agent.control_url == "https://10.77.0.1:4523"
+
+
+def test_agent_control_replicas():
+    """
+    agent.yml's control may list the control service's replicas.
+    """
+    agent = load_agent_config(
+        "version: 1\nnode: node1\ncontrol:\n  - https://10.77.0.1:4523\n"
+        "  - https://10.77.0.2:4523\n")
+    assert agent.control_url == "https://10.77.0.1:4523"
+    assert agent.control_urls == ("https://10.77.0.1:4523",
+                                  "https://10.77.0.2:4523")
+    assert load_agent_config(AGENT).control_urls == (
+        "https://10.77.0.1:4523",)
 
 
 def test_agent_options():
@@ -414,6 +461,12 @@ def test_agent_metrics():
     (AGENT + "node: node2\n", 4, "node", "appears twice"),
     ("version: 1\nnode: n\ncontrol: http://10.77.0.1:4523\n", 3,
      "control", "not an https URL"),
+    ("version: 1\nnode: n\ncontrol: []\n", 3, "control",
+     "an empty list names no control service"),
+    ("version: 1\nnode: n\ncontrol: [https://h:1, 7]\n", 3, "control[1]",
+     "must be a URL such as"),
+    ("version: 1\nnode: n\ncontrol: [https://h:1, 'http://h:2']\n", 3,
+     "control[1]", "not an https URL"),
     (AGENT + "tls: {directory: relative}\n", 4, "tls.directory",
      "not an absolute path"),
     (AGENT + "tls: {cert: /x}\n", 4, "tls.cert", "unknown key 'cert'"),

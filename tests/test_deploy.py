@@ -91,6 +91,73 @@ def test_unreachable_control(workdir):
     assert "Traceback" not in result.stderr
 
 
+def test_several_replicas_unreachable(workdir):
+    """
+    None of cluster.control's replicas listens: exit 3 and a message
+    naming each.
+    """
+    urls = ["https://127.0.0.1:%d" % (free_port(),) for _ in range(2)]
+    cluster, apps = write_configuration(workdir, "[%s]" % (", ".join(urls),),
+                                        "gone")
+    result = deploy(cluster, apps)
+    assert result.returncode == 3
+    assert ("cannot reach the control service at %s: connection refused; "
+            "at %s: connection refused" % tuple(urls)) in result.stderr
+
+
+def test_replica_down_is_passed_over_within_the_deploy_task(control,
+                                                            workdir):
+    """
+    cluster.control lists a replica that is down before the one that runs:
+    the deploy goes to the second, and its log says so within the deploy's
+    task.
+    """
+    down = "https://127.0.0.1:%d" % (free_port(),)
+    cluster, apps = write_configuration(
+        workdir, "[%s, %s]" % (down, control.url), "demo")
+    log = os.path.join(workdir, "deploy.log")
+    result = deploy("--log", log, cluster, apps)
+    assert result.returncode == 0, result.stderr
+    assert "configuration accepted" in result.stdout
+    with open(log) as f:
+        messages = [json.loads(line) for line in f]
+    [task] = {m["task_uuid"] for m in messages
+              if m.get("action_type") == "blockmover:deploy"}
+    [moved] = [m for m in messages if m.get("message_type") ==
+               "blockmover:control-client:replica"]
+    assert moved["task_uuid"] == task
+    assert (moved["replica"], moved["to"], moved["reason"]) == (
+        down, control.url, "connection refused")
+
+
+def test_control_option_takes_several_replicas():
+    """
+    --control takes the URLs of several replicas, separated by commas; an
+    empty one is refused as argparse refuses, and one not https as bad
+    input naming it.
+    """
+    args = deploy_command.parse_args(
+        ["--control", "https://10.0.0.1:4523,https://10.0.0.2:4523",
+         "cluster.yml", "app.yml"])
+    assert args.control == ("https://10.0.0.1:4523", "https://10.0.0.2:4523")
+    assert "URL[,URL...]" in deploy("--help").stdout
+    result = deploy("--control", "https://10.0.0.1:4523,", "c.yml", "a.yml")
+    assert result.returncode == 2
+    assert "argument --control: a control service URL must be" in \
+        result.stderr
+
+
+def test_control_option_refuses_plain_http(workdir):
+    cluster, apps = write_configuration(workdir, "https://127.0.0.1:1",
+                                        "plain")
+    result = deploy("--control", "https://127.0.0.1:1,http://127.0.0.1:2",
+                    cluster, apps)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "blockmover-deploy: the control service's URL http://127.0.0.1:2 "
+        "is not https://; blockmover speaks only mutual TLS with it\n")
+
+
 def test_dry_run_changes_nothing(control, workdir):
     """
     --dry-run prints the plan per node, and the service stores nothing:

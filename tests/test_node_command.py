@@ -11,16 +11,22 @@ import subprocess
 
 import pytest
 
+from blockmover import cli, status_command
 from blockmover.certificates import NODE, USER
 from tests.cluster_ca import OPERATOR
+from tests.test_client import free_port
 from tests.test_control_api import CLUSTER, Control, report
 from tests.test_control_fencing import fence_script, wait_for_failure
 from tests.test_status import BLOCKMOVER, operator_dir
 
 
-def blockmover_node(action, node, control, tls_dir=None):
+def blockmover_node(action, node, control, tls_dir=None, urls=None):
+    """
+    ``blockmover node ACTION NODE`` to ``control``, or to ``urls`` (the
+    value of --control) when given.
+    """
     return subprocess.run(
-        [BLOCKMOVER, "node", action, node, "--control", control.url,
+        [BLOCKMOVER, "node", action, node, "--control", urls or control.url,
          "--tls-dir", tls_dir or operator_dir()],
         capture_output=True, text=True, timeout=60)
 
@@ -119,3 +125,43 @@ def test_an_operator_fences_a_node(tmp_path, loopback_root):
     finally:
         control.stop()
     assert len(open(calls).read().splitlines()) == 1
+
+
+def test_a_replica_down_is_passed_over(control, loopback_root):
+    """
+    --control lists a replica that is down before the one that runs: the
+    request goes to the second.
+    """
+    status, answer = control.configure(CLUSTER.format(root=loopback_root))
+    assert status == 200, answer
+    down = "https://127.0.0.1:%d" % (free_port(),)
+    done = blockmover_node("confirm-down", "node2", control,
+                           urls="%s,%s" % (down, control.url))
+    assert done.returncode == 0, done.stderr
+    assert "node2 is confirmed down by" in done.stdout
+
+
+@pytest.mark.parametrize("command", [
+    ["node", "fence", "node3"], ["node", "confirm-down", "node3"],
+    ["volume", "list"], ["volume", "remove", "vol-1"], ["status"]])
+def test_control_option_takes_several_replicas(command):
+    """
+    Every command that asks a control service takes --control with the
+    URLs of several replicas, separated by commas, and says so in --help;
+    one not https is bad input naming it.
+    """
+    parser = cli.parser(local_cluster=False)
+    args = parser.parse_args(command + [
+        "--control", "https://10.0.0.1:4523, https://10.0.0.2:4523/",
+        "--tls-dir", operator_dir()])
+    assert args.control == ("https://10.0.0.1:4523", "https://10.0.0.2:4523")
+    target = status_command.cluster_target(args)
+    assert target.urls == args.control
+    args.control = ("https://10.0.0.1:4523", "http://10.0.0.2:4523")
+    with pytest.raises(status_command.BadInput) as error:
+        status_command.cluster_target(args)
+    assert "http://10.0.0.2:4523 is not https://" in str(error.value)
+    shown = subprocess.run([BLOCKMOVER] + command + ["--help"],
+                           capture_output=True, text=True, timeout=60)
+    assert "--control URL[,URL...]" in shown.stdout
+    assert "several of its replicas" in shown.stdout

@@ -390,9 +390,12 @@ def test_status_of_a_move(control, workdir, loopback_root):
         assert set(data) == {"version", "cluster", "control", "generation",
                              "now", "listed_at", "converged", "nodes",
                              "applications", "moves", "stuck", "error",
-                             "stuck_detaches", "sites", "pushes"}
-        # One site, named for the one backend; no push.
+                             "stuck_detaches", "sites", "pushes",
+                             "replicas"}
+        # One site, named for the one backend; no push; one replica, on
+        # files, which has no replicas to show.
         assert (list(data["sites"]), data["pushes"]) == (["main"], [])
+        assert data["replicas"] is None
         assert (data["version"], data["cluster"], data["generation"],
                 data["converged"], data["error"]) == (
             1, "demo", generation, False, None)
@@ -605,6 +608,32 @@ def test_bad_cluster_file(workdir):
     assert result.returncode == 2 and "cannot read it" in result.stderr
 
 
+def test_status_of_replicas_one_down(control, workdir):
+    """
+    --control, or cluster.control, lists a replica that is down before the
+    one that runs: the status comes from the second, and says so.
+    """
+    down = "https://127.0.0.1:%d" % (free_port(),)
+    result = blockmover_status("--control", "%s,%s" % (down, control.url),
+                               "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["control"] == control.url
+    cluster, _ = write_configuration(
+        workdir, "[%s, %s]" % (down, control.url), "demo")
+    result = blockmover_status("--cluster", cluster)
+    assert result.returncode == 0, result.stderr
+    assert control.url in result.stdout
+
+
+def test_status_of_replicas_all_down():
+    urls = ["https://127.0.0.1:%d" % (free_port(),) for _ in range(2)]
+    result = blockmover_status("--control", ",".join(urls))
+    assert result.returncode == 3
+    assert result.stderr == (
+        "blockmover status: cannot reach the control service at %s: "
+        "connection refused; at %s: connection refused\n" % tuple(urls))
+
+
 @pytest.mark.parametrize("args", [
     ["--control", "https://127.0.0.1:1", "--name", "x"],
 ])
@@ -721,3 +750,37 @@ def test_push_text_says_how_far_a_push_is():
     assert text("failed", error="site west could not make the volume") == (
         "push failed: site west could not make the volume")
     assert text("committed") == "pushed to node2 (west)"
+
+
+def test_replicas_and_etcd_are_shown():
+    state = {"generation": 1, "now": 1000.0, "cluster": "demo",
+             "nodes": {}, "applications": {}}
+    answer = {
+        "leader": {"name": "r2", "address": "https://10.0.0.2:4523",
+                   "since": 940.0},
+        "replicas": [
+            {"name": "r1", "address": "https://10.0.0.1:4523",
+             "leading": False, "since": None},
+            {"name": "r2", "address": "https://10.0.0.2:4523",
+             "leading": True, "since": 940.0}],
+        "etcd": [
+            {"endpoint": "https://10.0.0.1:2379", "healthy": True,
+             "leader": True, "error": None},
+            {"endpoint": "https://10.0.0.2:2379", "healthy": False,
+             "leader": False, "error": "connection refused"}]}
+    summary = status.summarize(state, "https://10.0.0.1:4523", 1000.0,
+                               replicas=answer)
+    assert summary["replicas"]["leader"]["name"] == "r2"
+    shown = "\n".join(status.lines(summary))
+    rows = {line.split()[0]: line.split() for line in shown.splitlines()
+            if line.startswith("r")}
+    assert rows["r2"] == ["r2", "https://10.0.0.2:4523", "leader", "1m"]
+    assert rows["r1"] == ["r1", "https://10.0.0.1:4523", "follower", "-"]
+    assert "unhealthy: connection refused" in shown
+    # Nobody leading is said plainly; an unreadable answer too.
+    summary = status.summarize(state, "x", 1000.0, replicas=dict(
+        answer, leader=None, replicas=[dict(answer["replicas"][0])]))
+    assert "no replica leads now" in "\n".join(status.lines(summary))
+    summary = status.summarize(state, "x", 1000.0,
+                               replicas={"error": "refused"})
+    assert "replicas: cannot be read (refused)" in status.lines(summary)

@@ -27,6 +27,7 @@ ETC = os.path.join(os.path.dirname(os.path.dirname(
 UNITS = os.path.join(ETC, "systemd")
 CONTROL = os.path.join(UNITS, "blockmover-control.service")
 AGENT = os.path.join(UNITS, "blockmover-agent.service")
+REPLICA = os.path.join(UNITS, "blockmover-control-replica.service")
 AGENT_YML = os.path.join(ETC, "examples", "agent.yml")
 ANALYZE = shutil.which("systemd-analyze")
 
@@ -38,8 +39,8 @@ def parse(path):
     return unit
 
 
-def test_both_restart_on_failure_after_the_network():
-    for path in (CONTROL, AGENT):
+def test_each_restarts_on_failure_after_the_network():
+    for path in (CONTROL, AGENT, REPLICA):
         unit = parse(path)
         assert unit["Service"]["Restart"] == "on-failure", path
         assert "network-online.target" in unit["Unit"]["After"], path
@@ -139,7 +140,7 @@ needs_systemd = pytest.mark.skipif(
 
 
 @needs_systemd
-@pytest.mark.parametrize("path", [CONTROL, AGENT])
+@pytest.mark.parametrize("path", [CONTROL, AGENT, REPLICA])
 def test_systemd_analyze_verify_accepts_the_unit(path, tmp_path):
     result = verify(runnable_copy(path, str(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -161,8 +162,29 @@ def test_room_for_thousands_of_agents():
     The control service queues thousands of agents reconnecting at once and
     may hold a connection for each; both units may open that many files.
     """
-    for path in (CONTROL, AGENT):
+    for path in (CONTROL, AGENT, REPLICA):
         assert int(parse(path)["Service"]["LimitNOFILE"]) >= 65536, path
     control = parse(CONTROL)["Service"]["ExecStart"].split()
     listen = control[control.index("--listen") + 1]
     assert "backlog=4096" in listen.split(":")
+
+
+def test_a_replica_runs_on_etcd_with_its_own_name_and_address():
+    """
+    The replica's unit takes etcd's members, its name and its address
+    from its environment file, and its command line reads them as the
+    options of a replica.
+    """
+    from blockmover.control.main import parser
+    service = parse(REPLICA)["Service"]
+    assert service["EnvironmentFile"] == \
+        "/etc/default/blockmover-control-replica"
+    argv = service["ExecStart"].split()[1:]
+    values = {"${ETCD}": "https://10.0.0.1:2379,https://10.0.0.2:2379",
+              "${REPLICA}": "control1",
+              "${ADVERTISE}": "https://10.0.0.1:4523"}
+    options = parser().parse_args([values.get(a, a) for a in argv])
+    assert options.etcd == ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+    assert (options.replica_name, options.advertise) == (
+        "control1", "https://10.0.0.1:4523")
+    assert options.tls_dir == tls.SYSTEM_DIRECTORY

@@ -62,6 +62,14 @@ class NotLeader(StoreError):
     """
 
 
+class UnknownOutcome(StoreError):
+    """
+    A save got no answer: etcd may have applied it, or may yet. The
+    replica that made it no longer knows what etcd holds, and ends its
+    term (``Loaded``) so that the next leader reads it.
+    """
+
+
 class Codec(PClass):
     """
     How one record is kept: its key's ``name`` under the cluster's prefix,
@@ -202,6 +210,11 @@ class EtcdRecord(object):
 
     def _unavailable(self, failure, doing):
         failure.trap(EtcdError)
+        if doing == "write":
+            raise UnknownOutcome(
+                "cannot write %s in etcd: %s; etcd may still apply it once "
+                "most of its members answer again, so read it back before "
+                "trying again" % (self._codec.what, failure.value))
         raise StoreError("cannot %s %s in etcd: %s" % (
             doing, self._codec.what, failure.value))
 
@@ -214,9 +227,10 @@ class Loaded(object):
     """
     asynchronous = True
 
-    def __init__(self, record, value):
+    def __init__(self, record, value, unknown=lambda reason: None):
         self._record = record
         self._value = value
+        self._unknown = unknown
         # Where it is, in messages about what it holds.
         self.path = "etcd (key %s)" % (record.key.decode("utf-8"),)
         self.name = record.name
@@ -225,7 +239,17 @@ class Loaded(object):
         return self._value
 
     def save(self, value):
-        return self._record.save(value)
+        """
+        ``EtcdRecord.save``; on an ``UnknownOutcome``, ``unknown`` is told
+        why (a replica ends its term) before the failure goes on.
+        """
+        d = self._record.save(value)
+
+        def unknown(failure):
+            if failure.check(UnknownOutcome):
+                self._unknown(str(failure.value))
+            return failure
+        return d.addErrback(unknown)
 
 
 class EtcdStore(object):
@@ -247,10 +271,12 @@ class EtcdStore(object):
         self.failures = EtcdRecord(client, cluster, FAILURES, leadership)
         self.pushes = EtcdRecord(client, cluster, PUSHES, leadership)
 
-    def load(self):
+    def load(self, unknown=lambda reason: None):
         """
         Read every record.
 
+        :param unknown: what each record's ``Loaded`` tells of a save
+            whose outcome is unknown.
         :return: Deferred firing with ``(configuration, failures,
             pushes)``, each a ``Loaded``; failing with ``StoreError``
             when one cannot be read.
@@ -259,5 +285,6 @@ class EtcdStore(object):
         d = gatherResults([r.load() for r in records], consumeErrors=True)
         d.addErrback(lambda failure: failure.value.subFailure)
         d.addCallback(lambda values: tuple(
-            Loaded(record, value) for record, value in zip(records, values)))
+            Loaded(record, value, unknown)
+            for record, value in zip(records, values)))
         return d

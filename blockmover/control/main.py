@@ -29,7 +29,9 @@ from blockmover.control.etcd import EtcdClient, EtcdError, EtcdTLS
 from blockmover.control.etcdstore import EtcdStore
 from blockmover.control.leases import STARTUP_GRACE
 from blockmover.control.metrics import ControlMetrics
-from blockmover.control.replica import Replica, SlicePublisher
+from blockmover.control.replica import (
+    Replica, SlicePublisher, describe_timing,
+)
 from blockmover.control.service import (
     ControlService, DEFAULT_REFRESH_INTERVAL,
 )
@@ -443,8 +445,10 @@ def run_replica(reactor, options, security, make_backend=None,
     @inlineCallbacks
     def lead(replica):
         leadership = lambda: replica.election.leadership  # noqa: E731
+        # A save whose outcome is unknown ends the term: what etcd holds
+        # is for the next leader to read.
         configuration, failures, pushes = yield EtcdStore(
-            client, cluster, leadership).load()
+            client, cluster, leadership).load(replica.lost)
         publisher = SlicePublisher(client, cluster, leadership, reactor,
                                    replica.lost)
         yield publisher.start()
@@ -453,24 +457,26 @@ def run_replica(reactor, options, security, make_backend=None,
             refresh_interval=options.refresh_interval, cluster=cluster,
             startup_grace=options.startup_grace, make_backend=make_backend,
             metrics=metrics, failure_store=failures, push_store=pushes,
-            published=publisher)
+            published=publisher, configured=replica.configured)
         publisher.serve(service)
         service.start()
         return service
 
-    timing = yield _election_timing(reactor, EtcdStore(client, cluster,
-                                                       lambda: None))
     replica = Replica(client, cluster, name, options.advertise.rstrip("/"),
-                      reactor, timing, lead, restart, renew, metrics)
+                      reactor, ElectionTiming(), lead, restart, renew,
+                      metrics)
+    # Listening first: until etcd answers, the replica says nobody leads.
     port = yield _listen(reactor, options, security, make_site(
         None, reactor, security.authority,
         max_connections=options.max_connections,
         polls_per_client=options.max_polls_per_client,
         root=make_replica_root(replica, reactor)))
+    timing = yield _election_timing(reactor, EtcdStore(client, cluster,
+                                                       lambda: None))
+    replica.election.timing = timing
     sys.stderr.write("blockmover-control: replica %s of cluster %s on etcd "
-                     "%s (lease %gs, renew deadline %gs, retry %gs)\n"
-                     % (name, cluster, ",".join(options.etcd), timing.lease,
-                        timing.renew_deadline, timing.retry))
+                     "%s (%s)\n" % (name, cluster, ",".join(options.etcd),
+                                     describe_timing(timing)))
     sys.stderr.flush()
     try:
         yield replica.start()

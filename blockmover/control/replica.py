@@ -36,9 +36,12 @@ from twisted.internet.defer import (
     inlineCallbacks, maybeDeferred, succeed,
 )
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
 
+from blockmover.config import election_of
 from blockmover.control.election import Election, Leader
 from blockmover.control.etcd import EtcdError, delete, put
+from blockmover.control import etcdstore
 from blockmover.control.etcdstore import (
     NotLeader, cluster_prefix, leader_key,
 )
@@ -49,12 +52,24 @@ from blockmover.model import DEFAULT_LEASE
 SLICES = b"serve/slices/"
 POLL_LIMIT = b"serve/poll-limit"
 REPLICAS = b"replicas/"
+CONFIGURATION = etcdstore.CONFIGURATION.name.encode("ascii")
 # How often a follower tells the leader which nodes polled it.
 RENEW_INTERVAL = 1.0
 # Writes of slices in one transaction (etcd takes 128 by default).
 SLICE_BATCH = 100
 # After etcd refused or missed a batch of slices, the next try.
 SLICE_RETRY = 1.0
+# The longest a replica that lost the lead waits for etcd to revoke its
+# lease before it starts afresh.
+REVOKE_TIMEOUT = 1.0
+
+
+def describe_timing(timing):
+    """
+    The election's times for a person.
+    """
+    return "lease %gs, renew deadline %gs, retry %gs" % (
+        timing.lease, timing.renew_deadline, timing.retry)
 
 
 class SlicePublisher(object):
@@ -221,7 +236,9 @@ class Follower(object):
         that polled (to ``leader_url()``), returning a Deferred.
     """
 
-    def __init__(self, client, cluster, reactor, metrics, leader_url, renew):
+    def __init__(self, client, cluster, reactor, metrics, leader_url, renew,
+                 on_configuration=lambda value: None):
+        self._on_configuration = on_configuration
         self._client = client
         self._prefix = cluster_prefix(cluster)
         self._reactor = reactor
@@ -293,6 +310,8 @@ class Follower(object):
                 self._poll_limit = float(json.loads(value))
             except (ValueError, TypeError):
                 log_message(message_type="blockmover:control:bad-poll-limit")
+        elif name == CONFIGURATION and value is not None:
+            self._on_configuration(value)
         elif name.startswith(REPLICAS):
             replica = name[len(REPLICAS):].decode("utf-8")
             if value is None:
@@ -415,11 +434,14 @@ class Replica(object):
         self.election = Election(client, leader_key(cluster), name, address,
                                  self._elected, self.lost, reactor, timing)
         self.follower = Follower(client, cluster, reactor, metrics,
-                                 self.leader_url, renew)
+                                 self.leader_url, renew,
+                                 self._configuration_changed)
         self._registration = Registration(client, cluster, name, address,
                                           self.started, reactor, timing)
         self.elected_at = None
         self._stopping = False
+        self._ending = False
+        self._leadership = None
 
     def start(self):
         """
@@ -452,7 +474,10 @@ class Replica(object):
         one does).
         """
         leader = self.election.leader
-        if leader is None or self.election.leadership is not None:
+        if leader is None or self.election.leadership is not None or \
+                leader.name == self.name:
+            # The key may still name this replica after it started
+            # afresh, until its lease ends.
             return None
         return leader.address
 
@@ -461,6 +486,7 @@ class Replica(object):
         return self.election.leadership is not None
 
     def _elected(self, leadership):
+        self._leadership = leadership
         self.elected_at = self._reactor.seconds()
         self.metrics.leadership_changed(True)
         self.follower.stop()
@@ -475,6 +501,8 @@ class Replica(object):
             log_message(message_type="blockmover:control:leading",
                         name=self.name, seconds=self._reactor.seconds()
                         - self.elected_at)
+            if service.deployment is not None:
+                self.configured(service.deployment)
 
         def failed(failure):
             if failure.check(NotLeader):
@@ -488,13 +516,68 @@ class Replica(object):
     def lost(self, reason):
         """
         This replica no longer leads (the election says so, or etcd refused
-        a write that holds only while it leads): it starts afresh.
+        a write that holds only while it leads): its service stops at
+        once, its lease is revoked if etcd still has it (so that another
+        leads without waiting for it to end), and it starts afresh.
         """
+        if self._ending:
+            return
+        self._ending = True
         self.metrics.leadership_changed(False)
         log_message(message_type="blockmover:control:lost-lead",
                     name=self.name, reason=reason)
-        if not self._stopping:
-            self._restart(reason)
+        if self.service is not None:
+            self.service.stop()
+        if self._stopping:
+            return
+        d = succeed(None)
+        if self._leadership is not None:
+            d = self.client.revoke(self._leadership.lease,
+                                   timeout=REVOKE_TIMEOUT)
+            d.addErrback(lambda failure: log_message(
+                message_type="blockmover:control:revoke-failed",
+                reason=failure.getErrorMessage()))
+        d.addCallback(lambda _: self._restart(reason))
+
+    def _configuration_changed(self, value):
+        """
+        A follower saw a configuration stored (its record's JSON): the
+        election's times it names count from this replica's next
+        campaign.
+        """
+        def read():
+            stored = etcdstore.CONFIGURATION.from_data(json.loads(value))
+            return election_of(stored.cluster_yml, stored.cluster_path)
+
+        def take(timing):
+            if timing != self.election.timing and not self.leading:
+                log_message(message_type="blockmover:control:election-times",
+                            timing=describe_timing(timing))
+                self.election.timing = timing
+
+        def unreadable(failure):
+            log_message(message_type="blockmover:control:election-unread",
+                        reason=failure.getErrorMessage())
+        d = deferToThread(read)
+        d.addCallbacks(take, unreadable)
+
+    def configured(self, deployment):
+        """
+        A configuration was stored: when it changes the election's times,
+        this leader hands over (resigns, a second later, once the
+        configuration's answer is out), so that the next leader is elected
+        on the new lease, and every replica starting afresh takes the new
+        times.
+        """
+        if deployment.election == self.election.timing or self._ending:
+            return
+        log_message(message_type="blockmover:control:election-changed",
+                    was=self.election.timing.serialize(),
+                    now=deployment.election.serialize())
+        self._reactor.callLater(
+            1.0, self.lost, "the configuration changed the election's times"
+            " (%s); the next leader is elected with them"
+            % (describe_timing(deployment.election),))
 
     # --- ``GET /v1/replicas`` -----------------------------------------------
 
@@ -532,7 +615,11 @@ class Replica(object):
                 members.append({"endpoint": endpoint, "healthy": True,
                                 "leader": status.leader, "error": None,
                                 "version": status.version})
+        timing = self.election.timing
         return {"replicas": replicas, "this": self.name,
+                "election": {"lease": timing.lease,
+                             "renew_deadline": timing.renew_deadline,
+                             "retry": timing.retry},
                 "leader": None if leader is None else {
                     "name": leader.name, "address": leader.address,
                     "since": leader.since},

@@ -215,7 +215,7 @@ class ControlService(object):
                  refresh_interval=DEFAULT_REFRESH_INTERVAL, make_backend=None,
                  cluster=None, metrics=None, failure_store=None,
                  startup_grace=STARTUP_GRACE, push_store=None,
-                 published=None):
+                 published=None, configured=None):
         """
         :param cluster: the name of the cluster this service serves (its
             CA's): a configuration naming another is refused. None takes
@@ -234,6 +234,9 @@ class ControlService(object):
             handed out, and with the service once it started (a replica's
             ``replica.SlicePublisher``, which writes the slices to etcd
             for the other replicas to serve); None for none.
+        :param configured: called with every ``Deployment`` once it is
+            stored and taken (a replica's, to see its election's times);
+            None for none.
         """
         self.metrics = metrics if metrics is not None else ControlMetrics()
         self.cluster = cluster
@@ -289,6 +292,7 @@ class ControlService(object):
         self.pushes = Pushes(self, reactor, push_store if push_store
                              is not None else PushStore(store.state_dir))
         self._published = published
+        self._configured = configured
 
     # --- life ------------------------------------------------------------
 
@@ -597,6 +601,8 @@ class ControlService(object):
                                   self._reactor.seconds())
         if same_backend:
             self.listing.refresh(CONFIGURATION)
+        if self._configured is not None:
+            self._configured(deployment)
         return generation
 
     @inlineCallbacks
