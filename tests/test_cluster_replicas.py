@@ -11,8 +11,10 @@ import json
 import os
 
 import pytest
+import yaml
 from hypothesis import given, settings, strategies as st
 
+from blockmover.config import load_agent_config, load_deployment
 from blockmover.localcluster import ClusterError, state
 from blockmover.localcluster.configs import (
     agent_config, cluster_config, fencing_config,
@@ -162,6 +164,18 @@ def test_cluster_yml_and_agent_yml_name_every_replica(tmp_path):
     one = make_layout("one", 2, SUBNET, str(tmp_path / "one"))
     assert cluster_config(one)["cluster"]["control"] == one.control_url
     assert agent_config(one, one.nodes[0])["control"] == one.control_url
+
+
+def test_the_files_read_as_naming_every_replica(tmp_path):
+    layout = replicated(tmp_path)
+    deployment = load_deployment(
+        yaml.safe_dump(cluster_config(layout)),
+        "version: 1\napplications: {}\n")
+    assert list(deployment.control_urls) == layout.control_urls
+    for node in layout.nodes:
+        config = load_agent_config(yaml.safe_dump(agent_config(layout,
+                                                               node)))
+        assert list(config.control_urls) == layout.control_urls
 
 
 def test_the_operators_commands_name_every_replica(tmp_path):
