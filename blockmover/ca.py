@@ -16,8 +16,9 @@ The cluster's CA as a directory on the host that keeps it
 
 Certificates are issued into an output directory as ``<stem>.crt``,
 ``<stem>.key`` (0600) and ``ca.crt``, where the stem is the identity's
-(``control``, ``node-NAME``, ``user-NAME``). Every file is written
-atomically; keys and the CA's directory are never replaced unless asked to.
+(``control``, ``node-NAME``, ``user-NAME``, ``etcd-NAME``). Every file is
+written atomically; keys and the CA's directory are never replaced unless
+asked to.
 """
 
 import datetime

@@ -1,7 +1,7 @@
 """
 ``blockmover ca``: make the cluster's CA, issue the certificates of the
-control service, the nodes, the operators and the metrics scraper, revoke
-them, list them.
+control service, the nodes, the operators, the metrics scraper and the
+members of etcd, revoke them, list them.
 """
 
 import argparse
@@ -10,7 +10,7 @@ import os
 
 from blockmover import ca, certificates
 from blockmover.certificates import (
-    CONTROL, METRICS, NODE, USER, CertificateError,
+    CONTROL, ETCD, METRICS, NODE, USER, CertificateError,
 )
 
 EXIT_OK = 0
@@ -29,10 +29,15 @@ INSTALLED = {
     METRICS: ("/etc/prometheus/blockmover/metrics.crt",
               "/etc/prometheus/blockmover/metrics.key",
               "on the Prometheus server that scrapes the cluster"),
+    # Beside Debian's etcd-server, readable by its user etcd.
+    ETCD: ("/etc/etcd/blockmover/etcd.crt", "/etc/etcd/blockmover/etcd.key",
+           "on the host of etcd member %s"),
 }
 INSTALLED_CA = "/etc/blockmover/ca.crt"
 INSTALLED_USER_CA = "~/.config/blockmover/ca.crt"
 INSTALLED_METRICS_CA = "/etc/prometheus/blockmover/ca.crt"
+INSTALLED_ETCD_CA = "/etc/etcd/blockmover/ca.crt"
+INSTALLED_ETCD_CRL = "/etc/etcd/blockmover/crl.pem"
 # The kinds of certificate that name no holder.
 _UNNAMED = (CONTROL, METRICS)
 INSTALLED_CRL = "/etc/blockmover/crl.pem"
@@ -48,9 +53,10 @@ exit status:
 _DESCRIPTION = """\
 Keep the cluster's certificate authority and issue the certificates its
 parts show each other: the control service's, one per node (its agent),
-one per operator, and the one Prometheus scrapes the metrics with. Each
-certificate names its cluster and what it is (control, node NAME, user
-NAME, metrics).
+one per operator, the one Prometheus scrapes the metrics with, and one per
+member of the etcd cluster the control service's replicas keep their state
+in. Each certificate names its cluster and what it is (control, node NAME,
+user NAME, metrics, etcd NAME).
 
 The CA lives in one directory (--dir, default %(dir)s,
 0700): ca.crt, ca.key (0600, never copy it), issued.json (every
@@ -71,6 +77,7 @@ examples:
   blockmover ca node node1 --out /tmp/node1
   blockmover ca user alice
   blockmover ca metrics --out /tmp/prometheus
+  blockmover ca etcd etcd1 --address 10.77.0.5 --out /tmp/etcd1
   blockmover ca revoke node node1
   blockmover ca list
 
@@ -110,6 +117,9 @@ files (in --out):
   control.key  copy to %s there (0600: root only)
   ca.crt       copy to %s there, and on every host of the
                cluster
+
+The certificate serves clients at every --address, and is the client
+certificate a replica shows etcd and the leading replica.
 """ % (INSTALLED[CONTROL][0], INSTALLED[CONTROL][1], INSTALLED_CA)
 
 _NODE_FILES = """\
@@ -141,6 +151,26 @@ files (in --out):
 The metrics certificate reads /metrics of the control service and of every
 agent that serves them (agent.yml's metrics:), and nothing else.
 """ % (INSTALLED[METRICS][0], INSTALLED[METRICS][1], INSTALLED_METRICS_CA)
+
+
+_ETCD_FILES = """\
+files (in --out):
+  etcd-NAME.crt  copy to %s on the host of
+                 etcd member NAME: etcd's --cert-file and
+                 --peer-cert-file
+  etcd-NAME.key  copy to %s there, readable only
+                 by the user etcd runs as: --key-file and --peer-key-file
+  ca.crt         copy to %s there: --trusted-ca-file
+                 and --peer-trusted-ca-file, with --client-cert-auth and
+                 --peer-client-cert-auth
+
+The member serves etcd's clients (the control service's replicas) and its
+peers at every --address, and dials its peers with the same certificate.
+It opens nothing of the control service's API. Give etcd the CA's crl.pem
+(copied to %s) as --client-crl-file and
+--peer-crl-file: it reads the file at every connection.
+""" % (INSTALLED[ETCD][0], INSTALLED[ETCD][1], INSTALLED_ETCD_CA,
+       INSTALLED_ETCD_CRL)
 
 
 def add_parser(commands):
@@ -213,20 +243,33 @@ def add_parser(commands):
     action("metrics", "issue the certificate Prometheus scrapes the "
            "cluster's metrics with", _METRICS_FILES, _metrics, out=True)
 
+    etcd = action(
+        "etcd", "issue the certificate of etcd member NAME, for the "
+        "addresses it serves at", _ETCD_FILES, _etcd, out=True)
+    etcd.add_argument("name", metavar="NAME",
+                      help="the member's name, as etcd's --name")
+    etcd.add_argument("--address", action="append", required=True,
+                      metavar="IP_OR_NAME",
+                      help="an IP address or DNS name clients and peers "
+                      "reach the member at; give one --address for each")
+
     revoke = action(
         "revoke", "revoke every certificate issued so far to control, "
-        "metrics, node NAME or user NAME",
+        "metrics, node NAME, user NAME or etcd NAME",
         "files (in --dir):\n"
         "  crl.pem  the new revocation list: copy it to %s\n"
-        "           on every host that runs blockmover-control\n"
+        "           on every host that runs blockmover-control, and to\n"
+        "           %s on every etcd member's\n"
         "\n"
         "A certificate issued to the same name afterwards is valid: revoke\n"
-        "what was lost or leaked, then issue anew.\n" % (INSTALLED_CRL,),
+        "what was lost or leaked, then issue anew.\n"
+        % (INSTALLED_CRL, INSTALLED_ETCD_CRL),
         _revoke)
-    revoke.add_argument("kind", choices=(CONTROL, METRICS, NODE, USER),
+    revoke.add_argument("kind", choices=(CONTROL, METRICS, NODE, USER,
+                                         ETCD),
                         help="what the certificate is of")
     revoke.add_argument("name", metavar="NAME", nargs="?",
-                        help="the node's or user's name")
+                        help="the node's, user's or etcd member's name")
 
     action("list", "list every certificate issued, with its state", "",
            _list)
@@ -253,6 +296,8 @@ def _issue(args, holder, addresses=()):
         installed_ca = INSTALLED_USER_CA + " there"
     elif holder.kind == METRICS:
         installed_ca = INSTALLED_METRICS_CA + " there"
+    elif holder.kind == ETCD:
+        installed_ca = INSTALLED_ETCD_CA + " there"
     else:
         installed_ca = INSTALLED_CA + " there, and on every host"
     width = max(len(path) for path in (certificate_path, key_path, ca_path))
@@ -292,10 +337,14 @@ def _metrics(args):
     return _issue(args, (METRICS,))
 
 
+def _etcd(args):
+    return _issue(args, (ETCD, args.name), args.address)
+
+
 def _revoke(args):
     if (args.kind in _UNNAMED) != (args.name is None):
-        args.parser.error("give a name after node or user, and none after "
-                          "control or metrics")
+        args.parser.error("give a name after node, user or etcd, and none "
+                          "after control or metrics")
     authority = ca.load(args.dir)
     holder = authority.identity(args.kind, args.name)
     revoked = authority.revoke(holder)
@@ -306,9 +355,10 @@ def _revoke(args):
     else:
         print("every certificate of %s was revoked already" % (holder,))
     print("  %s: copy to %s on every host that runs blockmover-control,"
-          " and to the file an agent's metrics: crl: names on each node "
-          "that serves metrics"
-          % (os.path.join(args.dir, ca.CRL), INSTALLED_CRL))
+          " to %s on every etcd member's, and to the file an agent's "
+          "metrics: crl: names on each node that serves metrics"
+          % (os.path.join(args.dir, ca.CRL), INSTALLED_CRL,
+             INSTALLED_ETCD_CRL))
     return EXIT_OK
 
 

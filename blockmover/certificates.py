@@ -1,8 +1,9 @@
 """
 Who a certificate of the cluster's CA says its holder is, and whether to
 believe it: the identities (``control``, ``node:NAME``, ``user:NAME``,
-``metrics``), the certificates the CA issues for them, the revocation list,
-and the one check a service makes of a peer's certificate.
+``metrics``, ``etcd:NAME``), the certificates the CA issues for them, the
+revocation list, and the one check a service makes of a peer's
+certificate.
 
 Everything here is a pure function of its arguments, clock included (pass
 ``now``), except ``RevocationFile``, which reads one file when it changes.
@@ -35,8 +36,14 @@ USER = "user"
 # The Prometheus server scraping the control service's and the agents'
 # metrics ('blockmover ca metrics').
 METRICS = "metrics"
-NAMED_KINDS = (NODE, USER)
-KINDS = (CONTROL, NODE, USER, METRICS)
+# A member of the etcd cluster the control service's replicas keep their
+# state in ('blockmover ca etcd'): it serves etcd's clients and peers, and
+# dials its peers.
+ETCD = "etcd"
+NAMED_KINDS = (NODE, USER, ETCD)
+KINDS = (CONTROL, NODE, USER, METRICS, ETCD)
+# The kinds that serve at addresses their certificate must name.
+ADDRESSED_KINDS = (CONTROL, ETCD)
 
 # Certificates are issued this long before "now": the clocks of the hosts
 # that use them differ a little.
@@ -86,8 +93,8 @@ class CertificateRefused(CertificateError):
 class Identity(PClass):
     """
     Who holds a certificate: ``kind`` (one of ``KINDS``) in ``cluster``;
-    ``name`` is the node's or user's name, None for ``control`` and
-    ``metrics``.
+    ``name`` is the node's, user's or etcd member's name, None for
+    ``control`` and ``metrics``.
     """
     cluster = field(type=str, mandatory=True)
     kind = field(type=str, mandatory=True,
@@ -97,12 +104,14 @@ class Identity(PClass):
 
     __invariant__ = staticmethod(lambda i: (
         (i.name is not None) == (i.kind in NAMED_KINDS),
-        "a node or user identity has a name; control and metrics have none"))
+        "a node, user or etcd identity has a name; control and metrics "
+        "have none"))
 
     @property
     def common_name(self):
         """
-        The certificate's CN: ``control``, ``node:NAME``, ``user:NAME``.
+        The certificate's CN: ``control``, ``node:NAME``, ``user:NAME``,
+        ``etcd:NAME``.
         """
         if self.name is None:
             return self.kind
@@ -112,7 +121,8 @@ class Identity(PClass):
     def file_stem(self):
         """
         The base of the identity's file names: ``control``, ``node-NAME``,
-        ``user-NAME`` (no ``:``, which scp and rsync read as a host).
+        ``user-NAME``, ``etcd-NAME`` (no ``:``, which scp and rsync read as
+        a host).
         """
         if self.name is None:
             return self.kind
@@ -132,7 +142,7 @@ def identity(cluster, kind, name=None):
     The ``Identity`` of ``kind`` ``name`` in ``cluster``, checking that the
     names are plain.
 
-    :raise BadName: if the cluster's or the node's or user's name is not.
+    :raise BadName: if the cluster's or the holder's name is not.
     """
     if not is_plain_name(cluster):
         raise BadName("cluster name %r is not a usable name; %s"
@@ -166,7 +176,8 @@ def identity_of(certificate):
     if not (is_plain_name(cluster) and (named or unnamed)):
         raise NotAnIdentity(
             "the certificate's subject (%s) names no blockmover identity "
-            "(control, node:NAME or user:NAME of a cluster); use a "
+            "(control, metrics, node:NAME, user:NAME or etcd:NAME of a "
+            "cluster); use a "
             "certificate made by 'blockmover ca'"
             % (subject.rfc4514_string(),))
     return Identity(cluster=cluster, kind=kind, name=name if named else None)
@@ -312,13 +323,18 @@ def issue(ca_certificate, ca_key, holder, public_key, now, days,
     ``public_key``, valid for ``days`` from ``now``, signed by the CA.
 
     The control service's says it serves (serverAuth) at ``addresses`` (IP
-    addresses and DNS names, at least one). A node's says it is a client
-    and a server, for the node's name and any ``addresses``: an agent
-    serves its peers the blocks of a volume being pushed (and its metrics).
-    A user's and the metrics scraper's say they are clients.
+    addresses and DNS names, at least one: every replica's) and is a client
+    (clientAuth): a replica is a client of etcd and of the leading replica.
+    An etcd member's says the same, at its ``addresses``: it serves etcd's
+    clients and peers, and dials its peers (and its own gateway dials its
+    gRPC server with it). A node's says it is a client and a server, for
+    the node's name and any ``addresses``: an agent serves its peers the
+    blocks of a volume being pushed (and its metrics). A user's and the
+    metrics scraper's say they are clients.
 
     :raise CertificateError: if ``holder`` is of another cluster, the
-        control service has no address, or the CA expires first.
+        control service or an etcd member has no address, or the CA
+        expires first.
     :raise BadAddress: for an address that is neither IP nor DNS name.
     """
     cluster = cluster_of(ca_certificate)
@@ -333,17 +349,15 @@ def issue(ca_certificate, ca_key, holder, public_key, now, days,
             "would; give fewer days, or make a new CA"
             % (ca_certificate.not_valid_after_utc.date(), days))
     names = list(subject_alternative_names(addresses))
-    if holder.kind == CONTROL:
-        if not names:
-            raise CertificateError(
-                "the control service's certificate needs the addresses it "
-                "serves at; give each IP address and DNS name with "
-                "--address")
-        # A replica is a client too: of etcd, and of the leading replica.
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH,
-                  ExtendedKeyUsageOID.CLIENT_AUTH]
-    elif holder.kind == NODE:
+    if holder.kind in ADDRESSED_KINDS and not names:
+        raise CertificateError(
+            "the certificate of %s needs the addresses it serves at; give "
+            "each IP address and DNS name with --address" % (
+                "the control service" if holder.kind == CONTROL
+                else "etcd member %s" % (holder.name,)))
+    if holder.kind == NODE:
         names.insert(0, x509.DNSName(holder.name))
+    if holder.kind in (CONTROL, NODE, ETCD):
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH,
                   ExtendedKeyUsageOID.SERVER_AUTH]
     else:

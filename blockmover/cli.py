@@ -30,6 +30,8 @@ namespace; the control service runs on the host, one agent per node runs
 inside its node, and all share one loopback backend (volumes are sparse
 files attached as loop devices) or, with --backend openstack, an OpenStack
 emulator on the host (blockmover-cloud, with slow attach and detach).
+With --control-replicas 3 the control service runs as three replicas,
+each in a network namespace of its own, on three etcd members on the host.
 """
 
 EPILOG = """\
@@ -47,6 +49,7 @@ examples:
   blockmover demo                     # up, move MongoDB node1 -> node2, down
   blockmover cluster up --backend openstack --attach-latency 5
   blockmover cluster up --nodes 4 --sites east,west
+  blockmover cluster up --control-replicas 3   # on a 3-member etcd
 
 A local cluster makes its own CA in its state directory and talks mutual
 TLS like any cluster: the control service, each agent and the operator
@@ -114,7 +117,8 @@ def _up(args):
                    args.port, backend=args.backend,
                    attach_latency=args.attach_latency,
                    detach_latency=args.detach_latency,
-                   sites=parse_sites(args.sites, args.backend)))
+                   sites=parse_sites(args.sites, args.backend),
+                   control_replicas=args.control_replicas))
     return 0
 
 
@@ -271,6 +275,13 @@ def _local_cluster_options(cluster, status, demo):
                     "of its own, or a region of the emulated cloud named "
                     "after the site), such as east,west or "
                     "east=loopback,west=openstack")
+    up.add_argument("--control-replicas", type=int, default=1,
+                    choices=layout.CONTROL_REPLICAS, metavar="N",
+                    help="run the control service as N replicas (3 or 5) "
+                    "on an etcd cluster of N members, replica k in a "
+                    "network namespace of its own at .(255-k), etcd on "
+                    "the host's address; 1 (the default): one control "
+                    "service with its file store")
     up.set_defaults(run=_local_cluster(_up))
     down = actions.add_parser(
         "down", help="remove everything the cluster made: processes, "

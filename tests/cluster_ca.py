@@ -2,8 +2,8 @@
 Cluster CAs for tests: one per cluster name, made on first use in a
 temporary directory removed when the test run ends, with the control
 service's certificate for 127.0.0.1 and certificates issued on demand to
-any node or user. Everything a test talks to the control service with is
-real mutual TLS on these.
+any node, user or etcd member (for 127.0.0.1 too). Everything a test
+talks to the control service with is real mutual TLS on these.
 """
 
 import atexit
@@ -16,11 +16,12 @@ import threading
 
 from blockmover import ca, tls
 from blockmover.ca import write_issued
-from blockmover.certificates import CONTROL, NODE, USER
+from blockmover.certificates import ADDRESSED_KINDS, CONTROL, NODE, USER
 
 # The user whose certificate tests act with unless they say otherwise.
 OPERATOR = "operator"
-CONTROL_ADDRESSES = ("127.0.0.1", "localhost")
+# Where the control service and etcd's members serve, unless a test says.
+SERVER_ADDRESSES = ("127.0.0.1", "localhost")
 
 _lock = threading.Lock()
 _root = []
@@ -60,8 +61,8 @@ class TestCA(object):
             if holder not in self._issued:
                 out = os.path.join(self.directory, holder.file_stem)
                 os.makedirs(out)
-                if kind == CONTROL:
-                    addresses = addresses or CONTROL_ADDRESSES
+                if kind in ADDRESSED_KINDS:
+                    addresses = addresses or SERVER_ADDRESSES
                 write_issued(self.authority.issue(holder, addresses), out)
                 self._issued[holder] = out
             return tls.files_in(self._issued[holder], holder.file_stem)

@@ -1,39 +1,39 @@
 """
 Real etcd for tests: ``EtcdCluster(size)`` runs one member or several of
 Debian's ``/usr/bin/etcd`` on 127.0.0.1, each a child process (by its pid,
-``blockmover.proc``) with its data in a temporary directory, speaking
-mutual TLS to its peers and its clients with certificates of a CA made for
-the cluster alone. ``cleanup()`` (or leaving the ``with``) kills every
-member it started and removes the directory, CA and certificates with it.
+``blockmover.proc``) with its data in a temporary directory, started as
+the local cluster starts its members (``blockmover.localcluster.etcd``):
+speaking mutual TLS to its peers and its clients with certificates of a CA
+made for the cluster alone, and refusing those its revocation list names.
+``cleanup()`` (or leaving the ``with``) kills every member it started and
+removes the directory, CA and certificates with it.
 
     with EtcdCluster(3) as etcd:
         client = EtcdClient(etcd.endpoints, EtcdTLS(etcd.client_files), r)
         etcd.members[0].kill()     # as a crash would; .start() again
         etcd.members[1].pause()    # a member that stops answering
 
-Members have the certificates of nodes (``etcd1``..., for 127.0.0.1):
-etcd's peers dial each other, and its gateway dials its own gRPC server
-with the server's certificate, so each needs serverAuth and clientAuth,
-which a node's certificate has. Clients present a user's.
+Members have etcd members' certificates (``blockmover ca etcd``:
+``etcd1``..., for 127.0.0.1): etcd's peers dial each other, and its gateway
+dials its own gRPC server with the server's certificate, so each needs
+serverAuth and clientAuth, which those have. Clients present the control
+service's, as its replicas do.
 """
 
 import os
 import shutil
 import signal
 import socket
-import ssl
 import tempfile
-import http.client
 import uuid
 
 from blockmover import proc
-from blockmover.certificates import NODE, USER
+from blockmover.certificates import CONTROL, ETCD
+from blockmover.localcluster import etcd
 from blockmover.poll import Backoff, poll
 from tests.cluster_ca import TestCA
 
-ETCD = "/usr/bin/etcd"
 HOST = "127.0.0.1"
-CLIENT = "replica"
 
 
 def free_port():
@@ -58,7 +58,7 @@ class EtcdMember(object):
         self.peer_port = free_port()
         self.data_dir = os.path.join(cluster.directory, name)
         self.log = os.path.join(cluster.directory, name + ".log")
-        self.files = cluster.ca.files(NODE, name, addresses=(HOST,))
+        self.files = cluster.ca.files(ETCD, name, addresses=(HOST,))
         self.process = None
 
     @property
@@ -70,33 +70,17 @@ class EtcdMember(object):
         return "https://%s:%d" % (HOST, self.peer_port)
 
     def argv(self):
-        files = self.files
-        return [
-            ETCD, "--name", self.name, "--data-dir", self.data_dir,
-            "--listen-client-urls", self.client_url,
-            "--advertise-client-urls", self.client_url,
-            "--listen-peer-urls", self.peer_url,
-            "--initial-advertise-peer-urls", self.peer_url,
-            "--initial-cluster", self.cluster.initial_cluster(),
-            "--initial-cluster-state", "new",
-            "--initial-cluster-token", self.cluster.token,
-            "--cert-file", files.certificate, "--key-file", files.key,
-            "--trusted-ca-file", files.ca, "--client-cert-auth",
-            "--peer-cert-file", files.certificate,
-            "--peer-key-file", files.key,
-            "--peer-trusted-ca-file", files.ca, "--peer-client-cert-auth",
-            "--logger", "zap", "--log-outputs", "stderr",
-        ]
+        return etcd.member_argv(
+            self.name, self.data_dir, self.client_url, self.peer_url,
+            self.cluster.initial_cluster(), self.cluster.token, self.files,
+            crl=self.cluster.ca.crl)
 
     def start(self):
         """
         Start the member (again, after ``kill``: same ports, same data).
         """
-        # Debian's etcd reads ETCD_* variables: only the arguments count.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("ETCD_")}
-        self.process = proc.start(self.argv(), self.log, env=env,
-                                  session=False)
+        self.process = proc.start(self.argv(), self.log,
+                                  env=etcd.member_env(), session=False)
         return self
 
     def running(self):
@@ -124,24 +108,15 @@ class EtcdMember(object):
         Whether the member answers ``/health`` with a leader known, over
         mutual TLS as a client would.
         """
-        connection = http.client.HTTPSConnection(
-            HOST, self.client_port, timeout=2,
-            context=self.cluster.ca.ssl_context(USER, CLIENT))
-        try:
-            connection.request("GET", "/health")
-            response = connection.getresponse()
-            return response.status == 200 and b"true" in response.read()
-        except (OSError, ssl.SSLError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
+        return etcd.healthy(self.client_url,
+                            self.cluster.ca.ssl_context(CONTROL, None))
 
 
 class EtcdCluster(object):
     """
     ``size`` members on 127.0.0.1, started by ``start()``. ``endpoints``
     are their client URLs; ``client_files`` the ``tls.TLSFiles`` of a
-    client every member trusts.
+    client every member trusts: the control service's, for 127.0.0.1.
     """
 
     def __init__(self, size=1, ca=None):
@@ -153,7 +128,7 @@ class EtcdCluster(object):
         self.token = "blockmover-test-" + uuid.uuid4().hex[:8]
         self.members = [EtcdMember(self, "etcd%d" % (n + 1,))
                         for n in range(size)]
-        self.client_files = self.ca.files(USER, CLIENT)
+        self.client_files = self.ca.files(CONTROL)
 
     @property
     def endpoints(self):

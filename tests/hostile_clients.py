@@ -8,13 +8,14 @@ latency meanwhile (``benchmarks/hostile_latency.py``).
 Each hostile client is a row of one of two tables:
 
 - ``HANDSHAKES``: refused at the TLS handshake (no certificate, another
-  CA's, an expired one, the control service's own). The handshake is
+  CA's, an expired one, a server's only). The handshake is
   driven by hand and held just before the client's last flight (its
   certificate), so the service is mid-handshake with it while the honest
   client is served.
 - ``REQUESTS``: a client the handshake lets in whose request is refused
-  (another node's paths, a node deploying, forged reports, oversized and
-  hostile configurations). All of the request but its last byte is sent
+  (another node's paths, a node deploying, forged reports, the control
+  service's and an etcd member's certificates, oversized and hostile
+  configurations). All of the request but its last byte is sent
   and held while the honest client is served.
 
 An ``Honest`` client then asks again while the refusal is under way, and
@@ -23,16 +24,22 @@ every answer it got, with how long it took, is kept.
 
 import datetime
 import http.client
+import ipaddress
 import json
+import os
 import socket
 import ssl
 import tempfile
 import time
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyrsistent import PClass, field
 
-from blockmover import ca, tls
-from blockmover.certificates import CONTROL, METRICS, NODE, USER
+from blockmover import ca, certificates, tls
+from blockmover.certificates import CONTROL, ETCD, METRICS, NODE, USER
+from blockmover.files import write_atomically
 from blockmover.model import (
     NodeReport, NodeState, Progress, to_data,
 )
@@ -131,6 +138,45 @@ def _expired(control, directory):
                          tempfile.mkdtemp(dir=directory))
 
 
+def _server_only(control, directory):
+    """
+    The control service's certificate as the CA issued it before the
+    service's replicas dialled etcd and each other: a server's (serverAuth)
+    only, which no client may present. Made in a directory of
+    ``directory``; :return: its ``tls.TLSFiles``.
+    """
+    authority = control.ca.authority
+    with open(os.path.join(authority.directory, ca.CA_KEY)) as f:
+        ca_key = certificates.load_key(f.read())
+    key = certificates.new_key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, control.cluster),
+            x509.NameAttribute(NameOID.COMMON_NAME, CONTROL)]))
+        .issuer_name(authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                       critical=True)
+        .add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .sign(ca_key, hashes.SHA256()))
+    files = tls.files_in(tempfile.mkdtemp(dir=directory), CONTROL)
+    write_atomically(files.key, certificates.key_pem(key), 0o600)
+    write_atomically(files.certificate,
+                     certificates.certificate_pem(certificate), 0o644)
+    write_atomically(files.ca,
+                     certificates.certificate_pem(authority.certificate),
+                     0o644)
+    return files
+
+
 class Handshake(PClass):
     """
     A client refused at the handshake: ``certificate(control, directory)``
@@ -176,9 +222,8 @@ HANDSHAKES = (
               alert="SSLV3_ALERT_CERTIFICATE_EXPIRED",
               refused="the certificate has expired",
               subject="CN=node:node1,O={cluster}"),
-    Handshake(name="the control service's own certificate",
-              certificate=lambda control, directory: control.ca.files(
-                  CONTROL),
+    Handshake(name="a certificate a server's only",
+              certificate=_server_only,
               alert="SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
               refused="the certificate is not one a client may present (it "
                       "is a server's only)",
@@ -380,6 +425,21 @@ REQUESTS = (
             body=lambda control, root: report("node2"), status=400,
             message="a report of node 'node2' was sent for node 'node1'; "
                     "send it to /v1/nodes/node2/state"),
+    Request(name="the control service's certificate reads the state",
+            kind=CONTROL, who=None, method="GET", path="/v1/state",
+            status=403,
+            message="control may not GET /v1/state: the cluster's state is "
+                    "the operators'"),
+    Request(name="an etcd member's certificate puts a configuration",
+            kind=ETCD, who="etcd1", method="PUT", path="/v1/configuration",
+            body=configuration_body, status=403,
+            message="etcd etcd1 may not PUT /v1/configuration: only an "
+                    "operator deploys a configuration"),
+    Request(name="an etcd member's certificate reads a node's slice",
+            kind=ETCD, who="etcd1", method="GET",
+            path="/v1/nodes/node1/desired?after=0", status=403,
+            message="etcd etcd1 may not GET /v1/nodes/node1/desired: a node "
+                    "reads only its own slice"),
     Request(name="the metrics scraper reads the state",
             kind=METRICS, who=None, method="GET", path="/v1/state",
             status=403,

@@ -88,9 +88,11 @@ def test_each_kind_says_what_it_is(authority):
     node = authority.issue(authority.identity("node", "node1"),
                            ["10.77.0.11"])
     user = authority.issue(authority.identity("user", "alice"))
+    etcd = authority.issue(authority.identity("etcd", "etcd1"),
+                           ["10.77.0.1", "etcd1.example.com"])
     parsed = {what: certificates.load_certificate(issued.certificate)
               for what, issued in (("control", control), ("node", node),
-                                   ("user", user))}
+                                   ("user", user), ("etcd", etcd))}
 
     def extension(certificate, kind):
         return certificate.extensions.get_extension_for_class(kind).value
@@ -98,17 +100,21 @@ def test_each_kind_says_what_it_is(authority):
     assert parsed["control"].subject.rfc4514_string() == "CN=control,O=demo"
     assert parsed["node"].subject.rfc4514_string() == "CN=node:node1,O=demo"
     assert parsed["user"].subject.rfc4514_string() == "CN=user:alice,O=demo"
+    assert parsed["etcd"].subject.rfc4514_string() == "CN=etcd:etcd1,O=demo"
     server, client = (x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
                       x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
-    assert list(extension(parsed["control"], x509.ExtendedKeyUsage)) == [
-        server, client]
-    assert set(extension(parsed["node"], x509.ExtendedKeyUsage)) == {
-        client, server}
+    # A replica of the control service is a client of etcd and of the
+    # leading replica; an etcd member dials its peers.
+    for serving in ("control", "node", "etcd"):
+        assert set(extension(parsed[serving], x509.ExtendedKeyUsage)) == {
+            client, server}
     assert list(extension(parsed["user"], x509.ExtendedKeyUsage)) == [client]
-    names = extension(parsed["control"], x509.SubjectAlternativeName)
-    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == [
-        "10.77.0.1"]
-    assert names.get_values_for_type(x509.DNSName) == ["control.example.com"]
+    for addressed, name in (("control", "control.example.com"),
+                            ("etcd", "etcd1.example.com")):
+        names = extension(parsed[addressed], x509.SubjectAlternativeName)
+        assert [str(a) for a in names.get_values_for_type(
+            x509.IPAddress)] == ["10.77.0.1"]
+        assert names.get_values_for_type(x509.DNSName) == [name]
     names = extension(parsed["node"], x509.SubjectAlternativeName)
     assert names.get_values_for_type(x509.DNSName) == ["node1"]
     for certificate in parsed.values():
@@ -176,11 +182,16 @@ def test_an_address_that_is_neither_ip_nor_dns_name_is_refused(authority,
     assert "neither an IP address nor a DNS name" in str(raised.value)
 
 
-def test_the_control_service_needs_an_address(authority):
+@pytest.mark.parametrize("kind, name, holder", [
+    ("control", None, "the control service"),
+    ("etcd", "etcd1", "etcd member etcd1")])
+def test_a_server_needs_an_address(authority, kind, name, holder):
     with pytest.raises(CertificateError) as raised:
-        authority.issue(authority.identity("control"))
-    assert "give each IP address and DNS name with --address" in str(
-        raised.value)
+        authority.issue(authority.identity(kind, name))
+    assert str(raised.value) == (
+        "the certificate of %s needs the addresses it serves at; give each "
+        "IP address and DNS name with --address" % (holder,))
+    assert authority.issued == ()
 
 
 def test_no_certificate_outlives_the_ca(workdir):
@@ -338,15 +349,16 @@ def handshake(server, client, ca_file, server_hostname="127.0.0.1",
 @pytest.fixture
 def issued(workdir, authority):
     """
-    The control service's certificate for 127.0.0.1 and localhost, node1's
-    and user alice's, each as the (certificate, key) paths; ``ca`` the CA's
-    certificate.
+    The control service's certificate for 127.0.0.1 and localhost, node1's,
+    user alice's and etcd member etcd1's for 127.0.0.1, each as the
+    (certificate, key) paths; ``ca`` the CA's certificate.
     """
     paths = {}
     for what, kind, name, addresses in [
             ("control", "control", None, ["127.0.0.1", "localhost"]),
             ("node1", "node", "node1", []),
-            ("alice", "user", "alice", [])]:
+            ("alice", "user", "alice", []),
+            ("etcd1", "etcd", "etcd1", ["127.0.0.1"])]:
         certificate, key, ca_file = issued_into(
             authority, os.path.join(workdir, what), kind, name,
             addresses=addresses)
@@ -366,6 +378,33 @@ def test_holders_of_the_cas_certificates_connect(issued, authority):
         assert certificates.check(peer, authority.certificate, frozenset(),
                                   datetime.datetime.now(
                                       datetime.timezone.utc)) == expected
+
+
+def test_replicas_and_etcd_members_dial_with_their_own(issued):
+    """
+    A replica of the control service dials etcd and the leading replica
+    with the control service's certificate, and etcd's members dial each
+    other with theirs: a server asking for a client's certificate, which
+    checks that it may be a client's, lets each in.
+    """
+    for server, client, expected in [
+            ("etcd1", "control", Identity(cluster="demo", kind="control")),
+            ("control", "control", Identity(cluster="demo", kind="control")),
+            ("etcd1", "etcd1", Identity(cluster="demo", kind="etcd",
+                                        name="etcd1"))]:
+        seen = handshake(issued[server], issued[client], issued["ca"])
+        assert (seen.server_error, seen.client_error) == (None, None), (
+            server, client)
+        assert certificates.identity_of(
+            x509.load_der_x509_certificate(seen.peer)) == expected
+
+
+def test_a_users_certificate_serves_nothing(issued):
+    seen = handshake(issued["alice"], issued["node1"], issued["ca"])
+    assert isinstance(seen.client_error, ssl.SSLCertVerificationError)
+    assert "unsuitable certificate purpose" in \
+        seen.client_error.verify_message
+    assert seen.peer is None
 
 
 def test_a_certificate_of_another_ca_is_refused(workdir, issued):
@@ -578,6 +617,29 @@ def test_the_command_end_to_end(workdir):
     assert "revoked 1 certificate of metrics: %x" % (
         scraper.serial_number,) in out
 
+    os.mkdir(os.path.join(workdir, "etcd1"))
+    code, out, err = blockmover_ca(workdir, "etcd", "etcd1", "--address",
+                                   "10.77.0.5", "--out", "etcd1", *where)
+    assert (code, err) == (0, "")
+    assert "issued etcd etcd1 of cluster demo" in out
+    assert "copy to /etc/etcd/blockmover/etcd.crt on the host of etcd " \
+        "member etcd1" in out
+    assert "etcd1/ca.crt" in out and "/etc/etcd/blockmover/ca.crt there" \
+        in out
+    assert mode(os.path.join(workdir, "etcd1", "etcd-etcd1.key")) == 0o600
+    member = certificate_at(os.path.join(workdir, "etcd1", "etcd-etcd1.crt"))
+    assert certificates.identity_of(member) == Identity(
+        cluster="demo", kind="etcd", name="etcd1")
+    assert [str(a) for a in member.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.IPAddress)] == ["10.77.0.5"]
+    code, out, err = blockmover_ca(workdir, "revoke", "etcd", "etcd1",
+                                   *where)
+    assert (code, err) == (0, "")
+    assert "revoked 1 certificate of etcd etcd1: %x" % (
+        member.serial_number,) in out
+    assert "to /etc/etcd/blockmover/crl.pem on every etcd member's" in out
+
     code, out, err = blockmover_ca(workdir, "revoke", "node", "node1",
                                    *where)
     assert (code, err) == (0, "")
@@ -590,8 +652,10 @@ def test_the_command_end_to_end(workdir):
     assert lines["node node1"].endswith("revoked %s" % (
         datetime.datetime.now(datetime.timezone.utc).date(),))
     assert lines["user alice"].endswith("valid")
-    assert out.splitlines()[-1].startswith("metrics ")
-    assert "revoked" in out.splitlines()[-1]
+    assert out.splitlines()[-2].startswith("metrics ")
+    assert "revoked" in out.splitlines()[-2]
+    assert lines["etcd etcd1"].endswith("revoked %s" % (
+        datetime.datetime.now(datetime.timezone.utc).date(),))
     assert out.splitlines()[2].startswith("control ")
 
 
@@ -600,6 +664,10 @@ def test_the_command_end_to_end(workdir):
     (["node", "bad name"], "node name 'bad name' is not a usable name"),
     (["node", "node1"], "node-node1.crt exists; move it away"),
     (["control", "--address", "a b"], "neither an IP address nor a DNS name"),
+    (["etcd", "etcd1", "--address", "a b"],
+     "neither an IP address nor a DNS name"),
+    (["etcd", "bad name", "--address", "10.0.0.1"],
+     "etcd name 'bad name' is not a usable name"),
     (["revoke", "user", "nobody"], "no certificate was ever issued"),
     (["user", "bob", "--out", "missing"],
      "the output directory missing does not exist"),
@@ -629,6 +697,9 @@ def test_no_ca_where_asked_says_how_to_make_one(workdir):
 @pytest.mark.parametrize("args", [["revoke", "node"],
                                   ["revoke", "control", "x"],
                                   ["revoke", "metrics", "x"],
+                                  ["revoke", "etcd"],
+                                  ["etcd", "etcd1"],
+                                  ["etcd", "--address", "10.0.0.1"],
                                   ["user", "alice", "--days", "0"],
                                   ["control"]])
 def test_a_bad_command_line_exits_2(workdir, args):
@@ -643,6 +714,7 @@ def test_a_bad_command_line_exits_2(workdir, args):
     ("node", "/etc/blockmover/agent.key"),
     ("user", "~/.config/blockmover/user.key"),
     ("metrics", "/etc/prometheus/blockmover/metrics.key"),
+    ("etcd", "/etc/etcd/blockmover/etcd.key"),
     ("init", "/etc/blockmover/ca.crt"),
     ("revoke", "/etc/blockmover/crl.pem"),
 ])

@@ -18,7 +18,7 @@ from cryptography import x509
 
 from agents.main import load_credentials
 from blockmover import ca, tls
-from blockmover.certificates import CONTROL, NODE, USER, identity
+from blockmover.certificates import CONTROL, ETCD, NODE, USER, identity
 from blockmover.config import load_agent_config
 from blockmover.localcluster import ClusterError, trust
 from blockmover.localcluster.configs import agent_config
@@ -87,6 +87,35 @@ def test_the_control_service_is_certified_for_the_bridge_address(layout):
     assert layout.control_url == "https://%s:4523" % (layout.bridge_address,)
     assert trust.revocation_list(layout) == os.path.join(layout.ca_dir,
                                                          ca.CRL)
+
+
+def test_replicas_and_etcd_members_are_certified_for_their_addresses(
+        tmp_path):
+    layout = make_layout("trusted", 2, "10.98.0", str(tmp_path / "ha"),
+                         control_replicas=3)
+    made, issued = trust.ensure(layout)
+    assert sorted(map(str, issued)) == [
+        "control", "etcd etcd1", "etcd etcd2", "etcd etcd3", "node node1",
+        "node node2", "user operator"]
+    control = tls.Credentials.load(trust.control_files(layout), _now())
+    assert control.identity == identity(layout.name, CONTROL)
+    names = control.certificate.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address(address) for address in (
+            "10.98.0.1", "10.98.0.254", "10.98.0.253", "10.98.0.252")]
+    for member in layout.etcd_members:
+        assert _mode(member.tls_dir) == 0o700
+        files = trust.etcd_files(layout, member)
+        assert _mode(files.key) == 0o600
+        credentials = tls.Credentials.load(files, _now())
+        assert credentials.identity == identity(layout.name, ETCD,
+                                                member.name)
+        names = credentials.certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.IPAddress) == [
+            ipaddress.ip_address(layout.bridge_address)]
+    assert trust.ensure(layout) == (False, [])
 
 
 def test_up_again_keeps_the_ca_and_every_good_certificate(layout):

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from blockmover.certificates import (
-    CONTROL, METRICS, NODE, USER, Identity,
+    CONTROL, ETCD, METRICS, NODE, USER, Identity,
 )
 from blockmover.control import access
 from tests.control_process import ControlProcess
@@ -29,6 +29,8 @@ from tests.control_process import ControlProcess
 CLUSTER = "table"
 USERS = ("operator", "eve")
 NODES = ("node1", "a", "b-2", "n0")
+# etcd's members, one named as a node is: a name opens nothing.
+ETCD_MEMBERS = ("etcd1", "node1")
 METHODS = ("GET", "PUT", "POST", "DELETE")
 VOLUME_CALLS = ("create", "attach", "detach", "grow", "formatted",
                 "seen")
@@ -44,9 +46,9 @@ def table(identity, method, parts):
     only its own volumes; the metrics scraper and users read the metrics
     (issue 9), and the scraper nothing else; a user lists the volumes kept
     after pushes and removes any volume (the service refuses those it may
-    not: that is no question of who asks); the control service does none
-    of it. :return: ``ALLOWED``, ``REFUSED``, or ``NO_ROUTE`` for a method
-    and path the table has no row of.
+    not: that is no question of who asks); the control service and etcd's
+    members do none of it. :return: ``ALLOWED``, ``REFUSED``, or
+    ``NO_ROUTE`` for a method and path the table has no row of.
     """
     user = identity.kind == USER
     if parts == ("metrics",):
@@ -89,6 +91,8 @@ def identities(kinds):
             lambda name: Identity(cluster=CLUSTER, kind=NODE, name=name)),
         METRICS: st.just(Identity(cluster=CLUSTER, kind=METRICS)),
         CONTROL: st.just(Identity(cluster=CLUSTER, kind=CONTROL)),
+        ETCD: st.sampled_from(ETCD_MEMBERS).map(
+            lambda name: Identity(cluster=CLUSTER, kind=ETCD, name=name)),
     }
     return st.one_of([choices[kind] for kind in kinds])
 
@@ -154,8 +158,8 @@ def encoded(draw, parts):
 # --- access.decide against the table ----------------------------------------
 
 @settings(max_examples=2000, deadline=None)
-@given(identity=identities((USER, NODE, METRICS, CONTROL)), parts=paths(),
-       method=st.sampled_from(METHODS))
+@given(identity=identities((USER, NODE, METRICS, CONTROL, ETCD)),
+       parts=paths(), method=st.sampled_from(METHODS))
 def test_decide_refuses_exactly_what_the_table_does(identity, parts,
                                                     method):
     reason = access.decide(identity, method, parts)
@@ -225,11 +229,9 @@ def clients(tmp_path_factory):
         assert control.stop() in (0, None), "blockmover-control did not stop"
 
 
-# The control service's certificate is refused at the handshake, whatever
-# the path (see test_control_trust): it has no request to answer here.
 @settings(max_examples=250, deadline=None)
-@given(identity=identities((USER, NODE, METRICS)), parts=paths(),
-       data=st.data())
+@given(identity=identities((USER, NODE, METRICS, CONTROL, ETCD)),
+       parts=paths(), data=st.data())
 def test_service_refuses_exactly_what_the_table_does(clients, identity,
                                                      parts, data):
     path = data.draw(encoded(parts))

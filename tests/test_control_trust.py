@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from blockmover import ca, certificates, tls
-from blockmover.certificates import CONTROL, NODE, USER
+from blockmover.certificates import CONTROL, ETCD, NODE, USER
 from blockmover.client import ControlClient, ControlUnreachable
 from blockmover.poll import Backoff, poll
 from tests.cluster_ca import OPERATOR, TestCA
@@ -259,6 +259,8 @@ def impostor_files(service, impostor):
         return control.ca.files(CONTROL)
     if impostor == "node1":
         return control.ca.files(NODE, "node1")
+    if impostor == "etcd member etcd1":
+        return control.ca.files(ETCD, "etcd1")
     directory = os.path.join(service.scratch, uuid.uuid4().hex)
     os.makedirs(directory)
     if impostor == "the control service at another address":
@@ -277,6 +279,8 @@ def impostor_files(service, impostor):
 @pytest.mark.parametrize("impostor,why", [
     ("the control service", None),
     ("node1", "it presented the certificate of node node1 of cluster trust"),
+    ("etcd member etcd1",
+     "it presented the certificate of etcd etcd1 of cluster trust"),
     ("the control service at another address",
      "its certificate is not for 127.0.0.1; issue the control service's "
      "certificate again with --address 127.0.0.1"),

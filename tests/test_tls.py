@@ -11,7 +11,7 @@ import pytest
 
 from agents.main import load_credentials
 from blockmover import tls
-from blockmover.certificates import CONTROL, NODE, USER
+from blockmover.certificates import CONTROL, ETCD, NODE, USER
 from blockmover.config import load_agent_config
 from tests.cluster_ca import cluster_ca
 
@@ -104,6 +104,7 @@ AGENT = ("version: 1\nnode: node1\ncontrol: https://127.0.0.1:1\n"
      "says this is node node1"),
     ((USER, "node1"), "", "is the certificate of user node1"),
     ((CONTROL, None), "", "is the certificate of control"),
+    ((ETCD, "node1"), "", "is the certificate of etcd node1"),
     ((NODE, "node1"), "cluster: elsewhere\n",
      "is a certificate of cluster tlsfind, but agent.yml says this node is "
      "of cluster elsewhere"),

@@ -16,7 +16,8 @@ identity may make a request, by one table, ``RULES``.
   Prometheus metrics, ``/metrics``; the scraper nothing else.
 - A replica of the control service tells the leading one which nodes
   polled it (``POST /v1/replicas/renewals``); its certificate opens
-  nothing else.
+  nothing else. An etcd member's (``blockmover ca etcd``) opens nothing:
+  no rule names it, it is for etcd's clients and peers alone.
 """
 
 import datetime

@@ -72,7 +72,8 @@ atexit.register(stop)
 
 def ask_control(url, question, timeout, credentials):
     """
-    Ask the control service at ``url`` ``question(client)`` (a
+    Ask the control service at ``url`` (one URL, or a list of its
+    replicas', as ``ControlClient`` takes them) ``question(client)`` (a
     ``ControlClient`` method call, e.g. ``lambda c: c.get_state()``) with
     requests of at most ``timeout`` seconds, presenting ``credentials``
     (``tls.Credentials``), and return its answer; the client's connections

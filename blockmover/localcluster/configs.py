@@ -1,8 +1,8 @@
 """
 The files ``up`` writes for the services: ``cluster.yml`` (the nodes'
-addresses, the control service's https URL, the lease, the fence and an
-empty deployment) and
-one ``agent.yml`` per node, naming the node's TLS files.
+addresses, the control service's https URL or its replicas' URLs, the
+lease, the fence and an empty deployment) and one ``agent.yml`` per node,
+naming the control service (or its replicas) and the node's TLS files.
 """
 
 import os
@@ -12,6 +12,7 @@ import yaml
 from blockmover.emulator.store import BY_ID_DIR
 from blockmover.files import write_atomically
 from blockmover.localcluster.cloud import cloud_name, server_id
+from blockmover.localcluster.namespaces import netns_argv
 from blockmover.localcluster.services import script
 
 
@@ -44,15 +45,17 @@ def fencing_config(layout):
     The ``fencing`` section of ``cluster.yml``: on the emulator, the
     backend's (it stops the node's server, which powers the namespace node
     off); on loopback, ``blockmover cluster power off`` as the fence
-    command (given the node's name and address).
+    command (given the node's name and address), which a control replica
+    runs in the host's network namespace, where the nodes' links are.
     """
     if all(layout.site_backend(node.site) == "openstack"
            for node in layout.nodes):
         return {"method": "backend"}
-    return {"method": "command",
-            "command": [script("blockmover"), "cluster", "power", "--name",
-                        layout.name, "--state-dir", layout.state_dir, "off"],
-            "deadline": 60}
+    command = [script("blockmover"), "cluster", "power", "--name",
+               layout.name, "--state-dir", layout.state_dir, "off"]
+    if layout.replicated:
+        command = netns_argv(layout.host_netns_path) + command
+    return {"method": "command", "command": command, "deadline": 60}
 
 
 def cluster_config(layout, deployment=None, fencing=None, without=()):
@@ -66,7 +69,7 @@ def cluster_config(layout, deployment=None, fencing=None, without=()):
     nodes = [node for node in layout.nodes if node.name not in without]
     cluster = {
         "name": layout.name,
-        "control": layout.control_url,
+        "control": layout.control,
         "backend": backend_config(layout),
         "lease": layout.lease,
         "fencing": fencing or fencing_config(layout),
@@ -87,13 +90,14 @@ def cluster_config(layout, deployment=None, fencing=None, without=()):
 def agent_config(layout, node):
     """
     ``agent.yml`` of ``node`` as data: the node's certificate, key and the
-    CA's certificate are in its ``tls_dir``.
+    CA's certificate are in its ``tls_dir``; it names every control
+    replica.
     """
     config = {
         "version": 1,
         "node": node.name,
         "cluster": layout.name,
-        "control": layout.control_url,
+        "control": layout.control,
         "state_dir": node.agent_state_dir,
         "log": node.agent_log,
         "backend": backend_config(layout, node.site),

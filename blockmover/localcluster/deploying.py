@@ -41,10 +41,10 @@ def write_configuration(layout, applications, placement, fencing=None,
 def deploy_argv(layout):
     """
     The command line of ``blockmover-deploy`` to the cluster's control
-    service as the operator, without options of the deploy itself or its
-    files.
+    service (every replica) as the operator, without options of the deploy
+    itself or its files.
     """
-    return [script("blockmover-deploy"), "--control", layout.control_url,
+    return [script("blockmover-deploy"), "--control", layout.control_option,
             "--tls-dir", layout.operator_tls_dir]
 
 
@@ -116,7 +116,7 @@ class ChangeTimes(object):
             self._finished[key] = (len(self._finished), seconds)
 
     def _collect(self):
-        answer = control_state(self.layout.control_url, self._operator,
+        answer = control_state(self.layout.control, self._operator,
                                timeout=2.0)
         if answer is None:
             return

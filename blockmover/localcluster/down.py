@@ -1,8 +1,9 @@
 """
 ``blockmover cluster down``: remove everything a local cluster's state file
-records, in the order that frees each part before the next: processes,
-the nodes' mounts, the mount namespaces, the loop devices, the network,
-the state directory. Works after a crash at any point, and again after a
+records, in the order that frees each part before the next: processes
+(agents, control service or replicas, etcd members), the nodes' mounts,
+the mount namespaces, the loop devices, the network, the state directory
+(with etcd's data). Works after a crash at any point, and again after a
 failed attempt.
 """
 
@@ -22,16 +23,36 @@ from blockmover.localcluster.mounts import (
 
 
 def _stop_services(current, echo):
-    for key, record in sorted(current.processes.items()):
+    layout = current.layout
+    # In order: the agents, the emulator, the control service or its
+    # replicas, and only then the etcd members they keep their state in.
+    etcd_members = {member.name for member in layout.etcd_members}
+    for key, record in sorted(current.processes.items(),
+                              key=lambda item: (item[0] in etcd_members,
+                                                item[0])):
         if proc.stop(record, processes.STOP_TIMEOUT):
             echo("%s stopped (pid %d)" % (key, record.pid))
     # A control service started by an ``up`` that crashed before recording
     # it: found by its state directory, which only this cluster uses.
-    for record in processes.records_with_arguments(
-            "--state-dir", current.layout.control_state_dir):
-        if proc.stop(record, processes.STOP_TIMEOUT):
-            echo("unrecorded control service stopped (pid %d)"
-                 % (record.pid,))
+    for what, state_dir in [("control service", layout.control_state_dir)] + [
+            (replica.name, replica.state_dir) for replica in layout.replicas]:
+        for record in processes.records_with_arguments("--state-dir",
+                                                       state_dir):
+            if proc.stop(record, processes.STOP_TIMEOUT):
+                echo("unrecorded %s stopped (pid %d)" % (what, record.pid))
+    # Whatever else runs in a replica's namespace: a fence command the
+    # replica started, say.
+    for replica in layout.replicas:
+        for record in processes.records_in_netns(replica.netns_path):
+            if proc.stop(record, processes.STOP_TIMEOUT):
+                echo("%s: process %d stopped" % (replica.name, record.pid))
+    # Likewise an etcd member, by its data directory.
+    for member in layout.etcd_members:
+        for record in processes.records_with_arguments("--data-dir",
+                                                       member.data_dir):
+            if proc.stop(record, processes.STOP_TIMEOUT):
+                echo("unrecorded %s stopped (pid %d)" % (member.name,
+                                                         record.pid))
     # Likewise an emulator, by its state directory (the backend root).
     for record in processes.records_with_arguments(
             "--state-dir", current.layout.backend_root):
@@ -95,8 +116,10 @@ def _detach_devices(current, echo):
 
 def _remove_network(current, echo):
     layout = current.layout
-    for node in layout.nodes:
+    for node in list(layout.nodes) + list(layout.replicas):
         namespaces.remove_node_network(node)
+    if layout.replicated:
+        namespaces.forget_host_netns(layout)
     namespaces.remove_bridge(layout)
     echo("network namespaces, veths and bridge %s removed"
          % (layout.bridge,))

@@ -1,6 +1,7 @@
 """
 Where a local cluster's parts live and what they are called: a pure
-function of the cluster's name, its subnet and its state directory.
+function of the cluster's name, its subnet, its state directory and how
+many replicas its control service runs.
 """
 
 import hashlib
@@ -27,6 +28,19 @@ RUN_ROOT = "/run/blockmover"
 MAX_NODES = 200
 # Linux limits interface names to 15 characters.
 IFNAMSIZ = 15
+# One control service with its file store, or replicas on an etcd cluster
+# of as many members: an odd number, so that a majority survives the loss
+# of one (of three) or two (of five).
+CONTROL_REPLICAS = (1, 3, 5)
+# Replica k has the address <subnet>.(REPLICA_TOP + 1 - k): from the top of
+# the subnet down, where no node's (.11 to .210) ever is.
+REPLICA_TOP = 254
+# etcd member k listens on the bridge's address, for clients at the control
+# service's port + ETCD_CLIENT_PORTS + k and for its peers at the port +
+# ETCD_PEER_PORTS + k: beside the emulator's (the port + 1), away from
+# etcd's usual 2379 and 2380, which a system etcd may hold.
+ETCD_CLIENT_PORTS = 10
+ETCD_PEER_PORTS = 20
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _SUBNET = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
@@ -62,6 +76,47 @@ class NodeLayout(PClass):
         return os.path.join(os.path.dirname(self.agent_config), "tls")
 
 
+class ReplicaLayout(PClass):
+    """
+    One replica of the control service, in a cluster of several: its name
+    (``control1``..., also its ``--replica-name`` and the key its process
+    is recorded under in the state file), its network namespace and the
+    host end of its veth pair (``ip link set dev VETH down`` cuts it off
+    from etcd, the agents and the other replicas), its address and the
+    URL it serves and advertises at, its state directory, its log
+    (``--log``) and the file its stdout and stderr go to (``output``).
+    """
+    name = field(type=str, mandatory=True)
+    netns = field(type=str, mandatory=True)
+    veth = field(type=str, mandatory=True)
+    address = field(type=str, mandatory=True)
+    url = field(type=str, mandatory=True)
+    state_dir = field(type=str, mandatory=True)
+    log = field(type=str, mandatory=True)
+    output = field(type=str, mandatory=True)
+
+    @property
+    def netns_path(self):
+        return "/run/netns/" + self.netns
+
+
+class EtcdMemberLayout(PClass):
+    """
+    One member of the etcd cluster the replicas keep their state in: its
+    name (``etcd1``..., also the key its process is recorded under), the
+    URLs it serves clients and peers at (on the bridge's address), its
+    data directory, its TLS files' directory (its ``etcd`` certificate,
+    key and the CA's certificate; readable by root only) and the file its
+    output (etcd's log) goes to.
+    """
+    name = field(type=str, mandatory=True)
+    client_url = field(type=str, mandatory=True)
+    peer_url = field(type=str, mandatory=True)
+    data_dir = field(type=str, mandatory=True)
+    tls_dir = field(type=str, mandatory=True)
+    output = field(type=str, mandatory=True)
+
+
 # cluster.yml's default lease (blockmover.model.DEFAULT_LEASE).
 DEFAULT_LEASE = 20.0
 
@@ -76,6 +131,15 @@ class ClusterLayout(PClass):
     The cluster's own CA and the certificates it issued to the control
     service and the operator are under ``tls_dir``; each node's are in its
     ``tls_dir``.
+
+    A cluster of several control replicas (``replicated``) has
+    ``replicas``, each in a network namespace of its own on the bridge,
+    and as many ``etcd_members`` on the host; the ``control_*`` fields
+    then describe no process (``control_port`` is still every replica's
+    port). A process's pid is in the state file
+    (``state.load(layout.state_file).processes[KEY]``), under
+    ``services.CONTROL``, ``services.agent_key(node)``, or a replica's or
+    an etcd member's name.
     """
     name = field(type=str, mandatory=True)
     subnet = field(type=str, mandatory=True)
@@ -106,6 +170,88 @@ class ClusterLayout(PClass):
     # openstack: a region of the emulated cloud named after the site), for
     # a cluster of several sites; empty for one site of ``backend``.
     sites = pmap_field(str, str)
+    # Empty for one control service (with its file store).
+    replicas = pvector_field(ReplicaLayout)
+    etcd_members = pvector_field(EtcdMemberLayout)
+
+    @property
+    def replicated(self):
+        """
+        Whether the control service runs as replicas on etcd.
+        """
+        return len(self.replicas) > 0
+
+    @property
+    def control_replicas(self):
+        return len(self.replicas) or 1
+
+    @property
+    def control_urls(self):
+        """
+        The URL of every control service the cluster runs: the one's, or
+        each replica's.
+        """
+        if self.replicated:
+            return [replica.url for replica in self.replicas]
+        return [self.control_url]
+
+    @property
+    def control(self):
+        """
+        What clients are given to reach the control service, as
+        cluster.yml's and agent.yml's ``control:`` say it: the one's URL,
+        or the list of the replicas'.
+        """
+        if self.replicated:
+            return self.control_urls
+        return self.control_url
+
+    @property
+    def control_option(self):
+        """
+        The control service as ``--control`` takes it: URL[,URL...].
+        """
+        return ",".join(self.control_urls)
+
+    @property
+    def control_addresses(self):
+        """
+        The addresses the control service's certificate is for: the
+        bridge's (the one service's), and every replica's.
+        """
+        return [self.bridge_address] + [replica.address
+                                        for replica in self.replicas]
+
+    @property
+    def etcd_endpoints(self):
+        """
+        The etcd members' client URLs, as ``blockmover-control --etcd``
+        takes them (joined by commas).
+        """
+        return [member.client_url for member in self.etcd_members]
+
+    @property
+    def etcd_initial_cluster(self):
+        return ",".join("%s=%s" % (member.name, member.peer_url)
+                        for member in self.etcd_members)
+
+    @property
+    def etcd_token(self):
+        # The cluster's members talk to no other etcd cluster's.
+        return "blockmover-" + self.name
+
+    @property
+    def host_netns(self):
+        """
+        The name under which a cluster of replicas keeps the host's own
+        network namespace in /run/netns: a replica's fence command (``cluster
+        power off``) enters it to cut a node's link, which is the host's.
+        """
+        return "bm-%s-host" % (self.name,)
+
+    @property
+    def host_netns_path(self):
+        return "/run/netns/" + self.host_netns
 
     def site_backend(self, site):
         """
@@ -143,6 +289,17 @@ class ClusterLayout(PClass):
 
     @property
     def control_url(self):
+        """
+        The one control service's URL.
+
+        :raise ClusterError: the cluster runs replicas: they have a URL
+            each (``control_urls``, ``control``).
+        """
+        if self.replicated:
+            raise ClusterError(
+                "cluster %s runs %d control replicas, each at its own URL "
+                "(%s): use them all" % (self.name, len(self.replicas),
+                                        ", ".join(self.control_urls)))
         # The control service speaks only mutual TLS.
         return "https://%s:%d" % (self.bridge_address, self.control_port)
 
@@ -200,6 +357,14 @@ class ClusterLayout(PClass):
                            % (self.name, name,
                               ", ".join(n.name for n in self.nodes)))
 
+    def replica(self, name):
+        for replica in self.replicas:
+            if replica.name == name:
+                return replica
+        raise ClusterError("the cluster %s has no control replica %r; it "
+                           "has %s" % (self.name, name, ", ".join(
+                               r.name for r in self.replicas) or "none"))
+
 
 def _tag(name):
     # Interface names are short: a long cluster name becomes a stable hash.
@@ -235,7 +400,8 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
                 backend="loopback", attach_latency=DEFAULT_LATENCY,
                 detach_latency=DEFAULT_LATENCY,
                 refresh_interval=DEFAULT_REFRESH_INTERVAL,
-                volume_quota=DEFAULT_VOLUME_QUOTA, lease=None, sites=()):
+                volume_quota=DEFAULT_VOLUME_QUOTA, lease=None, sites=(),
+                control_replicas=1):
     """
     The layout of the cluster ``name`` with ``nodes`` nodes, named
     ``node1`` ... ``nodeN``, node k at ``<subnet>.(10 + k)`` and the host's
@@ -252,6 +418,13 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     sites, puts node k in the k-th site round the list: a loopback site
     has a root of its own, an openstack site is the emulated cloud's
     region of its name.
+
+    ``control_replicas`` (1, 3 or 5): one control service on the host's
+    bridge address with its file store, or that many replicas on an etcd
+    cluster of as many members; replica k (``controlK``) in a network
+    namespace of its own at ``<subnet>.(255 - k)``, etcd member k
+    (``etcdK``) on the bridge's address at ports of its own (see
+    ``ETCD_CLIENT_PORTS``).
 
     :raise ClusterError: a name, subnet, node count, backend or latency
         that cannot work.
@@ -297,6 +470,12 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     if sites and nodes < len(sites):
         raise ClusterError("%d sites need at least %d nodes, one each"
                            % (len(sites), len(sites)))
+    if control_replicas not in CONTROL_REPLICAS:
+        raise ClusterError(
+            "a local cluster runs 1, 3 or 5 control replicas, not %r: one "
+            "with its file store, or an odd number on as many etcd members, "
+            "so that a majority outlives one lost (or two of five)"
+            % (control_replicas,))
     state_dir = os.path.abspath(state_dir or default_state_dir(name))
     tag = _tag(name)
     run_dir = os.path.join(RUN_ROOT, name)
@@ -316,6 +495,8 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
                                    % (node,)),
             site=sites[(k - 1) % len(sites)][0] if sites else "",
         ))
+    replicas, members = _replicas(name, tag, subnet, state_dir, control_port,
+                                  control_replicas)
     layout = ClusterLayout(
         name=name,
         subnet=subnet,
@@ -337,7 +518,53 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
         volume_quota=int(volume_quota),
         lease=lease,
         sites=dict(sites),
+        replicas=replicas,
+        etcd_members=members,
     )
-    for iface in [layout.bridge] + [n.veth for n in layout.nodes]:
+    for iface in [layout.bridge] + [n.veth for n in layout.nodes] + [
+            r.veth for r in layout.replicas]:
         assert len(iface) <= IFNAMSIZ, iface
     return layout
+
+
+def _replicas(name, tag, subnet, state_dir, control_port, count):
+    """
+    The ``ReplicaLayout`` and ``EtcdMemberLayout`` lists of ``count``
+    control replicas: none for one control service.
+    """
+    if count == 1:
+        return [], []
+    if control_port + ETCD_PEER_PORTS + count > 65535:
+        raise ClusterError("etcd's members listen at ports up to %d above "
+                           "the control service's: give a --port up to %d"
+                           % (ETCD_PEER_PORTS + count,
+                              65535 - ETCD_PEER_PORTS - count))
+    logs_dir = os.path.join(state_dir, "logs")
+    bridge_address = "%s.1" % (subnet,)
+    replicas = []
+    members = []
+    for k in range(1, count + 1):
+        replica = "control%d" % (k,)
+        address = "%s.%d" % (subnet, REPLICA_TOP + 1 - k)
+        replicas.append(ReplicaLayout(
+            name=replica,
+            netns="bm-%s-%s" % (name, replica),
+            veth="bm-%s-c%d" % (tag, k),
+            address=address,
+            url="https://%s:%d" % (address, control_port),
+            state_dir=os.path.join(state_dir, "replicas", replica),
+            log=os.path.join(logs_dir, replica + ".log"),
+            output=os.path.join(logs_dir, replica + ".out"),
+        ))
+        member = "etcd%d" % (k,)
+        members.append(EtcdMemberLayout(
+            name=member,
+            client_url="https://%s:%d" % (
+                bridge_address, control_port + ETCD_CLIENT_PORTS + k),
+            peer_url="https://%s:%d" % (
+                bridge_address, control_port + ETCD_PEER_PORTS + k),
+            data_dir=os.path.join(state_dir, "etcd", member),
+            tls_dir=os.path.join(state_dir, "tls", "etcd", member),
+            output=os.path.join(logs_dir, member + ".out"),
+        ))
+    return replicas, members

@@ -25,6 +25,14 @@ def leftovers(layout, records=()):
             found.append("veth %s" % (node.veth,))
         if os.path.exists(node.mount_ns):
             found.append("mount namespace file %s" % (node.mount_ns,))
+    for replica in layout.replicas:
+        if netns_exists(replica.netns):
+            found.append("network namespace %s" % (replica.netns,))
+        if link_exists(replica.veth):
+            found.append("veth %s" % (replica.veth,))
+    if layout.replicated and netns_exists(layout.host_netns):
+        found.append("the host's network namespace bound as %s"
+                     % (layout.host_netns,))
     if link_exists(layout.bridge):
         found.append("bridge %s" % (layout.bridge,))
     if os.path.exists(layout.mount_ns_dir):

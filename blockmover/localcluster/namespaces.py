@@ -1,8 +1,9 @@
 """
-The network and mount namespaces of a local cluster's nodes: a bridge on
-the host, per node a network namespace joined to it by a veth pair, and a
-persistent mount namespace bound to a file. Every function here is
-idempotent: it makes (or removes) what is missing and leaves the rest.
+The network and mount namespaces of a local cluster's nodes and control
+replicas: a bridge on the host, per node and per replica a network
+namespace joined to it by a veth pair, and per node a persistent mount
+namespace bound to a file. Every function here is idempotent: it makes (or
+removes) what is missing and leaves the rest.
 """
 
 import os
@@ -61,10 +62,11 @@ def make_bridge(layout):
 
 def make_node_network(layout, node, link_up=True):
     """
-    The node's network namespace, with loopback up and ``eth0`` (the
-    inside end of a veth pair whose host end is on the bridge) carrying the
-    node's address. Without ``link_up`` the host end stays down, as for a
-    node powered off.
+    The network namespace of ``node`` (a ``NodeLayout``, or a
+    ``ReplicaLayout``: its ``netns``, ``veth`` and ``address``), with
+    loopback up and ``eth0`` (the inside end of a veth pair whose host end
+    is on the bridge) carrying its address. Without ``link_up`` the host
+    end stays down, as for a node powered off.
     """
     if not netns_exists(node.netns):
         run(["ip", "netns", "add", node.netns])
@@ -121,6 +123,34 @@ def nsenter_argv(node):
     """
     return ["nsenter", "--net=" + node.netns_path,
             "--mount=" + node.mount_ns, "--"]
+
+
+def netns_argv(netns_path):
+    """
+    The argv prefix that runs a command in the network namespace bound at
+    ``netns_path`` alone (a control replica's: it shares the host's
+    mounts).
+    """
+    return ["nsenter", "--net=" + netns_path, "--"]
+
+
+def keep_host_netns(layout):
+    """
+    Bind the host's network namespace (ours) at
+    ``/run/netns/<layout.host_netns>``, so that a command run inside a
+    replica can enter it.
+    """
+    if not netns_exists(layout.host_netns):
+        run(["ip", "netns", "attach", layout.host_netns, str(os.getpid())])
+
+
+def forget_host_netns(layout):
+    """
+    Undo ``keep_host_netns``: only the binding goes, the namespace (the
+    host's) stays.
+    """
+    if netns_exists(layout.host_netns):
+        run(["ip", "netns", "delete", layout.host_netns])
 
 
 def remove_node_mount_ns(node):

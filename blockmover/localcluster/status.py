@@ -2,8 +2,9 @@
 ``blockmover status`` of a local cluster: the status of any cluster
 (``blockmover.status_command``), asked with the cluster's operator
 certificate, plus what only the local cluster knows, from its state file
-and the kernel: its processes and their pids, its nodes' namespaces, where
-the operator's TLS files are.
+and the kernel: its processes and their pids (the control service's or
+each replica's and each etcd member's), its nodes' and replicas'
+namespaces, where the operator's TLS files are.
 """
 
 from blockmover import proc
@@ -19,6 +20,8 @@ def control_state(url, credentials, timeout=5.0):
     """
     The control service's ``GET /v1/state`` answer to a client presenting
     ``credentials`` (``tls.Credentials``), or None when it does not answer.
+    ``url`` is the service's, or the list of its replicas' (a layout's
+    ``control``).
     """
     try:
         return ask_control(url, lambda client: client.get_state(), timeout,
@@ -57,7 +60,12 @@ def local_facts(state_file):
          "nodes": {NODE: {"address": ADDRESS, "namespace": NAME,
                           "namespace_present": BOOL,
                           "powered_off": BOOL,  # cluster power off
-                          "agent": {"pid": PID | null, "running": BOOL}}}}
+                          "agent": {"pid": PID | null, "running": BOOL}}},
+         # With control replicas, in place of processes' "control":
+         "replicas": {NAME: {"url": URL, "address": ADDRESS,
+                             "namespace": NAME, "namespace_present": BOOL,
+                             "pid": PID | null, "running": BOOL}},
+         "etcd": {NAME: {"url": URL, "pid": PID | null, "running": BOOL}}}
     """
     try:
         current = state.load(state_file)
@@ -68,11 +76,20 @@ def local_facts(state_file):
         return LocalFacts([message], {"error": message}, False)
     layout = current.layout
     healthy = True
-    line, data, running = _process(current, CONTROL)
-    healthy &= running
-    lines = ["cluster %s (state in %s)" % (layout.name, layout.state_dir),
-             "  control %s: %s" % (layout.control_url, line)]
-    processes = {"control": dict(data, url=layout.control_url)}
+    lines = ["cluster %s (state in %s)" % (layout.name, layout.state_dir)]
+    processes = {}
+    facts = {"name": layout.name, "state_dir": layout.state_dir,
+             "backend": layout.backend,
+             "operator_tls_dir": layout.operator_tls_dir,
+             "processes": processes}
+    if layout.replicated:
+        facts["replicas"], facts["etcd"], running = _replicas(current, lines)
+        healthy &= running
+    else:
+        line, data, running = _process(current, CONTROL)
+        healthy &= running
+        lines.append("  control %s: %s" % (layout.control_url, line))
+        processes["control"] = dict(data, url=layout.control_url)
     if layout.uses_cloud:
         line, data, running = _process(current, cloud.CLOUD)
         healthy &= running
@@ -98,11 +115,37 @@ def local_facts(state_file):
                             "namespace_present": present, "agent": data,
                             "powered_off": off}
     lines.append("  " + trust.operator_hint(layout))
-    return LocalFacts(lines, {
-        "name": layout.name, "state_dir": layout.state_dir,
-        "backend": layout.backend,
-        "operator_tls_dir": layout.operator_tls_dir,
-        "processes": processes, "nodes": nodes}, healthy)
+    facts["nodes"] = nodes
+    return LocalFacts(lines, facts, healthy)
+
+
+def _replicas(current, lines):
+    """
+    ``(replicas, etcd, running)`` of a cluster of control replicas: the
+    ``--json`` data of each replica and etcd member, and whether all of
+    them run (and every replica's namespace is there); a line for each
+    is added to ``lines``.
+    """
+    layout = current.layout
+    running = True
+    replicas = {}
+    for replica in layout.replicas:
+        present = netns_exists(replica.netns)
+        line, data, alive = _process(current, replica.name)
+        running &= alive and present
+        lines.append("  %s %s: namespace %s, %s" % (
+            replica.name, replica.url,
+            "present" if present else "MISSING", line))
+        replicas[replica.name] = dict(
+            data, url=replica.url, address=replica.address,
+            namespace=replica.netns, namespace_present=present)
+    members = {}
+    for member in layout.etcd_members:
+        line, data, alive = _process(current, member.name)
+        running &= alive
+        lines.append("  %s %s: %s" % (member.name, member.client_url, line))
+        members[member.name] = dict(data, url=member.client_url)
+    return replicas, members, running
 
 
 def local_target(state_file):
@@ -121,5 +164,5 @@ def local_target(state_file):
             "cluster up`, or give --cluster cluster.yml or --control URL "
             "for a cluster elsewhere" % (state_file,))
     layout = current.layout
-    return Target(layout.control_url, trust.operator_credentials(layout),
+    return Target(layout.control, trust.operator_credentials(layout),
                   local=lambda: local_facts(state_file))

@@ -9,8 +9,11 @@ only, and goes with it on ``cluster down``:
 - the CA (``blockmover.ca``'s directory: key 0600, directory 0700) in
   ``layout.ca_dir``; the control service reads its revocation list there,
   so ``blockmover ca revoke --dir CA_DIR`` counts at once;
-- the control service's certificate, for the bridge's address, in
-  ``layout.control_tls_dir``;
+- the control service's certificate, for the bridge's address and every
+  replica's, in ``layout.control_tls_dir``: each replica presents it to
+  etcd and to the other replicas too;
+- each etcd member's (kind ``etcd``, for the bridge's address) in the
+  member's ``tls_dir``;
 - each node's in the node's ``tls_dir``, named in its agent.yml;
 - the operator's (user ``operator``) in ``layout.operator_tls_dir``, for
   ``blockmover-deploy --tls-dir`` and the tools.
@@ -23,7 +26,9 @@ import datetime
 import os
 
 from blockmover import ca, certificates, tls
-from blockmover.certificates import CONTROL, NODE, USER, CertificateError
+from blockmover.certificates import (
+    CONTROL, ETCD, NODE, USER, CertificateError,
+)
 from blockmover.localcluster import ClusterError
 
 # The user whose certificate the local cluster's tools act with.
@@ -49,11 +54,14 @@ def _holders(layout, authority):
     needs.
     """
     holders = [(authority.identity(CONTROL), layout.control_tls_dir,
-                (layout.bridge_address,)),
+                tuple(layout.control_addresses)),
                (authority.identity(USER, OPERATOR), layout.operator_tls_dir,
                 ())]
     holders += [(authority.identity(NODE, node.name), node.tls_dir, ())
                 for node in layout.nodes]
+    holders += [(authority.identity(ETCD, member.name), member.tls_dir,
+                 (layout.bridge_address,))
+                for member in layout.etcd_members]
     return holders
 
 
@@ -96,8 +104,9 @@ def _is_current(authority, holder, directory, now):
 def ensure(layout):
     """
     Make the cluster's CA unless it has one, and issue every certificate
-    of the cluster (the control service's, each node's, the operator's)
-    that is missing, damaged, expired or revoked; keep the rest.
+    of the cluster (the control service's, each node's, the operator's,
+    each etcd member's) that is missing, damaged, expired or revoked; keep
+    the rest.
 
     :return: ``(made, issued)``: whether the CA was made now, and the
         identities issued a certificate now.
@@ -139,6 +148,21 @@ def node_files(layout, node):
     The ``tls.TLSFiles`` of ``node`` (a ``NodeLayout`` of ``layout``).
     """
     return tls.files_in(node.tls_dir, _stem(layout, NODE, node.name))
+
+
+def control_files(layout):
+    """
+    The control service's ``tls.TLSFiles``, which every replica presents.
+    """
+    return tls.files_in(layout.control_tls_dir, _stem(layout, CONTROL, None))
+
+
+def etcd_files(layout, member):
+    """
+    The ``tls.TLSFiles`` of etcd member ``member`` (an
+    ``EtcdMemberLayout`` of ``layout``).
+    """
+    return tls.files_in(member.tls_dir, _stem(layout, ETCD, member.name))
 
 
 def credentials(files, layout):
