@@ -74,6 +74,8 @@ def cluster_config(layout, deployment=None, fencing=None, without=()):
         "lease": layout.lease,
         "fencing": fencing or fencing_config(layout),
     }
+    if layout.election:
+        cluster["election"] = dict(layout.election)
     if layout.sites:
         del cluster["backend"]
         cluster["sites"] = {site: {"backend": backend_config(layout, site)}

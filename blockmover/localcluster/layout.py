@@ -173,6 +173,9 @@ class ClusterLayout(PClass):
     # Empty for one control service (with its file store).
     replicas = pvector_field(ReplicaLayout)
     etcd_members = pvector_field(EtcdMemberLayout)
+    # The replicas' election times, cluster.yml's cluster.election (lease,
+    # renew_deadline, retry); empty for the defaults.
+    election = pmap_field(str, float)
 
     @property
     def replicated(self):
@@ -401,7 +404,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
                 detach_latency=DEFAULT_LATENCY,
                 refresh_interval=DEFAULT_REFRESH_INTERVAL,
                 volume_quota=DEFAULT_VOLUME_QUOTA, lease=None, sites=(),
-                control_replicas=1):
+                control_replicas=1, election=None):
     """
     The layout of the cluster ``name`` with ``nodes`` nodes, named
     ``node1`` ... ``nodeN``, node k at ``<subnet>.(10 + k)`` and the host's
@@ -424,7 +427,8 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
     cluster of as many members; replica k (``controlK``) in a network
     namespace of its own at ``<subnet>.(255 - k)``, etcd member k
     (``etcdK``) on the bridge's address at ports of its own (see
-    ``ETCD_CLIENT_PORTS``).
+    ``ETCD_CLIENT_PORTS``). ``election`` (``lease``, ``renew_deadline``,
+    ``retry``) goes into cluster.yml's ``cluster.election``.
 
     :raise ClusterError: a name, subnet, node count, backend or latency
         that cannot work.
@@ -520,6 +524,7 @@ def make_layout(name=DEFAULT_NAME, nodes=2, subnet=DEFAULT_SUBNET,
         sites=dict(sites),
         replicas=replicas,
         etcd_members=members,
+        election={k: float(v) for k, v in (election or {}).items()},
     )
     for iface in [layout.bridge] + [n.veth for n in layout.nodes] + [
             r.veth for r in layout.replicas]:
