@@ -47,6 +47,8 @@ examples:
       /var/lib/blockmover/cluster/demo/cluster.yml app.yml
   blockmover cluster down
   blockmover demo                     # up, move MongoDB node1 -> node2, down
+  blockmover demo --ha                # the same on 3 control replicas, the
+                                      # leading one killed mid-move
   blockmover cluster up --backend openstack --attach-latency 5
   blockmover cluster up --nodes 4 --sites east,west
   blockmover cluster up --control-replicas 3   # on a 3-member etcd
@@ -244,7 +246,7 @@ def _demo(args):
     from blockmover.localcluster.demo import demo
     return demo(documents=args.documents, keep=args.keep,
                 backend=args.backend, attach_latency=args.attach_latency,
-                detach_latency=args.detach_latency)
+                detach_latency=args.detach_latency, ha=args.ha)
 
 
 def _local_cluster_options(cluster, status, demo):
@@ -325,6 +327,11 @@ def _local_cluster_options(cluster, status, demo):
     demo.add_argument("--documents", type=int, default=10000,
                       help="how many documents to write (default "
                       "%(default)s)")
+    demo.add_argument("--ha", action="store_true",
+                      help="run the control service as 3 replicas on a "
+                      "3-member etcd, and kill the leading one (SIGKILL) in "
+                      "the middle of the move: another leads and the move "
+                      "completes")
     _backend(demo, layout)
     demo.set_defaults(run=_local_cluster(_demo))
 

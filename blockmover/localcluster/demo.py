@@ -2,12 +2,20 @@
 ``blockmover demo``: a 2-node local cluster, MongoDB (``secantusd-py``) on
 node1 with N documents, moved to node2 with its volume, every document
 checked on node2, the time of each step of the move printed.
+
+``blockmover demo --ha``: the same with the control service as three
+replicas on a three-member etcd, the leading replica killed (SIGKILL) in
+the middle of the move; another leads and the move completes.
 """
 
 import os
+import threading
 import time
 
-from blockmover.localcluster import ClusterError
+from blockmover import proc
+from blockmover.client import ControlError, ControlUnreachable
+from blockmover.localcluster import ClusterError, state, trust
+from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.database import (
     application, checksum, missing_or_wrong, read_documents,
     refuses_connections, wait_for_server, write_documents,
@@ -18,10 +26,13 @@ from blockmover.localcluster.deploying import (
 from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import DEFAULT_LATENCY, make_layout
 from blockmover.localcluster.up import up
-from blockmover.poll import Timeout
+from blockmover.poll import Backoff, Timeout, poll
 
 DATA_ROOT = "/var/lib/blockmover/demo-data"
 APP = "mongodb"
+# The replicas' election with --ha: a leader lost is replaced within about
+# 7 s (cluster.yml's cluster.election; 15 s by default).
+HA_ELECTION = {"lease": 6, "renew_deadline": 4, "retry": 1}
 
 
 def step(text):
@@ -56,7 +67,10 @@ def run_demo(layout, documents):
     step("moving %s from %s to %s" % (APP, node1.name, node2.name))
     write_configuration(layout, apps, {APP: node2.name})
     with ChangeTimes(layout) as times:
-        total = deploy(layout)
+        if layout.replicated:
+            total = _move_killing_the_leader(layout, node1)
+        else:
+            total = deploy(layout)
     print_move_times(times.changes, total)
 
     step("checking every document on %s:27017" % (node2.address,))
@@ -76,6 +90,64 @@ def run_demo(layout, documents):
           "connections" % (len(found), after, node1.name))
 
 
+def leading_replica(layout, credentials, other_than=None, timeout=120.0):
+    """
+    The ``ReplicaLayout`` of the replica that leads, once one (other than
+    ``other_than``) does, as the replicas say.
+    """
+    def found():
+        for replica in layout.replicas:
+            try:
+                answer = ask_control(replica.url,
+                                     lambda client: client.get_replicas(),
+                                     5.0, credentials)
+            except (ControlError, ControlUnreachable):
+                continue
+            leader = answer["leader"]
+            if leader is not None and leader["name"] != other_than:
+                return layout.replica(leader["name"])
+        return None
+    return poll(found, timeout, "a replica of the control service to lead",
+                Backoff(initial=0.1, maximum=0.5))
+
+
+def _move_killing_the_leader(layout, source):
+    """
+    Deploy the move (and wait for it) while the leading replica is killed
+    as soon as MongoDB stopped on ``source``. :return: the deploy's
+    seconds.
+    """
+    credentials = trust.operator_credentials(layout)
+    outcome = {}
+
+    def deploying():
+        try:
+            outcome["seconds"] = deploy(layout)
+        except ClusterError as e:
+            outcome["error"] = e
+    thread = threading.Thread(target=deploying, name="demo-deploy")
+    thread.start()
+    try:
+        poll(lambda: True if refuses_connections(source.address) else None,
+             240.0, "%s to stop on %s" % (APP, source.name),
+             Backoff(initial=0.05, maximum=0.2))
+        leader = leading_replica(layout, credentials)
+        record = state.load(layout.state_file).processes[leader.name]
+        proc.kill(record)
+        killed = time.monotonic()
+        step("killed the leading control replica %s (pid %d, SIGKILL) in "
+             "the middle of the move" % (leader.name, record.pid))
+        new = leading_replica(layout, credentials, other_than=leader.name)
+        print("    %s leads now, %.1fs after the kill (lease %gs)"
+              % (new.name, time.monotonic() - killed,
+                 HA_ELECTION["lease"]), flush=True)
+    finally:
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["seconds"]
+
+
 def remove_empty_mountpoints():
     """
     Remove the demo's mountpoint directories, only where empty: with the
@@ -87,17 +159,22 @@ def remove_empty_mountpoints():
 
 
 def demo(documents=10000, keep=False, backend="loopback",
-         attach_latency=DEFAULT_LATENCY, detach_latency=DEFAULT_LATENCY):
+         attach_latency=DEFAULT_LATENCY, detach_latency=DEFAULT_LATENCY,
+         ha=False):
     """
     Run the demo on ``backend`` (loopback, or openstack on an emulator
-    whose attach and detach take the latencies given); 0 when the data
+    whose attach and detach take the latencies given); with ``ha``, on
+    three control replicas, the leader killed mid-move. 0 when the data
     was verified on the new node.
     """
     layout = make_layout(backend=backend, attach_latency=attach_latency,
-                         detach_latency=detach_latency)
+                         detach_latency=detach_latency,
+                         control_replicas=3 if ha else 1,
+                         election=HA_ELECTION if ha else None)
     started = time.monotonic()
-    step("bringing up cluster %s with 2 nodes on the %s backend"
-         % (layout.name, backend))
+    step("bringing up cluster %s with 2 nodes on the %s backend%s"
+         % (layout.name, backend, ", the control service as 3 replicas on "
+            "a 3-member etcd" if ha else ""))
     up(layout)
     # Late, like every use of pymongo: it comes with the demo extra only.
     from pymongo.errors import PyMongoError
