@@ -8,6 +8,7 @@ clear answer, and nothing is lost; a replica with an empty disk rejoins.
 Times are printed, never asserted: the machine is shared.
 """
 
+import http.client
 import json
 import os
 import shutil
@@ -93,6 +94,47 @@ def test_one_leads_and_the_others_send_every_other_request_to_it(tmp_path):
         # Renewals are the replicas' own to send.
         assert leader.request("POST", "/v1/replicas/renewals",
                               {"nodes": ["n1"]})[0] == 403
+
+
+def metrics(replica):
+    """
+    The Prometheus text ``replica`` serves at ``/metrics``, to the
+    operator.
+    """
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", replica.port, timeout=10,
+        context=replica.ca.ssl_context())
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        return response.read().decode()
+    finally:
+        connection.close()
+
+
+def sample(text, name):
+    """
+    The value of the sample ``name`` (with its labels) in ``text``.
+    """
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no sample %s in:\n%s" % (name, text))
+
+
+def test_every_replica_says_whether_it_leads_and_saves_are_timed(tmp_path):
+    with Replicas(3) as replicas:
+        leader = settled(replicas, str(tmp_path))
+        shown = metrics(leader)
+        assert sample(shown, "blockmover_control_leader") == 1
+        assert sample(shown, 'blockmover_control_leadership_changes_total'
+                             '{change="elected"}') == 1
+        assert sample(shown, 'blockmover_control_store_duration_seconds_count'
+                             '{record="configuration",status="success"}') >= 1
+        for follower in replicas.followers(leader):
+            assert sample(metrics(follower), "blockmover_control_leader") \
+                == 0
 
 
 def test_followers_serve_the_slices_the_leader_hands_out(tmp_path):
