@@ -55,8 +55,10 @@ REPLICAS = b"replicas/"
 CONFIGURATION = etcdstore.CONFIGURATION.name.encode("ascii")
 # How often a follower tells the leader which nodes polled it.
 RENEW_INTERVAL = 1.0
-# Writes of slices in one transaction (etcd takes 128 by default).
+# Writes of slices in one transaction (etcd takes 128 by default), and
+# their bytes (etcd takes requests of 1.5 MiB by default).
 SLICE_BATCH = 100
+SLICE_BATCH_BYTES = 512 * 1024
 # After etcd refused or missed a batch of slices, the next try.
 SLICE_RETRY = 1.0
 # The longest a replica that lost the lead waits for etcd to revoke its
@@ -145,8 +147,13 @@ class SlicePublisher(object):
             ops.append(put(self._prefix + POLL_LIMIT,
                            json.dumps(limit).encode("ascii")))
         batch = {}
+        size = 0
         for node in list(self._pending)[:SLICE_BATCH - len(ops)]:
+            body = self._pending[node]
+            if batch and size + len(body or b"") > SLICE_BATCH_BYTES:
+                break
             batch[node] = self._pending.pop(node)
+            size += len(body or b"")
         for node, body in sorted(batch.items()):
             key = self._prefix + SLICES + node.encode("utf-8")
             ops.append(delete(key) if body is None else put(key, body))
