@@ -35,7 +35,7 @@ import uuid
 
 import pytest
 
-from acceptance.watcher import SafetyWatcher
+from acceptance.clusters import WatchedCluster, watched
 from blockmover import proc
 from blockmover.command import run
 from blockmover.localcluster import power, state, trust
@@ -44,16 +44,14 @@ from blockmover.localcluster.database import (
     application, read_documents, wait_for_server, write_documents,
 )
 from blockmover.localcluster.deploying import deploy, write_configuration
-from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
-from blockmover.localcluster.leftovers import leftovers
 from blockmover.localcluster.namespaces import unused_subnet
 from blockmover.localcluster.services import CONTROL
 from blockmover.localcluster.up import up
 from blockmover.localcluster.writer import (
     Writer, lost, overlapping, read_writes,
 )
-from blockmover.poll import Backoff, poll
+from blockmover.poll import poll
 
 APP = "mongodb"
 LEASE = 8.0
@@ -64,19 +62,7 @@ FAILOVER_WITHIN = 120.0
 BLOCKMOVER = os.path.join(os.path.dirname(sys.executable), "blockmover")
 
 
-class FailingCluster(object):
-    def __init__(self, layout, log_path):
-        self.layout = layout
-        self.log_path = log_path
-        self.watcher = None
-
-    def echo(self, line):
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
-
-    def node(self, name):
-        return self.layout.node(name)
-
+class FailingCluster(WatchedCluster):
     def place(self, node, automatic=True, fencing=None, without=(),
               wait=True):
         """
@@ -94,18 +80,8 @@ class FailingCluster(object):
         with open(self.log_path, "a") as output:
             deploy(self.layout, wait=wait, timeout=240, output=output)
 
-    def status(self):
-        result = subprocess.run(
-            [BLOCKMOVER, "status", "--name", self.layout.name,
-             "--state-dir", self.layout.state_dir, "--json"],
-            capture_output=True, text=True, timeout=120)
-        assert result.returncode in (0, 1), result.stdout + result.stderr
-        return json.loads(result.stdout)
-
     def wait_status(self, check, what, deadline=FAILOVER_WITHIN):
-        return poll(lambda: (lambda s: s if check(s) else None)(
-            self.status()), deadline, what,
-            Backoff(initial=0.2, maximum=1.0))
+        return WatchedCluster.wait_status(self, check, what, deadline)
 
     def cloud(self):
         return cloud_admin(self.layout)
@@ -129,23 +105,8 @@ def failing(request):
                                       "blockmover-failover-" + name),
                          backend=request.param, attach_latency=2.0,
                          detach_latency=2.0, lease=LEASE)
-    log = tempfile.NamedTemporaryFile(prefix="blockmover-failover-%s-"
-                                      % (name,), suffix=".log", delete=False)
-    log.close()
-    cluster = FailingCluster(layout, log.name)
-    watcher = SafetyWatcher(layout, "secantusd-py",
-                            os.path.join(layout.state_dir, "data", APP))
-    try:
-        up(layout, echo=cluster.echo)
-        watcher.start()
-        cluster.watcher = watcher
+    with watched(FailingCluster, layout, "failover") as cluster:
         yield cluster
-    finally:
-        watcher.stop()
-        down(layout.state_file, echo=cluster.echo)
-    assert leftovers(layout, list(watcher.seen.values())) == []
-    assert watcher.violations == [], watcher.violations
-    os.unlink(log.name)
 
 
 @pytest.fixture(autouse=True)

@@ -18,16 +18,15 @@ running, on at most one node at every moment.
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import uuid
 
 import pytest
 
+from acceptance.clusters import APP, WatchedCluster, watched
 from acceptance.moving import wait_for_stop_on
-from acceptance.watcher import SafetyWatcher
 from blockmover import proc
+from blockmover.client import ControlError, ControlUnreachable
 from blockmover.command import run
 from blockmover.localcluster import power, state, trust
 from blockmover.localcluster.blocking import ask_control
@@ -36,37 +35,28 @@ from blockmover.localcluster.database import (
     refuses_connections, wait_for_server, write_documents,
 )
 from blockmover.localcluster.deploying import deploy, write_configuration
-from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
-from blockmover.localcluster.leftovers import leftovers
 from blockmover.localcluster.namespaces import unused_subnet
 from blockmover.localcluster.up import up
 from blockmover.poll import Backoff, poll
 
-APP = "mongodb"
 DOCUMENTS = 1000
 ELECTION = {"lease": 6, "renew_deadline": 4, "retry": 1}
 NODE_LEASE = 8.0
 # A move, a push or a failover, with a leader lost on the way: the lease,
 # an election, the work itself, on a busy machine.
 WITHIN = 240.0
-BLOCKMOVER = os.path.join(os.path.dirname(sys.executable), "blockmover")
 
 
-class HACluster(object):
+class HACluster(WatchedCluster):
     def __init__(self, layout, log_path):
-        self.layout = layout
-        self.log_path = log_path
-        self.watcher = None
+        WatchedCluster.__init__(self, layout, log_path)
         self.checksum = None
-        self.operator = trust.operator_credentials(layout)
 
-    def echo(self, line):
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
-
-    def node(self, name):
-        return self.layout.node(name)
+    @property
+    def operator(self):
+        # The cluster issues them as it comes up.
+        return trust.operator_credentials(self.layout)
 
     def place(self, node, wait=True, failover=()):
         app = application(os.path.join(self.layout.state_dir, "data", APP))
@@ -76,17 +66,8 @@ class HACluster(object):
         with open(self.log_path, "a") as output:
             deploy(self.layout, wait=wait, timeout=WITHIN, output=output)
 
-    def status(self):
-        result = subprocess.run(
-            [BLOCKMOVER, "status", "--name", self.layout.name,
-             "--state-dir", self.layout.state_dir, "--json"],
-            capture_output=True, text=True, timeout=120)
-        assert result.returncode in (0, 1), result.stdout + result.stderr
-        return json.loads(result.stdout)
-
     def wait_status(self, check, what, deadline=WITHIN):
-        return poll(lambda: (lambda s: s if check(s) else None)(
-            self.status()), deadline, what, Backoff(initial=0.2, maximum=1.0))
+        return WatchedCluster.wait_status(self, check, what, deadline)
 
     def replicas(self):
         """
@@ -97,7 +78,7 @@ class HACluster(object):
                 return ask_control(replica.url,
                                    lambda client: client.get_replicas(),
                                    5.0, self.operator)
-            except Exception:
+            except (ControlError, ControlUnreachable):
                 continue
         return None
 
@@ -115,7 +96,7 @@ class HACluster(object):
             try:
                 ask_control(replica.url, lambda client: client.get_state(),
                             5.0, self.operator)
-            except Exception:
+            except (ControlError, ControlUnreachable):
                 return None
             return replica
         return poll(found, WITHIN, "a replica to lead",
@@ -172,23 +153,8 @@ def ha():
         backend="loopback", sites=(("east", "loopback"),
                                    ("west", "loopback")),
         control_replicas=3, election=ELECTION, lease=NODE_LEASE)
-    log = tempfile.NamedTemporaryFile(prefix="blockmover-ha-%s-" % (name,),
-                                      suffix=".log", delete=False)
-    log.close()
-    cluster = HACluster(layout, log.name)
-    watcher = SafetyWatcher(layout, "secantusd-py",
-                            os.path.join(layout.state_dir, "data", APP))
-    try:
-        up(layout, echo=cluster.echo)
-        watcher.start()
-        cluster.watcher = watcher
+    with watched(HACluster, layout, "ha") as cluster:
         yield cluster
-    finally:
-        watcher.stop()
-        down(layout.state_file, echo=cluster.echo)
-    assert leftovers(layout, list(watcher.seen.values())) == []
-    assert watcher.violations == [], watcher.violations
-    os.unlink(log.name)
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ import uuid
 import pytest
 import yaml
 
-from acceptance.watcher import SafetyWatcher
+from acceptance.clusters import WatchedCluster, watched
 from blockmover import proc
 from blockmover.identity import dataset_id, is_incoming
 from blockmover.localcluster import state, trust
@@ -41,9 +41,7 @@ from blockmover.localcluster.database import (
 from blockmover.localcluster.deploying import (
     app_yml_path, deploy, deploy_argv, write_configuration,
 )
-from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
-from blockmover.localcluster.leftovers import leftovers
 from blockmover.localcluster.namespaces import unused_subnet
 from blockmover.localcluster.services import CONTROL, agent_key, service_env
 from blockmover.localcluster.status import control_state
@@ -72,24 +70,15 @@ SITES = {
 }
 
 
-class SiteCluster(object):
+class SiteCluster(WatchedCluster):
     def __init__(self, layout, log_path):
-        self.layout = layout
-        self.log_path = log_path
-        self.watcher = None
+        WatchedCluster.__init__(self, layout, log_path)
         self.app = application(os.path.join(layout.state_dir, "data", APP))
 
     @property
     def kind(self):
         return ",".join("%s=%s" % s for s in sorted(self.layout.sites
                                                      .items()))
-
-    def echo(self, line):
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
-
-    def node(self, name):
-        return self.layout.node(name)
 
     def configure(self, node, push=None, limits=None, others=None):
         """
@@ -207,23 +196,8 @@ def sites(request):
                                       "blockmover-sites-" + name),
                          backend="openstack", attach_latency=1.0,
                          detach_latency=1.0, sites=SITES[request.param])
-    log = tempfile.NamedTemporaryFile(prefix="blockmover-sites-%s-" % (name,),
-                                      suffix=".log", delete=False)
-    log.close()
-    cluster = SiteCluster(layout, log.name)
-    watcher = SafetyWatcher(layout, "secantusd-py",
-                            os.path.join(layout.state_dir, "data", APP))
-    try:
-        up(layout, echo=cluster.echo)
-        watcher.start()
-        cluster.watcher = watcher
+    with watched(SiteCluster, layout, "sites") as cluster:
         yield cluster
-    finally:
-        watcher.stop()
-        down(layout.state_file, echo=cluster.echo)
-    assert leftovers(layout, list(watcher.seen.values())) == []
-    assert watcher.violations == [], watcher.violations
-    os.unlink(log.name)
 
 
 @pytest.fixture(autouse=True)
