@@ -20,7 +20,7 @@ from agents.runtime import ProcessRuntime
 from blockmover import tls
 from blockmover.backends import make_backend
 from blockmover.certificates import NODE, CertificateError
-from blockmover.client import ControlClient, printable_url
+from blockmover.client import ControlClient, printable_url, spread
 from blockmover.backends.devices import BY_ID
 from blockmover.backends.relayed import RelayedBlockDeviceAPI
 from blockmover.config import (
@@ -228,8 +228,9 @@ def run_agent(reactor, config, credentials):
     runtime = ProcessRuntime(config.state_dir)
     # One client for the agent's life: its long polls and reports go to
     # whichever replica serves, each with the generation and task it
-    # carries.
-    client = ControlClient(config.control_urls, reactor,
+    # carries. Each node starts at a replica of its own, so that the
+    # agents' long polls spread over the replicas.
+    client = ControlClient(spread(config.control_urls, config.node), reactor,
                            credentials=credentials)
     pushes = PushRegistry()
     loop = None

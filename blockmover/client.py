@@ -12,6 +12,7 @@ leader (a follower answers 421 with the leader's URL).
 
 import argparse
 import json
+import zlib
 from contextlib import nullcontext
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -141,6 +142,17 @@ def _not_https(url):
                        % (printable_url(url),))
 
 
+def spread(urls, node):
+    """
+    ``urls`` (a control service's replicas) turned round to start at the
+    one ``node`` asks first: the same for a node every time, the nodes of
+    a cluster evenly over the replicas.
+    """
+    urls = list(urls)
+    start = zlib.crc32(node.encode("utf-8")) % len(urls)
+    return urls[start:] + urls[:start]
+
+
 def control_argument(text):
     """
     The value of ``--control URL[,URL...]`` for argparse: ``control_urls``
@@ -266,8 +278,13 @@ class ControlClient(object):
                 pool=self._pool)
         self._http = treq.client.HTTPClient(agent)
         self._timeout = timeout
-        # The replica that answered last, asked first by the next call.
+        # The replica that answered last. A long poll is asked first of
+        # the one that served the last long poll (any replica serves
+        # them), any other call of the one that served the last such call
+        # (the leader, when there are several): both that one until then.
         self.url = self.urls[0]
+        self._poll_url = None
+        self._leader_url = None
 
     def _check(self, url):
         """
@@ -367,7 +384,7 @@ class ControlClient(object):
         if after is not None:
             query["after"] = str(after)
         d = self._request("GET", "/v1/nodes/%s/desired" % (node,), query,
-                          timeout=timeout + _LONG_POLL_MARGIN)
+                          timeout=timeout + _LONG_POLL_MARGIN, poll=True)
         d.addCallback(
             lambda data: None if data is None
             else NodeDesired.create(data))
@@ -466,15 +483,26 @@ class ControlClient(object):
 
     # --- plumbing --------------------------------------------------------
 
-    def _request(self, method, path, query=None, body=None, timeout=None):
+    def _request(self, method, path, query=None, body=None, timeout=None,
+                 poll=False):
         """
         The data of the answer to ``method`` ``path`` (with ``query`` and
-        the JSON of ``body``), from the first replica that serves it.
+        the JSON of ``body``), from the first replica that serves it: a
+        long poll (``poll``) asked first of the replica that served the
+        last one, any other call of the one that served the last such.
         """
         call = _Call(self, method, path, query, body,
-                     self._timeout if timeout is None else timeout)
-        call.ask(self.url)
+                     self._timeout if timeout is None else timeout, poll)
+        first = self._poll_url if poll else self._leader_url
+        call.ask(first or self.url)
         return call.result
+
+    def _served(self, url, poll):
+        self.url = url
+        if poll:
+            self._poll_url = url
+        else:
+            self._leader_url = url
 
     def _after(self, url, asked):
         """
@@ -511,8 +539,10 @@ class _Call(object):
     answer's data, or fails with the last error.
     """
 
-    def __init__(self, client, method, path, query, body, timeout):
+    def __init__(self, client, method, path, query, body, timeout,
+                 poll=False):
         self._client = client
+        self._poll = poll
         self._method = method
         self._path = path
         self._query = query
@@ -567,7 +597,7 @@ class _Call(object):
 
     def _done(self, data, url):
         if not self._over():
-            self._client.url = url
+            self._client._served(url, self._poll)
             self.result.callback(data)
 
     def _refused(self, failure, url):
@@ -576,7 +606,7 @@ class _Call(object):
         error = failure.value
         if not isinstance(error, _ReplicaAnswer):
             if failure.check(ControlError):
-                self._client.url = url
+                self._client._served(url, self._poll)
             self.result.errback(failure)
             return
         if error.code == _NO_LEADER:

@@ -30,7 +30,7 @@ class ControlProcess(object):
 
     def __init__(self, state_dir, log, refresh_interval=3600, args=(),
                  cluster="demo", insecure_plain_http=False, env=None,
-                 startup_grace=0, port=0):
+                 startup_grace=0, port=0, crl=None):
         self.ca = cluster_ca(cluster)
         self.cluster = cluster
         # For tests of what the service does whatever its clients' names.
@@ -47,6 +47,8 @@ class ControlProcess(object):
         # less.
         self.startup_grace = startup_grace
         self.process = None
+        # The revocation list it reads: the CA's own unless given.
+        self.crl = crl if crl is not None else self.ca.crl
         # The port asked for (0: the kernel's pick), the one it listens on
         # once started.
         self._listen_port = port
@@ -60,7 +62,7 @@ class ControlProcess(object):
     def _security_args(self):
         if self.insecure_plain_http:
             return ["--insecure-plain-http-for-tests"]
-        return ["--tls-dir", self.ca.control_dir(), "--crl", self.ca.crl]
+        return ["--tls-dir", self.ca.control_dir(), "--crl", self.crl]
 
     def start(self):
         with open(self.stderr_path, "w") as stderr:

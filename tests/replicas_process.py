@@ -62,9 +62,13 @@ class Replicas(object):
             name = "r%d" % (n + 1,)
             state_dir = os.path.join(self.directory, name)
             os.makedirs(state_dir)
+            # Each its own copy of the CA's revocation list, as on a host
+            # of its own.
+            crl = os.path.join(self.directory, name + "-crl.pem")
+            shutil.copyfile(self.ca.crl, crl)
             self.replicas.append(ControlProcess(
                 state_dir, os.path.join(self.directory, name + ".log"),
-                port=port, args=[
+                port=port, crl=crl, args=[
                     "--etcd", ",".join(self.etcd.endpoints),
                     "--replica-name", name,
                     "--advertise", "https://127.0.0.1:%d" % (port,)]))

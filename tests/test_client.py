@@ -23,7 +23,7 @@ from blockmover import tls
 from blockmover.certificates import CONTROL, NODE
 from blockmover.client import (
     ControlClient, ControlError, ControlUnreachable, InsecureURL,
-    control_urls, printable_url,
+    control_urls, printable_url, spread,
 )
 from blockmover.logs import TASK_HEADER
 from blockmover.model import (
@@ -343,6 +343,38 @@ def test_follower_sends_the_same_request_to_its_leader():
     assert state == {"generation": 5}
 
 
+def test_long_polls_stay_with_their_replica_and_reports_go_to_the_leader():
+    """
+    A follower serves an agent's long polls; its reports it sends to the
+    leader the follower named once, and its polls stay with the follower:
+    the leader is not asked for every poll of every agent.
+    """
+    report = NodeReport(state=NodeState(node="n1", backend_id="n1"),
+                        progress=Progress(converged=True, generation=2))
+    desired = to_data(NodeDesired(node="n1", backend_id="n1",
+                                  cluster_name="demo", generation=7))
+
+    @inlineCallbacks
+    def use(client):
+        yield client.get_desired("n1", timeout=1)
+        yield client.put_state("n1", report)
+        yield client.get_desired("n1", after=7, timeout=1)
+        yield client.put_state("n1", report)
+
+    outcome, requests, urls = with_replicas(
+        2, lambda urls: [
+            [(200, desired), (421, {"errors": ["not the leader"],
+                                    "leader": urls[1]}), (204, None)],
+            [(200, {}), (200, {})]],
+        use)
+    assert outcome is None
+    assert [(r["method"], r["path"]) for r in requests[0]] == [
+        ("GET", "/v1/nodes/n1/desired"), ("PUT", "/v1/nodes/n1/state"),
+        ("GET", "/v1/nodes/n1/desired")]
+    assert [(r["method"], r["path"]) for r in requests[1]] == [
+        ("PUT", "/v1/nodes/n1/state")] * 2
+
+
 def test_no_leader_asks_the_next_replica():
     """
     A replica that knows no leader (503, leader null): the next one is
@@ -647,3 +679,16 @@ def test_real_service_round_trip(control, workdir):
     assert refused is not None and refused.code == 400
     assert any("cluster.yml:" in m and "nope" in m for m in refused.messages)
     assert unknown is not None and unknown.code == 404
+
+
+def test_nodes_spread_over_the_replicas():
+    """
+    Each node starts at a replica of its own, always the same, and the
+    nodes of a cluster share the replicas about evenly.
+    """
+    urls = ["https://10.0.0.%d:4523" % (n,) for n in (1, 2, 3)]
+    first = [spread(urls, "node%d" % (n,))[0] for n in range(300)]
+    assert spread(urls, "node7") == spread(urls, "node7")
+    assert sorted(spread(urls, "node7")) == urls
+    assert all(60 < first.count(url) < 140 for url in urls), first
+    assert spread(urls[:1], "node7") == urls[:1]

@@ -10,8 +10,10 @@ Times are printed, never asserted: the machine is shared.
 
 import json
 import os
+import shutil
 import signal
 import time
+import uuid
 
 from blockmover.poll import Backoff, poll
 from tests.replicas_process import APP_YML, Replicas, ask, cluster_yml
@@ -275,3 +277,27 @@ def test_a_replica_restarted_with_an_empty_disk_rejoins(tmp_path):
         assert replicas.leader(timeout=60) is follower
         configuration = follower.request("GET", "/v1/configuration")[1]
         assert "n1: [db]" in configuration["cluster_yml"]
+
+
+def test_a_revocation_copied_to_one_replica_counts_at_every_one(tmp_path):
+    # A name of its own: the cluster's test CA is the whole run's.
+    mallory = "mallory-" + uuid.uuid4().hex[:8]
+    with Replicas(3) as replicas:
+        leader = replicas.leader()
+        for replica in replicas.replicas:
+            assert replica.request("GET", "/v1/replicas", kind="user",
+                                   name=mallory)[0] == 200
+        replicas.ca.revoke("user", mallory)
+        # The new list, copied to one host only.
+        shutil.copyfile(replicas.ca.crl, replicas.replicas[0].crl)
+        for replica in replicas.replicas:
+            wait_for(lambda: ask(replica, "GET", "/v1/replicas",
+                                 kind="user", name=mallory)[0] == 403,
+                     "%s to refuse the revoked user" % (replica.url,))
+        # Others are still believed; a list older than etcd's is not
+        # taken back from another host's file.
+        assert leader.request("GET", "/v1/state")[0] == 200
+        time.sleep(2)
+        for replica in replicas.replicas:
+            assert ask(replica, "GET", "/v1/replicas", kind="user",
+                       name=mallory)[0] == 403

@@ -16,6 +16,7 @@ from blockmover.control import access, kept, limits
 from blockmover.control.errors import BackendError, StoreError
 from blockmover.control.failures import NotDown, NotFenceable
 from blockmover.control.replica import ReplicaUnavailable
+from blockmover.control.slices import ENDED
 from blockmover.control.service import (
     BadReport, Busy, ConfigurationRejected, NoConfiguration, UnknownNode,
 )
@@ -400,7 +401,7 @@ class _Desired(_Endpoint):
         return d
 
     def _answer(self, desired):
-        if desired is _TIMED_OUT:
+        if desired is _TIMED_OUT or desired is ENDED:
             return (204, None)
         if desired is None:
             raise UnknownNode(self.node)

@@ -29,6 +29,7 @@ from blockmover.control.etcd import EtcdClient, EtcdError, EtcdTLS
 from blockmover.control.etcdstore import EtcdStore
 from blockmover.control.leases import STARTUP_GRACE
 from blockmover.control.metrics import ControlMetrics
+from blockmover.control.revocations import Revocations, SharedRevocations
 from blockmover.control.replica import (
     Replica, SlicePublisher, describe_timing,
 )
@@ -232,11 +233,16 @@ class Security(object):
     own ``files`` and ``credentials`` (None without TLS).
     """
 
-    def __init__(self, authority, wrap, files=None, credentials=None):
+    def __init__(self, authority, wrap, files=None, credentials=None,
+                 revocations=None, crl=None):
         self.authority = authority
         self.wrap = wrap
         self.files = files
         self.credentials = credentials
+        # The ``revocations.Revocations`` the authority refuses, read from
+        # ``crl`` (and, for a replica, from etcd).
+        self.revocations = revocations
+        self.crl = crl
 
 
 def _security(options, reactor):
@@ -257,7 +263,8 @@ def _security(options, reactor):
                            "service; issue one with 'blockmover ca control'"
                            % (files.certificate, credentials.identity))
     crl = options.crl or tls.revocation_path(os.path.dirname(files.ca))
-    revocations = RevocationFile(crl, credentials.ca_certificate)
+    revocations = Revocations(RevocationFile(crl,
+                                             credentials.ca_certificate))
     # Read once now: a service that cannot read it would refuse everyone.
     revocations.revoked()
     server = tls.ServerTLS(credentials)
@@ -265,7 +272,7 @@ def _security(options, reactor):
                     lambda factory: TLSMemoryBIOFactory(server, False,
                                                         factory,
                                                         clock=reactor),
-                    files, credentials)
+                    files, credentials, revocations, crl)
 
 
 def tune_interpreter():
@@ -478,12 +485,17 @@ def run_replica(reactor, options, security, make_backend=None,
                      "%s (%s)\n" % (name, cluster, ",".join(options.etcd),
                                      describe_timing(timing)))
     sys.stderr.flush()
+    shared = SharedRevocations(client, cluster, security.crl,
+                               security.authority.ca_certificate,
+                               security.revocations, reactor)
     try:
         yield replica.start()
+        yield shared.start()
     except EtcdError as e:
         restart("etcd could not be read to follow the leader (%s)" % (e,))
 
     def shutdown():
+        shared.stop()
         d = port.stopListening()
         d.addBoth(lambda _: replica.stop())
         d.addBoth(lambda _: client.close())

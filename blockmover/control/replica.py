@@ -270,12 +270,17 @@ class Follower(object):
         self.ready = True
 
     def stop(self):
+        """
+        Stop following; the long polls waiting are answered that nothing
+        changed, so that their agents ask again at once (of the leader
+        this replica may now be).
+        """
         if self._watch is not None:
             self._watch.stop()
             self._watch = None
         if self._renewing.running:
             self._renewing.stop()
-        self.slices.cancel_all()
+        self.slices.end_all()
 
     def _watch_ended(self, failure):
         # Compacted past where it stood: read everything again.

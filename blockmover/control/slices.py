@@ -10,6 +10,10 @@ from twisted.internet.defer import Deferred
 from blockmover.model import to_data
 
 
+# What a wait ended by ``Slices.end_all`` fires with.
+ENDED = object()
+
+
 class SliceChange(object):
     """
     New slices computed but not yet handed out (``Slices.propose``):
@@ -208,6 +212,16 @@ class Slices(object):
         # The object's last key: its closing brace becomes listed_at's.
         return b'%s, "listed_at": %s}' % (
             made[1][:-1], json.dumps(desired.listed_at).encode("ascii"))
+
+    def end_all(self):
+        """
+        Answer every wait with ``ENDED``: nothing new for now (a replica
+        that starts leading, whose own slices are numbered anew).
+        """
+        waiters, self._waiters = self._waiters, {}
+        for entries in waiters.values():
+            for _, d in list(entries):
+                d.callback(ENDED)
 
     def cancel_all(self):
         """
