@@ -14,6 +14,7 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
+from blockmover.cli import parser
 from blockmover.config import load_agent_config, load_deployment
 from blockmover.localcluster import ClusterError, state
 from blockmover.localcluster.configs import (
@@ -130,6 +131,17 @@ def test_only_an_odd_number_of_replicas_is_taken(tmp_path, count):
         replicated(tmp_path, replicas=count)
     assert str(raised.value).startswith(
         "a local cluster runs 1, 3 or 5 control replicas, not %d" % (count,))
+
+
+def test_cluster_up_takes_1_3_or_5_replicas(capsys):
+    assert parser().parse_args(["cluster", "up"]).control_replicas == 1
+    assert parser().parse_args(
+        ["cluster", "up", "--control-replicas", "3"]).control_replicas == 3
+    with pytest.raises(SystemExit) as raised:
+        parser().parse_args(["cluster", "up", "--control-replicas", "2"])
+    assert raised.value.code == 2
+    assert "--control-replicas: invalid choice: 2 (choose from 1, 3, 5)" \
+        in capsys.readouterr().err
 
 
 def test_a_port_that_leaves_etcd_no_room_is_refused(tmp_path):
