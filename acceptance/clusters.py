@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from acceptance.watcher import SafetyWatcher
+from blockmover.status_command import EXIT_CONTROL
 from blockmover.localcluster.down import down
 from blockmover.localcluster.leftovers import leftovers
 from blockmover.localcluster.up import up
@@ -40,25 +41,31 @@ class WatchedCluster(object):
     def node(self, name):
         return self.layout.node(name)
 
-    def status(self):
+    def status(self, unanswered_ok=False):
         """
         ``blockmover status --json`` of the cluster, as an operator reads
-        it.
+        it; with ``unanswered_ok``, None while the control service does
+        not answer (no replica leads, say).
         """
         result = subprocess.run(
             [BLOCKMOVER, "status", "--name", self.layout.name,
              "--state-dir", self.layout.state_dir, "--json"],
             capture_output=True, text=True, timeout=120)
+        if unanswered_ok and result.returncode == EXIT_CONTROL:
+            return None
         assert result.returncode in (0, 1), result.stdout + result.stderr
         return json.loads(result.stdout)
 
     def wait_status(self, check, what, deadline):
         """
         The status once ``check(status)`` holds, within ``deadline``
-        seconds.
+        seconds; a control service that does not answer meanwhile is
+        waited for too.
         """
-        return poll(lambda: (lambda s: s if check(s) else None)(
-            self.status()), deadline, what, Backoff(initial=0.2, maximum=1.0))
+        def looked():
+            status = self.status(unanswered_ok=True)
+            return status if status is not None and check(status) else None
+        return poll(looked, deadline, what, Backoff(initial=0.2, maximum=1.0))
 
 
 @contextlib.contextmanager
