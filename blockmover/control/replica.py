@@ -260,6 +260,7 @@ class Follower(object):
         self._renewing = LoopingCall(self._send_renewals)
         self._renewing.clock = reactor
         self.ready = False
+        self._stopped = False
 
     @inlineCallbacks
     def start(self):
@@ -280,8 +281,10 @@ class Follower(object):
         """
         Stop following; the long polls waiting are answered that nothing
         changed, so that their agents ask again at once (of the leader
-        this replica may now be).
+        this replica may now be). Those that come after are answered 503
+        naming no leader (``wait_desired``).
         """
+        self._stopped = True
         if self._watch is not None:
             self._watch.stop()
             self._watch = None
@@ -340,7 +343,16 @@ class Follower(object):
         """
         ``ControlService.wait_desired``, from the slices in etcd: a node
         with no slice there waits until its poll times out.
+
+        :raise ReplicaUnavailable: naming no leader, once stopped: this
+            replica was elected and its service does not serve yet (at
+            10,000 nodes, seconds), and no slice here will change; its
+            agent asks another replica, or this one again in a second.
         """
+        if self._stopped:
+            raise ReplicaUnavailable(
+                "this replica was just elected and is starting; ask another "
+                "replica, or this one again in a second", None)
         self._polled.add(node)
         return self.slices.wait(node, after)
 
