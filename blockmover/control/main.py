@@ -466,7 +466,9 @@ def run_replica(reactor, options, security, make_backend=None,
             metrics=metrics, failure_store=failures, push_store=pushes,
             published=publisher, configured=replica.configured)
         publisher.serve(service)
-        service.start()
+        # The reactor goes on meanwhile: the lease is renewed, polls and
+        # requests answered.
+        yield service.start_reading()
         return service
 
     replica = Replica(client, cluster, name, options.advertise.rstrip("/"),

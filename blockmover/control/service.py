@@ -298,33 +298,76 @@ class ControlService(object):
 
     def start(self):
         """
-        Load the stored configuration and start listing its backend.
+        Load the stored configuration and start listing its backend. Reads
+        the configuration on the calling thread: before the reactor runs
+        (see ``start_reading``).
 
         :raise StoreError: the stored configuration cannot be used.
+        """
+        stored = self._start_threads()
+        self._start_with(stored, None if stored is None
+                         else self._read_stored(stored))
+
+    @inlineCallbacks
+    def start_reading(self):
+        """
+        ``start``, reading the stored configuration in a thread: for a
+        service started on a running reactor (a replica just elected,
+        which must go on renewing its lease and answering meanwhile; at
+        10,000 nodes the reading takes seconds).
+
+        :return: Deferred firing once started, failing with
+            ``StoreError`` when the stored configuration cannot be used.
+        """
+        stored = self._start_threads()
+        parsed = None
+        if stored is not None:
+            parsed = yield deferToThreadPool(
+                self._reactor, self._parsing, self._read_stored, stored)
+        self._start_with(stored, parsed)
+
+    def _start_threads(self):
+        """
+        Start the threads; :return: the stored configuration.
         """
         self._threadpool.start()
         self._parsing.start()
         self._writer.start()
         self.node_calls.start()
         self.pushes.start()
-        stored = self.store.load()
+        return self.store.load()
+
+    def _read_stored(self, stored):
+        """
+        The stored configuration, read. Blocks: run it in a thread, or
+        before the reactor runs.
+
+        :raise StoreError: it cannot be used.
+        """
+        try:
+            parsed = _parse(stored.cluster_yml, stored.app_yml,
+                            stored.cluster_path, stored.app_path)
+        except ConfigError as e:
+            raise StoreError(
+                "the configuration stored in %s no longer loads (%s); "
+                "remove it and deploy a corrected configuration"
+                % (self.store.path, e))
+        name = parsed.deployment.cluster_name
+        if self.cluster is not None and name != self.cluster:
+            raise StoreError(
+                "the configuration stored in %s is cluster %r's, but "
+                "this service's certificates are cluster %r's; start it "
+                "with cluster %r's certificates, or with another "
+                "--state-dir" % (self.store.path, name, self.cluster,
+                                 name))
+        return parsed
+
+    def _start_with(self, stored, parsed):
+        """
+        Take ``stored`` (read as ``parsed``), or nothing, and start
+        listing.
+        """
         if stored is not None:
-            try:
-                parsed = _parse(stored.cluster_yml, stored.app_yml,
-                                stored.cluster_path, stored.app_path)
-            except ConfigError as e:
-                raise StoreError(
-                    "the configuration stored in %s no longer loads (%s); "
-                    "remove it and deploy a corrected configuration"
-                    % (self.store.path, e))
-            name = parsed.deployment.cluster_name
-            if self.cluster is not None and name != self.cluster:
-                raise StoreError(
-                    "the configuration stored in %s is cluster %r's, but "
-                    "this service's certificates are cluster %r's; start it "
-                    "with cluster %r's certificates, or with another "
-                    "--state-dir" % (self.store.path, name, self.cluster,
-                                     name))
             self.stored = stored
             self.deployment = parsed.deployment
             self.transitions.configured(None, parsed.deployment,
