@@ -118,7 +118,7 @@ class Certificates(object):
 
     def __init__(self, directory, nodes, processes=2):
         self.ca_dir = os.path.join(directory, "ca")
-        authority = ca.init(self.ca_dir, CLUSTER)
+        self.authority = authority = ca.init(self.ca_dir, CLUSTER)
         self.control_dir = os.path.join(directory, "control-tls")
         self.user_dir = os.path.join(directory, "user-tls")
         self.nodes_dir = os.path.join(directory, "nodes-tls")
@@ -159,14 +159,20 @@ class Certificates(object):
 
 # --- the configuration -------------------------------------------------------
 
-def configuration(nodes, placement, lease):
+def configuration(nodes, placement, lease, election=None):
     """
     ``(cluster_yml, app_yml)``: ``nodes`` nodes, application ``i`` on node
-    ``placement[i]``, a lease of ``lease`` seconds.
+    ``placement[i]``, a lease of ``lease`` seconds; with ``election``
+    (``(lease, renew_deadline, retry)``), the times of the election of
+    the control service's leader.
     """
     cluster = ["version: 1", "cluster:", "  name: %s" % (CLUSTER,),
                "  control: https://127.0.0.1:4523",
-               "  lease: %g" % (lease,),
+               "  lease: %g" % (lease,)]
+    if election is not None:
+        cluster.append("  election: {lease: %g, renew_deadline: %g, "
+                       "retry: %g}" % tuple(election))
+    cluster += [
                # Replaced by scale_control's in-memory cloud.
                "  backend: {name: loopback, root: /nonexistent/scale}",
                "nodes:"]
@@ -215,6 +221,16 @@ def changed_nodes(before, after):
     return nodes
 
 
+def stored(cluster_yml, app_yml):
+    """
+    The configuration as ``blockmover-control`` keeps it (in its state
+    directory, or in etcd), as if deployed once.
+    """
+    return {"version": 1, "generation": 1, "counter": 1,
+            "cluster_yml": cluster_yml, "app_yml": app_yml,
+            "cluster_path": "cluster.yml", "app_path": "app.yml"}
+
+
 def write_stored(state_dir, cluster_yml, app_yml):
     """
     The configuration as ``blockmover-control`` keeps it, as if deployed
@@ -222,9 +238,7 @@ def write_stored(state_dir, cluster_yml, app_yml):
     """
     os.makedirs(state_dir, mode=0o700)
     with open(os.path.join(state_dir, "configuration.json"), "w") as f:
-        json.dump({"version": 1, "generation": 1, "counter": 1,
-                   "cluster_yml": cluster_yml, "app_yml": app_yml,
-                   "cluster_path": "cluster.yml", "app_path": "app.yml"}, f)
+        json.dump(stored(cluster_yml, app_yml), f)
     os.chmod(os.path.join(state_dir, "configuration.json"), 0o600)
 
 
@@ -264,12 +278,7 @@ class Control(object):
             command += ["--profile", os.path.join(
                 self.profile, "control-%d-%d.prof" % (self.nodes,
                                                       self.starts))]
-        command += [
-            "--", "--listen",
-            "tcp:%d:interface=127.0.0.1:backlog=4096" % (self.port,),
-            "--tls-dir", self.certs.control_dir, "--crl", self.certs.crl,
-            "--state-dir", self.state_dir, "--log", self.log,
-            "--refresh-interval", "3600"]
+        command += ["--"] + self.options()
         with open(stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=stderr,
@@ -287,6 +296,25 @@ class Control(object):
                                        % (f.read(),))
             time.sleep(0.05)
         raise RuntimeError("the control service did not listen")
+
+    def options(self):
+        """
+        ``blockmover-control``'s options.
+        """
+        return [
+            "--listen",
+            "tcp:%d:interface=127.0.0.1:backlog=4096" % (self.port,),
+            "--tls-dir", self.certs.control_dir, "--crl", self.certs.crl,
+            "--state-dir", self.state_dir, "--log", self.log,
+            "--refresh-interval", "3600"]
+
+    def kill(self):
+        """
+        SIGKILL it, as a crash would; return once it is gone.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self):
         if self.process is None or self.process.poll() is not None:
@@ -387,19 +415,23 @@ def source_address(i):
 class Agents(object):
     """
     The simulated agents, in ``workers`` processes, and every slice they
-    received: ``received[node]`` is ``[(generation, time), ...]``.
+    received: ``received[node]`` is ``[(generation, time, port), ...]``.
+    ``port`` is the service's, or a list of its replicas' (agent ``i``
+    asks the ``i % len(port)``-th first).
     """
 
     def __init__(self, directory, certs, nodes, port, workers):
+        ports = list(port) if isinstance(port, (list, tuple)) else [port]
         self.received = {node_name(i): [] for i in range(nodes)}
         self.refused = []
         self._lock = threading.Lock()
         self.processes = []
         self._readers = []
         for w in range(workers):
-            plan = {"port": port, "ca": certs.ca, "timeout": POLL_TIMEOUT,
+            plan = {"ports": ports, "ca": certs.ca, "timeout": POLL_TIMEOUT,
                     "agents": [[node_name(i), source_address(i)]
                                + list(certs.node_files(node_name(i)))
+                               + [i % len(ports)]
                                for i in range(w, nodes, workers)]}
             path = os.path.join(directory, "agents-%d.json" % (w,))
             with open(path, "w") as f:
@@ -418,8 +450,8 @@ class Agents(object):
             parts = line.split()
             with self._lock:
                 if parts[0] == "R":
-                    self.received[parts[1]].append((int(parts[2]),
-                                                    float(parts[3])))
+                    self.received[parts[1]].append(
+                        (int(parts[2]), float(parts[3]), int(parts[4])))
                 else:
                     self.refused.append(parts[1:])
 
@@ -429,10 +461,17 @@ class Agents(object):
         received at or after ``since``; None if it has not yet.
         """
         with self._lock:
-            for held, at in self.received[node]:
+            for held, at, _ in self.received[node]:
                 if held >= generation and at >= since:
                     return at
         return None
+
+    def answers(self, node):
+        """
+        ``[(generation, time, port), ...]``: the slices ``node`` received.
+        """
+        with self._lock:
+            return list(self.received[node])
 
     def latest(self, node):
         with self._lock:
@@ -491,16 +530,17 @@ def percentiles(seconds):
     return at(0.5), at(0.99), ordered[-1]
 
 
-def change(control, certs, agents, nodes, before, after, timeout, lease):
+def change(control, certs, agents, nodes, before, after, timeout, lease,
+           election=None):
     """
     Send the configuration of placement ``after``. :return: ``(times,
     answered, read)``: the seconds from sending it to each node it changes
     holding its new slice (None if not within ``timeout``), the seconds
     the PUT took to be answered, and the seconds from sending it to the
     service having read it (its ``blockmover:control:read`` message; None
-    where it logs none).
+    where it logs none). ``election`` as ``configuration`` takes it.
     """
-    cluster_yml, app_yml = configuration(nodes, after, lease)
+    cluster_yml, app_yml = configuration(nodes, after, lease, election)
     logged = os.path.getsize(control.log)
     start = time.time()
     try:

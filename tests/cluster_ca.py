@@ -37,14 +37,16 @@ def _directory():
 
 class TestCA(object):
     """
-    The CA of one cluster, in ``directory``.
+    The CA of one cluster, in ``directory``; or ``authority`` (a
+    ``ca.Authority`` made elsewhere), issuing into ``directory``.
     """
     __test__ = False
 
-    def __init__(self, directory, cluster):
+    def __init__(self, directory, cluster, authority=None):
         self.directory = directory
         self.cluster = cluster
-        self.authority = ca.init(os.path.join(directory, "ca"), cluster)
+        self.authority = authority if authority is not None else ca.init(
+            os.path.join(directory, "ca"), cluster)
         self._issued = {}
 
     @property
