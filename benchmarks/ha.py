@@ -103,7 +103,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.scale import (  # noqa: E402
     CLUSTER, Agents, Certificates, Control, change, configuration, figure,
-    percentiles, placements, stored, write_stored,
+    percentiles, placements, record_change, stored, write_stored,
 )
 from benchmarks.scale_control import node_name  # noqa: E402
 from blockmover.certificates import CONTROL  # noqa: E402
@@ -608,11 +608,7 @@ def scale(cluster, directory, args):
                                       ("all", (second, third))):
             times, answered = change_at_leader(cluster, agents, before,
                                                after, args.timeout)
-            result[name + "_put_s"] = figure(answered)
-            p50, p99, most = percentiles(
-                list(times.values()) if times else [])
-            for label, value in (("p50", p50), ("p99", p99), ("max", most)):
-                result["%s_%s_s" % (label, name)] = figure(value)
+            record_change(result, name, times, answered)
             if times is None:
                 return result
         print("%d nodes: killing the leader ..." % (nodes,), flush=True)

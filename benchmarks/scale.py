@@ -685,6 +685,18 @@ def figure(value, digits=3):
     return "%.*f" % (digits, value)
 
 
+def record_change(result, name, times, answered):
+    """
+    Put the figures of the change ``name`` in ``result``: when its PUT
+    was ``answered`` and the p50, p99 and max of ``times`` (node ->
+    seconds to its agent holding its slice; None when they timed out).
+    """
+    result[name + "_put_s"] = figure(answered)
+    p50, p99, most = percentiles(list(times.values()) if times else [])
+    for label, value in (("p50", p50), ("p99", p99), ("max", most)):
+        result["%s_%s_s" % (label, name)] = figure(value)
+
+
 def run_size(nodes, args):
     """
     Every figure of one size, as a dict of printed strings.
@@ -719,11 +731,7 @@ def run_size(nodes, args):
             times, answered, read = change(control, certs, agents, nodes,
                                            before, after, args.timeout,
                                            args.lease)
-            result[name + "_put_s"] = figure(answered)
-            p50, p99, most = percentiles(
-                list(times.values()) if times else [])
-            for label, value in (("p50", p50), ("p99", p99), ("max", most)):
-                result["%s_%s_s" % (label, name)] = figure(value)
+            record_change(result, name, times, answered)
             if times is None:
                 return result
             if read is not None:
