@@ -89,6 +89,8 @@ def watched(kind, layout, prefix):
     finally:
         watcher.stop()
         down(layout.state_file, echo=cluster.echo)
-    assert leftovers(layout, list(watcher.seen.values())) == []
+    left = leftovers(layout, list(watcher.seen.values()))
+    assert left == [], "left behind by the cluster: %s (log %s)" % (
+        left, log.name)
     assert watcher.violations == [], watcher.violations
     os.unlink(log.name)

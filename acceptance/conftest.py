@@ -14,13 +14,11 @@ import uuid
 
 import pytest
 
-from acceptance.watcher import SafetyWatcher
+from acceptance.clusters import WatchedCluster, watched
 from blockmover.backends import BACKENDS
 from blockmover.localcluster import trust
 from blockmover.localcluster.cloud import admin as cloud_admin
-from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import make_layout
-from blockmover.localcluster.leftovers import leftovers
 from blockmover.localcluster.namespaces import unused_subnet
 from blockmover.localcluster.up import up
 from blockmover.poll import Backoff, Timeout, poll
@@ -39,16 +37,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.acceptance)
 
 
-class Cluster(object):
+class Cluster(WatchedCluster):
     """
-    A running cluster for the tests: its ``layout``, the ``watcher``, and
-    ``log`` (where the fixtures' progress lines and deploy output go).
+    The session's cluster: a ``WatchedCluster`` that knows its operator's
+    credentials, its backend and its emulated cloud.
     """
-    def __init__(self, layout, log):
-        self.layout = layout
-        self.log_path = log
-        self.watcher = None
-        self._operator = None
+    _operator = None
 
     @property
     def operator(self):
@@ -69,10 +63,6 @@ class Cluster(object):
         """
         return cloud_admin(self.layout)
 
-    def echo(self, line):
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
-
     def up(self):
         """
         Bring the cluster up, or restart whatever of it is not running.
@@ -92,27 +82,8 @@ def cluster(request):
                          backend=request.param,
                          attach_latency=CLOUD_LATENCY,
                          detach_latency=CLOUD_LATENCY)
-    log = tempfile.NamedTemporaryFile(
-        prefix="blockmover-acceptance-%s-" % (name,), suffix=".log",
-        delete=False)
-    log.close()
-    cluster = Cluster(layout, log.name)
-    watcher = SafetyWatcher(layout, "secantusd-py",
-                            os.path.join(layout.state_dir, "data",
-                                         "mongodb"))
-    try:
-        cluster.up()
-        watcher.start()
-        cluster.watcher = watcher
+    with watched(Cluster, layout, "acceptance") as cluster:
         yield cluster
-    finally:
-        watcher.stop()
-        down(layout.state_file, echo=cluster.echo)
-    left = leftovers(layout, list(watcher.seen.values()))
-    assert left == [], "left behind by the cluster: %s (log %s)" % (
-        left, log.name)
-    assert watcher.violations == [], watcher.violations
-    os.unlink(log.name)
 
 
 @pytest.fixture(autouse=True)

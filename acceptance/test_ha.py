@@ -26,10 +26,8 @@ import pytest
 from acceptance.clusters import APP, WatchedCluster, watched
 from acceptance.moving import wait_for_stop_on
 from blockmover import proc
-from blockmover.client import ControlError, ControlUnreachable
 from blockmover.command import run
 from blockmover.localcluster import power, state, trust
-from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.database import (
     application, checksum, missing_or_wrong, read_documents,
     refuses_connections, wait_for_server, write_documents,
@@ -37,8 +35,8 @@ from blockmover.localcluster.database import (
 from blockmover.localcluster.deploying import deploy, write_configuration
 from blockmover.localcluster.layout import make_layout
 from blockmover.localcluster.namespaces import unused_subnet
+from blockmover.localcluster.status import leading_replica, replicas_answer
 from blockmover.localcluster.up import up
-from blockmover.poll import Backoff, poll
 
 DOCUMENTS = 1000
 ELECTION = {"lease": 6, "renew_deadline": 4, "retry": 1}
@@ -73,34 +71,15 @@ class HACluster(WatchedCluster):
         """
         ``GET /v1/replicas`` from the first replica that answers.
         """
-        for replica in self.layout.replicas:
-            try:
-                return ask_control(replica.url,
-                                   lambda client: client.get_replicas(),
-                                   5.0, self.operator)
-            except (ControlError, ControlUnreachable):
-                continue
-        return None
+        return replicas_answer(self.layout, self.operator)
 
     def leader(self, other_than=None):
         """
         The ``ReplicaLayout`` of the replica leading (and serving), once
         one other than ``other_than`` does.
         """
-        def found():
-            answer = self.replicas()
-            leader = answer and answer["leader"]
-            if not leader or leader["name"] == other_than:
-                return None
-            replica = self.layout.replica(leader["name"])
-            try:
-                ask_control(replica.url, lambda client: client.get_state(),
-                            5.0, self.operator)
-            except (ControlError, ControlUnreachable):
-                return None
-            return replica
-        return poll(found, WITHIN, "a replica to lead",
-                    Backoff(initial=0.1, maximum=0.5))
+        return leading_replica(self.layout, self.operator, other_than,
+                               serving=True, timeout=WITHIN)
 
     def kill(self, name):
         """

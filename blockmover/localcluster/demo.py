@@ -13,9 +13,7 @@ import threading
 import time
 
 from blockmover import proc
-from blockmover.client import ControlError, ControlUnreachable
 from blockmover.localcluster import ClusterError, state, trust
-from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.database import (
     application, checksum, missing_or_wrong, read_documents,
     refuses_connections, wait_for_server, write_documents,
@@ -25,6 +23,7 @@ from blockmover.localcluster.deploying import (
 )
 from blockmover.localcluster.down import down
 from blockmover.localcluster.layout import DEFAULT_LATENCY, make_layout
+from blockmover.localcluster.status import leading_replica
 from blockmover.localcluster.up import up
 from blockmover.poll import Backoff, Timeout, poll
 
@@ -88,27 +87,6 @@ def run_demo(layout, documents):
                            "the move" % (node1.name, node1.address))
     print("    %d documents intact, checksum %s matches; %s refuses "
           "connections" % (len(found), after, node1.name))
-
-
-def leading_replica(layout, credentials, other_than=None, timeout=120.0):
-    """
-    The ``ReplicaLayout`` of the replica that leads, once one (other than
-    ``other_than``) does, as the replicas say.
-    """
-    def found():
-        for replica in layout.replicas:
-            try:
-                answer = ask_control(replica.url,
-                                     lambda client: client.get_replicas(),
-                                     5.0, credentials)
-            except (ControlError, ControlUnreachable):
-                continue
-            leader = answer["leader"]
-            if leader is not None and leader["name"] != other_than:
-                return layout.replica(leader["name"])
-        return None
-    return poll(found, timeout, "a replica of the control service to lead",
-                Backoff(initial=0.1, maximum=0.5))
 
 
 def _move_killing_the_leader(layout, source):

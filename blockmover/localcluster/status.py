@@ -12,6 +12,7 @@ from blockmover.client import ControlError, ControlUnreachable
 from blockmover.localcluster import ClusterError, cloud, state, trust
 from blockmover.localcluster.blocking import ask_control
 from blockmover.localcluster.namespaces import netns_exists
+from blockmover.poll import Backoff, poll
 from blockmover.localcluster.services import CONTROL, agent_key
 from blockmover.status_command import LocalFacts, Target
 
@@ -28,6 +29,43 @@ def control_state(url, credentials, timeout=5.0):
                            credentials)
     except (ControlUnreachable, ControlError):
         return None
+
+
+def replicas_answer(layout, credentials, timeout=5.0):
+    """
+    ``GET /v1/replicas`` of the first of the cluster's control replicas
+    that answers, or None when none does.
+    """
+    for replica in layout.replicas:
+        try:
+            return ask_control(replica.url,
+                               lambda client: client.get_replicas(),
+                               timeout, credentials)
+        except (ControlUnreachable, ControlError):
+            continue
+    return None
+
+
+def leading_replica(layout, credentials, other_than=None, serving=False,
+                    timeout=120.0):
+    """
+    The ``ReplicaLayout`` of the replica that leads, once one (other than
+    the replica named ``other_than``) does, as the replicas say; with
+    ``serving``, once its service answers too.
+
+    :raise blockmover.poll.Timeout: none does within ``timeout`` seconds.
+    """
+    def found():
+        answer = replicas_answer(layout, credentials)
+        leader = answer and answer["leader"]
+        if not leader or leader["name"] == other_than:
+            return None
+        replica = layout.replica(leader["name"])
+        if serving and control_state(replica.url, credentials) is None:
+            return None
+        return replica
+    return poll(found, timeout, "a replica of the control service to lead",
+                Backoff(initial=0.1, maximum=0.5))
 
 
 def _process(current, key):
