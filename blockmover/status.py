@@ -851,13 +851,13 @@ def lines(summary):
     """
     now = summary["now"]
     out = _headline(summary)
-    nodes = summary["nodes"]
-    if not summary["generation"] and not nodes:
-        return out
     replicas = summary.get("replicas")
     if replicas is not None:
         out.append("")
         out += _replica_lines(replicas, now)
+    nodes = summary["nodes"]
+    if not summary["generation"] and not nodes:
+        return out
     sites = summary.get("sites") or {}
     if len(sites) > 1:
         out.append("")
