@@ -6,12 +6,14 @@ the reactor.
 
 The service may run as several replicas, one of them leading: a client
 given their URLs asks the one that answered it last, and moves on to
-another when that one cannot be reached, has no leader, or names its
-leader (a follower answers 421 with the leader's URL).
+another when that one cannot be reached (or falls silent: see
+``_SILENCE``), has no leader, or names its leader (a follower answers 421
+with the leader's URL).
 """
 
 import argparse
 import json
+import socket
 import zlib
 from contextlib import nullcontext
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -22,9 +24,10 @@ from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import (
     ConnectError, ConnectingCancelledError, ConnectionRefusedError,
-    DNSLookupError,
+    DNSLookupError, TimeoutError as ConnectTimeout,
 )
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 from twisted.web.client import (
@@ -38,6 +41,19 @@ from blockmover.tls import ClientTLS, ServiceNotTrusted
 # How much longer than the server's long-poll timeout a request may take
 # before the client gives up on it.
 _LONG_POLL_MARGIN = 15.0
+
+# A replica that stopped answering (its host gone, its link cut) takes no
+# connection and acknowledges nothing it is sent, while a replica that is
+# only busy still does at once (its kernel does): so a TCP connection
+# not made within _CONNECT_TIMEOUT, or one on which the replica acknowledges
+# nothing for _SILENCE (what was sent, or the keepalive probes sent after
+# _KEEPALIVE_IDLE seconds quiet, every _KEEPALIVE_INTERVAL), is given up,
+# and another replica asked, however long a poll may wait for its answer:
+# well inside a node's lease, before it counts as unresponsive.
+_CONNECT_TIMEOUT = 5.0
+_SILENCE = 5.0
+_KEEPALIVE_IDLE = 2
+_KEEPALIVE_INTERVAL = 1
 
 # Times one call may ask one replica: twice, so that a leader named by
 # one follower and then, after an election, by another is asked again,
@@ -205,12 +221,49 @@ class _TLSEndpoints(object):
 
     def endpointForURI(self, uri):
         host = uri.host.decode("idna")
-        endpoint = HostnameEndpoint(self._reactor, host, uri.port)
+        endpoint = _GivingUpOnSilence(HostnameEndpoint(
+            self._reactor, host, uri.port, timeout=_CONNECT_TIMEOUT))
         if self._plain_http and uri.scheme == b"http":
             return endpoint
         return wrapClientTLS(
             self._policy.creatorForNetloc(uri.host, uri.port), endpoint,
             clock=self._reactor)
+
+
+@implementer(IStreamClientEndpoint)
+class _GivingUpOnSilence(object):
+    """
+    A TCP endpoint whose connections the kernel ends once the peer has
+    acknowledged nothing for ``_SILENCE`` seconds (``_keep_alert``).
+    """
+
+    def __init__(self, endpoint):
+        self._endpoint = endpoint
+
+    def connect(self, factory):
+        d = self._endpoint.connect(factory)
+        d.addCallback(self._connected)
+        return d
+
+    def _connected(self, protocol):
+        _keep_alert(protocol.transport.getHandle())
+        return protocol
+
+
+def _keep_alert(sock):
+    """
+    Have the kernel end TCP socket ``sock``'s connection once its peer
+    has acknowledged nothing for ``_SILENCE`` seconds: data sent, or the
+    keepalive probes it sends while the connection is quiet (a long poll
+    waiting).
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE,
+                    _KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL,
+                    _KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                    int(_SILENCE * 1000))
 
 
 def _headers():
@@ -684,6 +737,9 @@ def _unreachable(failure, url):
         reason = tls_reason
     elif isinstance(error, ConnectionRefusedError):
         reason = "connection refused"
+    elif isinstance(error, ConnectTimeout):
+        reason = "no connection within %g seconds (its host down or cut " \
+            "off?)" % (_CONNECT_TIMEOUT,)
     elif isinstance(error, (CancelledError, ConnectingCancelledError)) \
             or (isinstance(error, (ResponseFailed, ResponseNeverReceived))
                 and any(r.check(CancelledError) for r in error.reasons)):

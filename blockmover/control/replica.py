@@ -256,6 +256,8 @@ class Follower(object):
         self.replicas = pmap()
         self._poll_limit = poll_limit(DEFAULT_LEASE)
         self._polled = set()
+        # (leader URL, Deferred) of the send to the leader under way.
+        self._sending = None
         self._watch = None
         self._renewing = LoopingCall(self._send_renewals)
         self._renewing.clock = reactor
@@ -357,18 +359,36 @@ class Follower(object):
         return self.slices.wait(node, after)
 
     def _send_renewals(self):
-        if not self._polled or self._leader_url() is None:
+        """
+        Send the leader the nodes that polled since the last send: one
+        send at a time to one leader. A send still waiting on a replica
+        that no longer leads (its host gone, its link cut) is given up,
+        and its nodes sent to the new leader at once, not after its
+        timeout: the new leader's leases are the ones that count now.
+        """
+        leader = self._leader_url()
+        if self._sending is not None:
+            to, sending = self._sending
+            if to == leader:
+                return
+            sending.cancel()
+        if not self._polled or leader is None:
             return
         nodes, self._polled = self._polled, set()
         d = maybeDeferred(self._renew, nodes)
+        self._sending = (leader, d)
 
         def failed(failure):
             # Sent again with the next second's: a lease lasts many.
             self._polled |= nodes
             log_message(message_type="blockmover:control:renewals-unsent",
                         nodes=len(nodes), reason=failure.getErrorMessage())
+
+        def sent(_):
+            if self._sending is not None and self._sending[1] is d:
+                self._sending = None
         d.addErrback(failed)
-        return d
+        d.addBoth(sent)
 
 
 def _generation(body):
