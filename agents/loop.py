@@ -158,6 +158,10 @@ class DatasetWorker(object):
         self.settled_on = None     # the generation it found nothing to do on
         self.trouble = None        # why its dataset could not be looked at
         self.last_run = None       # (observed, changes) last run in full
+        # How many times last_run came back unchanged and was waited on,
+        # and whether it was, since it last ran.
+        self.repeats = 0
+        self.waited = False
         self.exit_watch = None
         self.done = False
 
@@ -654,14 +658,19 @@ class ConvergenceLoop(object):
             worker.settled_on = None
             # The same changes planned from the same look again, right after
             # they all ran: the control service's listing lags behind them.
-            # Wait for it (a new slice wakes us) rather than spin.
+            # Wait for it (a new slice wakes us) rather than spin, then run
+            # them once more; longer each time the same look comes back (a
+            # leader being elected sends no slice for seconds).
             look = (seen, changes)
-            if look == worker.last_run:
+            if look == worker.last_run and not worker.waited:
                 self._report()
-                yield worker.alarm.sleep(self._recheck.delay(idle))
-                idle += 1
-                worker.last_run = None
+                yield worker.alarm.sleep(self._recheck.delay(worker.repeats))
+                worker.repeats += 1
+                worker.waited = True
                 continue
+            if look != worker.last_run:
+                worker.repeats = 0
+            worker.waited = False
             idle = 0
             ran_all = yield self._run_changes(worker, desired, context,
                                               changes)

@@ -650,6 +650,45 @@ def test_new_slice_wakes_loop_at_once():
     assert len([o for o in observed if o[0] == 1]) < 15, observed
 
 
+class LaggingStep(FakeStep):
+    """
+    A change that succeeds and is planned again from the same look: the
+    control service's listing lags behind it.
+    """
+
+    def run(self, context):
+        self.attempts.append(time.monotonic())
+
+
+def test_changes_planned_again_while_the_listing_lags_back_off():
+    """
+    Changes that all ran and come back from the same look (the listing
+    lags, and no slice comes while a leader is elected) run again after
+    growing waits, not ten times a second; a new slice that plans nothing
+    settles the worker at once.
+    """
+    client = FakeClient()
+    step = LaggingStep("d")
+    client.push(slice_(1))
+
+    @inlineCallbacks
+    def scenario(reactor, loop):
+        yield deferLater(reactor, 4.0)
+        pushed = time.monotonic()
+        client.push(slice_(2))
+        yield _until(reactor, lambda: _converged(client)
+                     and client.reports[-1].progress.generation == 2,
+                     "the new slice settled")
+        return time.monotonic() - pushed
+    settled, _ = run_loop(client, {1: {"d": [step]}, 2: {"d": []}},
+                          scenario)
+    gaps = [b - a for a, b in zip(step.attempts, step.attempts[1:])]
+    # Spinning, it ran about 35 times in those 4 s.
+    assert 4 <= len(step.attempts) < 15, gaps
+    assert gaps[-1] > 3 * gaps[0], gaps
+    assert settled < 1.0, settled
+
+
 def test_application_exit_wakes_its_worker_at_once():
     """
     Converged and idle, a worker hears of its application's exit from the
