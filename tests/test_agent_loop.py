@@ -145,10 +145,15 @@ class AgentProcess(object):
         return int(lines[-1].rsplit(":", 1)[1]) if lines else None
 
     def app_pid(self, name=APP):
+        """
+        The pid the agent recorded for ``name``'s process, or None: no
+        record, or only the intent of a start not (yet) made (a record
+        without a pid, written before each attempt).
+        """
         try:
             with open(os.path.join(self.state_dir, "apps",
                                    name + ".json")) as f:
-                return json.load(f)["pid"]
+                return json.load(f).get("pid")
         except FileNotFoundError:
             return None
 
